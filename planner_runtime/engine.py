@@ -1,0 +1,74 @@
+"""The engine contract: what an exported planner graph takes and returns.
+
+An engine file (``.onnx`` or TensorRT ``.plan``) carries a manifest (see ``manifest.py``)
+and one of two graph shapes. Trajectories are ``[B, H, D]`` with ``D = S + A``; row ``t``
+is ``[x_{t+1} (S), u_t (A)]``, so ``plan[:, 0, S:]`` is the action to apply at the observed
+state ``x_0``. All inputs/outputs at this boundary are in raw (unnormalized) units; the
+normalizer lives inside the graph. ``B`` is the number of candidates (1 on the Go2).
+
+Fused graph (one call per plan, ``n`` reverse steps unrolled, CFG batch inside):
+    inputs   x0 [B, S] f32, cond [B, C] f32, prev_plan [B, H, D] f32 (already shifted by
+             the runtime; zeros on a cold start), noise [B, H, D] f32 (standard normal,
+             scaled by sqrt(temperature) by the runtime), levels [n + 1] i64 (decreasing,
+             ends at 0: warm = [k_w, ..., 0], cold = schedule.ddim_levels(K, n)),
+             cfg_w [1] f32
+    outputs  plan [B, H, D] f32 (raw), score [B] f32 (ranker score; zeros when N = 1),
+             best [1] i64 (index of the candidate the ranker picked)
+  The first reverse step starts from q_sample(normalize(prev_plan), noise, levels[0]);
+  with levels[0] = K and a cosine schedule that is (numerically) pure noise: a cold start.
+
+Step graph (one call per reverse step; the loop lives in the runtime, steps changeable):
+    inputs   x0, cond, prev_plan, noise as above, tau [B, H, D] f32 (normalized iterate;
+             ignored when start = 1), level [1] i64, next_level [1] i64, start [1] i64,
+             cfg_w [1] f32
+    outputs  tau_next [B, H, D] f32 (normalized), plan [B, H, D] f32 (raw: the
+             unnormalized clean estimate; the final plan when next_level = 0)
+
+The runtime keeps no copy of an update rule: it shifts the previous plan, draws noise,
+picks the level sequence (``schedule.py``) and loops; the graphs do the math.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+FUSED_INPUTS = ("x0", "cond", "prev_plan", "noise", "levels", "cfg_w")
+FUSED_OUTPUTS = ("plan", "score", "best")
+STEP_INPUTS = ("x0", "cond", "prev_plan", "noise", "tau", "level", "next_level", "start", "cfg_w")
+STEP_OUTPUTS = ("tau_next", "plan")
+
+
+class EngineError(RuntimeError):
+    """An engine file is missing, corrupt, mismatched, or cannot run on this machine."""
+
+
+@dataclass
+class PlanOutput:
+    plan: np.ndarray  # [B, H, D] raw units
+    best: int  # index of the chosen candidate
+    score: np.ndarray  # [B]
+    infer_ms: float  # wall time of the engine call(s)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def chosen(self) -> np.ndarray:
+        """[H, D] trajectory of the chosen candidate."""
+        return self.plan[self.best]
+
+
+class Engine(ABC):
+    """A loaded engine. Backends (ONNX Runtime, TensorRT) implement ``plan``."""
+
+    manifest: dict[str, Any]
+    backend: str  # e.g. "onnxruntime:CPUExecutionProvider", "tensorrt"
+
+    @abstractmethod
+    def plan(self, x0: np.ndarray, cond: np.ndarray, prev_plan: np.ndarray, noise: np.ndarray,
+             levels: np.ndarray, cfg_w: float | None = None) -> PlanOutput:
+        """Run one full reverse pass over ``levels``. Shapes as in the module docstring."""
+
+    def close(self) -> None:  # noqa: B027 - optional for backends
+        """Release sessions / device buffers."""

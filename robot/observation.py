@@ -1,0 +1,93 @@
+"""The observation builder: robot state + command -> planner state and condition.
+
+Written once and used by data collection, training, the controller and both simulators:
+train/deploy skew in order, units or scaling is the classic failure of deployed planners.
+
+State (S = 30, float32), the MPDiffuser Go2 state (paper Sec. 4.4), SDK joint order:
+  [0:3]   base angular velocity, body frame, rad/s (IMU gyroscope)
+  [3:6]   projected gravity, body frame, unit vector (upright = [0, 0, -1])
+  [6:18]  joint positions minus DEFAULT_JOINT_POS, rad
+  [18:30] joint velocities, rad/s
+No scaling is applied here: the model's per-dimension normalizer handles magnitudes.
+Condition (C = 3): the velocity command [vx (m/s), vy (m/s), yaw rate (rad/s)], body frame.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from robot.go2_constants import DEFAULT_JOINT_POS, JOINT_NAMES
+from robot.types import LowState
+
+STATE_NAMES: tuple[str, ...] = (
+    ("ang_vel_x", "ang_vel_y", "ang_vel_z", "gravity_x", "gravity_y", "gravity_z")
+    + tuple(f"q_rel_{n}" for n in JOINT_NAMES)
+    + tuple(f"dq_{n}" for n in JOINT_NAMES)
+)
+CONDITION_NAMES: tuple[str, ...] = ("cmd_vx", "cmd_vy", "cmd_yaw_rate")
+ACTION_NAMES: tuple[str, ...] = tuple(f"a_{n}" for n in JOINT_NAMES)
+STATE_DIM = len(STATE_NAMES)
+CONDITION_DIM = len(CONDITION_NAMES)
+ACTION_DIM = len(ACTION_NAMES)
+GRAVITY_Z_SLICE = 5  # index of projected gravity z in the state (cost: z > -0.95)
+OBS_SPEC_VERSION = 1
+
+
+def projected_gravity(quat_wxyz: np.ndarray) -> np.ndarray:
+    """World gravity direction [0, 0, -1] expressed in the body frame."""
+    w, x, y, z = np.asarray(quat_wxyz, dtype=np.float64)
+    n = w * w + x * x + y * y + z * z
+    if not np.isfinite(n) or n < 1e-12:
+        raise ValueError(f"invalid IMU quaternion {quat_wxyz!r}")
+    s = 2.0 / n
+    # -(third row of the rotation matrix body->world)
+    return np.array([-s * (x * z - w * y), -s * (y * z + w * x), -(1.0 - s * (x * x + y * y))])
+
+
+def build_state(state: LowState) -> np.ndarray:
+    """LowState -> planner state vector (float32, length STATE_DIM)."""
+    out = np.empty(STATE_DIM, dtype=np.float64)
+    out[0:3] = state.gyroscope
+    out[3:6] = projected_gravity(state.quaternion)
+    out[6:18] = np.asarray(state.q) - DEFAULT_JOINT_POS
+    out[18:30] = state.dq
+    return out.astype(np.float32)
+
+
+def build_condition(command: np.ndarray) -> np.ndarray:
+    """Velocity command [vx, vy, yaw_rate] -> condition vector (float32, length 3)."""
+    c = np.asarray(command, dtype=np.float32).reshape(-1)
+    if c.shape != (CONDITION_DIM,):
+        raise ValueError(f"command must have {CONDITION_DIM} entries [vx, vy, yaw], got {c.shape}")
+    return c
+
+
+def observation_spec() -> dict:
+    """The plain-type description recorded in datasets and engine manifests."""
+    return {
+        "version": OBS_SPEC_VERSION,
+        "robot": "go2",
+        "state_names": list(STATE_NAMES),
+        "condition_names": list(CONDITION_NAMES),
+        "action_names": list(ACTION_NAMES),
+        "joint_order": list(JOINT_NAMES),
+        "default_joint_pos": [float(v) for v in DEFAULT_JOINT_POS],
+        "units": "rad, rad/s, body frame; joint positions relative to default; no scaling",
+    }
+
+
+def reward_cost(base_lin_vel: np.ndarray, ang_vel_z: float, gravity_z: float,
+                command: np.ndarray) -> tuple[float, float]:
+    """The paper's Go2 reward and cost for one step.
+
+    reward = exp(-|v_xy - c_xy|^2 / 0.25) + 0.5 exp(-(w_z - c_yaw)^2 / 0.25)  (Isaac Lab's
+    velocity-tracking terms, std 0.5, with their 1 : 0.5 weighting), in [0, 1.5].
+    cost = 1 when the projected gravity z > -0.95 (torso tilted more than ~18 deg), else 0.
+    """
+    c = np.asarray(command, dtype=np.float64)
+    v = np.asarray(base_lin_vel, dtype=np.float64)
+    e_lin = float(np.sum((v[:2] - c[:2]) ** 2))
+    e_yaw = float((ang_vel_z - c[2]) ** 2)
+    reward = float(np.exp(-e_lin / 0.25) + 0.5 * np.exp(-e_yaw / 0.25))
+    cost = 1.0 if gravity_z > -0.95 else 0.0
+    return reward, cost
