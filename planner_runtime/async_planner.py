@@ -1,0 +1,323 @@
+"""The background sampler: always plans from the newest observation, warm-started.
+
+One thread owns the engine. Observations arrive through a size-1 slot (a newer one
+replaces an older one that was not started yet: latest wins, nothing queues), so the
+socket thread hands over an observation in microseconds and never waits for a plan.
+
+Per plan the runtime only does bookkeeping; the update math is inside the engine graphs:
+- warm start: the previous chosen plan is shifted by the number of rows executed since it
+  was made, ``s = round((stamp_new - t0_prev) / dt)`` (rows are ``dt`` apart and row 0
+  acts at t0), the end padded by repeating the last row, and passed as ``prev_plan`` with
+  ``levels = diffusion.warm_levels`` ([k_w, ..., 0]); the graph noises it to level k_w.
+- cold start (``levels = diffusion.cold_levels``, zeros as ``prev_plan``): the first
+  observation, after ``reset()``, when the stamp went backwards or the old plan is used up
+  (``s >= H``), or when the observation is far from what the old plan predicted for now:
+  RMS over state dims of ``(x_obs - x_pred) / scale`` above ``cold_threshold``, where
+  ``scale`` is the normalizer's per-dimension state scale (1 when the manifest has none).
+- noise: a seeded ``numpy.random.Generator``, standard normal scaled by sqrt(temperature).
+
+Every result is an ``ActionChunk`` stamped with plan id, the observation seq it answers,
+t0 (= the observation's stamp), dt, valid_until (= t0 + n_send * dt) and timings in ms.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from planner_runtime import schedule
+from planner_runtime.engine import Engine
+from planner_runtime.protocol import ActionChunk, Observation
+
+log = logging.getLogger("planner_runtime.planner")
+
+ResultCallback = Callable[[Any, "ActionChunk | None", "Exception | None", Observation], None]
+
+
+@dataclass
+class PlannerSpec:
+    """What the planner needs from a manifest, plus run-time overrides."""
+
+    S: int
+    A: int
+    C: int
+    H: int
+    B: int
+    K: int
+    dt: float
+    chunk: int
+    graph: str  # "fused" | "step"
+    cold_levels: np.ndarray
+    warm_levels: np.ndarray
+    cfg_w: float
+    temperature: float
+    state_scale: np.ndarray  # [S], for the far-observation test
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any], *, chunk: int | None = None,
+                      steps: int | None = None, warm_level: int | None = None,
+                      cfg_w: float | None = None, temperature: float | None = None) -> PlannerSpec:
+        """Build from a validated manifest; ``steps``/``warm_level`` only for step graphs."""
+        d, g, f = manifest["dims"], manifest["graph"], manifest["diffusion"]
+        K = int(f["K"])
+        cold = np.asarray(f["cold_levels"], np.int64)
+        warm = np.asarray(f["warm_levels"], np.int64)
+        if g["kind"] == "fused" and (steps is not None or warm_level is not None):
+            n = int(g["n_steps"])
+            if (steps is not None and steps != n) or (warm_level is not None and warm_level != n):
+                raise ValueError(
+                    f"this is a fused engine with {n} unrolled steps: --steps/--warm-level can only "
+                    f"be changed for step-graph engines (export one with --graph step)")
+        if steps is not None:
+            cold = schedule.ddim_levels(K, steps)
+        if warm_level is not None:
+            if not 1 <= warm_level <= K:
+                raise ValueError(f"warm level must be in [1, K={K}], got {warm_level}")
+            warm = schedule.warm_levels(warm_level)
+        H = int(d["H"])
+        c = int(manifest["control"]["chunk_size"]) if chunk is None else int(chunk)
+        if not 1 <= c <= H:
+            raise ValueError(f"chunk size must be in [1, H={H}], got {c}")
+        S = int(d["S"])
+        temp = float(f["temperature"] if temperature is None else temperature)
+        w = float(f["cfg_w"] if cfg_w is None else cfg_w)
+        if not (math.isfinite(temp) and temp >= 0):
+            raise ValueError(f"temperature must be a finite number >= 0, got {temp}")
+        if not math.isfinite(w):
+            raise ValueError(f"cfg_w must be finite, got {w}")
+        return cls(S=S, A=int(d["A"]), C=int(d["C"]), H=H, B=int(d["B"]), K=K,
+                   dt=float(manifest["control"]["dt"]), chunk=c, graph=str(g["kind"]),
+                   cold_levels=schedule.validate_levels(cold, K),
+                   warm_levels=schedule.validate_levels(warm, K),
+                   cfg_w=w, temperature=temp,
+                   state_scale=state_scale_from_manifest(manifest, S))
+
+
+def state_scale_from_manifest(manifest: Mapping[str, Any], S: int) -> np.ndarray:
+    """Per-dimension state scale from the normalizer (``traj.scale[:S]`` or ``scale[:S]``)."""
+    norm = manifest.get("normalizer") or {}
+    for block in (norm.get("traj"), norm):
+        if isinstance(block, Mapping) and isinstance(block.get("scale"), list) and len(block["scale"]) >= S:
+            sc = np.asarray(block["scale"][:S], np.float64)
+            if np.all(np.isfinite(sc)) and np.all(sc > 0):
+                return sc
+    return np.ones(S)
+
+
+def shift_plan(plan: np.ndarray, steps: int) -> np.ndarray:
+    """Drop the first ``steps`` rows of ``[..., H, D]`` and pad by repeating the last row."""
+    H = plan.shape[-2]
+    if not 0 <= steps < H:
+        raise ValueError(f"shift must be in [0, H={H}), got {steps}")
+    if steps == 0:
+        return plan.copy()
+    tail = np.repeat(plan[..., -1:, :], steps, axis=-2)
+    return np.concatenate([plan[..., steps:, :], tail], axis=-2)
+
+
+@dataclass
+class _LastPlan:
+    plan: np.ndarray  # [H, D] chosen candidate, raw units
+    x0: np.ndarray  # [S] the state it was planned from
+    t0: float
+    plan_id: int
+
+
+class AsyncPlanner:
+    """Background sampler thread with a latest-wins observation slot.
+
+    ``on_result(tag, chunk, error, obs)`` is called from the planner thread for every
+    planned observation (``error`` set when the engine failed). ``tag`` is whatever the
+    submitter passed (the server uses the client's identity).
+    """
+
+    def __init__(self, engine: Engine, spec: PlannerSpec, on_result: ResultCallback | None = None,
+                 *, seed: int = 0, cold_threshold: float = 1.0, send_steps: int | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if cold_threshold <= 0 or math.isnan(cold_threshold):
+            raise ValueError(f"cold_threshold must be > 0 (inf disables the check), got {cold_threshold}")
+        self.engine = engine
+        self.spec = spec
+        self.on_result = on_result
+        self.cold_threshold = float(cold_threshold)
+        self.send_steps = spec.H if send_steps is None else int(send_steps)
+        if not spec.chunk <= self.send_steps <= spec.H:
+            raise ValueError(f"send_steps must be in [chunk={spec.chunk}, H={spec.H}], got {send_steps}")
+        self._rng = np.random.default_rng(seed)
+        self._noise_scale = np.float32(math.sqrt(max(spec.temperature, 0.0)))
+        self._clock = clock
+        self._cv = threading.Condition()
+        self._slot: tuple[Any, Observation, float] | None = None
+        self._stop = False
+        self._epoch = 0  # bumped by reset(): results of plans started before it are dropped
+        self._last: _LastPlan | None = None
+        self._next_id = 1
+        self._thread: threading.Thread | None = None
+        self._busy = False
+        self._next_cold_reason = "first"
+        self.stats: dict[str, Any] = {
+            "received": 0, "replaced": 0, "plans": 0, "cold": 0, "warm": 0, "errors": 0,
+            "discarded": 0, "consecutive_errors": 0, "cold_reasons": {}, "last_infer_ms": None,
+            "last_plan_id": 0,
+        }
+
+    # ------------------------------------------------------------ thread control
+    def start(self) -> AsyncPlanner:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="planner", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Ask the thread to finish (after the plan in flight); True if it ended in time."""
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    def submit(self, obs: Observation, tag: Any = None) -> bool:
+        """Offer an observation; returns True if it replaced one not yet started. Never blocks
+        on the sampler (only on the slot's lock, held for a few instructions)."""
+        now = self._clock()
+        with self._cv:
+            replaced = self._slot is not None
+            self._slot = (tag, obs, now)
+            self.stats["received"] += 1
+            if replaced:
+                self.stats["replaced"] += 1
+            self._cv.notify()
+        return replaced
+
+    def reset(self) -> None:
+        """Forget the warm-start plan and any pending observation; the next plan is cold."""
+        with self._cv:
+            self._epoch += 1
+            self._slot = None
+            self._last = None
+            self._next_cold_reason = "reset"
+
+    @property
+    def pending(self) -> bool:
+        with self._cv:
+            return self._slot is not None
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while self._slot is None and not self._stop:
+                    self._cv.wait(0.5)
+                if self._stop:
+                    return
+                assert self._slot is not None
+                tag, obs, recv_t = self._slot
+                self._slot = None
+                epoch = self._epoch
+                last = self._last
+                self._busy = True
+            try:
+                chunk, new_last = self.plan_once(obs, last, recv_t)
+                err = None
+            except Exception as exc:  # the engine failed: report it, keep serving
+                log.exception("plan for observation seq %d failed", obs.seq)
+                chunk, new_last, err = None, None, exc
+            with self._cv:
+                self._busy = False
+                if epoch != self._epoch:  # a reset arrived while planning: drop this plan
+                    self.stats["discarded"] += 1
+                    continue
+                if err is not None:
+                    self.stats["errors"] += 1
+                    self.stats["consecutive_errors"] += 1
+                    # never warm-start from a plan chain that just failed: next plan is cold
+                    self._last = None
+                    self._next_cold_reason = "after_error"
+                else:
+                    self._last = new_last
+                    self.stats["consecutive_errors"] = 0
+            if self.on_result is not None:
+                try:
+                    self.on_result(tag, chunk, err, obs)
+                except Exception:  # a broken callback must not kill the sampler
+                    log.exception("result callback failed")
+
+    # ------------------------------------------------------------ one plan
+    def decide(self, obs: Observation, last: _LastPlan | None) -> tuple[bool, str, int]:
+        """(cold, reason, shift) for an observation given the previous plan."""
+        if last is None:
+            return True, self._next_cold_reason, 0
+        s = int(round((obs.stamp - last.t0) / self.spec.dt))
+        if s < 0:
+            return True, "stamp_backwards", 0
+        if s >= self.spec.H:
+            return True, "plan_exhausted", 0
+        pred = last.x0 if s == 0 else last.plan[s - 1, : self.spec.S]
+        dist = float(np.sqrt(np.mean(((obs.state - pred) / self.spec.state_scale) ** 2)))
+        if dist > self.cold_threshold:
+            return True, "far", s
+        return False, "warm", s
+
+    def plan_once(self, obs: Observation, last: _LastPlan | None = None,
+                  recv_t: float | None = None) -> tuple[ActionChunk, _LastPlan]:
+        """Plan synchronously for ``obs`` (the thread calls this; tests may too)."""
+        sp = self.spec
+        t_start = self._clock()
+        cold, reason, s = self.decide(obs, last)
+        D = sp.S + sp.A
+        if cold:
+            prev = np.zeros((sp.B, sp.H, D), np.float32)
+            levels = sp.cold_levels
+        else:
+            assert last is not None
+            prev = np.broadcast_to(shift_plan(last.plan, s), (sp.B, sp.H, D)).astype(np.float32)
+            levels = sp.warm_levels
+        noise = self._rng.standard_normal((sp.B, sp.H, D), dtype=np.float32) * self._noise_scale
+        x0 = np.broadcast_to(obs.state.astype(np.float32), (sp.B, sp.S)).copy()
+        cond = np.broadcast_to(obs.cond.astype(np.float32), (sp.B, sp.C)).copy()
+        t_call = self._clock()
+        out = self.engine.plan(x0, cond, prev, noise, levels, sp.cfg_w)
+        t_done = self._clock()
+        chosen = np.asarray(out.chosen(), np.float32)
+        if chosen.shape != (sp.H, D) or not np.all(np.isfinite(chosen)):
+            raise RuntimeError(f"engine returned a bad plan (shape {chosen.shape}, expected {(sp.H, D)}, "
+                               f"finite={bool(np.all(np.isfinite(chosen)))})")
+        plan_id = self._next_id
+        self._next_id += 1
+        n = self.send_steps
+        timings = {"infer_ms": out.infer_ms, "prep_ms": (t_call - t_start) * 1e3,
+                   "plan_ms": (t_done - t_start) * 1e3}
+        if recv_t is not None:
+            timings["queue_ms"] = (t_start - recv_t) * 1e3
+        timings.update({k: float(v) for k, v in out.timings.items()})
+        chunk = ActionChunk(plan_id=plan_id, obs_seq=obs.seq, t0=obs.stamp, dt=sp.dt,
+                            actions=chosen[:n, sp.S:].copy(), states=chosen[:n, : sp.S].copy(),
+                            chunk=sp.chunk, valid_until=obs.stamp + n * sp.dt, cold=cold,
+                            timings=timings)
+        st = self.stats
+        st["plans"] += 1
+        st["cold" if cold else "warm"] += 1
+        if cold:
+            st["cold_reasons"][reason] = st["cold_reasons"].get(reason, 0) + 1
+        st["last_infer_ms"] = out.infer_ms
+        st["last_plan_id"] = plan_id
+        log.debug("plan %d for seq %d: %s, shift %d, infer %.2f ms", plan_id, obs.seq, reason, s,
+                  out.infer_ms, extra={"event": "plan", "plan_id": plan_id, "seq": obs.seq,
+                                       "start": reason, "shift": s, "infer_ms": round(out.infer_ms, 3)})
+        return chunk, _LastPlan(chosen, obs.state.astype(np.float32).copy(), obs.stamp, plan_id)

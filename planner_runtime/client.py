@@ -1,0 +1,329 @@
+"""The client library of the planner service (used by robot/, sim/ and third-party code).
+
+``PlannerClient`` talks to ``planner-runtime serve`` over a ZeroMQ DEALER socket:
+``send_observation`` never blocks (an observation that cannot be queued right now is
+dropped and counted: the next one is newer anyway), ``poll_chunk`` returns the newest chunk
+that has arrived, and the request methods (``hello``, ``ping``, ``reset``) wait with a
+timeout and raise ``PlannerTimeout`` when the server is gone, or ``ServerError`` when it
+answered with an error frame. The socket reconnects by itself when the server restarts.
+
+``ChunkTracker`` holds the chunk being executed and answers "which action applies now":
+actions whose time has passed are skipped, expired or stale chunks are rejected, and plan
+age and observation->chunk latency are tracked.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import zmq
+
+from planner_runtime import protocol as P
+from planner_runtime.protocol import ActionChunk, Observation
+
+
+class PlannerError(RuntimeError):
+    """Base class of client-side planner service errors."""
+
+
+class PlannerTimeout(PlannerError, TimeoutError):
+    """No answer within the timeout: the service is down, unreachable or stuck."""
+
+
+class ServerError(PlannerError):
+    """The server answered with an error frame."""
+
+    def __init__(self, code: str, message: str, seq: int | None = None, req: int | None = None):
+        super().__init__(f"planner service error {code}: {message}")
+        self.code = code
+        self.message = message
+        self.seq = seq
+        self.req = req
+
+
+class PlannerClient:
+    """Connection to one planner service. Not thread-safe: use it from one thread."""
+
+    def __init__(self, endpoint: str, *, timeout: float = 1.0, resend_interval: float = 0.25,
+                 curve_server_key: bytes | str | None = None, curve_client_cert: str | None = None,
+                 clock: Callable[[], float] = time.monotonic, context: zmq.Context | None = None):
+        """``curve_server_key``: the server's public key (z85) or its ``.key`` file;
+        ``curve_client_cert``: this client's ``.key_secret`` file (needed with a key)."""
+        self.endpoint = endpoint
+        self.timeout = float(timeout)
+        self.resend_interval = float(resend_interval)
+        self.clock = clock
+        self._ctx = context or zmq.Context.instance()
+        self.sock = self._ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        # Queue only on live connections: an observation sent while the server is down
+        # must not be delivered, stale, after it comes back.
+        self.sock.setsockopt(zmq.IMMEDIATE, 1)
+        self.sock.setsockopt(zmq.RECONNECT_IVL, 50)
+        self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, 4 * P.MAX_MESSAGE_BYTES)
+        if curve_server_key is not None:
+            self._setup_curve(curve_server_key, curve_client_cert)
+        self.sock.connect(endpoint)
+        self._req = 0
+        self._seq = -1
+        self._newest: ActionChunk | None = None
+        self._replies: dict[int, dict[str, Any]] = {}
+        self._errors: deque[ServerError] = deque(maxlen=64)
+        self._pending_reqs: set[int] = set()
+        self.stats = {"sent": 0, "send_dropped": 0, "chunks": 0, "errors": 0, "superseded": 0}
+        self.last_rx: float | None = None
+
+    def _setup_curve(self, server_key: bytes | str, client_cert: str | None) -> None:
+        import zmq.auth
+
+        if client_cert is None:
+            raise ValueError("CurveZMQ needs this client's certificate (curve_client_cert=*.key_secret)")
+        if isinstance(server_key, str) and len(server_key) != 40:  # a path, not a z85 key
+            server_key, _ = zmq.auth.load_certificate(server_key)
+        pub, sec = zmq.auth.load_certificate(client_cert)
+        if not sec:
+            raise ValueError(f"{client_cert} holds no secret key (pass the *.key_secret file)")
+        self.sock.curve_serverkey = server_key.encode() if isinstance(server_key, str) else server_key
+        self.sock.curve_publickey = pub
+        self.sock.curve_secretkey = sec
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+    def __enter__(self) -> PlannerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ observations and chunks
+    def send_observation(self, state: np.ndarray, cond: np.ndarray, stamp: float | None = None,
+                         seq: int | None = None) -> int | None:
+        """Queue an observation without blocking; returns its seq, or None if dropped
+        (no connection to the server right now)."""
+        self._seq = self._seq + 1 if seq is None else int(seq)
+        obs = Observation(self._seq, self.clock() if stamp is None else float(stamp),
+                          np.asarray(state, np.float32), np.asarray(cond, np.float32))
+        return self._seq if self.send_raw(P.encode(obs.to_msg())) else None
+
+    def send_raw(self, payload: bytes) -> bool:
+        """Send already-encoded bytes without blocking (also used by tests for bad input)."""
+        try:
+            self.sock.send(payload, zmq.NOBLOCK)
+        except zmq.Again:
+            self.stats["send_dropped"] += 1
+            return False
+        self.stats["sent"] += 1
+        return True
+
+    def poll_chunk(self, timeout: float = 0.0) -> ActionChunk | None:
+        """The newest chunk received since the last call (None if none), waiting up to
+        ``timeout`` s for one. Raises ServerError for an error frame that arrived."""
+        deadline = self.clock() + timeout
+        while True:
+            self._drain(0.0)
+            if self._errors:
+                raise self._errors.popleft()
+            if self._newest is not None:
+                out, self._newest = self._newest, None
+                return out
+            left = deadline - self.clock()
+            if left <= 0:
+                return None
+            self._drain(left)
+
+    def wait_chunk(self, seq: int | None = None, timeout: float | None = None) -> ActionChunk:
+        """Wait for a chunk answering observation ``seq`` or a newer one (any when None)."""
+        timeout = self.timeout if timeout is None else timeout
+        deadline = self.clock() + timeout
+        while True:
+            ch = self.poll_chunk(max(0.0, deadline - self.clock()))
+            if ch is not None and (seq is None or ch.obs_seq >= seq):
+                return ch
+            if self.clock() >= deadline:
+                raise PlannerTimeout(
+                    f"no chunk{'' if seq is None else f' for observation {seq}'} from {self.endpoint} "
+                    f"within {timeout:.3g} s (is `planner-runtime serve` running?)")
+
+    def _drain(self, timeout: float) -> None:
+        """Receive everything available (waiting up to ``timeout`` for the first)."""
+        if timeout > 0 and not self.sock.poll(int(timeout * 1000) + 1, zmq.POLLIN):
+            return
+        while True:
+            try:
+                data = self.sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.last_rx = self.clock()
+            self._dispatch(data)
+
+    def _dispatch(self, data: bytes) -> None:
+        try:
+            msg = P.decode(data, max_bytes=4 * P.MAX_MESSAGE_BYTES)
+            t = msg["type"]
+            if t == "chunk":
+                ch = ActionChunk.from_msg(msg)
+                ch.received_at = self.last_rx
+                self.stats["chunks"] += 1
+                if self._newest is not None:  # two chunks in one poll: keep the newer
+                    self.stats["superseded"] += 1
+                    if ch.obs_seq < self._newest.obs_seq:
+                        return
+                self._newest = ch
+            elif t == "error":
+                self.stats["errors"] += 1
+                err = ServerError(str(msg.get("code", "?")), str(msg.get("message", "")),
+                                  msg.get("seq"), msg.get("req"))
+                if err.req is not None and err.req in self._pending_reqs:
+                    self._replies[err.req] = msg
+                else:
+                    self._errors.append(err)
+            elif isinstance(msg.get("req"), int):
+                self._replies[msg["req"]] = msg
+        except P.ProtocolError as exc:  # a reply we cannot read is the server's bug: surface it
+            self._errors.append(ServerError(exc.code, f"unreadable reply from server: {exc.message}"))
+
+    # ------------------------------------------------------------ requests
+    def request(self, msg: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Send a request and wait for its reply (resent while unanswered: requests are
+        idempotent). Raises PlannerTimeout or ServerError."""
+        timeout = self.timeout if timeout is None else timeout
+        self._req += 1
+        req = self._req
+        payload = P.encode({**msg, "req": req})
+        self._pending_reqs = self._pending_reqs | {req}
+        deadline = self.clock() + timeout
+        next_send = self.clock()
+        try:
+            while True:
+                now = self.clock()
+                if now >= next_send:
+                    # A send can fail while (re)connecting; retry until the deadline.
+                    try:
+                        self.sock.send(payload, zmq.NOBLOCK)
+                        next_send = now + self.resend_interval
+                    except zmq.Again:
+                        next_send = now + 0.01
+                if req in self._replies:
+                    reply = self._replies.pop(req)
+                    if reply.get("type") == "error":
+                        raise ServerError(str(reply.get("code")), str(reply.get("message")), reply.get("seq"), req)
+                    return reply
+                if now >= deadline:
+                    raise PlannerTimeout(
+                        f"no reply to {msg['type']!r} from {self.endpoint} within {timeout:.3g} s "
+                        "(is `planner-runtime serve` running and reachable?)")
+                self._drain(max(0.0, min(deadline, next_send) - now))
+        finally:
+            self._pending_reqs = self._pending_reqs - {req}
+            self._replies.pop(req, None)
+
+    def hello(self, timeout: float | None = None) -> dict[str, Any]:
+        """The service's metadata (dimensions, dt, chunk, manifest); also a readiness check."""
+        return self.request({"type": "hello"}, timeout)
+
+    def ping(self, timeout: float | None = None) -> dict[str, Any]:
+        """Health and counters of the service."""
+        return self.request({"type": "ping"}, timeout)
+
+    def reset(self, timeout: float | None = None) -> None:
+        """Make the next plan start cold (e.g. after the robot was repositioned)."""
+        self.request({"type": "reset"}, timeout)
+        self._newest = None
+
+
+class ChunkTracker:
+    """The chunk being executed, and the timing rules for using it (client clock)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, history: int = 1000):
+        self.clock = clock
+        self.current: ActionChunk | None = None
+        self._last_index: int | None = None
+        self.latencies: deque[float] = deque(maxlen=history)  # t_received - t0, seconds
+        self.stats = {"accepted": 0, "rejected_expired": 0, "rejected_stale": 0,
+                      "skipped_actions": 0, "no_action": 0}
+
+    def offer(self, chunk: ActionChunk | None, now: float | None = None) -> bool:
+        """Adopt ``chunk`` unless it has expired or answers an older observation than the
+        current one. Returns True if adopted."""
+        if chunk is None:
+            return False
+        now = self.clock() if now is None else now
+        if chunk.expired(now):
+            self.stats["rejected_expired"] += 1
+            return False
+        if self.current is not None and (chunk.obs_seq, chunk.plan_id) <= (self.current.obs_seq, self.current.plan_id):
+            self.stats["rejected_stale"] += 1
+            return False
+        self.current = chunk
+        self._last_index = None
+        self.stats["accepted"] += 1
+        rx = chunk.received_at if chunk.received_at is not None else now
+        self.latencies.append(rx - chunk.t0)
+        return True
+
+    def action(self, now: float | None = None) -> np.ndarray | None:
+        """The action that applies at ``now``; None when there is no valid one (no chunk,
+        expired, or past its last row): the caller's watchdog decides what to do then."""
+        now = self.clock() if now is None else now
+        ch = self.current
+        i = None if ch is None else ch.index_at(now)
+        if i is None:
+            self.stats["no_action"] += 1
+            return None
+        if self._last_index is not None and i > self._last_index + 1:
+            self.stats["skipped_actions"] += i - self._last_index - 1
+        elif self._last_index is None and i > 0:
+            self.stats["skipped_actions"] += i  # rows whose time passed before the chunk came
+        self._last_index = i
+        assert ch is not None
+        return ch.actions[i]
+
+    def plan_age(self, now: float | None = None) -> float | None:
+        """Seconds since the current plan's observation was measured (None: no plan)."""
+        if self.current is None:
+            return None
+        return (self.clock() if now is None else now) - self.current.t0
+
+    def latency_stats(self) -> dict[str, float]:
+        """Median / p99 / max of observation -> chunk latency in ms (empty if none yet)."""
+        if not self.latencies:
+            return {}
+        a = np.asarray(self.latencies) * 1e3
+        return {"median_ms": float(np.median(a)), "p99_ms": float(np.percentile(a, 99)),
+                "max_ms": float(a.max()), "n": float(a.size)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m planner_runtime.client ping|hello ENDPOINT``: print the reply as JSON.
+
+    Exit 0 when the service answers and its status is ok (a container health check), 1 when
+    it answers with another status, 2 when it does not answer in time.
+    """
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="python -m planner_runtime.client", description=main.__doc__)
+    ap.add_argument("what", choices=["ping", "hello"])
+    ap.add_argument("endpoint", nargs="?", default="tcp://127.0.0.1:5555")
+    ap.add_argument("--timeout", type=float, default=2.0)
+    args = ap.parse_args(argv)
+    with PlannerClient(args.endpoint, timeout=args.timeout) as c:
+        try:
+            reply = c.ping() if args.what == "ping" else c.hello()
+        except PlannerTimeout as exc:
+            print(json.dumps({"error": "timeout", "message": str(exc)}))
+            return 2
+    print(json.dumps(reply, default=str))
+    return 0 if args.what == "hello" or reply.get("status") == "ok" else 1
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

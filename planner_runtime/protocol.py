@@ -1,0 +1,295 @@
+"""The wire protocol between the planner service and its clients (ZeroMQ frames, msgpack).
+
+Every message is one msgpack map with a protocol version ``v`` and a ``type``. Numeric
+arrays travel as ``{"dtype": "<f4", "shape": [H, A], "bytes": b"..."}`` maps and are
+validated on receipt: the dtype must be on a small allow-list of plain little-endian
+numbers, the byte count must match the shape, the shape must match what the field expects,
+and floats must be finite. The decoder never builds Python objects from the wire beyond
+msgpack's own plain types.
+
+Why not pickle (or numpy's ``allow_pickle``): unpickling runs code chosen by the sender, so
+any peer that can reach the socket could run code on the robot's computer. For the same
+reason object, void (structured) and complex dtypes are refused: object arrays need
+pickle, void arrays carry arbitrary records whose layout the receiver cannot check, and
+complex numbers have no meaning for states or joint targets. msgpack extension types are
+refused too.
+
+Message types (``type`` field) and their fields (besides ``v`` and ``type``; requests may
+carry an int ``req`` that the reply echoes):
+    hello        client -> server: ask for the engine's public metadata
+    metadata     server -> client: the manifest's public part (``manifest``, without the
+                 normalizer), state_dim, action_dim, cond_dim, horizon, dt, chunk, send_steps,
+                 K, cold_levels, warm_levels, cfg_w, temperature, backend, graph, protocol
+    observation  client -> server: seq (int >= 0), stamp (client monotonic seconds, when the
+                 state was measured), state [S] and cond [C] (float32/float64 arrays)
+    chunk        server -> client: plan_id, seq (the observation it answers), t0 (= that
+                 observation's stamp), dt, actions [n, A] (row i applies at t0 + i*dt),
+                 states [n, S] (row i is the state predicted for t0 + (i + 1)*dt), chunk
+                 (how many actions to execute before the next plan replaces them),
+                 valid_until (= t0 + n*dt), cold (bool), timings (ms: infer_ms, prep_ms,
+                 plan_ms, queue_ms and the engine's own)
+    ping         client -> server: liveness / health query
+    health       server -> client: status ("ok", "engine_failing", "planner_stopped") and counters
+    reset        client -> server: drop the warm-start plan; the next plan starts cold
+    ack          server -> client: ``for`` names the request done (reset)
+    error        server -> client: code (``E_*`` below), message; ``req``/``seq`` name what
+                 it answers when that could be read
+
+All times are seconds on the client's monotonic clock: the server only echoes the stamp it
+was given plus durations, so no clock synchronization is needed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+
+PROTOCOL_VERSION = 1
+# A Go2 observation is ~200 bytes and a chunk ~2 kB; 1 MiB leaves room for large robots
+# while bounding what one peer can make the service allocate.
+MAX_MESSAGE_BYTES = 1 << 20
+MAX_NDIM = 4
+
+# Plain little-endian numbers only (see the module docstring for what is refused and why).
+ALLOWED_DTYPES = frozenset({"<f4", "<f8", "<i4", "<i8", "|u1", "|b1"})
+FLOAT_DTYPES = ("<f4", "<f8")
+
+TYPES = ("hello", "metadata", "observation", "chunk", "ping", "health", "reset", "ack", "error")
+
+# Error codes (stable strings: clients switch on them).
+E_BAD_FRAME = "bad_frame"          # not a msgpack map (garbage bytes, extension types)
+E_TOO_LARGE = "too_large"          # message larger than the bound
+E_BAD_VERSION = "bad_version"      # missing or different protocol version
+E_UNKNOWN_TYPE = "unknown_type"    # no such message type (or not one a server accepts)
+E_MISSING_FIELD = "missing_field"  # a required field is absent
+E_BAD_FIELD = "bad_field"          # wrong Python type or value range
+E_BAD_DTYPE = "bad_dtype"          # array dtype not allowed / not what the field needs
+E_BAD_SHAPE = "bad_shape"          # array shape wrong or inconsistent with its bytes
+E_NOT_FINITE = "not_finite"        # NaN or inf in a float array or scalar
+E_ENGINE = "engine_error"          # the sampler failed on a valid observation
+E_INTERNAL = "internal_error"
+
+
+class ProtocolError(ValueError):
+    """A message that cannot be accepted; ``code`` is one of the ``E_*`` strings."""
+
+    def __init__(self, code: str, message: str, req: int | None = None, seq: int | None = None):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.req = req
+        self.seq = seq
+
+
+# ---------------------------------------------------------------------------- arrays
+
+def pack_array(a: np.ndarray) -> dict[str, Any]:
+    """Encode an array as a plain map (C order, little-endian)."""
+    a = np.asarray(a)
+    if a.dtype.byteorder == ">" or (a.dtype.byteorder == "=" and np.little_endian is False):
+        a = a.astype(a.dtype.newbyteorder("<"))
+    dt = a.dtype.str
+    if dt not in ALLOWED_DTYPES:
+        raise ProtocolError(E_BAD_DTYPE, f"cannot send dtype {a.dtype} (allowed: {sorted(ALLOWED_DTYPES)})")
+    return {"dtype": dt, "shape": list(a.shape), "bytes": np.ascontiguousarray(a).tobytes()}
+
+
+def unpack_array(obj: Any, name: str, *, shape: tuple[int | None, ...] | None = None,
+                 dtypes: tuple[str, ...] = FLOAT_DTYPES, finite: bool = True) -> np.ndarray:
+    """Decode and validate an array field. ``None`` in ``shape`` means any size there."""
+    if not isinstance(obj, dict):
+        raise ProtocolError(E_BAD_FIELD, f"{name}: expected an array map {{dtype, shape, bytes}}, got {type(obj).__name__}")
+    for key in ("dtype", "shape", "bytes"):
+        if key not in obj:
+            raise ProtocolError(E_MISSING_FIELD, f"{name}: array map lacks {key!r}")
+    dt, shp, buf = obj["dtype"], obj["shape"], obj["bytes"]
+    if not isinstance(dt, str) or dt not in ALLOWED_DTYPES:
+        raise ProtocolError(E_BAD_DTYPE, f"{name}: dtype {dt!r} is not allowed (allowed: {sorted(ALLOWED_DTYPES)}; object, void and complex arrays are always refused)")
+    if dt not in dtypes:
+        raise ProtocolError(E_BAD_DTYPE, f"{name}: dtype {dt} not accepted here (expected one of {list(dtypes)})")
+    if (not isinstance(shp, list) or len(shp) > MAX_NDIM
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shp)):
+        raise ProtocolError(E_BAD_SHAPE, f"{name}: shape must be a list of <= {MAX_NDIM} non-negative ints, got {shp!r}")
+    if not isinstance(buf, bytes):
+        raise ProtocolError(E_BAD_FIELD, f"{name}: 'bytes' must be binary, got {type(buf).__name__}")
+    dtype = np.dtype(dt)
+    n = math.prod(shp)
+    if n * dtype.itemsize != len(buf):
+        raise ProtocolError(E_BAD_SHAPE, f"{name}: shape {shp} of {dt} needs {n * dtype.itemsize} bytes, got {len(buf)}")
+    if shape is not None:
+        if len(shp) != len(shape) or any(e is not None and e != s for e, s in zip(shape, shp, strict=True)):
+            want = ["*" if e is None else e for e in shape]
+            raise ProtocolError(E_BAD_SHAPE, f"{name}: expected shape {want}, got {shp}")
+    a = np.frombuffer(buf, dtype=dtype).reshape(shp)
+    if finite and dtype.kind == "f" and not np.isfinite(a).all():
+        bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+        raise ProtocolError(E_NOT_FINITE, f"{name}: {bad} non-finite value(s) (NaN or inf)")
+    return a
+
+
+# ---------------------------------------------------------------------------- framing
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise ProtocolError(E_BAD_FRAME, f"msgpack extension type {code} is not accepted")
+
+
+def encode(msg: dict[str, Any]) -> bytes:
+    """Pack a message map (adds ``v``). Raises ProtocolError if it would exceed the bound."""
+    if "type" not in msg:
+        raise ValueError("a message needs a 'type'")
+    out = msgpack.packb({"v": PROTOCOL_VERSION, **msg}, use_bin_type=True)
+    if len(out) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(E_TOO_LARGE, f"message of {len(out)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    return out
+
+
+def decode(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
+    """Unpack and check the envelope (size, map, version, known type)."""
+    if len(data) > max_bytes:
+        raise ProtocolError(E_TOO_LARGE, f"message of {len(data)} bytes exceeds the limit of {max_bytes}")
+    try:
+        msg = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_refuse_ext)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise ProtocolError(E_BAD_FRAME, f"not a msgpack message ({type(exc).__name__}: {exc})") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError(E_BAD_FRAME, f"a message must be a msgpack map, got {type(msg).__name__}")
+    req = msg.get("req") if isinstance(msg.get("req"), int) else None
+    seq = msg.get("seq") if isinstance(msg.get("seq"), int) else None
+    if "v" not in msg:
+        raise ProtocolError(E_BAD_VERSION, f"missing protocol version 'v' (this side speaks v{PROTOCOL_VERSION})", req, seq)
+    if msg["v"] != PROTOCOL_VERSION:
+        raise ProtocolError(E_BAD_VERSION, f"protocol version {msg['v']!r} not supported (this side speaks v{PROTOCOL_VERSION})", req, seq)
+    t = msg.get("type")
+    if t is None:
+        raise ProtocolError(E_MISSING_FIELD, "missing 'type'", req, seq)
+    if t not in TYPES:
+        raise ProtocolError(E_UNKNOWN_TYPE, f"unknown message type {t!r} (known: {list(TYPES)})", req, seq)
+    return msg
+
+
+def _field(msg: dict[str, Any], name: str, kinds: tuple[type, ...]) -> Any:
+    if name not in msg:
+        raise ProtocolError(E_MISSING_FIELD, f"{msg.get('type')}: missing field {name!r}",
+                            _int_or_none(msg.get("req")), _int_or_none(msg.get("seq")))
+    val = msg[name]
+    if isinstance(val, bool) and bool not in kinds or not isinstance(val, kinds):
+        raise ProtocolError(E_BAD_FIELD, f"{msg.get('type')}: field {name!r} must be {'/'.join(k.__name__ for k in kinds)}, got {type(val).__name__}",
+                            _int_or_none(msg.get("req")), _int_or_none(msg.get("seq")))
+    return val
+
+
+def _int_or_none(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _finite(name: str, v: float, msg: dict[str, Any]) -> float:
+    v = float(v)
+    if not math.isfinite(v):
+        raise ProtocolError(E_NOT_FINITE, f"{msg.get('type')}: {name} is not finite ({v})",
+                            _int_or_none(msg.get("req")), _int_or_none(msg.get("seq")))
+    return v
+
+
+# ---------------------------------------------------------------------------- messages
+
+@dataclass
+class Observation:
+    seq: int
+    stamp: float  # seconds, client's monotonic clock: the time the state was measured
+    state: np.ndarray  # [S]
+    cond: np.ndarray  # [C]
+
+    def to_msg(self) -> dict[str, Any]:
+        return {"type": "observation", "seq": int(self.seq), "stamp": float(self.stamp),
+                "state": pack_array(np.asarray(self.state, np.float32)),
+                "cond": pack_array(np.asarray(self.cond, np.float32))}
+
+    @classmethod
+    def from_msg(cls, msg: dict[str, Any], state_dim: int | None = None,
+                 cond_dim: int | None = None) -> Observation:
+        seq = _field(msg, "seq", (int,))
+        if seq < 0:
+            raise ProtocolError(E_BAD_FIELD, f"observation: seq must be >= 0, got {seq}")
+        stamp = _finite("stamp", _field(msg, "stamp", (int, float)), msg)
+        try:
+            state = unpack_array(_field(msg, "state", (dict,)), "state", shape=(state_dim,))
+            cond = unpack_array(_field(msg, "cond", (dict,)), "cond", shape=(cond_dim,))
+        except ProtocolError as exc:
+            exc.seq = seq
+            raise
+        return cls(seq, stamp, state.astype(np.float32), cond.astype(np.float32))
+
+
+@dataclass
+class ActionChunk:
+    """A plan as the controller uses it; the timing helpers take the client's clock."""
+
+    plan_id: int
+    obs_seq: int
+    t0: float
+    dt: float
+    actions: np.ndarray  # [n, A]; row i applies at t0 + i*dt
+    states: np.ndarray  # [n, S]; row i is predicted for t0 + (i + 1)*dt
+    chunk: int  # how many leading actions are meant to run before the next plan
+    valid_until: float
+    cold: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+    received_at: float | None = None  # set by the client on receipt
+
+    def to_msg(self) -> dict[str, Any]:
+        return {"type": "chunk", "plan_id": self.plan_id, "seq": self.obs_seq, "t0": self.t0,
+                "dt": self.dt, "actions": pack_array(np.asarray(self.actions, np.float32)),
+                "states": pack_array(np.asarray(self.states, np.float32)), "chunk": self.chunk,
+                "valid_until": self.valid_until, "cold": self.cold,
+                "timings": {k: float(v) for k, v in self.timings.items()}}
+
+    @classmethod
+    def from_msg(cls, msg: dict[str, Any]) -> ActionChunk:
+        actions = unpack_array(_field(msg, "actions", (dict,)), "actions", shape=(None, None))
+        states = unpack_array(_field(msg, "states", (dict,)), "states", shape=(actions.shape[0], None))
+        timings = _field(msg, "timings", (dict,))
+        dt = _finite("dt", _field(msg, "dt", (int, float)), msg)
+        if dt <= 0:
+            raise ProtocolError(E_BAD_FIELD, f"chunk: dt must be > 0, got {dt}")
+        return cls(plan_id=_field(msg, "plan_id", (int,)), obs_seq=_field(msg, "seq", (int,)),
+                   t0=_finite("t0", _field(msg, "t0", (int, float)), msg), dt=dt,
+                   actions=actions, states=states, chunk=_field(msg, "chunk", (int,)),
+                   valid_until=_finite("valid_until", _field(msg, "valid_until", (int, float)), msg),
+                   cold=bool(_field(msg, "cold", (bool,))),
+                   timings={str(k): float(v) for k, v in timings.items()
+                            if isinstance(v, (int, float))})
+
+    # --- timing helpers (client clock) ---
+    def index_at(self, t: float) -> int | None:
+        """Index of the action that applies at time ``t``, or None outside the chunk."""
+        if t < self.t0 - 1e-9 or self.expired(t):
+            return None
+        i = int((t - self.t0) / self.dt + 1e-9)
+        return i if i < len(self.actions) else None
+
+    def action_at(self, t: float) -> np.ndarray | None:
+        """The action for time ``t``; actions whose time has passed are skipped."""
+        i = self.index_at(t)
+        return None if i is None else self.actions[i]
+
+    def expired(self, t: float) -> bool:
+        return t >= self.valid_until
+
+    def age(self, t: float) -> float:
+        """Seconds since the observation this plan answers was measured."""
+        return t - self.t0
+
+
+def error_msg(code: str, message: str, req: int | None = None, seq: int | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if req is not None:
+        out["req"] = req
+    if seq is not None:
+        out["seq"] = seq
+    return out

@@ -1,0 +1,381 @@
+"""The planner service's socket side: a ZeroMQ ROUTER that never waits for the sampler.
+
+One thread (the caller of ``serve_forever``) owns the ROUTER socket and polls it together
+with an in-process PULL socket on which the sampler thread drops finished chunks. Requests
+(hello, ping, reset) are answered at once; an observation is validated and put into the
+planner's size-1 slot (latest wins), and its chunk is sent to the client's identity when it
+is ready. Every message that cannot be accepted gets an ``error`` reply with a code and a
+message, and the loop goes on: a bad or vanished client never stops the service.
+
+Security: the default bind is loopback. Binding anything else requires CurveZMQ: a server
+certificate (``zmq.auth.create_certificates``) and, to authenticate clients, a directory
+of allowed client public keys; without them the server refuses to start.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from planner_runtime import __version__
+from planner_runtime import protocol as P
+from planner_runtime.async_planner import AsyncPlanner, PlannerSpec
+from planner_runtime.engine import Engine
+
+log = logging.getLogger("planner_runtime.server")
+
+# Hard cap enforced by libzmq itself (the peer is disconnected above it); messages between
+# the protocol bound and this cap still get a "too_large" error reply.
+ZMQ_MAXMSGSIZE = 4 * P.MAX_MESSAGE_BYTES
+DEFAULT_BIND = "tcp://127.0.0.1:5555"
+LOG_BAD_PER_S = 10
+# Metadata fields not sent to clients: internal to the graph or bulky.
+PRIVATE_MANIFEST_KEYS = ("normalizer",)
+
+
+class ServerConfigError(ValueError):
+    """The server cannot start with these settings (e.g. exposed bind without CurveZMQ)."""
+
+
+@dataclass
+class CurveConfig:
+    """CurveZMQ settings: the server's certificate and the allowed clients' public keys."""
+
+    secret_key_file: str  # a zmq.auth secret certificate (``*.key_secret``)
+    public_keys_dir: str | None = None  # directory of allowed client ``*.key`` files
+
+
+def is_loopback_endpoint(endpoint: str) -> bool:
+    """True for ipc://, inproc:// and tcp:// on 127.0.0.0/8, ::1 or localhost."""
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    if not endpoint.startswith("tcp://"):
+        return False
+    host = endpoint[len("tcp://"):].rsplit(":", 1)[0].strip("[]")
+    if ";" in host:  # "source;dest" form: judge the local (bound) side
+        host = host.split(";")[-1]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # "*", an interface name or a host name: not provably loopback
+        return False
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and any ``extra`` fields."""
+
+    _SKIP = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {"t": round(record.created, 6), "level": record.levelname,
+                               "logger": record.name, "msg": record.getMessage()}
+        for k, v in record.__dict__.items():
+            if k not in self._SKIP:
+                out[k] = v
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def setup_logging(json_lines: bool = False, level: int = logging.INFO) -> None:
+    """Route ``planner_runtime.*`` logs to stderr, as text or JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter() if json_lines else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("planner_runtime")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def public_metadata(engine: Engine, spec: PlannerSpec, planner: AsyncPlanner) -> dict[str, Any]:
+    manifest = {k: v for k, v in engine.manifest.items() if k not in PRIVATE_MANIFEST_KEYS}
+    return {
+        "type": "metadata", "server_version": __version__, "protocol": P.PROTOCOL_VERSION,
+        "backend": engine.backend, "graph": spec.graph,
+        "state_dim": spec.S, "action_dim": spec.A, "cond_dim": spec.C, "horizon": spec.H,
+        "candidates": spec.B, "dt": spec.dt, "chunk": spec.chunk, "send_steps": planner.send_steps,
+        "K": spec.K, "cold_levels": spec.cold_levels.tolist(), "warm_levels": spec.warm_levels.tolist(),
+        "cfg_w": spec.cfg_w, "temperature": spec.temperature,
+        "cold_threshold": planner.cold_threshold, "manifest": manifest,
+    }
+
+
+class PlannerServer:
+    """ROUTER socket + AsyncPlanner. ``serve_forever()`` runs until ``stop()``."""
+
+    def __init__(self, engine: Engine, spec: PlannerSpec, *, bind: str = DEFAULT_BIND,
+                 seed: int = 0, cold_threshold: float = 1.0, send_steps: int | None = None,
+                 curve: CurveConfig | None = None, poll_ms: int = 100,
+                 context: zmq.Context | None = None) -> None:
+        if not is_loopback_endpoint(bind) and curve is None:
+            raise ServerConfigError(
+                f"refusing to bind {bind}: it is not a loopback address, and serving a robot's "
+                "planner on a network without authentication lets anyone drive it. Pass CurveZMQ "
+                "keys (--curve-secret-key SERVER.key_secret --curve-public-keys CLIENT_KEYS_DIR; "
+                "create them with zmq.auth.create_certificates) or bind tcp://127.0.0.1:PORT.")
+        self.engine = engine
+        self.spec = spec
+        self.poll_ms = int(poll_ms)
+        self._ctx = context or zmq.Context.instance()
+        self._stop = threading.Event()
+        self._auth = None
+        self._t_start = time.monotonic()
+        self.counters: dict[str, int] = {"rx": 0, "tx": 0, "errors_sent": 0, "send_dropped": 0}
+        self.error_counts: dict[str, int] = {}
+        self._log_window: list[float] = [0.0, 0]
+        # Finished chunks come back through a queue plus a self-pipe that the poller watches,
+        # so the sampler thread never touches a ZeroMQ socket (sockets are not thread-safe).
+        self._results: queue.SimpleQueue[tuple[bytes, bytes]] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.planner = AsyncPlanner(engine, spec, self._on_result, seed=seed,
+                                    cold_threshold=cold_threshold, send_steps=send_steps)
+        self.metadata = public_metadata(engine, spec, self.planner)
+
+        self._serving = False
+        self._closed = False
+        self.sock = self._ctx.socket(zmq.ROUTER)
+        try:
+            self.sock.setsockopt(zmq.LINGER, 0)
+            self.sock.setsockopt(zmq.MAXMSGSIZE, ZMQ_MAXMSGSIZE)
+            self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # know when a client has gone
+            self.sock.setsockopt(zmq.SNDHWM, 100)
+            self.sock.setsockopt(zmq.SNDTIMEO, 0)
+            if curve is not None:
+                self._setup_curve(curve)
+            try:
+                self.sock.bind(bind)
+            except zmq.ZMQError as exc:
+                raise ServerConfigError(f"cannot bind {bind}: {exc}") from exc
+        except Exception:
+            self._release()
+            raise
+        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._thread: threading.Thread | None = None
+
+    def _setup_curve(self, curve: CurveConfig) -> None:
+        import zmq.auth
+        from zmq.auth.thread import ThreadAuthenticator
+
+        try:
+            public, secret = zmq.auth.load_certificate(curve.secret_key_file)
+        except (OSError, ValueError) as exc:
+            raise ServerConfigError(f"cannot read CurveZMQ server certificate {curve.secret_key_file}: {exc}") from exc
+        if not secret:
+            raise ServerConfigError(f"{curve.secret_key_file} holds no secret key (pass the *.key_secret file)")
+        self._auth = ThreadAuthenticator(self._ctx)
+        self._auth.start()
+        if curve.public_keys_dir is not None:
+            if not os.path.isdir(curve.public_keys_dir):
+                raise ServerConfigError(f"--curve-public-keys {curve.public_keys_dir} is not a directory")
+            self._auth.configure_curve(domain="*", location=curve.public_keys_dir)
+        else:
+            log.warning("CurveZMQ without a client key directory: traffic is encrypted but ANY client is accepted")
+            self._auth.configure_curve(domain="*", location=zmq.auth.CURVE_ALLOW_ANY)
+        self.sock.curve_secretkey = secret
+        self.sock.curve_publickey = public
+        self.sock.curve_server = True
+
+    # ------------------------------------------------------------ planner -> socket
+    def _on_result(self, tag: Any, chunk: P.ActionChunk | None, err: Exception | None,
+                   obs: P.Observation) -> None:
+        """Runs in the planner thread: hand the encoded reply to the socket thread."""
+        if chunk is not None:
+            payload = P.encode(chunk.to_msg())
+        else:
+            payload = P.encode(P.error_msg(P.E_ENGINE, f"planning failed for observation {obs.seq}: {err}", seq=obs.seq))
+        self._results.put((tag, payload))
+        try:
+            os.write(self._wake_w, b"!")
+        except BlockingIOError:  # pipe full: the socket thread is already due to wake
+            pass
+
+    # ------------------------------------------------------------ socket loop
+    def start(self) -> PlannerServer:
+        """Serve from a background thread (tests, embedding); ``stop()`` ends it."""
+        self._thread = threading.Thread(target=self.serve_forever, name="planner-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End ``serve_forever`` (safe from a signal handler); closes a never-served server."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        elif self._thread is None and not self._serving:
+            self._release()
+
+    def serve_forever(self) -> None:
+        if self._closed:
+            raise RuntimeError("this server was stopped; create a new one")
+        self._serving = True
+        self.planner.start()
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        log.info("serving on %s (engine %s, %s graph)", self.endpoint, self.engine.backend, self.spec.graph,
+                 extra={"event": "start", "endpoint": self.endpoint})
+        try:
+            while not self._stop.is_set():
+                events = dict(poller.poll(self.poll_ms))
+                if self._wake_r in events:
+                    self._forward_results()
+                if self.sock in events:
+                    self._drain_requests()
+        finally:
+            self._shutdown()
+
+    def _forward_results(self) -> None:
+        try:
+            os.read(self._wake_r, 4096)
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                ident, payload = self._results.get_nowait()
+            except queue.Empty:
+                return
+            self._send(ident, payload)
+
+    def _drain_requests(self, limit: int = 1000) -> None:
+        # Read everything waiting before planning picks the newest observation: a burst is
+        # collapsed into one slot update instead of growing a queue.
+        for _ in range(limit):
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return
+            self.counters["rx"] += 1
+            ident = frames[0]
+            if len(frames) != 2:
+                self._reply_error(ident, P.ProtocolError(
+                    P.E_BAD_FRAME, f"expected one message frame, got {len(frames) - 1}"))
+                continue
+            try:
+                self._handle(ident, frames[1])
+            except P.ProtocolError as exc:
+                self._reply_error(ident, exc)
+            except Exception as exc:  # never let one message kill the loop
+                log.exception("internal error handling a message")
+                self._reply_error(ident, P.ProtocolError(P.E_INTERNAL, f"{type(exc).__name__}: {exc}"))
+
+    def _handle(self, ident: bytes, data: bytes) -> None:
+        msg = P.decode(data)
+        t = msg["type"]
+        req = msg.get("req") if isinstance(msg.get("req"), int) else None
+        if t == "observation":
+            obs = P.Observation.from_msg(msg, self.spec.S, self.spec.C)
+            self.planner.submit(obs, tag=ident)
+        elif t == "hello":
+            self._reply(ident, {**self.metadata, **({"req": req} if req is not None else {})})
+        elif t == "ping":
+            self._reply(ident, self.health(req))
+        elif t == "reset":
+            self.planner.reset()
+            log.info("reset: next plan starts cold", extra={"event": "reset"})
+            self._reply(ident, {"type": "ack", "for": "reset", **({"req": req} if req is not None else {})})
+        else:
+            raise P.ProtocolError(P.E_UNKNOWN_TYPE, f"{t!r} is not a request this server accepts "
+                                  "(requests: hello, ping, reset, observation)", req)
+
+    def status(self) -> str:
+        """"ok", "planner_stopped" (sampler thread gone) or "engine_failing" (last plan failed)."""
+        if not self.planner.alive:
+            return "planner_stopped"
+        if self.planner.stats["consecutive_errors"] > 0:
+            return "engine_failing"
+        return "ok"
+
+    def health(self, req: int | None = None) -> dict[str, Any]:
+        st = self.planner.stats
+        out: dict[str, Any] = {
+            "type": "health", "status": self.status(), "uptime_s": time.monotonic() - self._t_start,
+            "backend": self.engine.backend, "plans": st["plans"], "cold": st["cold"], "warm": st["warm"],
+            "received": st["received"], "replaced": st["replaced"], "discarded": st["discarded"],
+            "engine_errors": st["errors"], "cold_reasons": dict(st["cold_reasons"]),
+            "last_infer_ms": st["last_infer_ms"], "last_plan_id": st["last_plan_id"],
+            "busy": self.planner.busy, "pending": self.planner.pending,
+            "counters": dict(self.counters), "error_counts": dict(self.error_counts),
+            "pid": os.getpid(), "torch_loaded": "torch" in sys.modules,
+        }
+        if req is not None:
+            out["req"] = req
+        return out
+
+    def _reply(self, ident: bytes, msg: dict[str, Any]) -> None:
+        self._send(ident, P.encode(msg))
+
+    def _reply_error(self, ident: bytes, exc: P.ProtocolError) -> None:
+        self.error_counts[exc.code] = self.error_counts.get(exc.code, 0) + 1
+        self.counters["errors_sent"] += 1
+        now = time.monotonic()
+        if now - self._log_window[0] >= 1.0:
+            if self._log_window[1] > LOG_BAD_PER_S:
+                log.warning("%d more bad messages not logged", self._log_window[1] - LOG_BAD_PER_S,
+                            extra={"event": "bad_message_suppressed"})
+            self._log_window = [now, 0]
+        self._log_window[1] += 1
+        if self._log_window[1] <= LOG_BAD_PER_S:  # a flood of garbage must not flood the log
+            log.warning("bad message from client %s: %s", ident.hex(), exc,
+                        extra={"event": "bad_message", "code": exc.code, "client": ident.hex()})
+        self._send(ident, P.encode(P.error_msg(exc.code, exc.message, exc.req, exc.seq)))
+
+    def _send(self, ident: bytes, payload: bytes) -> None:
+        try:
+            self.sock.send_multipart([ident, payload], zmq.NOBLOCK)
+            self.counters["tx"] += 1
+        except zmq.ZMQError as exc:
+            # EHOSTUNREACH: the client went away; EAGAIN: it stopped reading. Drop, keep serving.
+            self.counters["send_dropped"] += 1
+            log.info("reply to client %s dropped: %s", ident.hex(), exc,
+                     extra={"event": "send_dropped", "client": ident.hex()})
+
+    def _release(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.sock.close(0)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        if self._auth is not None:
+            self._auth.stop()
+
+    def _shutdown(self) -> None:
+        ok = self.planner.stop()
+        if not ok:
+            log.warning("planner thread did not finish within the timeout")
+        self._release()
+        self._serving = False
+        log.info("stopped after %d plans", self.planner.stats["plans"], extra={"event": "stop"})
+
+
+def start_server(engine_path: str, bind: str = DEFAULT_BIND, *, threads: int | None = 1,
+                 provider: str | None = None, chunk: int | None = None, seed: int = 0,
+                 cold_threshold: float = 1.0, **spec_overrides: Any) -> PlannerServer:
+    """Load an engine and serve it from a background thread (tests, in-process demos).
+
+    ``spec_overrides``: steps, warm_level, cfg_w, temperature (see PlannerSpec.from_manifest).
+    Call ``.stop()`` and then ``.engine.close()`` when done.
+    """
+    from planner_runtime.backends import load_engine
+
+    engine = load_engine(engine_path, provider=provider, threads=threads)
+    try:
+        spec = PlannerSpec.from_manifest(engine.manifest, chunk=chunk, **spec_overrides)
+        return PlannerServer(engine, spec, bind=bind, seed=seed, cold_threshold=cold_threshold).start()
+    except Exception:
+        engine.close()
+        raise

@@ -1,0 +1,94 @@
+"""`planner-runtime serve` as a real subprocess: readiness, torch-free, signals, refusals."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from planner_runtime.client import PlannerClient
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_subprocess_serves_without_torch_and_stops_on_signal(serve_argv, endpoint, spec, sig):
+    proc = subprocess.Popen(serve_argv(endpoint, "--log-json"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        with PlannerClient(endpoint, timeout=60.0) as c:
+            meta = c.hello()  # waits for start-up (imports + engine load) on a busy machine
+            assert meta["horizon"] == spec.H
+            h = c.ping()
+            assert h["pid"] == proc.pid
+            assert h["torch_loaded"] is False  # 'torch' not in the service's sys.modules
+            seq = c.send_observation(np.zeros(spec.S), np.zeros(spec.C))
+            assert c.wait_chunk(seq, timeout=30.0).obs_seq == seq
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert events, err
+    kinds = [e.get("event") for e in events]
+    assert "start" in kinds and "signal" in kinds and kinds[-1] == "stop"
+
+
+def test_health_check_command(server, endpoint):
+    ok = subprocess.run([sys.executable, "-m", "planner_runtime.client", "ping", server.endpoint],
+                        capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["status"] == "ok", ok.stderr
+    gone = subprocess.run([sys.executable, "-m", "planner_runtime.client", "ping",
+                           "tcp://127.0.0.1:9", "--timeout", "0.3"],
+                          capture_output=True, text=True, timeout=60)
+    assert gone.returncode == 2 and json.loads(gone.stdout)["error"] == "timeout"
+
+
+def test_serve_modules_import_no_torch():
+    code = (
+        "import sys\n"
+        "import planner_runtime.commands.serve, planner_runtime.server, planner_runtime.client\n"
+        "import planner_runtime.async_planner, planner_runtime.protocol, planner_runtime.backends.ort\n"
+        "import planner_runtime.bench_service\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def test_serve_refuses_exposed_bind_and_fused_step_override(serve_argv, free_endpoint_port):
+    r = subprocess.run(serve_argv(f"tcp://0.0.0.0:{free_endpoint_port}"), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and "CurveZMQ" in r.stderr
+    r = subprocess.run(serve_argv(f"tcp://127.0.0.1:{free_endpoint_port}", "--steps", "99"),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and ("step-graph" in r.stderr or "num_steps" in r.stderr), r.stderr
+
+
+def test_serve_refuses_a_corrupt_engine(tmp_path, free_endpoint_port):
+    bad = tmp_path / "corrupt.onnx"
+    bad.write_bytes(b"\x08\x07this is not an onnx model")
+    argv = [sys.executable, "-m", "planner_runtime.cli", "serve", "--engine", str(bad),
+            "--bind", f"tcp://127.0.0.1:{free_endpoint_port}"]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "corrupt.onnx" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_run_bench_reports_latency_memory_and_cpu(engine_path, tmp_path):
+    from planner_runtime.bench_service import run_bench
+
+    png = tmp_path / "hist.png"
+    r = run_bench(engine_path, n=20, warmup=3, histogram=png)
+    svc = r["service"]
+    assert svc["returncode"] == 0 and svc["plans"] == 23 and svc["torch_loaded"] is False
+    assert svc["e2e_ms"]["n"] == 20 and r["sampler"]["infer_ms"]["n"] == 20
+    assert svc["e2e_ms"]["median"] >= svc["service_infer_ms"]["median"] > 0
+    assert svc["memory_mb"]["VmRSS"] > 0 and svc["cpu_percent_busy"] >= 0
+    assert isinstance(r["goal_e2e_p99_within_1ms"], bool) and isinstance(r["goal_rss_le_300mb"], bool)
+    if r.get("histogram"):
+        assert png.stat().st_size > 0
