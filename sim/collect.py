@@ -1,0 +1,352 @@
+"""`planner-runtime collect`: the Go2 training dataset from the expert trot in MuJoCo.
+
+Parallel worker processes each simulate whole episodes (random command schedules, action
+noise, pushes, friction / base-mass randomization) and send them back; the main process
+appends each finished episode to a ``planner_runtime.dataset`` HDF5 file, so an interrupted
+run keeps every episode written before it, and ``--append`` continues a file (episode seeds
+continue from the number of episodes already in it, so no episode is generated twice).
+
+Per 50 Hz tick t (one sample):
+  observations  build_state(LowState at t)                    (robot.observation)
+  actions       target_to_action(clean expert target)          (the label)
+  conditions    the velocity command [vx, vy, yaw]
+  executed      the noisy target actually sent: clean + N(0, action_noise^2), in raw/
+  rewards/costs reward_cost at the state after the tick (t + 20 ms)
+  raw/*         IMU, motor, foot force, privileged base velocity/position, time
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+HELP = "collect the Go2 expert dataset in MuJoCo (parallel workers, HDF5 output)"
+
+RAW_SHAPES: dict[str, tuple[int, ...]] = {
+    "quaternion": (4,), "gyroscope": (3,), "accelerometer": (3,), "q": (12,), "dq": (12,),
+    "tau_est": (12,), "foot_force": (4,), "base_lin_vel": (3,), "base_pos": (3,),
+    "target_executed": (12,), "time": (),
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="data/go2_expert.h5", help="output HDF5 (default data/go2_expert.h5)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--minutes", type=float, default=None, help="simulated minutes to collect")
+    g.add_argument("--episodes", type=int, default=None, help="number of episodes (default 10)")
+    p.add_argument("--episode-duration", type=float, default=20.0, help="s per episode (default 20)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="base seed (episode i: SeedSequence([seed, i]))")
+    p.add_argument("--action-noise", type=float, default=0.05,
+                   help="std (rad) of Gaussian noise on the executed joint target (default 0.05)")
+    p.add_argument("--no-pushes", action="store_true", help="disable random pushes")
+    p.add_argument("--push-interval", type=float, nargs=2, default=(4.0, 8.0), metavar=("LO", "HI"))
+    p.add_argument("--push-force", type=float, nargs=2, default=(30.0, 80.0), metavar=("LO", "HI"))
+    p.add_argument("--friction", type=float, nargs=2, default=(0.6, 1.0), metavar=("LO", "HI"))
+    p.add_argument("--mass-delta", type=float, nargs=2, default=(-0.5, 1.0), metavar=("LO", "HI"))
+    p.add_argument("--sensor-noise", type=float, default=0.0, help="sensor noise scale (1 = typical)")
+    p.add_argument("--expert-config", default=None, metavar="JSON",
+                   help='expert parameter overrides, e.g. \'{"period": 0.32}\' (see sim.expert.ExpertConfig)')
+    p.add_argument("--append", action="store_true", help="add episodes to an existing file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON throughput report")
+
+
+def _job_config(args: argparse.Namespace) -> dict:
+    return {
+        "episode_duration": float(args.episode_duration),
+        "action_noise": float(args.action_noise),
+        "pushes": not args.no_pushes,
+        "push_interval": list(args.push_interval),
+        "push_force": list(args.push_force),
+        "friction": list(args.friction),
+        "mass_delta": list(args.mass_delta),
+        "sensor_noise": float(args.sensor_noise),
+        "expert": json.loads(args.expert_config) if args.expert_config else {},
+    }
+
+
+def collect_episode(seed: int, index: int, cfg: dict) -> dict:
+    """Simulate one episode; returns plain arrays (runs in a worker process)."""
+    import numpy as np
+
+    from robot.go2_constants import JOINT_POS_LOWER, JOINT_POS_UPPER, POLICY_DT, target_to_action
+    from robot.observation import GRAVITY_Z_SLICE, build_condition, build_state, reward_cost
+    from sim.commands import random_schedule
+    from sim.episode import PHYSICS_PER_TICK
+    from sim.expert import ExpertConfig, TrotExpert
+    from sim.mujoco_harness import MujocoGo2, SimConfig
+
+    ss = np.random.SeedSequence([seed, index])
+    s_sim, s_sched, s_noise = (int(x.generate_state(1)[0]) for x in ss.spawn(3))
+    robot = MujocoGo2(SimConfig(
+        seed=s_sim, friction=tuple(cfg["friction"]), base_mass_delta=tuple(cfg["mass_delta"]),
+        sensor_noise=cfg["sensor_noise"], push_force=tuple(cfg["push_force"]),
+        push_interval=tuple(cfg["push_interval"]) if cfg["pushes"] else None))
+    sched = random_schedule(np.random.default_rng(s_sched), cfg["episode_duration"])
+    noise_rng = np.random.default_rng(s_noise)
+    expert = TrotExpert(ExpertConfig.from_overrides(cfg.get("expert")))
+    T = int(round(cfg["episode_duration"] / POLICY_DT))
+    obs = np.zeros((T, 30), np.float32)
+    act = np.zeros((T, 12), np.float32)
+    cond = np.zeros((T, 3), np.float32)
+    rew = np.zeros(T, np.float32)
+    cost = np.zeros(T, np.float32)
+    raw = {k: np.zeros((T, *s), np.float32) for k, s in RAW_SHAPES.items()}
+    sigma = cfg["action_noise"]
+    terminal = False
+    n = T
+    for k in range(T):
+        t = robot.now()
+        s = robot.read_state()
+        x = build_state(s)
+        if k > 0:  # reward of the previous tick, at the state it led to
+            rew[k - 1], cost[k - 1] = reward_cost(s.base_lin_vel, float(x[2]), float(x[GRAVITY_Z_SLICE]), cond[k - 1])
+        c = sched.at(t)
+        target, low = expert.act(s, c, t)
+        if sigma > 0:
+            low.q = np.clip(target + noise_rng.normal(0.0, sigma, 12), JOINT_POS_LOWER, JOINT_POS_UPPER)
+        robot.step_policy(low, PHYSICS_PER_TICK)
+        obs[k] = x
+        act[k] = target_to_action(target)
+        cond[k] = build_condition(c)
+        for name in ("quaternion", "gyroscope", "accelerometer", "q", "dq", "tau_est", "foot_force",
+                     "base_lin_vel", "base_pos"):
+            raw[name][k] = getattr(s, name)
+        raw["target_executed"][k] = low.q
+        raw["time"][k] = t
+        if robot.fallen():
+            terminal, n = True, k + 1
+            break
+    s = robot.read_state()
+    x = build_state(s)
+    rew[n - 1], cost[n - 1] = reward_cost(s.base_lin_vel, float(x[2]), float(x[GRAVITY_Z_SLICE]), cond[n - 1])
+    return {"index": index, "observations": obs[:n], "actions": act[:n], "conditions": cond[:n],
+            "rewards": rew[:n], "costs": cost[:n], "terminal": terminal,
+            "raw": {k: v[:n] for k, v in raw.items()}, "pushes": len(robot.pushes)}
+
+
+def _worker(job: tuple[int, int, dict]) -> dict:
+    return collect_episode(*job)
+
+
+def _worker_init() -> None:
+    import signal
+
+    # Ctrl-C goes to the whole process group: only the main process handles it (it stops the
+    # pool and keeps every episode already committed to the file).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # pool.terminate() must end workers
+
+
+def existing_episodes(path: Path) -> tuple[int, list]:
+    """(complete episodes, provenance run records) of an existing dataset file."""
+    import h5py
+    import numpy as np
+
+    from planner_runtime.dataset import DatasetError, _check_header
+
+    try:
+        with h5py.File(path, "r") as f:
+            _check_header(f, str(path))
+            n = int(f.attrs["committed"])
+            runs = json.loads(f.attrs.get("provenance", "{}")).get("runs", [])
+            return int(np.count_nonzero(f["terminals"][:n] | f["timeouts"][:n])), list(runs)
+    except DatasetError:
+        raise
+    except Exception as exc:
+        raise DatasetError(f"{path}: cannot append, not a readable dataset ({type(exc).__name__}: {exc})") from exc
+
+
+def _versions() -> dict:
+    import platform
+
+    import h5py
+    import mujoco
+    import numpy
+
+    import planner_runtime
+
+    return {"planner_runtime": planner_runtime.__version__, "mujoco": mujoco.__version__,
+            "numpy": numpy.__version__, "h5py": h5py.__version__, "python": platform.python_version()}
+
+
+def _git_commit() -> str | None:
+    """HEAD of the source checkout, with "+dirty" when sim/ or robot/ have local changes
+    (read-only git calls; None outside a git checkout)."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                              timeout=5).stdout.strip()
+        if not head:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "sim", "robot"], cwd=here.parent,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run(args: argparse.Namespace) -> int:
+    import multiprocessing as mp
+
+    from tqdm import tqdm
+
+    from planner_runtime.dataset import DatasetError, DatasetWriter, file_sha256
+    from robot.go2_constants import POLICY_DT
+    from robot.observation import ACTION_NAMES, CONDITION_NAMES, STATE_NAMES, observation_spec
+    from sim.expert import ExpertConfig
+    from sim.mujoco_harness import default_model_path
+
+    out = Path(args.out)
+    if args.episode_duration <= 0 or args.workers < 1 or args.action_noise < 0:
+        print("error: --episode-duration > 0, --workers >= 1 and --action-noise >= 0 required", file=sys.stderr)
+        return 2
+    if args.minutes is not None:
+        if args.minutes <= 0:
+            print("error: --minutes must be positive", file=sys.stderr)
+            return 2
+        n_eps = max(1, int(round(args.minutes * 60.0 / args.episode_duration)))
+    else:
+        n_eps = args.episodes if args.episodes is not None else 10
+    if n_eps < 1:
+        print("error: --episodes must be >= 1", file=sys.stderr)
+        return 2
+    start_index, prev_runs = 0, []
+    if out.exists():
+        if args.overwrite:
+            out.unlink()
+        elif args.append:
+            try:
+                start_index, prev_runs = existing_episodes(out)
+            except DatasetError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+        else:
+            print(f"error: {out} exists; pass --append to add episodes or --overwrite to replace it",
+                  file=sys.stderr)
+            return 2
+    try:
+        cfg = _job_config(args)
+        expert_cfg = ExpertConfig.from_overrides(cfg["expert"])
+    except (ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
+        print(f"error: --expert-config: {exc}", file=sys.stderr)
+        return 2
+    run_record = {"started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seed": args.seed,
+                  "first_episode": start_index, "episodes": n_eps, "workers": args.workers,
+                  "config": cfg, "argv": sys.argv[1:], "expert_config": asdict(expert_cfg),
+                  "git_commit": _git_commit()}
+    provenance = {
+        "collector": "sim.collect (planner-runtime collect)", "expert": "sim.expert.TrotExpert",
+        "expert_config": asdict(expert_cfg), "sim_model": str(default_model_path().name),
+        "sim_model_sha256": file_sha256(default_model_path()), "versions": _versions(),
+        "git_commit": _git_commit(), "observation_spec": observation_spec(),
+        "reward": "robot.observation.reward_cost at the state after each tick",
+        "actions": "target_to_action(clean expert target); raw/target_executed = noisy target sent",
+        "command_ranges": {"vx": [-0.3, 0.8], "vy": [-0.2, 0.2], "yaw": [-0.8, 0.8], "hold_s": [2, 5]},
+        "runs": [],
+    }
+    try:
+        writer = DatasetWriter(out, list(STATE_NAMES), list(ACTION_NAMES), list(CONDITION_NAMES), POLICY_DT,
+                               robot="go2", provenance=provenance, raw_shapes=RAW_SHAPES)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    jobs = [(args.seed, start_index + i, cfg) for i in range(n_eps)]
+    T = int(round(args.episode_duration / POLICY_DT))
+    bar = tqdm(total=n_eps * T, unit="samples", unit_scale=True, disable=args.no_progress, file=sys.stderr,
+               desc=f"collect -> {out.name}")
+    import resource
+
+    def cpu_now() -> float:
+        ru_s, ru_c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return ru_s.ru_utime + ru_s.ru_stime + ru_c.ru_utime + ru_c.ru_stime
+
+    import signal
+
+    # Ctrl-C / SIGTERM only set a flag; the loop checks it between results, so a stop never
+    # lands inside an HDF5 write or a library callback.
+    stop = {"sig": None}
+
+    def _stop(signum: int, frame: object) -> None:
+        stop["sig"] = signum
+
+    old_handlers = {sg: signal.signal(sg, _stop) for sg in (signal.SIGINT, signal.SIGTERM)}
+    load0 = os.getloadavg()
+    cpu0 = cpu_now()
+    t0 = time.perf_counter()
+    samples = falls = pushes = done = 0
+    interrupted = False
+    pool = None
+    try:
+        from planner_runtime.dataset import Episode
+
+        if args.workers > 1:
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            pool = ctx.Pool(args.workers, initializer=_worker_init)
+            it = pool.imap(_worker, jobs)  # in order: the file does not depend on timing
+        pending = iter(jobs)
+        while True:
+            if stop["sig"] is not None:
+                raise KeyboardInterrupt
+            if pool is None:
+                job = next(pending, None)
+                if job is None:
+                    break
+                r = _worker(job)
+            else:
+                try:
+                    r = it.next(timeout=0.25)
+                except mp.TimeoutError:
+                    continue
+                except StopIteration:
+                    break
+            writer.append(Episode(r["observations"], r["actions"], r["conditions"], r["rewards"], r["costs"],
+                                  r["terminal"], r["raw"]))
+            n = len(r["rewards"])
+            samples += n
+            falls += int(r["terminal"])
+            pushes += r["pushes"]
+            done += 1
+            bar.update(n if not r["terminal"] else T)
+    except KeyboardInterrupt:
+        interrupted = True
+        print(f"\ninterrupted: {done} complete episodes are in {out}", file=sys.stderr)
+    finally:
+        for sg, h in old_handlers.items():
+            signal.signal(sg, h)
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        bar.close()
+        wall = time.perf_counter() - t0
+        cpu = cpu_now() - cpu0  # workers are counted once reaped (pool.join above)
+        run_record.update(completed_episodes=done, samples=samples, falls=falls, wall_s=round(wall, 3),
+                          interrupted=interrupted)
+        writer.update_provenance(runs=[*prev_runs, run_record])
+        total = writer.committed
+        writer.close()
+    report = {
+        "out": str(out), "episodes": done, "samples": samples, "falls": falls, "pushes": pushes,
+        "wall_s": wall, "samples_per_s": samples / wall if wall > 0 else 0.0,
+        "sim_realtime_factor": samples * POLICY_DT / wall if wall > 0 else 0.0,
+        "cpu_s": cpu, "samples_per_cpu_s": samples / cpu if cpu > 0 else 0.0,
+        "workers": args.workers, "file_samples": total, "file_bytes": out.stat().st_size,
+        "loadavg_before": list(load0), "loadavg_after": list(os.getloadavg()), "cpu_count": os.cpu_count(),
+        "first_episode": start_index, "interrupted": interrupted,
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"wrote {done} episodes ({samples} samples, {falls} falls) to {out} in {wall:.1f} s: "
+              f"{report['samples_per_s']:.0f} samples/s with {args.workers} workers "
+              f"(load before {load0[0]:.2f}; {report['samples_per_cpu_s']:.0f} samples per CPU-s); file now {total} samples, {report['file_bytes'] / 1e6:.1f} MB")
+    return 130 if interrupted else 0

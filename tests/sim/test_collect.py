@@ -1,0 +1,166 @@
+"""`planner-runtime collect` end to end on tiny runs: written, read back, appended, resumed,
+and wrong files refused with a clear message."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from planner_runtime.cli import main
+from planner_runtime.dataset import DatasetError, DatasetWriter, load_dataset
+from robot.go2_constants import DEFAULT_JOINT_POS, target_to_action
+from robot.observation import ACTION_NAMES, CONDITION_NAMES, STATE_NAMES, build_state
+from robot.types import LowState
+
+TINY = ["--episode-duration", "1.0", "--no-progress", "--json"]
+
+
+def _collect(path, capsys, *extra: str) -> tuple[int, dict | None]:
+    rc = main(["collect", "--out", str(path), *TINY, *extra])
+    out = capsys.readouterr().out.strip()
+    return rc, (json.loads(out) if rc == 0 else None)
+
+
+def test_collect_writes_a_valid_dataset(tmp_path, capsys):
+    path = tmp_path / "d.h5"
+    rc, rep = _collect(path, capsys, "--episodes", "2", "--workers", "2", "--seed", "7")
+    assert rc == 0 and rep["episodes"] == 2 and rep["samples"] == 100 and rep["falls"] == 0
+    ds = load_dataset(path, expect_dims=(30, 12, 3))
+    assert len(ds) == 100 and len(ds.episode_bounds()) == 2 and ds.timeouts.sum() == 2
+    assert ds.state_names == list(STATE_NAMES) and ds.action_names == list(ACTION_NAMES)
+    assert ds.condition_names == list(CONDITION_NAMES) and ds.dt == pytest.approx(0.02)
+    # Observations come from the observation builder applied to the raw robot fields.
+    i = 37
+    s = LowState(quaternion=ds.raw["quaternion"][i].astype(float), gyroscope=ds.raw["gyroscope"][i].astype(float),
+                 q=ds.raw["q"][i].astype(float), dq=ds.raw["dq"][i].astype(float))
+    np.testing.assert_allclose(ds.observations[i], build_state(s), atol=1e-5)
+    # Labels are the clean targets; the executed (noisy) target differs by the action noise.
+    executed = target_to_action(ds.raw["target_executed"].astype(float))
+    diff = (executed - ds.actions) * 0.25
+    assert 0.03 < diff.std() < 0.07
+    c = ds.conditions
+    assert np.all((c[:, 0] >= -0.3) & (c[:, 0] <= 0.8) & (np.abs(c[:, 1]) <= 0.2) & (np.abs(c[:, 2]) <= 0.8))
+    assert np.all((ds.rewards >= 0) & (ds.rewards <= 1.5)) and set(np.unique(ds.costs)) <= {0.0, 1.0}
+    prov = ds.provenance
+    assert prov["runs"][0]["seed"] == 7 and prov["runs"][0]["completed_episodes"] == 2
+    assert prov["versions"]["mujoco"] and prov["observation_spec"]["state_names"] == list(STATE_NAMES)
+    assert prov["sim_model_sha256"] and prov["expert_config"]["period"] > 0
+    assert np.abs(ds.raw["q"] - DEFAULT_JOINT_POS).max() < 1.5
+    # Same seed, same file content (episodes in index order whatever the worker timing).
+    again = tmp_path / "again.h5"
+    assert _collect(again, capsys, "--episodes", "2", "--workers", "2", "--seed", "7")[0] == 0
+    ds2 = load_dataset(again)
+    np.testing.assert_array_equal(ds2.observations, ds.observations)
+    np.testing.assert_array_equal(ds2.raw["target_executed"], ds.raw["target_executed"])
+
+
+def test_existing_file_needs_append_and_resume_keeps_earlier_episodes(tmp_path, capsys):
+    path = tmp_path / "d.h5"
+    assert _collect(path, capsys, "--episodes", "2", "--workers", "1")[0] == 0
+    first = load_dataset(path)
+    rc = main(["collect", "--out", str(path), *TINY, "--episodes", "1", "--workers", "1"])
+    assert rc == 2 and "--append" in capsys.readouterr().err
+    # An append interrupted after writing rows but before committing them.
+    with h5py.File(path, "a") as f:
+        n = int(f.attrs["committed"])
+        for k in ("observations", "actions", "rewards"):
+            f[k].resize(n + 17, axis=0)
+            f[k][n:] = 123.0
+    rc, rep = _collect(path, capsys, "--episodes", "1", "--workers", "1", "--append")
+    assert rc == 0 and rep["first_episode"] == 2 and rep["file_samples"] == 150
+    ds = load_dataset(path)
+    assert len(ds.episode_bounds()) == 3
+    np.testing.assert_array_equal(ds.observations[:100], first.observations)
+    np.testing.assert_array_equal(ds.actions[:100], first.actions)
+    assert not np.any(ds.observations == 123.0)
+    # The appended episode has its own seed (index 2), not a copy of episode 0.
+    assert not np.allclose(ds.conditions[100], ds.conditions[0])
+    assert [r["first_episode"] for r in ds.provenance["runs"]] == [0, 2]
+
+
+def test_corrupt_or_mismatched_files_are_refused(tmp_path, capsys):
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"this is not hdf5" * 100)
+    with pytest.raises(DatasetError, match="not a readable HDF5"):
+        load_dataset(junk)
+    rc = main(["collect", "--out", str(junk), *TINY, "--episodes", "1", "--workers", "1", "--append"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not a readable dataset" in err
+    assert junk.read_bytes() == b"this is not hdf5" * 100  # left untouched
+    other = tmp_path / "other.h5"
+    DatasetWriter(other, ["a", "b"], ["u"], ["c"], 0.02).close()
+    rc = main(["collect", "--out", str(other), *TINY, "--episodes", "1", "--workers", "1", "--append"])
+    assert rc == 2 and "state_names differ" in capsys.readouterr().err
+    path = tmp_path / "d.h5"
+    assert _collect(path, capsys, "--episodes", "1", "--workers", "1")[0] == 0
+    with pytest.raises(DatasetError, match=r"dims \(S, A, C\) = \(30, 12, 3\) do not match"):
+        load_dataset(path, expect_dims=(29, 12, 3))
+    with h5py.File(path, "a") as f:
+        f.attrs["format_version"] = 99
+    with pytest.raises(DatasetError, match="format_version 99"):
+        load_dataset(path)
+
+
+def test_sigterm_stops_collection_and_keeps_committed_episodes(tmp_path):
+    """A real `collect` process stopped by SIGTERM after its first episode: exit 130, every
+    finished episode readable, the run marked interrupted."""
+    import os
+    import re
+    import select
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "d.h5"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "planner_runtime.cli", "collect", "--out", str(path), "--episodes", "200",
+         "--episode-duration", "1.0", "--workers", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        buf, deadline = b"", time.monotonic() + 120
+        while time.monotonic() < deadline:  # wait on the progress bar: >= 1 episode written
+            ready, _, _ = select.select([proc.stderr], [], [], 1.0)
+            if ready:
+                buf += os.read(proc.stderr.fileno(), 4096)
+                counts = [float(c) for c in re.findall(rb"\|\s*([\d.]+)k?/", buf)]
+                if counts and max(counts) > 0:
+                    break
+            assert proc.poll() is None, buf.decode(errors="replace")
+        else:
+            raise AssertionError("no episode finished within 120 s")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    ds = load_dataset(path)
+    n_eps = len(ds.episode_bounds())
+    assert 1 <= n_eps < 200 and len(ds) == 50 * n_eps
+    assert ds.provenance["runs"][0]["interrupted"] is True
+    assert ds.provenance["runs"][0]["completed_episodes"] == n_eps
+
+
+def test_episodes_are_deterministic_per_seed_and_index():
+    from sim.collect import collect_episode
+
+    cfg = {"episode_duration": 0.6, "action_noise": 0.05, "pushes": True, "push_interval": [0.2, 0.3],
+           "push_force": [30.0, 80.0], "friction": [0.6, 1.0], "mass_delta": [-0.5, 1.0], "sensor_noise": 0.5,
+           "expert": {}}
+    a, b, c = collect_episode(1, 4, cfg), collect_episode(1, 4, cfg), collect_episode(1, 5, cfg)
+    for k in ("observations", "actions", "conditions", "rewards"):
+        np.testing.assert_array_equal(a[k], b[k])
+    np.testing.assert_array_equal(a["raw"]["target_executed"], b["raw"]["target_executed"])
+    assert not np.array_equal(a["observations"], c["observations"])
+
+
+def test_bad_expert_config_is_refused(tmp_path, capsys):
+    path = tmp_path / "d.h5"
+    rc = main(["collect", "--out", str(path), *TINY, "--episodes", "1", "--expert-config", '{"perido": 0.3}'])
+    assert rc == 2 and "unknown expert parameter 'perido'" in capsys.readouterr().err
+    rc = main(["collect", "--out", str(path), *TINY, "--episodes", "1", "--expert-config", "{not json"])
+    assert rc == 2 and "--expert-config" in capsys.readouterr().err
+    assert not path.exists()
