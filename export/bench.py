@@ -1,0 +1,332 @@
+"""`planner-runtime bench`: latency of the sampler, the service and the controller loop.
+
+Sections (``--what``, comma-separated, default ``sampler``):
+
+- sampler: plan latency of a Go2-sized MPDiffuser (S=30, A=12, C=3, H=16, K=10, warm start
+  7 steps, CFG, N=1; planner + dynamics U-Nets) in ONE run: the fused ONNX graph and the step
+  graph on ONNX Runtime (CPU unless ``--provider``), and the torch reference sampler in eager
+  mode on the same inputs; calls are interleaved round-robin so machine load hits all three
+  alike. Median, p99 and the speed-up over eager torch. Models are random-init with the
+  given size (latency does not depend on the weights) unless ``--checkpoints`` is given.
+  ``--device cuda`` adds a torch CUDA-graph baseline (GPU machines only).
+- service: ``planner_runtime.bench_service.run_bench(engine_path, ...)`` (the service's
+  end-to-end ZeroMQ latency; written by the service).
+- controller: ``robot.bench_loop.run_bench(...)`` (500 Hz loop jitter; written by the
+  controller).
+Sections whose module is absent report ``"not available"``. ``--plot DIR`` writes a latency
+histogram PNG per section that has samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HELP = "latency of the sampler (fused/step ONNX vs eager torch), the service and the controller loop"
+GO2 = {"S": 30, "A": 12, "C": 3, "H": 16, "K": 10, "warm": 7}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--what", default="sampler", help="sections: sampler,service,controller or all")
+    p.add_argument("--iters", type=int, default=200, help="timed calls per variant")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--threads", type=int, default=1, help="ORT intra-op and torch threads")
+    p.add_argument("--provider", default="cpu", help="ORT execution provider: cpu, cuda, tensorrt")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="torch baseline device (cuda adds a CUDA-graph baseline)")
+    p.add_argument("--dim", type=int, default=32, help="U-Net base channels (random-init models)")
+    p.add_argument("--mults", default="1,2", help="U-Net channel multipliers")
+    p.add_argument("--kernel", type=int, default=5, help="U-Net conv kernel size")
+    p.add_argument("--act", default="mish", help="U-Net activation (mish, silu, ...)")
+    p.add_argument("--checkpoints", type=Path, default=None, help="bench trained checkpoints instead")
+    p.add_argument("--method", default="mpdiffuser", help="sampler method (with --checkpoints)")
+    p.add_argument("--exporter", default="torchscript", choices=("torchscript", "dynamo"))
+    p.add_argument("--engine", type=Path, default=None,
+                   help="engine for the service section (default: the sampler section's fused graph)")
+    p.add_argument("--keep", type=Path, default=None, help="directory to keep the exported engines in")
+    p.add_argument("--plot", type=Path, default=None, help="directory for latency histogram PNGs")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def stats(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms, dtype=np.float64)
+    return {"median_ms": round(float(np.median(a)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3),
+            "mean_ms": round(float(a.mean()), 3), "min_ms": round(float(a.min()), 3), "n": int(a.size)}
+
+
+def go2_sampler(dim: int, mults: tuple[int, ...], kernel: int, act: str = "mish", seed: int = 0) -> Any:
+    """A random-init Go2-sized MPDiffuser (planner + dynamics) with a fitted std normalizer."""
+    import torch
+
+    from export.data import Normalizer, Normalizers
+    from export.models.unet import TemporalUnet
+    from export.sampling.mpdiffuser import MPDiffuserSampler
+
+    S, A, C, H, K = GO2["S"], GO2["A"], GO2["C"], GO2["H"], GO2["K"]
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    norms = Normalizers(Normalizer.fit(rng.normal(size=(256, S + A)), "minmax"),
+                        Normalizer.fit(rng.normal(size=(256, C)), "minmax"))
+    def net(out: int) -> TemporalUnet:
+        return TemporalUnet(H, S + A, out, S, C, dim=dim, mults=mults, kernel=kernel, act=act)
+
+    s = MPDiffuserSampler(net(S + A), net(S), norms, S, A, C, H, K)
+    return s.eval().requires_grad_(False)
+
+
+def _inputs(s: Any, seed: int = 1) -> dict[str, np.ndarray]:
+    from planner_runtime.schedule import warm_levels
+
+    rng = np.random.default_rng(seed)
+    B = int(getattr(s, "n_samples", 1))
+    return {"x0": rng.normal(size=(B, s.S)).astype(np.float32),
+            "cond": rng.normal(size=(B, s.C)).astype(np.float32),
+            "prev_plan": rng.normal(size=(B, s.H, s.D)).astype(np.float32),
+            "noise": rng.normal(size=(B, s.H, s.D)).astype(np.float32),
+            "levels": warm_levels(GO2["warm"])}
+
+
+def bench_sampler(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[float]], Path]:
+    import torch
+
+    from export.models.unet import count_params
+    from export.onnx_export import export_engine, generic_meta, go2_meta
+    from planner_runtime.backends import load_engine
+
+    torch.set_num_threads(args.threads)
+    mults = tuple(int(m) for m in str(args.mults).split(","))
+    if args.checkpoints is not None:
+        from export.sampling.registry import build_sampler
+
+        s = build_sampler(args.checkpoints, args.method, graph="sampler")
+        model_desc: dict[str, Any] = {"checkpoints": str(args.checkpoints), "method": args.method}
+    else:
+        s = go2_sampler(args.dim, mults, args.kernel, args.act)
+        model_desc = {"random_init": True, "method": "mpdiffuser", "dim": args.dim,
+                      "mults": list(mults), "kernel": args.kernel, "act": args.act}
+    nets = {n: count_params(getattr(s, n)) for n in ("planner", "dynamics") if hasattr(s, n)}
+    model_desc.update(params=nets, params_total=sum(nets.values()),
+                      dims={"S": s.S, "A": s.A, "C": s.C, "H": s.H, "K": s.K},
+                      warm_steps=GO2["warm"], cfg=True, n_samples=int(getattr(s, "n_samples", 1)))
+    out_dir = args.keep or Path(tempfile.mkdtemp(prefix="prt-bench-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dims = (int(s.S), int(s.A), int(s.C))
+    meta = go2_meta(warm_level=GO2["warm"]) if dims == (30, 12, 3) else generic_meta(*dims, warm_level=GO2["warm"])
+    t0 = time.perf_counter()
+    paths = {}
+    for g in ("fused", "step"):
+        paths[g] = out_dir / f"bench_{g}.onnx"
+        export_engine(s, paths[g], graph=g, meta=meta, exporter=args.exporter)
+    export_s = time.perf_counter() - t0
+    engines = {g: load_engine(p, provider=args.provider, threads=args.threads) for g, p in paths.items()}
+    inp = _inputs(s)
+    t_args = [torch.as_tensor(inp[k]) for k in ("x0", "cond", "prev_plan", "noise", "levels")]
+    w = torch.tensor([2.0])
+
+    calls: dict[str, Any] = {}
+
+    def eager() -> None:
+        with torch.no_grad():
+            s(*t_args, w)
+
+    calls["torch_eager"] = eager
+    calls["ort_fused"] = lambda: engines["fused"].plan(**inp, cfg_w=2.0)
+    calls["ort_step"] = lambda: engines["step"].plan(**inp, cfg_w=2.0)
+    if args.device == "cuda":
+        calls["torch_cuda_graph"] = _cuda_graph_call(s, t_args, w)
+
+    # correctness first: a benchmark of a wrong graph is worthless
+    with torch.no_grad():
+        ref = s(*t_args, w)[0].numpy()
+    err = {g: float(np.abs(e.plan(**inp).plan - ref).max()) for g, e in engines.items()}
+
+    for _ in range(args.warmup):
+        for f in calls.values():
+            f()
+    samples: dict[str, list[float]] = {k: [] for k in calls}
+    cpu: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(args.iters):  # round-robin: load from other processes hits every variant alike
+        for k, f in calls.items():
+            c = time.thread_time()
+            t = time.perf_counter()
+            f()
+            samples[k].append((time.perf_counter() - t) * 1e3)
+            cpu[k].append((time.thread_time() - c) * 1e3)
+    res = {k: stats(v) for k, v in samples.items()}
+    # CPU time of the calling thread (all work runs on it with 1 thread): a load-robust
+    # estimate of the unloaded latency on a shared machine; wall time is what a robot sees.
+    for k, v in cpu.items():
+        res[k]["cpu_median_ms"] = round(float(np.median(v)), 3)
+        res[k]["cpu_p99_ms"] = round(float(np.percentile(v, 99)), 3)
+    eager_s = res["torch_eager"]
+    report = {
+        "model": model_desc,
+        "provider": engines["fused"].backend,
+        "threads": args.threads,
+        "exporter": args.exporter,
+        "export_s": round(export_s, 1),
+        "graph_nodes": {g: _node_count(p) for g, p in paths.items()},
+        "max_abs_err_vs_torch": err,
+        "latency": res,
+        "speedup_vs_eager": {k: {"median": round(eager_s["median_ms"] / r["median_ms"], 2),
+                                 "p99": round(eager_s["p99_ms"] / r["p99_ms"], 2)}
+                             for k, r in res.items() if k != "torch_eager"},
+        "goals": {"fused_p99_le_10ms": res["ort_fused"]["p99_ms"] <= 10.0,
+                  "fused_cpu_p99_le_10ms": res["ort_fused"]["cpu_p99_ms"] <= 10.0,
+                  "fused_3x_eager_median": eager_s["median_ms"] / res["ort_fused"]["median_ms"] >= 3.0},
+        "engines": {g: str(p) for g, p in paths.items()},
+    }
+    return report, samples, paths["fused"]
+
+
+def _node_count(path: Path) -> int:
+    import onnx
+
+    return len(onnx.load(path).graph.node)
+
+
+def _cuda_graph_call(s: Any, t_args: list, w: Any) -> Any:
+    """torch CUDA-graph baseline: the sampler captured once, replayed per call (GPU only)."""
+    import torch
+
+    dev = torch.device("cuda")
+    sc = s.to(dev)
+    static = [a.to(dev) for a in t_args] + [w.to(dev)]
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.no_grad(), torch.cuda.stream(stream):
+        for _ in range(3):
+            sc(*static)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        out = sc(*static)
+
+    def call() -> None:
+        graph.replay()
+        out[0].cpu()  # includes the device->host copy the runtime also pays
+
+    return call
+
+
+def _plot(samples: dict[str, list[float]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    hi = max(np.percentile(v, 99.5) for v in samples.values())
+    bins = np.linspace(0, hi * 1.05, 80)
+    for k, v in samples.items():
+        ax.hist(np.clip(v, 0, bins[-1]), bins=bins, alpha=0.5,
+                label=f"{k} (p50 {np.median(v):.1f}, p99 {np.percentile(v, 99):.1f} ms)")
+    ax.set_xlabel("latency per plan (ms)")
+    ax.set_ylabel("count")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _external(section: str, engine: Path | None, args: argparse.Namespace) -> dict[str, Any]:
+    """Sections written by other parts of the project; absent -> "not available"."""
+    try:
+        if section == "service":
+            from planner_runtime.bench_service import run_bench as svc
+
+            if engine is None:
+                return {"status": "not available", "reason": "no engine: run the sampler section or pass --engine"}
+            kw = {"threads": args.threads, "provider": args.provider}
+            if args.plot:
+                kw["histogram"] = str(args.plot / "service_latency.png")
+            return dict(svc(str(engine), **_accepted(svc, kw)))
+        from robot.bench_loop import run_bench as ctl
+
+        kw = {"engine_path": str(engine)} if engine is not None else {}
+        if args.plot:
+            kw["histogram"] = str(args.plot / "controller_jitter.png")
+        return dict(ctl(**_accepted(ctl, kw)))
+    except ImportError as exc:
+        return {"status": "not available", "reason": str(exc)}
+
+
+def _accepted(fn: Any, kw: dict[str, Any]) -> dict[str, Any]:
+    """Only the keywords ``fn`` takes: the other sections' signatures are theirs to evolve."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return kw
+    return {k: v for k, v in kw.items() if k in params}
+
+
+def run(args: argparse.Namespace) -> int:
+    what = [w.strip() for w in str(args.what).split(",") if w.strip()]
+    if "all" in what:
+        what = ["sampler", "service", "controller"]
+    unknown = set(what) - {"sampler", "service", "controller"}
+    if unknown:
+        print(f"error: unknown --what section(s) {sorted(unknown)}", file=sys.stderr)
+        return 2
+    import os
+
+    report: dict[str, Any] = {"cpus": os.cpu_count(), "load_average_before": list(os.getloadavg()),
+                              "machine_note": "wall-clock numbers depend on machine load; "
+                                              "cpu_* are the calling thread's CPU time"}
+    engine = args.engine
+    if "sampler" in what:
+        rep, samples, fused = bench_sampler(args)
+        report["sampler"] = rep
+        engine = engine or fused
+        if args.plot:
+            png = args.plot / "sampler_latency.png"
+            _plot(samples, png, "Go2 MPDiffuser plan latency (warm start 7 steps, CFG)")
+            rep["plot"] = str(png)
+        if not args.json:
+            _print_sampler(rep)
+    for sec in ("service", "controller"):
+        if sec in what:
+            report[sec] = _external(sec, engine, args)
+            if args.plot and isinstance(report[sec].get("samples_ms"), list):
+                png = args.plot / f"{sec}_latency.png"
+                _plot({sec: report[sec]["samples_ms"]}, png, f"{sec} latency")
+                report[sec]["plot"] = str(png)
+            if not args.json:
+                print(f"{sec}: {json.dumps({k: v for k, v in report[sec].items() if k != 'samples_ms'})}")
+    report["load_average_after"] = list(os.getloadavg())
+    if "sampler" in what and args.keep is None:  # exported engines were temporary
+        import shutil
+
+        shutil.rmtree(Path(report["sampler"]["engines"]["fused"]).parent, ignore_errors=True)
+        report["sampler"]["engines"] = {g: "(deleted; use --keep DIR)" for g in report["sampler"]["engines"]}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"load average before/after: {report['load_average_before']} / {report['load_average_after']} "
+              f"on {report['cpus']} CPUs")
+    return 0
+
+
+def _print_sampler(rep: dict[str, Any]) -> None:
+    m = rep["model"]
+    print(f"sampler: {m['method']} S={m['dims']['S']} A={m['dims']['A']} C={m['dims']['C']} "
+          f"H={m['dims']['H']} K={m['dims']['K']}, warm start {m['warm_steps']} steps, CFG; "
+          f"params {m['params']} ({m['params_total']} total)")
+    print(f"  backend {rep['provider']}, threads {rep['threads']}, exporter {rep['exporter']}, "
+          f"nodes {rep['graph_nodes']}, max |err| vs torch {rep['max_abs_err_vs_torch']}")
+    for k, r in rep["latency"].items():
+        sp = rep["speedup_vs_eager"].get(k)
+        extra = f"  ({sp['median']}x / {sp['p99']}x vs eager)" if sp else ""
+        print(f"  {k:16s} median {r['median_ms']:7.2f} ms   p99 {r['p99_ms']:7.2f} ms   "
+              f"(thread CPU median {r['cpu_median_ms']:.2f} p99 {r['cpu_p99_ms']:.2f}){extra}")
+    print(f"  goals: {rep['goals']}")

@@ -1,0 +1,33 @@
+"""`planner-runtime bench` smoke test: one JSON object with fused, step and eager numbers
+(no timing thresholds: only structure and correctness of the benchmarked graphs)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+
+from planner_runtime.cli import main  # noqa: E402
+
+
+def test_bench_sampler_json(tmp_path, capsys):
+    rc = main(["bench", "--what", "sampler", "--iters", "3", "--warmup", "1", "--dim", "8",
+               "--json", "--plot", str(tmp_path), "--keep", str(tmp_path / "eng")])
+    assert rc == 0
+    rep = json.loads(capsys.readouterr().out)
+    s = rep["sampler"]
+    assert set(s["latency"]) == {"torch_eager", "ort_fused", "ort_step"}
+    for r in s["latency"].values():
+        assert r["n"] == 3 and r["median_ms"] > 0 and r["p99_ms"] >= r["median_ms"]
+    assert all(e <= 1e-3 for e in s["max_abs_err_vs_torch"].values())
+    assert s["model"]["dims"] == {"S": 30, "A": 12, "C": 3, "H": 16, "K": 10}
+    assert s["model"]["params_total"] > 0 and set(s["speedup_vs_eager"]) == {"ort_fused", "ort_step"}
+    assert (tmp_path / "sampler_latency.png").stat().st_size > 0
+    assert (tmp_path / "eng" / "bench_fused.onnx").is_file()
+
+
+def test_bench_unknown_section(capsys):
+    assert main(["bench", "--what", "gpu-magic"]) == 2
+    assert "unknown --what" in capsys.readouterr().err
