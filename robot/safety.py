@@ -1,0 +1,355 @@
+"""The controller's safety layer: the mode state machine and the final command filter.
+
+State machine (every transition is logged with a reason and kept in ``transitions``):
+
+    PASSIVE --(state ok, passive_s)--> STAND_UP --(stand_up_s)--> STAND
+    STAND --(valid chunk)--> PLANNING
+    PLANNING --(no valid chunk for grace_s)--> HOLD        (hold the last target)
+    HOLD --(valid chunk)--> PLANNING
+    HOLD --(hold_s)--> STAND                               (ramp back to the default pose)
+    STAND --(no valid chunk for stand_timeout_s)--> DAMPING
+    any --(stop: SIGINT/SIGTERM, remote L2+B, non-finite target or state, stale state,
+           fall)--> DAMPING                                (latched: only a restart leaves it)
+
+Targets per mode: PASSIVE sends zero torque (kp = kd = tau = 0); STAND_UP interpolates from
+the measured pose to DEFAULT_JOINT_POS over ``stand_up_s`` with the stand gains; STAND
+ramps from wherever the legs were commanded to the default pose (``stand_ramp_s``) with the
+stand gains; PLANNING and HOLD use the planner gains; DAMPING is kp = 0, kd = DAMPING_KD.
+
+``CommandFilter`` is the last thing between the controller and the motors: a non-finite
+command is replaced by damping (and the state machine is told), position targets are
+clamped to the joint limits, velocity targets to the velocity limit, gains to sane ranges,
+and the PD torque predicted from the latest measured state is kept within the torque
+limits by moving the position target towards the measured position (or clamping the
+feed-forward torque and kd where kp = 0). Joints measured beyond the velocity limit may
+only be braked. This is a prediction from the state at command time; the firmware (or the
+simulator) still clamps torque at its own rate.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from robot import go2_constants as go2
+from robot.types import LowCmd, LowState
+
+log = logging.getLogger("robot.safety")
+
+
+class Mode(str, enum.Enum):
+    PASSIVE = "passive"
+    STAND_UP = "stand_up"
+    STAND = "stand"
+    PLANNING = "planning"
+    HOLD = "hold"
+    DAMPING = "damping"
+
+
+@dataclass(frozen=True)
+class Transition:
+    t: float  # controller clock (robot.now()), seconds
+    src: Mode
+    dst: Mode
+    reason: str
+
+    def as_dict(self) -> dict:
+        return {"t": self.t, "from": self.src.value, "to": self.dst.value, "reason": self.reason}
+
+
+@dataclass
+class SafetyConfig:
+    passive_s: float = 0.5  # zero torque after start, while the state settles
+    stand_up_s: float = 2.0  # interpolation to the default pose
+    grace_s: float = 0.2  # planning: no valid chunk this long -> HOLD
+    hold_s: float = 0.5  # HOLD this long without a chunk -> STAND
+    stand_ramp_s: float = 1.0  # STAND: ramp from the held target to the default pose
+    stand_timeout_s: float = 3.0  # watchdog STAND without a chunk this long -> DAMPING
+    startup_wait_s: float = 60.0  # first STAND (after stand-up) waits this long for a planner
+    state_timeout_s: float = 0.1  # no fresh robot state this long -> DAMPING
+    fall_gravity_z: float = -0.5  # projected gravity z above this (tilt > 60 deg) -> DAMPING
+    planning_kp: float = go2.DEFAULT_KP
+    planning_kd: float = go2.DEFAULT_KD
+    stand_kp: float = go2.STAND_KP
+    stand_kd: float = go2.STAND_KD
+    damping_kd: float = go2.DAMPING_KD
+
+    def validate(self) -> SafetyConfig:
+        for name in ("passive_s", "stand_up_s", "grace_s", "hold_s", "stand_ramp_s",
+                     "stand_timeout_s", "startup_wait_s", "state_timeout_s"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v >= 0.0):
+                raise ValueError(f"SafetyConfig.{name} must be a finite number >= 0, got {v!r}")
+        if self.stand_up_s <= 0.0:
+            raise ValueError(f"SafetyConfig.stand_up_s must be > 0, got {self.stand_up_s!r}")
+        if self.stand_timeout_s < self.stand_ramp_s:
+            raise ValueError("SafetyConfig.stand_timeout_s must be >= stand_ramp_s "
+                             f"({self.stand_timeout_s} < {self.stand_ramp_s})")
+        for name in ("planning_kp", "planning_kd", "stand_kp", "stand_kd", "damping_kd"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and 0.0 <= v <= 200.0):
+                raise ValueError(f"SafetyConfig.{name} must be in [0, 200], got {v!r}")
+        if not -1.0 <= self.fall_gravity_z <= 1.0:
+            raise ValueError(f"SafetyConfig.fall_gravity_z must be in [-1, 1], got {self.fall_gravity_z}")
+        return self
+
+
+def _pd(q: np.ndarray, kp: float, kd: float) -> LowCmd:
+    n = go2.NUM_JOINTS
+    return LowCmd(q=np.array(q, dtype=np.float64), dq=np.zeros(n),
+                  kp=np.full(n, kp), kd=np.full(n, kd), tau=np.zeros(n))
+
+
+def damping_command(kd: float = go2.DAMPING_KD) -> LowCmd:
+    """kp = 0, kd > 0, zero targets: the motors only resist motion (SDK 'damping')."""
+    n = go2.NUM_JOINTS
+    return LowCmd(q=np.zeros(n), dq=np.zeros(n), kp=np.zeros(n), kd=np.full(n, kd),
+                  tau=np.zeros(n))
+
+
+def _smoothstep(x: float) -> float:
+    x = min(max(x, 0.0), 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+class SafetyStateMachine:
+    """Decides the mode and the (unfiltered) command for each 500 Hz control tick.
+
+    Feed it with ``step(t, state, planner_target, chunk_fresh)`` once per control tick,
+    where ``planner_target`` is the joint target from the current chunk (None if there is
+    none) and ``chunk_fresh`` says that a new valid chunk was accepted on this tick.
+    """
+
+    def __init__(self, config: SafetyConfig | None = None) -> None:
+        self.config = (config or SafetyConfig()).validate()
+        self.mode = Mode.PASSIVE
+        self.transitions: list[Transition] = []
+        self._t_mode = None  # time the current mode was entered
+        self._t_start: float | None = None
+        self._t_last_chunk: float | None = None
+        self._ramp_from: np.ndarray | None = None
+        self._last_target: np.ndarray | None = None  # last PD target actually commanded
+        self._startup = True  # the first STAND waits for a planner with startup_wait_s
+        self._stop_reason: str | None = None
+
+    # -- events -----------------------------------------------------------------------
+    def request_stop(self, reason: str) -> None:
+        """Latch a stop (signal, remote, fault); applied on the next ``step``."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+
+    @property
+    def stopped(self) -> bool:
+        return self.mode is Mode.DAMPING
+
+    def _go(self, t: float, dst: Mode, reason: str) -> None:
+        if dst is self.mode:
+            return
+        tr = Transition(t=t, src=self.mode, dst=dst, reason=reason)
+        self.transitions.append(tr)
+        level = logging.WARNING if dst in (Mode.DAMPING, Mode.HOLD) else logging.INFO
+        log.log(level, "mode %s -> %s at t=%.3f: %s", self.mode.value, dst.value, t, reason)
+        self.mode = dst
+        self._t_mode = t
+
+    @property
+    def last_chunk_time(self) -> float | None:
+        return self._t_last_chunk
+
+    def first_time(self, dst: Mode) -> float | None:
+        return next((tr.t for tr in self.transitions if tr.dst is dst), None)
+
+    # -- the tick ---------------------------------------------------------------------
+    def step(self, t: float, state: LowState | None, planner_target: np.ndarray | None,
+             chunk_fresh: bool, state_age: float = 0.0) -> LowCmd:
+        cfg = self.config
+        if self._t_start is None:
+            self._t_start = t
+            self._t_mode = t
+        if chunk_fresh:
+            self._t_last_chunk = t
+
+        # Stops and faults first: they win over everything else.
+        if self.mode is not Mode.DAMPING:
+            fault = self._stop_reason or self._check_faults(state, state_age, planner_target)
+            if fault is not None:
+                self._go(t, Mode.DAMPING, fault)
+        if self.mode is Mode.DAMPING:
+            return damping_command(cfg.damping_kd)
+        if state is None:  # only possible in PASSIVE: wait for the first state
+            self._t_mode = t
+            return LowCmd.zero_torque()  # _check_faults guarantees a state outside DAMPING
+        dt_mode = t - self._t_mode
+
+        if self.mode is Mode.PASSIVE:
+            if dt_mode >= cfg.passive_s:
+                self._ramp_from = np.array(state.q, dtype=np.float64)
+                self._go(t, Mode.STAND_UP, f"passive for {dt_mode:.2f} s with valid state")
+            else:
+                return LowCmd.zero_torque()
+
+        if self.mode is Mode.STAND_UP:
+            dt_mode = t - self._t_mode
+            if dt_mode >= cfg.stand_up_s:
+                self._startup = True
+                self._ramp_from = go2.DEFAULT_JOINT_POS.copy()
+                self._go(t, Mode.STAND, f"stand-up done after {cfg.stand_up_s:.2f} s")
+            else:
+                a = _smoothstep(dt_mode / cfg.stand_up_s)
+                q = (1.0 - a) * self._ramp_from + a * go2.DEFAULT_JOINT_POS
+                return self._emit(_pd(q, cfg.stand_kp, cfg.stand_kd))
+
+        if self.mode is Mode.STAND:
+            if chunk_fresh and planner_target is not None:
+                self._go(t, Mode.PLANNING, "valid chunk received")
+            else:
+                dt_mode = t - self._t_mode
+                limit = cfg.startup_wait_s if self._startup else cfg.stand_timeout_s
+                if dt_mode >= limit:
+                    what = "no planner after stand-up" if self._startup else "watchdog"
+                    self._go(t, Mode.DAMPING, f"{what}: no valid chunk for {dt_mode:.2f} s in stand")
+                    return damping_command(cfg.damping_kd)
+                a = _smoothstep(dt_mode / cfg.stand_ramp_s) if cfg.stand_ramp_s > 0 else 1.0
+                q = (1.0 - a) * self._ramp_from + a * go2.DEFAULT_JOINT_POS
+                kp = (1.0 - a) * cfg.planning_kp + a * cfg.stand_kp if not self._startup else cfg.stand_kp
+                kd = (1.0 - a) * cfg.planning_kd + a * cfg.stand_kd if not self._startup else cfg.stand_kd
+                return self._emit(_pd(q, kp, kd))
+
+        if self.mode is Mode.HOLD:
+            if chunk_fresh and planner_target is not None:
+                self._go(t, Mode.PLANNING, "valid chunk received again")
+            elif t - self._t_mode >= cfg.hold_s:
+                self._startup = False
+                self._ramp_from = (self._last_target.copy() if self._last_target is not None
+                                   else np.array(state.q, dtype=np.float64))
+                self._go(t, Mode.STAND, f"watchdog: held for {t - self._t_mode:.2f} s, returning to stand")
+                return self.step(t, state, None, False, state_age)
+            else:
+                q = self._last_target if self._last_target is not None else state.q
+                return self._emit(_pd(q, cfg.planning_kp, cfg.planning_kd))
+
+        # PLANNING
+        since = t - (self._t_last_chunk if self._t_last_chunk is not None else self._t_mode)
+        if since > cfg.grace_s or planner_target is None:
+            why = (f"watchdog: no valid chunk for {since:.3f} s (grace {cfg.grace_s:.3f} s)"
+                   if planner_target is not None
+                   else f"watchdog: chunk expired after {since:.3f} s with no newer valid chunk")
+            self._go(t, Mode.HOLD, why)
+            q = self._last_target if self._last_target is not None else state.q
+            return self._emit(_pd(q, cfg.planning_kp, cfg.planning_kd))
+        return self._emit(_pd(planner_target, cfg.planning_kp, cfg.planning_kd))
+
+    def _emit(self, cmd: LowCmd) -> LowCmd:
+        if np.all(np.isfinite(cmd.q)):
+            self._last_target = cmd.q.copy()
+        return cmd
+
+    def _check_faults(self, state: LowState | None, state_age: float,
+                      planner_target: np.ndarray | None) -> str | None:
+        cfg = self.config
+        if state is None:
+            return "no robot state" if self.mode is not Mode.PASSIVE else None
+        if state_age > cfg.state_timeout_s:
+            return f"robot state stale for {state_age:.3f} s (limit {cfg.state_timeout_s:.3f} s)"
+        arrays = (state.quaternion, state.gyroscope, state.q, state.dq)
+        if not all(np.all(np.isfinite(np.asarray(a, dtype=np.float64))) for a in arrays):
+            return "non-finite robot state"
+        if planner_target is not None and not np.all(np.isfinite(planner_target)):
+            return "non-finite planner target"
+        if self.mode in (Mode.PLANNING, Mode.HOLD, Mode.STAND) and not self._startup_stand():
+            w, x, y, _z = np.asarray(state.quaternion, dtype=np.float64)
+            n = float(np.dot(state.quaternion, state.quaternion))
+            gz = -(1.0 - 2.0 * (x * x + y * y) / max(n, 1e-12))
+            if gz > cfg.fall_gravity_z:
+                return f"fall: projected gravity z {gz:.2f} > {cfg.fall_gravity_z:.2f}"
+        return None
+
+    def _startup_stand(self) -> bool:
+        # A robot standing up from lying is upright; tilt checks apply once it walks.
+        return self.mode is Mode.STAND and self._startup and self._t_last_chunk is None
+
+
+@dataclass
+class FilterStats:
+    commands: int = 0
+    nonfinite: int = 0
+    pos_clamped: int = 0
+    vel_clamped: int = 0
+    torque_clamped: int = 0
+    gain_clamped: int = 0
+    overspeed_braked: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class CommandFilter:
+    """The final gate: nothing non-finite or out of limits reaches the motors."""
+
+    q_lower: np.ndarray = field(default_factory=lambda: go2.JOINT_POS_LOWER.copy())
+    q_upper: np.ndarray = field(default_factory=lambda: go2.JOINT_POS_UPPER.copy())
+    vel_limit: np.ndarray = field(default_factory=lambda: go2.JOINT_VEL_LIMIT.copy())
+    torque_limit: np.ndarray = field(default_factory=lambda: go2.TORQUE_LIMIT.copy())
+    kp_max: float = 100.0
+    kd_max: float = 10.0
+    damping_kd: float = go2.DAMPING_KD
+    stats: FilterStats = field(default_factory=FilterStats)
+
+    def apply(self, cmd: LowCmd, state: LowState | None) -> tuple[LowCmd, bool]:
+        """Return (safe command, ok). ok is False when the input was replaced by damping
+        (non-finite values anywhere); the caller must then go to DAMPING."""
+        self.stats.commands += 1
+        if not cmd.is_finite() or (state is not None and not (
+                np.all(np.isfinite(state.q)) and np.all(np.isfinite(state.dq)))):
+            self.stats.nonfinite += 1
+            return damping_command(self.damping_kd), False
+        q = np.clip(cmd.q, self.q_lower, self.q_upper)
+        if np.any(q != cmd.q):
+            self.stats.pos_clamped += 1
+        dq = np.clip(cmd.dq, -self.vel_limit, self.vel_limit)
+        if np.any(dq != cmd.dq):
+            self.stats.vel_clamped += 1
+        kp = np.clip(cmd.kp, 0.0, self.kp_max)
+        kd = np.clip(cmd.kd, 0.0, self.kd_max)
+        if np.any(kp != cmd.kp) or np.any(kd != cmd.kd):
+            self.stats.gain_clamped += 1
+        tau = np.clip(cmd.tau, -self.torque_limit, self.torque_limit)
+        if state is None:
+            # No measurement to predict torque from: refuse to drive, only damp.
+            return damping_command(self.damping_kd), False
+        mq = np.asarray(state.q, dtype=np.float64)
+        mdq = np.asarray(state.dq, dtype=np.float64)
+        tau_pd = kp * (q - mq) + kd * (dq - mdq) + tau
+        lim = self.torque_limit.copy()
+        # Over the velocity limit: only torque that brakes the joint is allowed.
+        over = np.abs(mdq) > self.vel_limit
+        if np.any(over):
+            self.stats.overspeed_braked += 1
+            accel = over & (np.sign(tau_pd) == np.sign(mdq))
+            lim = np.where(accel, 0.0, lim)
+        lo = np.where(over & (mdq < 0), 0.0, -lim)  # braking a negative speed: tau >= 0
+        hi = np.where(over & (mdq > 0), 0.0, lim)
+        lo = np.minimum(lo, hi)
+        tau_ok = np.clip(tau_pd, lo, hi)
+        bad = tau_ok != tau_pd
+        if np.any(bad):
+            self.stats.torque_clamped += 1
+            has_kp = bad & (kp > 1e-9)
+            # kp > 0: move the position target so the predicted PD torque is tau_ok.
+            q = np.where(has_kp, mq + (tau_ok - kd * (dq - mdq) - tau) / np.where(kp > 1e-9, kp, 1.0), q)
+            no_kp = bad & ~has_kp
+            if np.any(no_kp):
+                # kp = 0 (damping / torque mode): bound tau_ff, then kd, to the limit.
+                tau = np.where(no_kp, np.clip(tau, lo, hi), tau)
+                dv = np.abs(dq - mdq)
+                room = np.maximum(np.maximum(np.abs(lo), np.abs(hi)) - np.abs(tau), 0.0)
+                kd = np.where(no_kp & (dv > 1e-9), np.minimum(kd, room / np.maximum(dv, 1e-9)), kd)
+        out = LowCmd(q=q, dq=dq, kp=kp, kd=kd, tau=tau)
+        if not out.is_finite():  # defensive: arithmetic above must never create NaN
+            self.stats.nonfinite += 1
+            return damping_command(self.damping_kd), False
+        return out, True

@@ -1,0 +1,222 @@
+"""The controller loop against the in-process MuJoCo Go2 (simulated time, fast).
+
+The planner is the real service (`planner-runtime serve`) in its own process on a Go2-sized
+test engine (tests/robot/conftest.py), killed with SIGKILL for the watchdog test. The
+chunk-timing rules are also checked with hand-built chunks delivered through a scripted
+link: that isolates the controller's rules (skip past actions, refuse expired, stale,
+non-finite or unknown chunks) from the service, whose own tests cover it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from planner_runtime.protocol import ActionChunk
+from robot import go2_constants as go2
+from robot.controller import (
+    CommandSchedule,
+    Controller,
+    ControllerConfig,
+    ServiceLink,
+    check_planner_metadata,
+)
+from robot.safety import Mode, SafetyConfig
+
+from .conftest import free_port, start_service, wait_service
+
+pytest.importorskip("mujoco")
+
+FAST = SafetyConfig(passive_s=0.1, stand_up_s=1.0, grace_s=0.2, hold_s=0.5, stand_ramp_s=0.5,
+                    stand_timeout_s=1.0, startup_wait_s=5.0)
+
+
+def make_sim(lying: bool = False):
+    from sim.mujoco_harness import MujocoGo2
+
+    sim = MujocoGo2()
+    sim.reset(joint_pos=go2.LYING_JOINT_POS if lying else None)
+    return sim
+
+
+def test_stand_up_from_lying_reaches_the_default_pose():
+    sim = make_sim(lying=True)
+    ctl = Controller(sim, None, config=ControllerConfig(safety=SafetyConfig(
+        passive_s=0.2, stand_up_s=2.0, startup_wait_s=1.0)))
+    ctl.run(stop_when=lambda c: c.mode is Mode.STAND and c.robot.now() > 3.0)
+    st = sim.read_state()
+    assert np.max(np.abs(st.q - go2.DEFAULT_JOINT_POS)) < 0.15
+    assert sim.data.qpos[2] > 0.25 and not sim.fallen()
+    assert [tr.dst.value for tr in ctl.safety.transitions] == ["stand_up", "stand"]
+
+
+@pytest.fixture
+def service(go2_engine):
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    proc = start_service(go2_engine, ep)
+    try:
+        meta = wait_service(ep)
+        yield proc, ep, meta
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+def test_planning_with_the_service_then_watchdog_after_kill9(service):
+    proc, ep, meta = service
+    check_planner_metadata(meta)
+    sim = make_sim()
+    link = ServiceLink(ep, timeout=5.0)
+    ctl = Controller(sim, link, CommandSchedule.constant(0.3, 0.0, 0.0),
+                     ControllerConfig(lockstep=True, lockstep_timeout_s=2.0, safety=FAST))
+    try:
+        ctl.run(stop_when=lambda c: c.mode is Mode.PLANNING and c.robot.now() > 2.5)
+        assert ctl.mode is Mode.PLANNING
+        assert ctl.counts["chunks_accepted"] > 40 and ctl.counts["actions_executed"] > 40
+        assert not ctl.rejected
+        # The tiny engine's actions are ~0: the robot stands at the default pose, planning.
+        assert not sim.fallen() and sim.data.qpos[2] > 0.25
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        t_kill = sim.now()
+        summary = ctl.run(duration=10.0)
+    finally:
+        link.close()
+    after = [tr for tr in summary["transitions"] if tr["t"] >= t_kill]
+    assert [tr["to"] for tr in after] == ["hold", "stand", "damping"]
+    assert all("watchdog" in tr["reason"] for tr in after)
+    t_hold, t_stand, t_damp = (tr["t"] for tr in after)
+    assert t_kill < t_hold < t_stand < t_damp
+    # Held at the last planner target (not collapsed) and returned to stand before damping.
+    assert t_stand - t_hold == pytest.approx(FAST.hold_s, abs=0.01)
+
+
+def test_planner_refuses_a_mismatched_engine_profile():
+    meta = {"state_dim": 30, "action_dim": 12, "cond_dim": 3, "dt": 0.02,
+            "manifest": {"action": {"joint_names": list(reversed(go2.JOINT_NAMES))}}}
+    with pytest.raises(ValueError, match="joint order"):
+        check_planner_metadata(meta)
+    with pytest.raises(ValueError, match="action_dim 8 != 12"):
+        check_planner_metadata({**meta, "action_dim": 8, "manifest": {}})
+
+
+class ScriptedLink:
+    """Delivers prepared chunks (stamped relative to each observation) in order."""
+
+    def __init__(self, make_chunk) -> None:
+        self.make_chunk = make_chunk
+        self.pending: list[ActionChunk] = []
+        self.obs = []
+
+    def send_observation(self, obs) -> None:
+        self.obs.append(obs)
+        ch = self.make_chunk(obs)
+        if ch is not None:
+            self.pending.append(ch)
+
+    def poll_chunk(self, timeout: float = 0.0):
+        return self.pending.pop(0) if self.pending else None
+
+    def close(self) -> None:
+        pass
+
+
+def chunk_for(obs, actions, *, t0_shift=0.0, valid=0.32, seq_shift=0):
+    a = np.asarray(actions, np.float32)
+    return ActionChunk(plan_id=obs.seq, obs_seq=obs.seq + seq_shift, t0=obs.stamp + t0_shift,
+                       dt=0.02, actions=a, states=np.zeros((len(a), 30), np.float32), chunk=4,
+                       valid_until=obs.stamp + t0_shift + valid)
+
+
+def planning_controller(make_chunk, max_actions=4, record=True, safety=FAST):
+    sim = make_sim()
+    link = ScriptedLink(make_chunk)
+    ctl = Controller(sim, link, config=ControllerConfig(max_actions=max_actions, record=record,
+                                                        safety=safety))
+    return sim, link, ctl
+
+
+def test_actions_follow_chunk_stamps_and_past_actions_are_skipped():
+    # Row i of every chunk has all actions = i / 10; the chunk is stamped 30 ms before the
+    # observation (as if it arrived late): row 0 and half of row 1's slot have passed.
+    rows = np.repeat(np.arange(16)[:, None] / 10.0, 12, axis=1)
+    sim, link, ctl = planning_controller(lambda o: chunk_for(o, rows, t0_shift=-0.03))
+    ctl.run(stop_when=lambda c: c.robot.now() > 2.0)
+    assert ctl.mode is Mode.PLANNING
+    plan = [r for r in ctl.trace if r.mode == "planning"]
+    got = np.array([go2.target_to_action(r.q_target)[0] for r in plan])
+    # Each observation (every 20 ms) gets a new chunk, so only rows 1 (t in [t0+0.02, t0+0.04))
+    # and 2 run; row 0 is always skipped.
+    assert set(np.round(got, 6)) <= {0.1, 0.2}
+    assert ctl.counts["actions_skipped"] > 0
+
+
+def test_at_most_max_actions_of_a_chunk_run_then_the_last_is_held():
+    rows = np.repeat(np.arange(16)[:, None] / 10.0, 12, axis=1)
+
+    def every_fifth(o):
+        return chunk_for(o, rows, valid=0.5) if o.seq % 5 == 0 else None
+
+    sim, link, ctl = planning_controller(every_fifth, max_actions=4)
+    ctl.run(stop_when=lambda c: c.robot.now() > 2.0)
+    got = np.round([go2.target_to_action(r.q_target)[0] for r in ctl.trace if r.mode == "planning"], 6)
+    assert got.max() == pytest.approx(0.3) and set(got) == {0.0, 0.1, 0.2, 0.3}
+
+
+@pytest.mark.parametrize("bad", ["expired", "nan", "unknown_seq", "shape"])
+def test_bad_chunks_are_rejected_and_never_reach_the_motors(bad):
+    def make(o):
+        if bad == "expired":
+            return chunk_for(o, np.zeros((8, 12)), t0_shift=-0.5, valid=0.3)
+        if bad == "nan":
+            a = np.zeros((8, 12))
+            a[0, 3] = np.nan
+            return chunk_for(o, a)
+        if bad == "unknown_seq":
+            return chunk_for(o, np.zeros((8, 12)), seq_shift=5)
+        return chunk_for(o, np.zeros((8, 7)))
+
+    from dataclasses import replace
+
+    sim, link, ctl = planning_controller(make, safety=replace(FAST, startup_wait_s=1.0))
+    written = []
+    orig = sim.write_command
+    sim.write_command = lambda cmd: (written.append(cmd.is_finite()), orig(cmd))[1]
+    summary = ctl.run(duration=2.5)
+    assert ctl.counts["chunks_accepted"] == 0
+    assert sum(ctl.rejected.values()) > 10
+    assert summary["mode"] == "damping"  # never planned: startup wait ran out
+    assert "planning" not in [tr["to"] for tr in summary["transitions"]]
+    assert all(written)
+
+
+def test_command_schedule_parsing():
+    s = CommandSchedule.parse("0:0.5,0,0; 5:0,0,0.5")
+    np.testing.assert_allclose(s(4.9), [0.5, 0, 0])
+    np.testing.assert_allclose(s(5.0), [0, 0, 0.5])
+    with pytest.raises(ValueError, match="T:vx,vy,yaw"):
+        CommandSchedule.parse("0:0.5,0")
+
+
+def test_cli_controller_sim_without_planner_stands_then_damps():
+    import json
+    import subprocess
+    import sys
+
+    from .conftest import child_env
+
+    cmd = [sys.executable, "-m", "planner_runtime.cli", "controller", "--sim", "--passive", "0.1",
+           "--stand-up", "0.5", "--startup-wait", "0.3", "--json"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=child_env())
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert [tr["to"] for tr in out["transitions"]] == ["stand_up", "stand", "damping"]
+    assert "no planner" in out["transitions"][-1]["reason"]
+    assert out["filter"]["nonfinite"] == 0 and out["ticks"] > 400
+    bad = subprocess.run(cmd[:5] + ["--command", "0.5", "0", "0", "--schedule", "0:0.5,0,0"],
+                         capture_output=True, text=True, timeout=120, env=child_env())
+    assert bad.returncode == 2 and "not both" in bad.stderr

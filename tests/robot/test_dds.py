@@ -1,0 +1,135 @@
+"""The unchanged controller binary against the MuJoCo Go2 standing in for the robot on
+real cyclonedds (loopback interface "lo", a random domain id), as it runs on the robot.
+
+Processes: the stand-in robot (`python -m sim.dds_robot`), the planner service
+(`planner-runtime serve` on the Go2-sized test engine) and the controller
+(`planner-runtime controller --json`). Wall-clock timings under the machine's load vary,
+so the tests assert order and causes, not durations; the durations are measured by
+`robot.bench_loop` instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import child_env, free_port, start_service, wait_service
+
+pytestmark = [pytest.mark.dds, pytest.mark.timeout(180)]
+pytest.importorskip("unitree_sdk2py")
+pytest.importorskip("mujoco")
+
+# Generous state timeout: on a loaded CI machine the stand-in may stall for tens of ms.
+SAFE_FAST = ["--passive", "0.3", "--stand-up", "1.0", "--state-timeout", "2.0", "--grace", "0.5"]
+
+
+class ControllerProc:
+    def __init__(self, domain: int, *args: str) -> None:
+        cmd = [sys.executable, "-m", "planner_runtime.cli", "controller", "--iface", "lo",
+               "--domain-id", str(domain), "--json", *args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=child_env())
+        self.lines: list[str] = []
+        self.events: dict[str, threading.Event] = {}
+        self._t = threading.Thread(target=self._read_err, daemon=True)
+        self._t.start()
+
+    def _read_err(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            for key, ev in list(self.events.items()):
+                if key in line:
+                    ev.set()
+
+    def wait_for(self, text: str, timeout: float) -> bool:
+        ev = self.events.setdefault(text, threading.Event())
+        if any(text in ln for ln in self.lines):
+            return True
+        return ev.wait(timeout)
+
+    def result(self, timeout: float = 60.0) -> dict:
+        out, _ = self.proc.communicate(timeout=timeout)
+        self._t.join(5)
+        assert self.proc.returncode == 0, "".join(self.lines[-30:])
+        return json.loads(out.strip().splitlines()[-1])
+
+
+def modes_after(summary: dict, t: float) -> list[str]:
+    return [tr["to"] for tr in summary["transitions"] if tr["t"] >= t]
+
+
+@pytest.fixture
+def service(go2_engine):
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    proc = start_service(go2_engine, ep)
+    try:
+        wait_service(ep)
+        yield proc, ep
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+def test_sim_in_the_loop_then_planner_kill9_hold_stand_damping(dds_domain, stand_in_factory, service):
+    srv, ep = service
+    robot = stand_in_factory("--dds-start-pose", "lying")
+    ctl = ControllerProc(dds_domain, "--planner", ep, "--command", "0.3", "0", "0",
+                         "--stand-timeout", "1.5", "--duration", "60", *SAFE_FAST)
+    assert ctl.wait_for("-> planning", 60), "".join(ctl.lines[-20:])
+    time.sleep(2.0)  # plan for a while
+    t_kill = time.monotonic()  # the controller's clock over DDS is this machine's monotonic clock
+    os.kill(srv.pid, signal.SIGKILL)
+    srv.wait(10)
+    summary = ctl.result(timeout=60)
+    stats = robot.stop()
+    # Sim in the loop: stood up from lying, planned, commands with a valid CRC were applied.
+    names = [tr["to"] for tr in summary["transitions"]]
+    assert names[:3] == ["stand_up", "stand", "planning"]
+    assert summary["counts"]["chunks_accepted"] > 20
+    assert summary["robot"]["commands_published"] > 500 and summary["robot"]["states_bad_crc"] == 0
+    assert stats["cmds_applied"] > 100 and stats["bad_crc"] == 0 and stats["non_finite"] == 0
+    heights = [h for (t, h, _g) in stats["trace"] if t_kill - 1.5 < t < t_kill]
+    assert heights and min(heights) > 0.22, heights  # standing while planning
+    # Watchdog after kill -9: hold -> stand -> damping, in this order, each after the kill.
+    after = [tr for tr in summary["transitions"] if tr["t"] >= t_kill]
+    assert [tr["to"] for tr in after] == ["hold", "stand", "damping"], summary["transitions"]
+    assert all("watchdog" in tr["reason"] for tr in after)
+    ts = [tr["t"] for tr in after]
+    assert t_kill < ts[0] < ts[1] < ts[2]
+
+
+def test_dry_run_publishes_nothing_and_remote_stop_goes_to_damping(dds_domain, stand_in_factory):
+    robot = stand_in_factory("--dds-start-pose", "stand", "--dds-remote-stop-at", "3.0")
+    ctl = ControllerProc(dds_domain, "--dry-run", "--duration", "30", *SAFE_FAST)
+    summary = ctl.result(timeout=60)
+    stats = robot.stop()
+    assert summary["robot"]["dry_run"] is True
+    assert summary["robot"]["commands_published"] == 0 and summary["robot"]["commands_dry_run"] > 0
+    assert summary["robot"]["states_received"] > 0
+    assert stats["cmds_received"] == 0 and stats["cmds_applied"] == 0
+    assert summary["mode"] == "damping"
+    assert "L2+B" in summary["transitions"][-1]["reason"]
+
+
+def test_bad_crc_and_nan_commands_never_reach_the_motors(dds_domain, stand_in_factory):
+    robot = stand_in_factory("--dds-start-pose", "stand")
+    n = 50
+    script = Path(__file__).with_name("_bad_publisher.py")
+    res = subprocess.run([sys.executable, str(script), str(dds_domain), str(n)], capture_output=True,
+                         text=True, timeout=60, env=child_env())
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["matched"] and out["bridge_refused_nan"]
+    stats = robot.stop()
+    assert stats["bad_crc"] >= n // 2 and stats["non_finite"] >= n // 2
+    assert stats["cmds_applied"] == 0
+    assert stats["max_abs_tau_ff_applied"] == 0.0 and stats["max_kp_applied"] == 0.0
