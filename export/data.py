@@ -1,0 +1,272 @@
+"""Training windows of horizon H from a planner-runtime dataset, and the per-dimension normalizer.
+
+Works for any state, action and condition sizes (S, A, C); nothing here is Go2-specific and
+nothing here imports torch (the trainers convert batches to tensors).
+
+Trajectory layout (the engine contract, ``planner_runtime/engine.py``): a window that starts
+at sample ``t`` of an episode gives
+
+    x0    [S]        the observed state x_t (conditioning, never part of the trajectory)
+    traj  [H, S + A] row i = [x_{t+i+1} (S), u_{t+i} (A)]
+    cond  [C]        the condition y_t at x_0 (plus appended extras, see ``cond_extras``)
+    rewards, costs [H]  r_{t+i}, c_{t+i} of the pair (x_{t+i}, u_{t+i})
+    valid [H]        1 where row i lies inside the episode, 0 in the padding
+
+Every sample of an episode can start a window: episode ends are padded by repeating the last
+state / action / condition row (H steps of state, H - 1 of action), so windows near the end
+see a robot that holds still (the reference code pads by H - 1 steps the same way). Padded
+rewards and costs are 0.
+
+The split is by episode (no window straddles train and val). The normalizer is fitted on the
+un-padded samples of the training episodes only and is affine per dimension, so the exporter
+can bake it into a graph as ``z = (x - shift) / scale``:
+
+    "std":    shift = mean, scale = std              (no clipping while sampling)
+    "minmax": shift = (max + min) / 2, scale = (max - min) / 2   -> data in [-1, 1]
+              (x0_hat is clipped to [-1, 1] while sampling)
+    "identity": shift 0, scale 1
+
+A dimension that is constant in the data gets scale 1 (not 0) so it maps to 0 and stays finite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from planner_runtime.dataset import Dataset
+
+NORMALIZER_KINDS = ("std", "minmax", "identity")
+COND_EXTRAS = ("return",)
+
+
+@dataclass
+class Normalizer:
+    """Affine per-dimension normalizer: z = (x - shift) / scale. Plain float32 arrays."""
+
+    kind: str
+    shift: np.ndarray  # [D] float32
+    scale: np.ndarray  # [D] float32
+
+    @classmethod
+    def fit(cls, x: np.ndarray, kind: str = "std", eps: float = 1e-6) -> Normalizer:
+        """Fit on samples ``x`` of shape [N, D]."""
+        if kind not in NORMALIZER_KINDS:
+            raise ValueError(f"unknown normalizer {kind!r}; expected one of {NORMALIZER_KINDS}")
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[0] == 0:
+            raise ValueError(f"normalizer needs samples of shape [N>0, D], got {x.shape}")
+        if kind == "std":
+            shift, scale = x.mean(0), x.std(0)
+        elif kind == "minmax":
+            lo, hi = x.min(0), x.max(0)
+            shift, scale = (hi + lo) / 2.0, (hi - lo) / 2.0
+        else:
+            shift, scale = np.zeros(x.shape[1]), np.ones(x.shape[1])
+        scale = np.where(scale < eps, 1.0, scale)  # constant dims: map to 0, stay finite
+        return cls(kind, shift.astype(np.float32), scale.astype(np.float32))
+
+    @property
+    def dim(self) -> int:
+        return int(self.shift.shape[0])
+
+    @property
+    def clip(self) -> float | None:
+        """Range to clip normalized predictions to while sampling (None: no clipping)."""
+        return 1.0 if self.kind == "minmax" else None
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        return ((np.asarray(x, np.float32) - self.shift) / self.scale).astype(np.float32)
+
+    def unnormalize(self, z: np.ndarray) -> np.ndarray:
+        return (np.asarray(z, np.float32) * self.scale + self.shift).astype(np.float32)
+
+    def slice(self, start: int, stop: int) -> Normalizer:
+        return Normalizer(self.kind, self.shift[start:stop].copy(), self.scale[start:stop].copy())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only (checkpoints load with ``weights_only=True``; manifests are JSON)."""
+        return {"kind": self.kind, "shift": self.shift.tolist(), "scale": self.scale.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Normalizer:
+        return cls(str(d["kind"]), np.asarray(d["shift"], np.float32),
+                   np.asarray(d["scale"], np.float32))
+
+
+def returns_to_go(rewards: np.ndarray, gamma: float) -> np.ndarray:
+    """Discounted reward-to-go of one episode: G_t = sum_{j>=t} gamma^(j-t) r_j."""
+    out = np.zeros(len(rewards), dtype=np.float64)
+    acc = 0.0
+    for t in range(len(rewards) - 1, -1, -1):
+        acc = float(rewards[t]) + gamma * acc
+        out[t] = acc
+    return out.astype(np.float32)
+
+
+def split_episodes(n_episodes: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of episode indices into (train, val); train keeps at least one episode."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    perm = np.random.default_rng(seed).permutation(n_episodes)
+    n_val = int(round(val_fraction * n_episodes))
+    n_val = min(n_val, n_episodes - 1)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+@dataclass
+class Normalizers:
+    """What a model needs to map raw inputs: trajectory rows [S + A] and the condition [C]."""
+
+    traj: Normalizer  # over [x (S), u (A)]; x0 uses its first S dims
+    cond: Normalizer
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"traj": self.traj.to_dict(), "cond": self.cond.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Normalizers:
+        return cls(Normalizer.from_dict(d["traj"]), Normalizer.from_dict(d["cond"]))
+
+
+class WindowSet:
+    """Normalized, padded windows of one split. ``batch(idx)`` gathers by fancy indexing.
+
+    Arrays are stored normalized once, so a batch is a gather (no per-batch arithmetic).
+    """
+
+    def __init__(self, episodes: list[dict[str, np.ndarray]], H: int, norms: Normalizers, S: int):
+        self.H, self.S = H, S
+        obs, act, cond, rew, cost, valid, starts = [], [], [], [], [], [], []
+        offset = 0
+        for ep in episodes:
+            T = len(ep["observations"])
+            o = np.concatenate([ep["observations"], np.repeat(ep["observations"][-1:], H, 0)])
+            a = np.concatenate([ep["actions"], np.repeat(ep["actions"][-1:], H, 0)])
+            c = np.concatenate([ep["conditions"], np.repeat(ep["conditions"][-1:], H, 0)])
+            z = np.zeros(H, np.float32)
+            obs.append(o)
+            act.append(a)
+            cond.append(c)
+            rew.append(np.concatenate([ep["rewards"], z]))
+            cost.append(np.concatenate([ep["costs"], z]))
+            valid.append(np.concatenate([np.ones(T, np.float32), z]))
+            starts.append(offset + np.arange(T))
+            offset += T + H
+        if not episodes:
+            self.starts = np.zeros(0, np.int64)
+            return
+        rows = np.concatenate([np.concatenate(obs), np.concatenate(act)], axis=1)
+        self.rows = norms.traj.normalize(rows)  # [M, S + A], normalized
+        self.cond = norms.cond.normalize(np.concatenate(cond))  # [M, C]
+        self.rewards = np.concatenate(rew).astype(np.float32)
+        self.costs = np.concatenate(cost).astype(np.float32)
+        self.valid = np.concatenate(valid)
+        self.starts = np.concatenate(starts).astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self.starts.shape[0])
+
+    def batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """Windows ``idx`` (indices into ``starts``) -> dict of float32 arrays (normalized).
+
+        x0 [B, S], traj [B, H, S+A], cond [B, C], rewards [B, H], costs [B, H], valid [B, H].
+        """
+        t = self.starts[np.asarray(idx, np.int64)]
+        S, H = self.S, self.H
+        ar = np.arange(H)
+        x_next = self.rows[(t[:, None] + 1 + ar), :S]  # x_{t+1..t+H}
+        u = self.rows[(t[:, None] + ar), S:]  # u_{t..t+H-1}
+        return {
+            "x0": self.rows[t, :S],
+            "traj": np.concatenate([x_next, u], axis=-1),
+            "cond": self.cond[t],
+            "rewards": self.rewards[t[:, None] + ar],
+            "costs": self.costs[t[:, None] + ar],
+            "valid": self.valid[t[:, None] + ar],
+        }
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        if len(self) == 0:
+            raise ValueError("cannot sample from an empty split")
+        return self.batch(rng.integers(0, len(self), size=batch_size))
+
+
+@dataclass
+class WindowData:
+    """Both splits of a dataset, the fitted normalizers and the dimensions."""
+
+    train: WindowSet
+    val: WindowSet
+    norms: Normalizers
+    S: int
+    A: int
+    C: int
+    H: int
+    dataset_sha256: str | None
+    dataset_path: str | None
+    # raw (un-normalized) per-sample arrays of the training split, for the ranker / aux models
+    train_samples: dict[str, np.ndarray]
+    val_samples: dict[str, np.ndarray]
+
+    @property
+    def D(self) -> int:
+        return self.S + self.A
+
+    def provenance(self) -> dict[str, Any]:
+        return {"path": self.dataset_path, "sha256": self.dataset_sha256,
+                "train_windows": len(self.train), "val_windows": len(self.val)}
+
+
+def _episodes(ds: Dataset, cond_extras: tuple[str, ...], gamma: float,
+              return_scale: float | None) -> list[dict[str, np.ndarray]]:
+    eps = []
+    for s, e in ds.episode_bounds():
+        ep = {k: np.asarray(getattr(ds, k)[s:e], np.float32)
+              for k in ("observations", "actions", "conditions", "rewards", "costs")}
+        extra = []
+        for name in cond_extras:
+            if name == "return":
+                extra.append(returns_to_go(ep["rewards"], gamma)[:, None])
+            else:
+                raise ValueError(f"unknown condition extra {name!r}; expected one of {COND_EXTRAS}")
+        if extra:
+            ep["conditions"] = np.concatenate([ep["conditions"], *extra], axis=1)
+        eps.append(ep)
+    if "return" in cond_extras:
+        # reference code: returns-to-go divided by the largest episode-start value
+        # (by magnitude, so negative-reward tasks keep their sign)
+        col = ds.conditions.shape[1] + list(cond_extras).index("return")
+        scale = return_scale or max(abs(float(ep["conditions"][0, col])) for ep in eps) or 1.0
+        for ep in eps:
+            ep["conditions"][:, col] /= scale
+    return eps
+
+
+def make_windows(ds: Dataset, horizon: int, *, normalizer: str = "std",
+                 cond_normalizer: str | None = None, val_fraction: float = 0.1, seed: int = 0,
+                 cond_extras: tuple[str, ...] = (), gamma: float = 0.997,
+                 return_scale: float | None = None) -> WindowData:
+    """Split ``ds`` by episode, fit normalizers on the train split, build both window sets."""
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    S, A, C = ds.dims
+    eps = _episodes(ds, tuple(cond_extras), gamma, return_scale)
+    tr_idx, va_idx = split_episodes(len(eps), val_fraction, seed)
+    tr = [eps[i] for i in tr_idx]
+    va = [eps[i] for i in va_idx]
+
+    def cat(group: list[dict[str, np.ndarray]], key: str) -> np.ndarray:
+        return np.concatenate([g[key] for g in group]) if group else np.zeros((0,))
+
+    rows = np.concatenate([cat(tr, "observations"), cat(tr, "actions")], axis=1)
+    norms = Normalizers(Normalizer.fit(rows, normalizer),
+                        Normalizer.fit(cat(tr, "conditions"), cond_normalizer or normalizer))
+    samples = []
+    for group in (tr, va):
+        samples.append({k: cat(group, k) for k in
+                        ("observations", "actions", "conditions", "rewards", "costs")} if group else {})
+    return WindowData(WindowSet(tr, horizon, norms, S), WindowSet(va, horizon, norms, S), norms,
+                      S, A, C + len(cond_extras), horizon, ds.sha256, ds.path, samples[0], samples[1])

@@ -1,0 +1,1 @@
+"""Torch reference samplers (one unit per method) and the shared sampling math."""

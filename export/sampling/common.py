@@ -1,0 +1,127 @@
+"""Sampling math written once: schedule buffers, q_sample, the DDIM update, CFG, normalizers.
+
+Every method's sampler (and so every exported graph) uses these functions; nothing else in
+the project has a copy of an update rule. All schedule coefficients are float32 buffers
+built from ``planner_runtime.schedule.alpha_bar`` (never fp16: the last cosine
+coefficients underflow half precision). Levels are int64 tensors; coefficients are looked
+up inside the graph by indexing the buffer (an ONNX Gather), so the same graph serves any
+level sequence.
+
+Shapes: tau / eps [B, H, D]; levels are int64 tensors of shape [1] (broadcast to the
+batch) unless stated; coefficients come back shaped [-1, 1, 1] to broadcast over [B, H, D].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from export.data import Normalizer
+from planner_runtime.schedule import alpha_bar
+
+
+class Schedule(nn.Module):
+    """alpha_bar[0..K] and its square roots as float32 buffers (part of the state dict)."""
+
+    def __init__(self, num_levels: int, kind: str = "cosine"):
+        super().__init__()
+        ab = alpha_bar(num_levels, kind)
+        self.num_levels, self.kind = int(num_levels), kind
+        self.register_buffer("alpha_bar", torch.tensor(ab, dtype=torch.float32))
+        self.register_buffer("sqrt_ab", torch.tensor(np.sqrt(ab), dtype=torch.float32))
+        self.register_buffer("sqrt_1mab", torch.tensor(np.sqrt(1.0 - ab), dtype=torch.float32))
+
+    def coeffs(self, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sqrt(alpha_bar_k), sqrt(1 - alpha_bar_k)) for int64 ``level`` [n], shaped [n, 1, 1]."""
+        lv = level.reshape(-1)
+        return (torch.index_select(self.sqrt_ab, 0, lv).reshape(-1, 1, 1),
+                torch.index_select(self.sqrt_1mab, 0, lv).reshape(-1, 1, 1))
+
+
+def q_sample(sched: Schedule, x_clean: torch.Tensor, noise: torch.Tensor,
+             level: torch.Tensor) -> torch.Tensor:
+    """Forward noising tau^k = sqrt(ab_k) x + sqrt(1 - ab_k) eps. ``level`` int64 [1] or [B]."""
+    a, s = sched.coeffs(level)
+    return a * x_clean + s * noise
+
+
+def predict_x0(sched: Schedule, tau: torch.Tensor, eps: torch.Tensor, level: torch.Tensor,
+               clip: float | None = None) -> torch.Tensor:
+    """x0_hat = (tau^k - sqrt(1 - ab_k) eps) / sqrt(ab_k), clipped to [-clip, clip] if set."""
+    a, s = sched.coeffs(level)
+    x0 = (tau - s * eps) / a
+    if clip is not None:
+        x0 = torch.clamp(x0, -clip, clip)
+    return x0
+
+
+def ddim_step(sched: Schedule, tau: torch.Tensor, eps: torch.Tensor, level: torch.Tensor,
+              next_level: torch.Tensor, clip: float | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic DDIM (eta = 0) from level k to k' < k. Returns (tau^{k'}, x0_hat).
+
+    tau^{k'} = sqrt(ab_k') x0_hat + sqrt(1 - ab_k') eps, with the predicted eps (not
+    re-derived from the clipped x0_hat). At k' = 0 this is exactly x0_hat.
+    """
+    x0 = predict_x0(sched, tau, eps, level, clip)
+    a2, s2 = sched.coeffs(next_level)
+    return a2 * x0 + s2 * eps, x0
+
+
+def cfg_eps(model: Callable[..., torch.Tensor], tau: torch.Tensor, level: torch.Tensor,
+            x0: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Classifier-free guidance in ONE batched call: eps_u + w (eps_c - eps_u).
+
+    The batch is [conditional; unconditional] (concatenated along dim 0). x_0 is kept in
+    the unconditional half; only y is dropped (replaced by the model's null token).
+    ``level`` int64 [1]; ``w`` f32 [1].
+    """
+    B = tau.shape[0]
+    k = level.to(tau.dtype).reshape(1).expand(2 * B)
+    drop = torch.cat([torch.zeros(B, dtype=tau.dtype, device=tau.device),
+                      torch.ones(B, dtype=tau.dtype, device=tau.device)])
+    out = model(torch.cat([tau, tau]), k, torch.cat([x0, x0]), torch.cat([y, y]), drop)
+    e_c, e_u = out[:B], out[B:]
+    return e_u + w.reshape(1, 1, 1) * (e_c - e_u)
+
+
+class Normalize(nn.Module):
+    """Affine per-dimension normalizer as buffers: z = (x - shift) / scale (and back)."""
+
+    def __init__(self, norm: Normalizer):
+        super().__init__()
+        self.kind = norm.kind
+        self.register_buffer("shift", torch.tensor(norm.shift, dtype=torch.float32))
+        self.register_buffer("scale", torch.tensor(norm.scale, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.shift) / self.scale
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.scale + self.shift
+
+
+# ---- warm start (reference helpers; the runtime does the same bookkeeping in numpy) ----
+
+def shift_plan(plan: torch.Tensor, steps: int) -> torch.Tensor:
+    """Drop the first ``steps`` rows of a [B, H, D] plan and pad the end with its last row.
+
+    Row t of a plan made at x_0 is [x_{t+1}, u_t]; after executing ``steps`` actions the new
+    x_0 is (ideally) x_steps, so the old row steps + t becomes the new row t.
+    """
+    H = plan.shape[1]
+    if not 0 <= steps <= H:
+        raise ValueError(f"shift must be in [0, {H}], got {steps}")
+    if steps == 0:
+        return plan
+    tail = plan[:, -1:].expand(plan.shape[0], steps, plan.shape[2])
+    return torch.cat([plan[:, steps:], tail], dim=1)
+
+
+def warm_start(sched: Schedule, prev_plan_n: torch.Tensor, noise: torch.Tensor,
+               level: torch.Tensor) -> torch.Tensor:
+    """Re-noise a (shifted, normalized) previous plan to ``level``: the first iterate."""
+    return q_sample(sched, prev_plan_n, noise, level)

@@ -1,0 +1,112 @@
+"""Build a method's reference sampler from checkpoints: what the exporter and evaluation use.
+
+    build_sampler(source, method, graph="fused", n_samples=1, **knobs) -> nn.Module
+
+``source``: a directory holding ``<component>.pt`` files (as ``planner-runtime train
+--out DIR`` writes them), a list of checkpoint paths, or a dict component -> path.
+``method``: a key of ``SAMPLER_BUILDERS`` ("mpdiffuser", "planner" (the planner-only
+ablation), and the other methods as their modules register).
+``graph``: "fused" -> ``FusedSampler`` (engine.FUSED_INPUTS -> FUSED_OUTPUTS), "step" ->
+``StepSampler`` (engine.STEP_INPUTS -> STEP_OUTPUTS), "sampler" -> the bare
+``DiffusionSampler`` (its ``forward`` is the fused graph, ``.step`` the step graph).
+Knobs go to the method's builder (e.g. ``budget``, ``gamma``, ``clip`` for MPDiffuser).
+Weights are the EMA weights (``ema=False``: the raw weights); the module is in eval mode with gradients off.
+
+A builder is ``fn(cks: dict[component, checkpoint dict], *, n_samples, **knobs) ->
+DiffusionSampler``; entries are "module:function" strings imported on first use, so adding
+a method is one line here and no module imports every method.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from export.sampling.base import DiffusionSampler, FusedSampler, StepSampler
+from export.train.checkpoint import CheckpointError, check_compatible, load_checkpoint
+
+SAMPLER_BUILDERS: dict[str, str | Callable[..., DiffusionSampler]] = {
+    "mpdiffuser": "export.sampling.mpdiffuser:build_mpdiffuser",
+    "planner": "export.sampling.mpdiffuser:build_planner_only",
+}
+GRAPHS = ("fused", "step", "sampler")
+
+
+# Modules that call ``register_sampler`` when imported (other methods' samplers); imported
+# on the first lookup of a name that is not registered yet.
+PLUGIN_MODULES: tuple[str, ...] = ("export.sampling.dadp", "export.sampling.dmemm")
+
+
+def register_sampler(name: str, builder: str | Callable[..., DiffusionSampler]) -> None:
+    SAMPLER_BUILDERS[name] = builder
+
+
+def _load_plugins() -> None:
+    for mod in PLUGIN_MODULES:
+        if importlib.util.find_spec(mod) is not None:
+            importlib.import_module(mod)
+
+
+def _resolve(method: str) -> Callable[..., DiffusionSampler]:
+    if method not in SAMPLER_BUILDERS:
+        _load_plugins()
+    if method not in SAMPLER_BUILDERS:
+        raise ValueError(f"unknown method {method!r}; known: {sorted(SAMPLER_BUILDERS)}")
+    b = SAMPLER_BUILDERS[method]
+    if isinstance(b, str):
+        mod, fn = b.split(":")
+        b = getattr(importlib.import_module(mod), fn)
+    return b
+
+
+def load_components(source: str | os.PathLike | Sequence[str | os.PathLike] | Mapping[str, Any]
+                    ) -> dict[str, dict[str, Any]]:
+    """component name -> checkpoint dict, from a directory, a list of files or a dict."""
+    if isinstance(source, Mapping):
+        return {str(k): load_checkpoint(v) for k, v in source.items()}
+    paths: list[Path]
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+        paths = sorted(Path(source).glob("*.pt"))
+        if not paths:
+            raise CheckpointError(f"no *.pt checkpoints in {source}")
+    elif isinstance(source, (str, os.PathLike)):
+        paths = [Path(source)]
+    else:
+        paths = [Path(p) for p in source]
+    out: dict[str, dict[str, Any]] = {}
+    for p in paths:
+        ck = load_checkpoint(p)
+        out[str(ck["component"])] = ck
+    return out
+
+
+def require(cks: Mapping[str, dict[str, Any]], *names: str) -> list[dict[str, Any]]:
+    missing = [n for n in names if n not in cks]
+    if missing:
+        raise CheckpointError(f"missing checkpoint component(s) {missing}; have {sorted(cks)}")
+    return [cks[n] for n in names]
+
+
+def build_sampler(source: Any, method: str, graph: str = "fused", n_samples: int = 1,
+                  ema: bool = True, **knobs: Any) -> nn.Module:
+    if graph not in GRAPHS:
+        raise ValueError(f"graph must be one of {GRAPHS}, got {graph!r}")
+    cks = load_components(source)
+    if not ema:  # evaluate the raw (non-averaged) weights instead
+        cks = {k: {**ck, "ema": ck["model"]} for k, ck in cks.items()}
+    check_compatible(cks)
+    sampler = _resolve(method)(cks, n_samples=n_samples, **knobs)
+    sampler.eval()
+    for p in sampler.parameters():
+        p.requires_grad_(False)
+    if graph == "fused":
+        return FusedSampler(sampler).eval()
+    if graph == "step":
+        return StepSampler(sampler).eval()
+    return sampler

@@ -1,0 +1,1 @@
+"""Training: the common loop, checkpoints, and the per-method trainers."""

@@ -1,0 +1,81 @@
+"""Shared pieces of every diffusion trainer: window batches, noising, condition dropout.
+
+:class:`DiffusionTask` is the base of the MPDiffuser planner and dynamics trainers and of
+the other methods' trajectory models. A batch (see ``export/data.py``) holds normalized
+x0 [B, S], traj [B, H, S + A], cond [B, C], rewards / costs / valid [B, H].
+
+Noising: a level k is drawn uniformly from {1, ..., K} per window, eps ~ N(0, I), and
+tau^k = sqrt(ab_k) tau + sqrt(1 - ab_k) eps (``sampling/common.q_sample``); the network is
+called with k as a float. Condition dropout for CFG: each window's y is replaced by the
+model's null token with probability ``cond_dropout`` (y_drop = 1); x_0 is never dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from export.data import WindowData
+from export.models.unet import TemporalUnet
+from export.sampling.common import Schedule, q_sample
+from export.train.loop import TrainTask
+
+UNET_KEYS = ("dim", "mults", "blocks_per_level", "mid_blocks", "emb_dim", "kernel", "groups", "act")
+
+
+def to_tensors(b: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
+
+
+def draw_levels(B: int, K: int, gen: torch.Generator) -> torch.Tensor:
+    """Training levels k ~ U{1..K}, int64 [B]."""
+    return torch.randint(1, K + 1, (B,), generator=gen)
+
+
+def draw_cond_drop(B: int, p: float, gen: torch.Generator) -> torch.Tensor:
+    """CFG condition dropout mask, float [B] in {0, 1} (1 = y replaced by the null token)."""
+    return (torch.rand(B, generator=gen) < p).to(torch.float32)
+
+
+class DiffusionTask(TrainTask):
+    """Base for trajectory diffusion models trained on windows of ``WindowData``."""
+
+    model_class = "TemporalUnet"
+    out_states_only = False  # dynamics: predict the state channels only
+
+    def __init__(self, cfg: dict[str, Any], data: WindowData):
+        super().__init__(cfg, data)
+        self.K = int(cfg["num_levels"])
+        self.sched = Schedule(self.K, str(cfg["schedule"]))
+
+    def out_dim(self) -> int:
+        return self.data.S if self.out_states_only else self.data.D
+
+    def build_model(self) -> nn.Module:
+        d = self.data
+        m = {k: v for k, v in dict(self.cfg.get("model", {})).items() if k in UNET_KEYS}
+        return TemporalUnet(d.H, d.D, self.out_dim(), d.S, d.C, **m)
+
+    def batch(self, split: str, batch_size: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        ws = self.data.train if split == "train" else self.data.val
+        return to_tensors(ws.sample(batch_size, rng))
+
+    def has_val(self) -> bool:
+        return len(self.data.val) > 0
+
+    def noised(self, traj: torch.Tensor, gen: torch.Generator
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(tau^k [B, H, D], k int64 [B], eps [B, H, D])."""
+        B = traj.shape[0]
+        k = draw_levels(B, self.K, gen)
+        eps = torch.randn(traj.shape, generator=gen)
+        return q_sample(self.sched, traj, eps, k), k, eps
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        d = self.data
+        return {"dims": {"S": d.S, "A": d.A, "C": d.C, "H": d.H},
+                "schedule": {"num_levels": self.K, "kind": str(self.cfg["schedule"])},
+                "normalizers": d.norms.to_dict(), "dataset": d.provenance()}

@@ -1,0 +1,104 @@
+"""MPDiffuser's trainers: planner, dynamics and ranker (three networks, trained separately).
+
+planner   eps^pl(tau^k | k, x_0, y): eps-prediction MSE over all channels of [x_{1:H}, u_{0:H-1}],
+          the first action's channels (row 0, u_0) weighted ``first_action_weight`` (10),
+          y dropped with p = ``cond_dropout`` (0.25) for CFG, x_0 never dropped.
+dynamics  eps^dyn(x^k | u^k, k, x_0, y): the whole window is noised to one level k (states
+          and actions with independent noise); the network sees both and predicts the
+          states' noise only; loss over the state channels; same condition dropout.
+ranker    r_hat(x_t, u_t, y), c_hat(x_t, u_t, y): MSE to the dataset's per-step reward and
+          cost on the training split's samples (normalized inputs, raw targets).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from export.data import WindowData
+from export.sampling.mpdiffuser import RankerNet
+from export.train.diffusion import DiffusionTask, draw_cond_drop
+from export.train.loop import TrainTask
+
+
+class PlannerTask(DiffusionTask):
+    component = "planner"
+
+    def loss_weights(self) -> torch.Tensor:
+        d = self.data
+        w = torch.ones(d.H, d.D)
+        w[0, d.S:] = float(self.cfg.get("first_action_weight", 10.0))
+        return w
+
+    def loss(self, model, batch, gen):
+        traj = batch["traj"]
+        tau_k, k, eps = self.noised(traj, gen)
+        drop = draw_cond_drop(traj.shape[0], float(self.cfg.get("cond_dropout", 0.25)), gen)
+        pred = model(tau_k, k.to(torch.float32), batch["x0"], batch["cond"], drop)
+        err = (pred - eps) ** 2
+        loss = (err * self.loss_weights()).mean()
+        return loss, {"first_action_mse": float(err[:, 0, self.data.S:].mean().detach())}
+
+
+class DynamicsTask(DiffusionTask):
+    component = "dynamics"
+    out_states_only = True
+
+    def loss(self, model, batch, gen):
+        traj = batch["traj"]
+        tau_k, k, eps = self.noised(traj, gen)
+        drop = draw_cond_drop(traj.shape[0], float(self.cfg.get("cond_dropout", 0.25)), gen)
+        pred = model(tau_k, k.to(torch.float32), batch["x0"], batch["cond"], drop)
+        loss = ((pred - eps[..., : self.data.S]) ** 2).mean()
+        return loss, {}
+
+
+class RankerTask(TrainTask):
+    component = "ranker"
+    model_class = "RankerNet"
+
+    def __init__(self, cfg: dict[str, Any], data: WindowData):
+        super().__init__(cfg, data)
+        self._split = {}
+        for name, s in (("train", data.train_samples), ("val", data.val_samples)):
+            if not s:
+                continue
+            rows = data.norms.traj.normalize(np.concatenate([s["observations"], s["actions"]], 1))
+            self._split[name] = {"x": rows[:, : data.S], "u": rows[:, data.S:],
+                                 "y": data.norms.cond.normalize(s["conditions"]),
+                                 "r": s["rewards"].astype(np.float32),
+                                 "c": s["costs"].astype(np.float32)}
+
+    def build_model(self) -> nn.Module:
+        d = self.data
+        m = dict(self.cfg.get("model", {}))
+        return RankerNet(d.S, d.A, d.C, hidden=m.get("hidden", (128, 128)), act=m.get("act", "mish"))
+
+    def has_val(self) -> bool:
+        return "val" in self._split
+
+    def batch(self, split, batch_size, rng):
+        s = self._split[split]
+        i = rng.integers(0, len(s["r"]), size=batch_size)
+        return {k: torch.from_numpy(v[i]) for k, v in s.items()}
+
+    def loss(self, model, batch, gen):
+        r, c = model(batch["x"], batch["u"], batch["y"])
+        lr, lc = ((r - batch["r"]) ** 2).mean(), ((c - batch["c"]) ** 2).mean()
+        return lr + lc, {"reward_mse": float(lr.detach()), "cost_mse": float(lc.detach())}
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        d = self.data
+        return {"dims": {"S": d.S, "A": d.A, "C": d.C, "H": d.H},
+                "schedule": {"num_levels": int(self.cfg["num_levels"]),
+                             "kind": str(self.cfg["schedule"])},
+                "normalizers": d.norms.to_dict(), "dataset": d.provenance()}
+
+
+def tasks(cfg_for: Any, data: WindowData) -> list[TrainTask]:
+    """The method's components in training order; ``cfg_for(name)`` gives each its config."""
+    return [PlannerTask(cfg_for("planner"), data), DynamicsTask(cfg_for("dynamics"), data),
+            RankerTask(cfg_for("ranker"), data)]

@@ -1,0 +1,133 @@
+"""The method registry the ``train`` CLI uses: method name -> its trainers and its sampler.
+
+``METHODS[name] = MethodSpec(tasks="module:function", sampler="sampling registry name",
+defaults={...})``. ``tasks(cfg_for, data) -> list[TrainTask]`` returns the method's
+components in training order (``cfg_for(component)`` gives each its merged config);
+``defaults`` are the method's config defaults on top of ``config.DEFAULTS``. Entries are
+strings imported on first use: adding a method is one entry here, no if/elif anywhere.
+
+:func:`train_method` is the whole pipeline: load the dataset, make windows, train every
+selected component into ``out_dir`` (``<component>.pt``, metrics, curves), write
+``config.json`` and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from export.train.config import DEFAULTS, component_config, deep_merge
+
+
+@dataclass
+class MethodSpec:
+    tasks: str | Callable[..., list]
+    sampler: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+    components: tuple[str, ...] = ()
+
+
+METHODS: dict[str, MethodSpec] = {
+    "mpdiffuser": MethodSpec("export.train.mpdiffuser:tasks", "mpdiffuser",
+                             components=("planner", "dynamics", "ranker")),
+}
+
+
+# Modules that register further methods (``register_method``) when imported; imported on
+# first lookup so the CLI sees every method without importing them all up front.
+PLUGIN_MODULES: tuple[str, ...] = ("export.train.dadp", "export.train.dmemm")
+_plugins_loaded = False
+
+
+def register_method(name: str, spec: MethodSpec) -> None:
+    METHODS[name] = spec
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for mod in PLUGIN_MODULES:
+        if importlib.util.find_spec(mod) is not None:
+            importlib.import_module(mod)
+
+
+def known_methods() -> list[str]:
+    _load_plugins()
+    return sorted(METHODS)
+
+
+def method_spec(name: str) -> MethodSpec:
+    if name not in METHODS:
+        _load_plugins()
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known: {sorted(METHODS)}")
+    return METHODS[name]
+
+
+def _tasks_fn(spec: MethodSpec) -> Callable[..., list]:
+    t = spec.tasks
+    if isinstance(t, str):
+        mod, fn = t.split(":")
+        t = getattr(importlib.import_module(mod), fn)
+    return t
+
+
+def resolve_config(method: str, user_cfg: dict[str, Any]) -> dict[str, Any]:
+    spec = method_spec(method)
+    return deep_merge(deep_merge(DEFAULTS, spec.defaults), {**user_cfg, "method": method})
+
+
+def make_data(cfg: dict[str, Any], data_path: str | Path):
+    from export.data import make_windows
+    from planner_runtime.dataset import load_dataset
+
+    ds = load_dataset(data_path, load_raw=False)
+    return make_windows(ds, int(cfg["horizon"]), normalizer=str(cfg["normalizer"]),
+                        cond_normalizer=cfg.get("cond_normalizer"),
+                        val_fraction=float(cfg["val_fraction"]), seed=int(cfg["seed"]),
+                        cond_extras=tuple(cfg.get("cond_extras") or ()),
+                        gamma=float(cfg["gamma"]), return_scale=cfg.get("return_scale"))
+
+
+def train_method(method: str, cfg: dict[str, Any], data_path: str | Path, out_dir: str | Path, *,
+                 resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train all (or cfg['components']) components of ``method``. ``cfg`` is resolved."""
+    from export import ddp
+
+    spec = method_spec(method)
+    out = Path(out_dir)
+    t0 = time.perf_counter()
+    data = make_data(cfg, data_path)
+    sections = set(spec.components)
+    tasks = _tasks_fn(spec)(lambda name: component_config(cfg, name, sections), data)
+    want = cfg.get("components")
+    if isinstance(want, str):
+        want = [w for w in want.split(",") if w]
+    if want:
+        unknown = set(want) - {t.component for t in tasks}
+        if unknown:
+            raise ValueError(f"unknown component(s) {sorted(unknown)} for {method}; "
+                             f"have {[t.component for t in tasks]}")
+        tasks = [t for t in tasks if t.component in want]
+    if ddp.rank() == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    from export.train.loop import fit
+
+    results = [fit(t, out, resume=resume, progress=progress, method=method) for t in tasks]
+    summary = {"method": method, "sampler": spec.sampler, "out": str(out),
+               "dataset": data.provenance(), "dims": {"S": data.S, "A": data.A, "C": data.C,
+                                                     "H": data.H},
+               "components": results, "wall_s": time.perf_counter() - t0,
+               "world_size": ddp.world()}
+    if ddp.rank() == 0:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,75 @@
+"""Windows, split and normalizer of export/data.py on tiny files of arbitrary dimensions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from export.data import Normalizer, make_windows, returns_to_go, split_episodes
+from planner_runtime.dataset import load_dataset
+
+from .conftest import write_random_dataset
+
+
+def test_window_layout_and_padding(tmp_path):
+    ds = load_dataset(write_random_dataset(tmp_path / "d.h5", S=3, A=2, C=2, episodes=(7, 5, 9, 6)))
+    wd = make_windows(ds, horizon=4, normalizer="identity", val_fraction=0.0)
+    assert (wd.S, wd.A, wd.C, wd.H) == (3, 2, 2, 4)
+    assert len(wd.train) == 27  # every sample starts a window
+    b = wd.train.batch(np.arange(len(wd.train)))
+    assert b["x0"].shape == (27, 3) and b["traj"].shape == (27, 4, 5) and b["cond"].shape == (27, 2)
+    # first episode (samples 0..6): window at t = 2 -> x0 = x_2, rows [x_{3+i}, u_{2+i}]
+    obs, act = ds.observations, ds.actions
+    np.testing.assert_allclose(b["x0"][2], obs[2], atol=1e-6)
+    np.testing.assert_allclose(b["traj"][2, :, :3], obs[3:7], atol=1e-6)
+    np.testing.assert_allclose(b["traj"][2, :, 3:], act[2:6], atol=1e-6)
+    # window at the last sample (t = 6) is padded by repeating the episode's last row
+    np.testing.assert_allclose(b["traj"][6, :, :3], np.repeat(obs[6:7], 4, 0), atol=1e-6)
+    np.testing.assert_allclose(b["traj"][6, :, 3:], np.repeat(act[6:7], 4, 0), atol=1e-6)
+    np.testing.assert_array_equal(b["valid"][6], [1, 0, 0, 0])
+    np.testing.assert_array_equal(b["rewards"][6], [1, 0, 0, 0])
+    # no window reads across an episode boundary: windows of episode 2 only see its samples
+    t0 = 7  # episode 2 starts at sample 7
+    assert np.all(b["traj"][t0 + 4, :, 0] >= 7) and np.all(b["traj"][t0 + 4, :, 0] < 12)
+
+
+def test_split_by_episode_and_normalizer_on_train_only(tmp_path):
+    ds = load_dataset(write_random_dataset(tmp_path / "d.h5", episodes=(10, 10, 10, 10, 10)))
+    tr, va = split_episodes(5, 0.4, seed=3)
+    assert len(va) == 2 and set(tr).isdisjoint(va) and len(tr) + len(va) == 5
+    wd = make_windows(ds, horizon=3, normalizer="minmax", val_fraction=0.4, seed=3)
+    assert len(wd.train) == 30 and len(wd.val) == 20
+    bounds = ds.episode_bounds()
+    train_rows = np.concatenate([np.concatenate([ds.observations[s:e], ds.actions[s:e]], 1)
+                                 for s, e in bounds[tr]])
+    ref = Normalizer.fit(train_rows, "minmax")
+    np.testing.assert_allclose(wd.norms.traj.shift, ref.shift)
+    np.testing.assert_allclose(wd.norms.traj.scale, ref.scale)
+    z = wd.train.batch(np.arange(len(wd.train)))["traj"]
+    assert z.min() >= -1 - 1e-5 and z.max() <= 1 + 1e-5
+
+
+def test_normalizer_kinds_roundtrip_and_constant_dims():
+    x = np.random.default_rng(0).normal(3, 2, (500, 4)).astype(np.float32)
+    x[:, 2] = 5.0  # constant column must stay finite
+    for kind in ("std", "minmax", "identity"):
+        n = Normalizer.fit(x, kind)
+        z = n.normalize(x)
+        assert np.all(np.isfinite(z))
+        np.testing.assert_allclose(n.unnormalize(z), x, atol=1e-4)
+        m = Normalizer.from_dict(n.to_dict())
+        np.testing.assert_array_equal(m.shift, n.shift)
+    assert Normalizer.fit(x, "std").clip is None and Normalizer.fit(x, "minmax").clip == 1.0
+    with pytest.raises(ValueError, match="unknown normalizer"):
+        Normalizer.fit(x, "cdf")
+
+
+def test_returns_to_go_and_condition_extra(tmp_path):
+    np.testing.assert_allclose(returns_to_go(np.array([1.0, 1.0, 1.0]), 0.5), [1.75, 1.5, 1.0])
+    ds = load_dataset(write_random_dataset(tmp_path / "d.h5", C=2, episodes=(6, 4)))
+    wd = make_windows(ds, horizon=2, normalizer="identity", val_fraction=0.0, cond_extras=("return",),
+                      gamma=1.0)
+    assert wd.C == 3
+    c = wd.train.batch(np.arange(len(wd.train)))["cond"][:, 2]
+    np.testing.assert_allclose(c[0], 1.0)  # largest episode-start return scales to 1
+    np.testing.assert_allclose(c[6], 4 / 6, rtol=1e-5)

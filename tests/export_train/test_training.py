@@ -1,0 +1,180 @@
+"""The training loop and MPDiffuser's trainers: losses fall, CFG dropout, EMA, resume, CLI, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from export.cli_train import main as train_main
+from export.sampling.base import FusedSampler, StepSampler
+from export.sampling.registry import build_sampler
+from export.train.checkpoint import CheckpointError, build_model, load_checkpoint
+from export.train.config import apply_overrides, deep_merge
+from export.train.loop import ema_update
+from export.train.mpdiffuser import PlannerTask
+from export.train.registry import make_data, resolve_config, train_method
+from planner_runtime.dataset import load_dataset
+
+from .conftest import TINY
+
+
+def cfg(**over):
+    return resolve_config("mpdiffuser", deep_merge(TINY, over))
+
+
+def rows(path):
+    return [json.loads(line) for line in open(path)]
+
+
+def test_losses_decrease_for_every_component(linear_data, tmp_path):
+    c = cfg(steps=80, lr=1e-3, ranker={"steps": 80})
+    summary = train_method("mpdiffuser", c, linear_data, tmp_path, progress=False)
+    assert [r["component"] for r in summary["components"]] == ["planner", "dynamics", "ranker"]
+    for comp in ("planner", "dynamics", "ranker"):
+        hist = rows(tmp_path / f"{comp}.metrics.jsonl")
+        assert hist[0]["step"] == 10 and hist[-1]["step"] == 80
+        assert hist[-1]["loss"] < 0.8 * hist[0]["loss"], (comp, hist[0]["loss"], hist[-1]["loss"])
+        assert any(r.get("val_loss") is not None for r in hist)
+        assert (tmp_path / f"{comp}_loss.png").stat().st_size > 1000
+        ck = load_checkpoint(tmp_path / f"{comp}.pt")
+        assert ck["component"] == comp and ck["step"] == 80 and ck["dims"] == {"S": 4, "A": 2, "C": 2, "H": 8}
+        assert ck["dataset"]["sha256"] == load_dataset(linear_data).sha256
+        build_model(ck)  # rebuilds from plain-typed config + EMA weights
+    # the exporter's entry point: checkpoints directory -> graph modules
+    fused = build_sampler(tmp_path, "mpdiffuser", graph="fused", n_samples=2, budget=5.0)
+    assert isinstance(fused, FusedSampler) and fused.sampler.knobs()["budget"] == 5.0
+    x0, y = torch.zeros(2, 4), torch.zeros(2, 2)
+    with torch.no_grad():
+        plan, score, best = fused(x0, y, torch.zeros(2, 8, 6), torch.randn(2, 8, 6),
+                                  torch.arange(10, -1, -1), torch.tensor([2.0]))
+    assert plan.shape == (2, 8, 6) and score.shape == (2,) and 0 <= int(best) < 2
+    assert torch.isfinite(plan).all()
+    assert isinstance(build_sampler(tmp_path / "planner.pt", "planner", graph="step"), StepSampler)
+    with pytest.raises(CheckpointError, match="missing checkpoint component"):
+        build_sampler(tmp_path / "planner.pt", "mpdiffuser")
+    with pytest.raises(ValueError, match="unknown method"):
+        build_sampler(tmp_path, "nope")
+
+
+def test_cfg_dropout_rate_and_x0_never_dropped(linear_data):
+    c = cfg(cond_dropout=0.25)
+    data = make_data(c, linear_data)
+    task = PlannerTask(c, data)
+    seen = {}
+
+    class Rec(torch.nn.Module):
+        def forward(self, tau, k, x0, y, y_drop):
+            seen.update(x0=x0, y=y, drop=y_drop, k=k)
+            return torch.zeros_like(tau)
+
+    b = task.batch("train", 4000, np.random.default_rng(0))
+    task.loss(Rec(), b, torch.Generator().manual_seed(0))
+    rate = float(seen["drop"].mean())
+    assert abs(rate - 0.25) < 0.03, rate
+    assert set(seen["drop"].unique().tolist()) <= {0.0, 1.0}
+    torch.testing.assert_close(seen["x0"], b["x0"])  # x0 always passed through, never dropped
+    torch.testing.assert_close(seen["y"], b["cond"])  # y itself unchanged; the mask drops it
+    assert seen["k"].min() >= 1 and seen["k"].max() <= c["num_levels"]
+    # first-action weighting: row 0's action channels weigh x10
+    w = task.loss_weights()
+    assert float(w[0, data.S:].min()) == 10.0 and float(w[0, :data.S].max()) == 1.0
+    assert float(w[1:].max()) == 1.0
+
+
+def test_ema_formula():
+    ema, model = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    e0 = [p.detach().clone() for p in ema.parameters()]
+    ema_update(ema, model, 0.005)
+    for pe, p0, pm in zip(ema.parameters(), e0, model.parameters(), strict=True):
+        torch.testing.assert_close(pe, 0.995 * p0 + 0.005 * pm, atol=1e-7, rtol=0)
+
+
+def test_resume_continues_identically_and_ema_schedule(linear_data, tmp_path):
+    base = dict(steps=40, lr=1e-3, ema_start=0, ema_every=10, ema_tau=0.1,
+                ckpt_every=10, components=["planner"])
+    train_method("mpdiffuser", cfg(**base), linear_data, tmp_path / "a", progress=False)
+    train_method("mpdiffuser", cfg(**{**base, "steps": 30}), linear_data, tmp_path / "b", progress=False)
+    # the EMA after 30 steps is built from the weights at 10, 20, 30 (one update each)
+    ck30 = load_checkpoint(tmp_path / "b" / "planner.pt")
+    assert ck30["step"] == 30
+    s2 = train_method("mpdiffuser", cfg(**base), linear_data, tmp_path / "b", resume=True,
+                      progress=False)
+    assert s2["components"][0]["resumed_from"] == 30
+    a, b = load_checkpoint(tmp_path / "a" / "planner.pt"), load_checkpoint(tmp_path / "b" / "planner.pt")
+    for key in ("model", "ema"):
+        for name, t in a[key].items():
+            assert torch.equal(t, b[key][name]), (key, name)
+    assert [r["loss"] for r in a["history"]] == [r["loss"] for r in b["history"]]
+    # EMA at 40 = ema30 + tau * (w40 - ema30)
+    for name, e30 in ck30["ema"].items():
+        if e30.is_floating_point():
+            torch.testing.assert_close(b["ema"][name], e30 + 0.1 * (b["model"][name] - e30),
+                                       atol=1e-6, rtol=1e-5)
+
+
+def test_cli_json_and_errors(linear_data, tmp_path, capsys):
+    conf = tmp_path / "c.json"
+    conf.write_text(json.dumps(deep_merge(TINY, {"ranker": {"steps": 10}})))
+    rc = train_main(["--data", str(linear_data), "--out", str(tmp_path / "o"), "--config", str(conf),
+                     "--steps", "10", "--set", "model.dim=8", "--no-progress", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["method"] == "mpdiffuser" and len(out["components"]) == 3
+    assert load_checkpoint(tmp_path / "o" / "planner.pt")["model_config"]["dim"] == 8
+    assert train_main(["--data", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "x")]) == 2
+    assert "dataset file not found" in capsys.readouterr().err
+    assert train_main(["--data", str(linear_data), "--out", str(tmp_path / "x"), "--set", "bad"]) == 2
+    assert train_main(["--data", str(linear_data), "--out", str(tmp_path / "x"), "--method", "nope"]) == 2
+    assert "unknown method" in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+        load_checkpoint(tmp_path / "junk.pt")
+    assert apply_overrides({}, ["a.b=3", "c=[1,2]", "d=word"]) == {"a": {"b": 3}, "c": [1, 2], "d": "word"}
+
+
+def test_ddp_two_processes_gloo(linear_data, tmp_path):
+    """torchrun with 2 CPU processes (gloo): ranks end identical; loss comparable to 1 process."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        free_tcp_port = s.getsockname()[1]
+    conf = tmp_path / "c.json"
+    conf.write_text(json.dumps(deep_merge(TINY, {"lr": 1e-3, "batch_size": 32, "val_batches": 4})))
+    common = ["-m", "export.cli_train", "--data", str(linear_data), "--config", str(conf),
+              "--steps", "60", "--components", "planner", "--no-progress", "--json", "--threads", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_addr", "127.0.0.1", "--master_port", str(free_tcp_port),
+                          *common, "--out", str(tmp_path / "ddp")],
+                         capture_output=True, text=True, timeout=240, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    s2 = json.loads(two.stdout.strip().splitlines()[-1])
+    c2 = s2["components"][0]
+    assert s2["world_size"] == 2 and c2["world_size"] == 2
+    assert c2["ddp_max_weight_diff"] == 0.0  # both ranks hold identical weights
+    s1 = train_method("mpdiffuser", cfg(lr=1e-3, batch_size=32, val_batches=4, steps=60,
+                                         components=["planner"]), linear_data, tmp_path / "one",
+                      progress=False)
+    c1 = s1["components"][0]
+    assert c1["ddp_max_weight_diff"] is None
+    assert abs(c2["val_loss"] - c1["val_loss"]) / c1["val_loss"] < 0.25, (c1["val_loss"], c2["val_loss"])
+    assert load_checkpoint(tmp_path / "ddp" / "planner.pt")["world_size"] == 2
+
+
+def test_components_must_agree():
+    from export.train.checkpoint import check_compatible
+
+    base = {"dims": {"S": 4, "A": 2, "C": 2, "H": 8}, "normalizers": {"traj": {"kind": "std"}},
+            "schedule": {"num_levels": 10, "kind": "cosine"}, "_path": "a.pt"}
+    check_compatible({"planner": base, "dynamics": dict(base)})
+    with pytest.raises(CheckpointError, match="dims of 'dynamics'"):
+        check_compatible({"planner": base, "dynamics": {**base, "dims": {**base["dims"], "H": 16}}})
+    with pytest.raises(CheckpointError, match="schedule"):
+        check_compatible({"planner": base,
+                          "dynamics": {**base, "schedule": {"num_levels": 20, "kind": "cosine"}}})
