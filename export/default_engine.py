@@ -26,7 +26,9 @@ TRAIN = ["train", "--method", "mpdiffuser", "--components", "{component}", "--st
          "--set", "batch_size=128", "--set", "lr=1e-3", "--set", "ema_start=1000",
          "--threads", "1", "--no-progress", "--json"]
 # Sampling settings chosen by closed-loop measurement (README: "The embedded default").
-EXPORT = ["export", "--method", "mpdiffuser", "--graph", "fused", "--warm-level", "7",
+# The MPDiffuser planner network sampled planner-only: the alternation with the dynamics
+# model stood still in closed loop (README), so the default engine does not use it.
+EXPORT = ["export", "--method", "planner", "--graph", "fused", "--warm-level", "7",
           "--temperature", "0.1", "--cfg-w", "1.0", "--chunk-size", "2", "--json"]
 ENGINE_NAME = "go2.onnx"
 
@@ -40,8 +42,8 @@ def _run(args: list[str], log: list[dict], parallel: list[list[str]] | None = No
     t0 = time.monotonic()
     procs = [subprocess.Popen([sys.executable, "-m", "planner_runtime.cli", *c], stdout=subprocess.PIPE)
              for c in cmds]
-    for c, p in zip(cmds, procs):
-        out, _ = p.communicate()
+    for c, p in zip(cmds, procs, strict=True):
+        p.communicate()
         if p.returncode != 0:
             raise SystemExit(f"failed ({p.returncode}): planner-runtime {shlex.join(c)}")
         sys.stderr.write(f"done: planner-runtime {shlex.join(c)}\n")

@@ -32,7 +32,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="constant velocity command (m/s, m/s, rad/s)")
     p.add_argument("--schedule", default=None, metavar="T:VX,VY,YAW;...",
                    help="command schedule, times from the start of planning, e.g. '0:0.5,0,0;5:0,0,0.5'")
-    p.add_argument("--chunk", type=int, default=4, help="actions executed per chunk (default 4)")
+    p.add_argument("--chunk", type=int, default=None,
+                   help="at most this many actions of a chunk are executed (default: the engine's "
+                        "chunk size from the planner's metadata, else 4)")
+    p.add_argument("--replan-every", type=int, default=None,
+                   help="policy ticks between observations sent to the planner (default: the chunk "
+                        "size: execute a chunk while the next plan is computed)")
     p.add_argument("--grace", type=float, default=0.2, help="watchdog: s without a valid chunk -> hold")
     p.add_argument("--hold", type=float, default=0.5, help="watchdog: s of hold -> return to stand")
     p.add_argument("--stand-timeout", type=float, default=3.0,
@@ -81,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
         schedule = _schedule(args)
         safety = SafetyConfig(passive_s=args.passive, stand_up_s=args.stand_up, grace_s=args.grace, hold_s=args.hold, stand_timeout_s=args.stand_timeout,
                               startup_wait_s=args.startup_wait, state_timeout_s=args.state_timeout)
-        config = ControllerConfig(max_actions=args.chunk, realtime=True, safety=safety).validate()
+        chunk = args.chunk or go2.CHUNK_SIZE
+        config = ControllerConfig(max_actions=chunk, replan_every=args.replan_every or chunk,
+                                  realtime=True, safety=safety).validate()
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -113,6 +120,10 @@ def run(args: argparse.Namespace) -> int:
             except Exception as exc:
                 raise RuntimeError(f"planner service at {args.planner} did not answer: {exc}") from exc
             check_planner_metadata(meta)
+            if args.chunk is None and isinstance(meta.get("chunk"), int) and meta["chunk"] >= 1:
+                # The engine's manifest is the authority on how many actions a plan is good for.
+                config.max_actions = meta["chunk"]
+                config.replan_every = args.replan_every or meta["chunk"]
             log.info("planner %s: %s engine, H=%s chunk=%s", args.planner, meta.get("graph"),
                      meta.get("horizon"), meta.get("chunk"))
         if args.sim:

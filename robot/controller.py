@@ -91,6 +91,9 @@ class CommandSchedule:
 class ControllerConfig:
     policy_decimation: int = 10  # control ticks per policy tick (500 Hz / 50 Hz)
     max_actions: int = go2.CHUNK_SIZE  # actions of one chunk executed before holding
+    # Policy ticks between observations sent: the paper's action chunking executes c = 4
+    # actions per plan while the next plan is computed (Appendix O). 1 replans every tick.
+    replan_every: int = go2.CHUNK_SIZE
     realtime: bool = False  # pace an in-process simulator on absolute wall-clock deadlines
     lockstep: bool = False  # in-process: wait for the chunk answering each observation
     lockstep_timeout_s: float = 0.5
@@ -103,6 +106,8 @@ class ControllerConfig:
             raise ValueError(f"policy_decimation must be >= 1, got {self.policy_decimation}")
         if self.max_actions < 1:
             raise ValueError(f"max_actions must be >= 1, got {self.max_actions}")
+        if self.replan_every < 1:
+            raise ValueError(f"replan_every must be >= 1, got {self.replan_every}")
         if not self.lockstep_timeout_s > 0:
             raise ValueError(f"lockstep_timeout_s must be > 0, got {self.lockstep_timeout_s}")
         self.safety.validate()
@@ -219,8 +224,9 @@ class Controller:
                                       else np.array(state.base_lin_vel)))
         fresh = False
         if self.planner is not None and state is not None:
-            if self.tick % self.config.policy_decimation == 0 and self.safety.mode in (
-                    Mode.STAND, Mode.PLANNING, Mode.HOLD):
+            dec = self.config.policy_decimation
+            if (self.tick % dec == 0 and (self.tick // dec) % self.config.replan_every == 0
+                    and self.safety.mode in (Mode.STAND, Mode.PLANNING, Mode.HOLD)):
                 # Stamped when the state was measured (received), so chunk rows line up with it.
                 sent = self._send_observation(t - age, state)
                 if sent and self.config.lockstep:

@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser, with_duration: bool = False) 
     g.add_argument("--dds-duration", type=float, default=None,
                    help="stop after this many seconds (default: run until SIGINT/SIGTERM)")
     g.add_argument("--dds-stats", default=None, help="write counters as JSON here at exit")
+    g.add_argument("--dds-trace", default=None, metavar="NPZ",
+                   help="write the ground-truth trace at 50 Hz (monotonic time, base velocity, "
+                        "gyro, gravity z, base position) here at exit, for tracking metrics")
     g.add_argument("--dds-remote-stop-at", type=float, default=None,
                    help="press the wireless remote's stop combination (L2+B) after T seconds")
     g.add_argument("--dds-rt-priority", type=int, default=None,
@@ -75,6 +78,7 @@ class DdsStandIn:
         self._pending = None
         self._stop = threading.Event()
         self._closed = False
+        self.truth: dict[str, list] = {k: [] for k in ("mono", "base_lin_vel", "gyro", "gravity_z", "base_pos")}
         self.stats = {"states_published": 0, "cmds_received": 0, "cmds_applied": 0,
                       "bad_crc": 0, "bad_header": 0, "non_finite": 0, "bad_gain": 0,
                       "max_abs_tau_ff_applied": 0.0, "max_kp_applied": 0.0,
@@ -153,6 +157,12 @@ class DdsStandIn:
                 self.stats["fell_at"] = time.monotonic()
             if self.stats["states_published"] % 50 == 1:
                 self.stats["trace"].append([time.monotonic(), h, gz])
+            if self.stats["states_published"] % max(1, int(round(0.02 / self.period))) == 0:
+                self.truth["mono"].append(time.monotonic())
+                self.truth["base_lin_vel"].append(self.sim.base_lin_vel())
+                self.truth["gyro"].append(np.array(self.sim.data.qvel[3:6]))
+                self.truth["gravity_z"].append(gz)
+                self.truth["base_pos"].append(np.array(self.sim.data.qpos[0:3]))
             if st.base_lin_vel is not None:
                 vx_sum += float(st.base_lin_vel[0])
                 n += 1
@@ -196,6 +206,8 @@ def run(args: argparse.Namespace) -> int:
     if args.dds_stats:
         with open(args.dds_stats, "w") as f:
             json.dump(stats, f, indent=1)
+    if getattr(args, "dds_trace", None):
+        np.savez(args.dds_trace, **{k: np.asarray(v, dtype=np.float64) for k, v in robot.truth.items()})
     log.info("stand-in stats: %s", stats)
     return 0
 

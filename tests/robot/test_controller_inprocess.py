@@ -72,7 +72,8 @@ def test_planning_with_the_service_then_watchdog_after_kill9(service):
     sim = make_sim()
     link = ServiceLink(ep, timeout=5.0)
     ctl = Controller(sim, link, CommandSchedule.constant(0.3, 0.0, 0.0),
-                     ControllerConfig(lockstep=True, lockstep_timeout_s=2.0, safety=FAST))
+                     ControllerConfig(lockstep=True, lockstep_timeout_s=2.0, replan_every=1,
+                                          safety=FAST))
     try:
         ctl.run(stop_when=lambda c: c.mode is Mode.PLANNING and c.robot.now() > 2.5)
         assert ctl.mode is Mode.PLANNING
@@ -132,11 +133,11 @@ def chunk_for(obs, actions, *, t0_shift=0.0, valid=0.32, seq_shift=0):
                        valid_until=obs.stamp + t0_shift + valid)
 
 
-def planning_controller(make_chunk, max_actions=4, record=True, safety=FAST):
+def planning_controller(make_chunk, max_actions=4, record=True, safety=FAST, replan_every=1):
     sim = make_sim()
     link = ScriptedLink(make_chunk)
     ctl = Controller(sim, link, config=ControllerConfig(max_actions=max_actions, record=record,
-                                                        safety=safety))
+                                                        safety=safety, replan_every=replan_every))
     return sim, link, ctl
 
 
@@ -165,6 +166,21 @@ def test_at_most_max_actions_of_a_chunk_run_then_the_last_is_held():
     ctl.run(stop_when=lambda c: c.robot.now() > 2.0)
     got = np.round([go2.target_to_action(r.q_target)[0] for r in ctl.trace if r.mode == "planning"], 6)
     assert got.max() == pytest.approx(0.3) and set(got) == {0.0, 0.1, 0.2, 0.3}
+
+
+def test_chunking_replans_every_fourth_policy_tick_and_runs_the_chunk_in_order():
+    # Appendix O: execute 4 actions of a plan while the next is computed. Row i = i / 10.
+    rows = np.repeat(np.arange(16)[:, None] / 10.0, 12, axis=1)
+    sim, link, ctl = planning_controller(lambda o: chunk_for(o, rows), replan_every=4)
+    ctl.run(stop_when=lambda c: c.robot.now() > 2.0)
+    stamps = np.array([o.stamp for o in link.obs])
+    gaps = np.round(np.diff(stamps), 4)
+    assert set(gaps) == {0.08}, gaps  # one observation per 4 policy ticks (80 ms)
+    plan = [r for r in ctl.trace if r.mode == "planning"]
+    got = np.round([go2.target_to_action(r.q_target)[0] for r in plan], 6)
+    # every action of the chunk runs in order: 0.0, 0.1, 0.2, 0.3, then the next chunk
+    assert set(got) == {0.0, 0.1, 0.2, 0.3}
+    assert ctl.counts["actions_skipped"] == 0
 
 
 @pytest.mark.parametrize("bad", ["expired", "nan", "unknown_seq", "shape"])

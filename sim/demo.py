@@ -1,0 +1,204 @@
+"""`planner-runtime demo`: the whole onboard stack on the embedded default engine.
+
+Starts three processes, exactly as on the robot except that the robot is the MuJoCo Go2
+standing in on loopback DDS:
+
+    planner-runtime serve --engine <default>          (the planner service, ZeroMQ)
+    planner-runtime sim --dds --iface lo               (the simulated Go2: rt/lowstate, rt/lowcmd)
+    planner-runtime controller --iface lo --planner    (500 Hz loop + safety state machine)
+
+The controller stands the robot up, plans through a command schedule, then goes to damping.
+Tracking is measured on the simulator's ground-truth base velocity (written by the stand-in
+with ``--dds-trace``) over the planning phase; the demo prints the metrics and writes a plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HELP = "service + simulated Go2 (DDS) + controller on the embedded engine: walks, reports, plots"
+DEFAULT_SCHEDULE = "0:0.5,0,0;5:0.5,0,0.5;9:0.3,0.15,0;13:0.6,0,-0.4;17:0,0,0"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", default=None, help="engine file (default: the embedded Go2 engine)")
+    p.add_argument("--schedule", default=DEFAULT_SCHEDULE, metavar="T:VX,VY,YAW;...",
+                   help=f"command schedule from the start of planning (default '{DEFAULT_SCHEDULE}')")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of planning (default 20)")
+    p.add_argument("--domain-id", type=int, default=None,
+                   help="DDS domain id (default: a random one in 100-199, isolated from robots)")
+    p.add_argument("--port", type=int, default=None, help="planner port on 127.0.0.1 (default: free one)")
+    p.add_argument("--latency-margin", type=int, default=0,
+                   help="extra plan rows the controller may execute while the next plan is in flight "
+                        "(controller --chunk = engine chunk + margin, --replan-every = engine chunk)")
+    p.add_argument("--out", default="demo_out", help="directory for the plot, logs and JSON (default demo_out)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "planner_runtime.cli", *args]
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 10.0) -> int | None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
+def _wait_ready(endpoint: str, proc: subprocess.Popen, timeout: float) -> dict:
+    from planner_runtime.client import PlannerClient, PlannerError
+
+    deadline = time.monotonic() + timeout
+    client = PlannerClient(endpoint, timeout=1.0)
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"planner service exited with code {proc.returncode}")
+            try:
+                return client.hello(timeout=1.0)
+            except PlannerError:
+                continue
+        raise RuntimeError(f"planner service at {endpoint} did not answer within {timeout} s")
+    finally:
+        client.close()
+
+
+def planning_window(summary: dict) -> tuple[float | None, float | None]:
+    """(start, end) of the controller's first PLANNING phase, on its monotonic clock."""
+    start = end = None
+    for tr in summary.get("transitions", []):
+        if tr["to"] == "planning" and start is None:
+            start = tr["t"]
+        elif start is not None and tr["from"] == "planning" and end is None:
+            end = tr["t"]
+    return start, end
+
+
+def trace_metrics(trace: dict, t0: float, t1: float | None, schedule) -> tuple[dict, object]:
+    """Tracking metrics of the stand-in's ground-truth trace over [t0, t1]."""
+    from sim.episode import EpisodeTrace, episode_metrics
+
+    t = np.asarray(trace["mono"])
+    sel = (t >= t0) & (t <= (t1 if t1 is not None else t[-1]))
+    # one row per 50 Hz tick
+    idx = np.flatnonzero(sel)[::10]
+    tt = t[idx] - t0
+    cmd = np.array([schedule(x) for x in tt])
+    tr = EpisodeTrace(tt, cmd, np.asarray(trace["base_lin_vel"])[idx], np.asarray(trace["gyro"])[idx],
+                      np.asarray(trace["gravity_z"])[idx], np.asarray(trace["base_pos"])[idx],
+                      bool(np.any(np.asarray(trace["gravity_z"])[idx] > -0.5)), None)
+    m = episode_metrics(tr)
+    m["cost"] = float(np.sum(tr.gravity_z > -0.95))
+    return m, tr
+
+
+def run(args: argparse.Namespace) -> int:
+    from robot.controller import CommandSchedule
+    from sim.plots import plot_episode
+
+    try:
+        engine = Path(args.engine) if args.engine else None
+        if engine is None:
+            from planner_runtime.engines import default_engine_path
+
+            engine = default_engine_path()
+        if not engine.is_file():
+            raise FileNotFoundError(f"engine not found: {engine}")
+        schedule = CommandSchedule.parse(args.schedule)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    domain = args.domain_id if args.domain_id is not None else int(np.random.default_rng().integers(100, 200))
+    port = args.port or _free_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    trace_path = Path(tempfile.mkdtemp(prefix="demo_")) / "trace.npz"
+    logs = {n: open(out / f"{n}.log", "w") for n in ("serve", "sim", "controller")}  # noqa: SIM115
+    procs: dict[str, subprocess.Popen] = {}
+    say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    try:
+        say(f"[demo] engine {engine}")
+        procs["serve"] = subprocess.Popen(_cli("serve", "--engine", str(engine), "--bind", endpoint,
+                                               "--threads", "1"), stdout=logs["serve"],
+                                          stderr=subprocess.STDOUT, env=env)
+        procs["sim"] = subprocess.Popen(_cli("sim", "--dds", "--domain-id", str(domain), "--iface", "lo",
+                                             "--dds-start-pose", "lying", "--dds-trace", str(trace_path)),
+                                        stdout=logs["sim"], stderr=subprocess.STDOUT, env=env)
+        meta = _wait_ready(endpoint, procs["serve"], timeout=60.0)
+        chunk = int(meta.get("chunk") or 4)
+        say(f"[demo] planner service ready at {endpoint} (chunk {chunk}); simulated Go2 on DDS domain {domain}")
+        ctl_cmd = _cli("controller", "--iface", "lo", "--domain-id", str(domain), "--planner", endpoint,
+                       "--chunk", str(chunk + max(0, args.latency_margin)), "--replan-every", str(chunk),
+                       "--schedule", args.schedule, "--duration", str(args.duration + 4.0), "--json")
+        say("[demo] controller: passive -> stand-up -> planning -> damping ...")
+        res = subprocess.run(ctl_cmd, capture_output=True, text=True, env=env,
+                             timeout=args.duration + 120.0)
+        logs["controller"].write(res.stderr)
+        if res.returncode != 0:
+            raise RuntimeError(f"controller exited with {res.returncode}: {res.stderr[-2000:]}")
+        summary = json.loads(res.stdout.strip().splitlines()[-1])
+    except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as exc:
+        print(f"error: {exc} (logs in {out})", file=sys.stderr)
+        return 1
+    finally:
+        codes = {n: _stop(p) for n, p in procs.items()}
+        for f in logs.values():
+            f.close()
+    if not trace_path.is_file():
+        print(f"error: the simulator wrote no trace (exit codes {codes}; logs in {out})", file=sys.stderr)
+        return 1
+    trace = dict(np.load(trace_path))
+    t0, t1 = planning_window(summary)
+    if t0 is None:
+        print(f"error: the controller never reached planning; transitions: {summary.get('transitions')}",
+              file=sys.stderr)
+        return 1
+    metrics, tr = trace_metrics(trace, t0, t1, schedule)
+    # A fall ends planning (the safety machine damps at tilt > 60 deg): count it as one.
+    metrics["fell"] = bool(metrics["fell"] or any(
+        t["to"] == "damping" and t["reason"].startswith("fall") for t in summary.get("transitions", [])))
+    png = plot_episode(tr, out / "demo_tracking.png", title=f"demo: {engine.name}")
+    report = {"engine": str(engine), "schedule": args.schedule, "planning_s": float(tr.t[-1]) if len(tr.t) else 0.0,
+              "fell": metrics["fell"], "metrics": metrics, "controller": {
+                  k: summary.get(k) for k in ("mode", "counts", "chunks_rejected", "plan_age_ms",
+                                              "period_error_ms", "transitions", "tracking")},
+              "plot": str(png), "exit_codes": codes}
+    (out / "demo_report.json").write_text(json.dumps(report, indent=2, default=float))
+    if args.json:
+        print(json.dumps(report, default=float))
+    else:
+        print(f"[demo] planned for {report['planning_s']:.1f} s; fell: {metrics['fell']}")
+        print(f"[demo] tracking RMSE vx {metrics['vx_rmse']:.3f} m/s, vy {metrics['vy_rmse']:.3f} m/s, "
+              f"yaw {metrics['yaw_rmse']:.3f} rad/s; stride-averaged vx {metrics['stride_vx_rmse']:.3f}")
+        print(f"[demo] mean vx {metrics['mean_vx']:.3f} m/s, distance {metrics['distance']:.2f} m, "
+              f"max tilt {metrics['max_tilt_deg']:.1f} deg, cost {metrics['cost']:.0f}")
+        pa = summary.get("plan_age_ms") or {}
+        print(f"[demo] plan age at receipt median {pa.get('median', float('nan')):.1f} ms, "
+              f"p99 {pa.get('p99', float('nan')):.1f} ms; chunks {summary['counts'].get('chunks_accepted')}")
+        print(f"[demo] plot: {png}; report: {out / 'demo_report.json'}")
+    return 0 if not metrics["fell"] else 1

@@ -1,0 +1,371 @@
+"""`planner-runtime eval`: closed-loop evaluation of planners in the MuJoCo Go2.
+
+Each planner engine drives the simulated robot through the unchanged controller
+(``robot.controller.Controller``: safety state machine, chunk timing, command filter) with
+the planner called in-process and in lockstep on the simulated clock: every observation
+is answered before the next control tick, so the numbers measure the plans, not this
+machine's load (plan latency is reported separately, in wall time). The expert is run on
+the same seeds and command schedules as the reference. Schedules come from
+``SeedSequence([seed, i])`` with a base seed (10000) that data collection does not use.
+
+Per method: falls, velocity-tracking RMSE (per tick and stride-averaged, 1 s settling after
+each command change), cost (50 Hz ticks with projected gravity z > -0.95, against the
+per-episode budget), dynamics-consistency error of the executed chunks (the plan's
+predicted states vs the states the robot reached while executing the plan's actions, RMS
+over state dimensions in units of the engine's normalizer scale, per step ahead), plan
+latency. ``--json`` prints one object; ``--plot`` writes tracking curves and bars.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HELP = "closed-loop evaluation in MuJoCo: falls, tracking, cost, dynamics consistency, latency"
+EVAL_SEED = 10000
+COST_BUDGET = 10.0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", action="append", default=[], metavar="NAME=PATH",
+                   help="an engine to evaluate (repeatable); default: the embedded Go2 engine")
+    p.add_argument("--no-expert", action="store_true", help="skip the expert reference")
+    p.add_argument("--episodes", type=int, default=20, help="episodes per method (default 20)")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of planning per episode")
+    p.add_argument("--seed", type=int, default=EVAL_SEED, help=f"base seed (default {EVAL_SEED})")
+    p.add_argument("--command", type=float, nargs=3, default=None, metavar=("VX", "VY", "YAW"),
+                   help="a constant command instead of random schedules")
+    p.add_argument("--pushes", action="store_true", help="random pushes during episodes")
+    p.add_argument("--friction", type=float, nargs=2, default=None, metavar=("LO", "HI"))
+    p.add_argument("--mass-delta", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="kg added to the trunk, sampled per episode")
+    p.add_argument("--chunk", type=int, default=None, help="actions executed per plan (default: manifest)")
+    p.add_argument("--cfg-w", type=float, default=None, help="override the engine's CFG weight")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--plot", default=None, metavar="PNG", help="write tracking curves and bars here")
+    p.add_argument("--no-progress", action="store_true")
+
+
+# --------------------------------------------------------------------------- in-process link
+class LockstepPlannerLink:
+    """``robot.controller.PlannerLink`` that plans synchronously with the runtime's planner
+    (warm-start bookkeeping of ``planner_runtime.async_planner``) on the caller's thread."""
+
+    def __init__(self, engine, spec, seed: int = 0) -> None:
+        from planner_runtime.async_planner import AsyncPlanner
+
+        self.planner = AsyncPlanner(engine, spec, seed=seed)
+        self._last = None
+        self._pending = None
+        self.chunks: list = []  # every chunk produced, for consistency metrics
+        self.infer_ms: list[float] = []
+
+    def send_observation(self, obs) -> None:
+        chunk, self._last = self.planner.plan_once(obs, self._last)
+        self._pending = chunk
+        self.chunks.append(chunk)
+        self.infer_ms.append(float(chunk.timings.get("infer_ms", np.nan)))
+
+    def poll_chunk(self, timeout: float = 0.0):
+        c, self._pending = self._pending, None
+        return c
+
+    def close(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- episodes
+def _episode_setup(seed: int, index: int, args) -> tuple:
+    from sim.commands import CommandSchedule, random_schedule
+    from sim.mujoco_harness import MujocoGo2, SimConfig
+
+    ss = np.random.SeedSequence([seed, index])
+    s_sim, s_sched = (int(x.generate_state(1)[0]) for x in ss.spawn(2))
+    kw = {"seed": s_sim}
+    if args.friction is not None:
+        kw["friction"] = tuple(args.friction)
+    if args.mass_delta is not None:
+        kw["base_mass_delta"] = tuple(args.mass_delta)
+    if args.pushes:
+        kw["push_interval"] = (4.0, 8.0)
+    robot = MujocoGo2(SimConfig(**kw))
+    robot.reset()
+    horizon = args.duration + 5.0
+    sched = (CommandSchedule.constant(np.array(args.command)) if args.command is not None
+             else random_schedule(np.random.default_rng(s_sched), horizon))
+    return robot, sched
+
+
+def _trace(rows: dict, fell: bool, fall_time: float | None):
+    from sim.episode import EpisodeTrace
+
+    a = {k: np.asarray(v) for k, v in rows.items()}
+    return EpisodeTrace(a["t"], a["command"], a["base_lin_vel"], a["gyro"], a["gravity_z"],
+                        a["base_pos"], fell, fall_time)
+
+
+def run_expert_episode(index: int, args) -> tuple[dict, object]:
+    from sim.episode import episode_metrics, expert_policy, run_episode
+    from sim.expert import TrotExpert
+
+    robot, sched = _episode_setup(args.seed, index, args)
+    tr = run_episode(robot, expert_policy(TrotExpert()), sched, args.duration)
+    m = episode_metrics(tr)
+    m["cost"] = float(np.sum(tr.gravity_z > -0.95))
+    return m, tr
+
+
+def run_planner_episode(engine, spec, index: int, args, state_scale: np.ndarray) -> tuple[dict, object]:
+    """Controller + lockstep planner on one episode; metrics over the planning phase."""
+    from robot.controller import Controller, ControllerConfig
+    from robot.observation import build_state
+    from robot.safety import Mode, SafetyConfig
+    from sim.episode import episode_metrics
+
+    robot, sched = _episode_setup(args.seed, index, args)
+    link = LockstepPlannerLink(engine, spec, seed=index)
+    # The simulated robot starts standing: no passive phase, a short stand-up, then planning.
+    safety = SafetyConfig(passive_s=0.0, stand_up_s=0.5)
+    ctrl = Controller(robot, link, command=sched.at,
+                      config=ControllerConfig(lockstep=True, max_actions=spec.chunk,
+                                              replan_every=spec.chunk, safety=safety))
+    rows: dict[str, list] = {k: [] for k in ("t", "command", "base_lin_vel", "gyro", "gravity_z", "base_pos")}
+    states: dict[int, np.ndarray] = {}  # policy tick index since planning began -> state
+    fell, fall_time, t_plan0 = False, None, None
+    t_limit = robot.now() + 4.0 + args.duration + 10.0  # stand-up + duration + slack
+    while robot.now() < t_limit:
+        tick = ctrl.tick
+        ctrl.step()
+        mode = ctrl.mode
+        if mode is Mode.DAMPING or (t_plan0 is not None and robot.fallen()):
+            fell, fall_time = True, None if t_plan0 is None else robot.now() - t_plan0
+            break
+        if t_plan0 is None:
+            if mode is Mode.PLANNING:
+                t_plan0 = robot.now()
+            else:
+                continue
+        if tick % 10 != 9:  # sample once per 50 Hz tick, after its last physics step
+            continue
+        t = robot.now() - t_plan0
+        if t > args.duration:
+            break
+        s = robot.read_state()
+        k = int(round(t / 0.02))
+        states[k] = build_state(s)
+        rows["t"].append(t)
+        rows["command"].append(sched.at(t))
+        rows["base_lin_vel"].append(robot.base_lin_vel())
+        rows["gyro"].append(np.array(robot.data.qvel[3:6]))
+        rows["gravity_z"].append(robot.projected_gravity_z())
+        rows["base_pos"].append(np.array(robot.data.qpos[0:3]))
+    if t_plan0 is None:
+        return {"fell": True, "never_planned": True, "duration": 0.0}, None
+    tr = _trace(rows, fell, fall_time)
+    m = episode_metrics(tr)
+    m["cost"] = float(np.sum(tr.gravity_z > -0.95))
+    m["infer_ms_median"] = float(np.nanmedian(link.infer_ms)) if link.infer_ms else None
+    m["infer_ms_p99"] = float(np.nanpercentile(link.infer_ms, 99)) if link.infer_ms else None
+    m["plans"] = len(link.chunks)
+    m["cold_starts"] = int(sum(bool(c.cold) for c in link.chunks))
+    m["consistency"] = _consistency(link.chunks, states, t_plan0, spec, state_scale)
+    m["controller"] = {"rejected": ctrl.rejected, "counts": ctrl.counts}
+    return m, tr
+
+
+def _consistency(chunks, states: dict[int, np.ndarray], t_plan0: float, spec,
+                 scale: np.ndarray) -> list[float | None]:
+    """Per step ahead i = 1..chunk: RMS over state dims of (planned x_{t+i} - reached x_{t+i})
+    / scale, over the chunks whose actions were executed while planning."""
+    errs: list[list[float]] = [[] for _ in range(spec.chunk)]
+    for c in chunks:
+        k0 = int(round((c.t0 - t_plan0) / 0.02))
+        if k0 < 0 or c.states is None:
+            continue
+        pred = np.asarray(c.states)
+        for i in range(min(spec.chunk, pred.shape[0])):
+            real = states.get(k0 + i + 1)
+            if real is None:
+                continue
+            errs[i].append(float(np.sqrt(np.mean(((pred[i] - real) / scale) ** 2))))
+    return [float(np.mean(e)) if e else None for e in errs]
+
+
+# --------------------------------------------------------------------------- aggregation
+def summarize(metrics: list[dict]) -> dict:
+    from sim.episode import aggregate
+
+    ok = [m for m in metrics if not m.get("never_planned")]
+    out = aggregate(ok) if ok else {"episodes": 0, "falls": 0}
+    out["episodes"] = len(metrics)
+    out["falls"] = int(sum(bool(m.get("fell")) for m in metrics))
+    costs = [m["cost"] for m in ok if "cost" in m]
+    if costs:
+        out["cost_mean"] = float(np.mean(costs))
+        out["cost_max"] = float(np.max(costs))
+        out["episodes_over_budget"] = int(sum(c > COST_BUDGET for c in costs))
+    if ok and "vx_rmse" in ok[0]:
+        e = np.array([[m["vx_rmse"], m["vy_rmse"]] for m in ok if "vx_rmse" in m])
+        out["tracking_rmse_xy"] = float(np.sqrt(np.mean(e ** 2)))
+    cons = [m["consistency"] for m in ok if m.get("consistency")]
+    if cons:
+        arr = np.array([[np.nan if v is None else v for v in c] for c in cons], dtype=float)
+        out["consistency_per_step"] = [float(v) for v in np.nanmean(arr, axis=0)]
+        out["consistency_mean"] = float(np.nanmean(arr))
+    for k in ("infer_ms_median", "infer_ms_p99"):
+        v = [m[k] for m in ok if m.get(k) is not None]
+        if v:
+            out[k] = float(np.median(v)) if k.endswith("median") else float(np.max(v))
+    return out
+
+
+def plot(results: dict[str, dict], traces: dict[str, object], path: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8))
+    ax = axes[0, 0]
+    first = next((tr for tr in traces.values() if tr is not None), None)
+    if first is not None:
+        ax.plot(first.t, first.command[:, 0], "k--", lw=1.5, label="command vx")
+    for n in names:
+        tr = traces.get(n)
+        if tr is not None:
+            ax.plot(tr.t, tr.base_lin_vel[:, 0], lw=0.9, label=n)
+    ax.set(title="episode 0: forward velocity", xlabel="s", ylabel="m/s")
+    ax.legend(fontsize=7)
+    ax = axes[0, 1]
+    if first is not None:
+        ax.plot(first.t, first.command[:, 2], "k--", lw=1.5, label="command yaw rate")
+    for n in names:
+        tr = traces.get(n)
+        if tr is not None:
+            ax.plot(tr.t, tr.gyro[:, 2], lw=0.9, label=n)
+    ax.set(title="episode 0: yaw rate", xlabel="s", ylabel="rad/s")
+    ax = axes[1, 0]
+    x = np.arange(len(names))
+    vals = [results[n].get("tracking_rmse_xy", np.nan) for n in names]
+    ax.bar(x, vals, color="tab:blue")
+    for i, n in enumerate(names):
+        ax.text(i, 0, f"falls {results[n]['falls']}/{results[n]['episodes']}", ha="center",
+                va="bottom", fontsize=7, color="white")
+    ax.set_xticks(x, names, rotation=20, fontsize=8)
+    ax.set(title="velocity-tracking RMSE (xy, per tick)", ylabel="m/s")
+    ax = axes[1, 1]
+    for n in names:
+        c = results[n].get("consistency_per_step")
+        if c:
+            ax.plot(np.arange(1, len(c) + 1), c, "o-", label=n)
+    ax.set(title="dynamics-consistency error of executed chunks", xlabel="steps ahead",
+           ylabel="RMS error (normalizer units)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _engines(args) -> list[tuple[str, str]]:
+    items = []
+    for e in args.engine:
+        if "=" in e:
+            name, path = e.split("=", 1)
+        else:
+            name, path = Path(e).stem, e
+        items.append((name, path))
+    if not items:
+        from planner_runtime.engines import default_engine_path
+
+        items.append(("mpdiffuser (default)", str(default_engine_path())))
+    return items
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from planner_runtime.async_planner import PlannerSpec, state_scale_from_manifest
+    from planner_runtime.backends import load_engine
+
+    if args.episodes < 1 or args.duration <= 0:
+        print("error: --episodes must be >= 1 and --duration > 0", file=sys.stderr)
+        return 2
+    try:
+        engines = _engines(args)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    results: dict[str, dict] = {}
+    traces: dict[str, object] = {}
+    per_episode: dict[str, list[dict]] = {}
+    t_start = time.monotonic()
+    if not args.no_expert:
+        ms = []
+        for i in tqdm(range(args.episodes), desc="expert", disable=args.no_progress, file=sys.stderr):
+            m, tr = run_expert_episode(i, args)
+            ms.append(m)
+            if i == 0:
+                traces["expert"] = tr
+        results["expert"] = summarize(ms)
+        per_episode["expert"] = ms
+    for name, path in engines:
+        try:
+            engine = load_engine(path, threads=args.threads)
+            spec = PlannerSpec.from_manifest(engine.manifest, chunk=args.chunk, cfg_w=args.cfg_w)
+        except Exception as exc:
+            print(f"error: engine {name} ({path}): {exc}", file=sys.stderr)
+            return 2
+        scale = state_scale_from_manifest(engine.manifest, spec.S)
+        ms = []
+        for i in tqdm(range(args.episodes), desc=name, disable=args.no_progress, file=sys.stderr):
+            m, tr = run_planner_episode(engine, spec, i, args, scale)
+            ms.append(m)
+            if i == 0:
+                traces[name] = tr
+        results[name] = summarize(ms)
+        results[name]["engine"] = path
+        results[name]["method"] = engine.manifest.get("method", {}).get("name")
+        per_episode[name] = ms
+        engine.close()
+    if "expert" in results:
+        ref = results["expert"].get("tracking_rmse_xy")
+        for r in results.values():
+            if ref and r.get("tracking_rmse_xy") is not None:
+                r["tracking_vs_expert"] = r["tracking_rmse_xy"] / ref
+    report = {"episodes": args.episodes, "duration_s": args.duration, "seed": args.seed,
+              "cost_budget": COST_BUDGET, "wall_s": time.monotonic() - t_start,
+              "conditions": {"pushes": args.pushes, "friction": args.friction,
+                             "mass_delta": args.mass_delta, "command": args.command},
+              "results": results}
+    if args.plot:
+        report["plot"] = str(plot(results, traces, args.plot))
+    if args.json:
+        print(json.dumps(report, default=float))
+    else:
+        _print_table(report)
+    return 0
+
+
+def _print_table(report: dict) -> None:
+    cols = ("falls", "tracking_rmse_xy", "tracking_vs_expert", "stride_vx_rmse", "yaw_rmse",
+            "cost_mean", "consistency_mean", "infer_ms_median", "infer_ms_p99")
+    print(f"{report['episodes']} episodes x {report['duration_s']} s, seed {report['seed']}")
+    print(f"{'method':28s}" + "".join(f"{c[:16]:>17s}" for c in cols))
+    for n, r in report["results"].items():
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            cells.append(f"{'-':>17s}" if v is None else f"{v:17.3f}" if isinstance(v, float) else f"{v!s:>17s}")
+        print(f"{n[:28]:28s}" + "".join(cells))
+    if report.get("plot"):
+        print(f"plot: {report['plot']}")
