@@ -233,24 +233,18 @@ def plot(results: dict[str, dict], traces: dict[str, object], path: str) -> Path
 
     names = list(results)
     fig, axes = plt.subplots(2, 2, figsize=(13, 8))
-    ax = axes[0, 0]
     first = next((tr for tr in traces.values() if tr is not None), None)
-    if first is not None:
-        ax.plot(first.t, first.command[:, 0], "k--", lw=1.5, label="command vx")
-    for n in names:
-        tr = traces.get(n)
-        if tr is not None:
-            ax.plot(tr.t, tr.base_lin_vel[:, 0], lw=0.9, label=n)
-    ax.set(title="episode 0: forward velocity", xlabel="s", ylabel="m/s")
-    ax.legend(fontsize=7)
-    ax = axes[0, 1]
-    if first is not None:
-        ax.plot(first.t, first.command[:, 2], "k--", lw=1.5, label="command yaw rate")
-    for n in names:
-        tr = traces.get(n)
-        if tr is not None:
-            ax.plot(tr.t, tr.gyro[:, 2], lw=0.9, label=n)
-    ax.set(title="episode 0: yaw rate", xlabel="s", ylabel="rad/s")
+    for ax, col, what, unit in ((axes[0, 0], 0, "forward velocity", "m/s"),
+                                (axes[0, 1], 2, "yaw rate", "rad/s")):
+        if first is not None:
+            ax.plot(first.t, first.command[:, col], "k--", lw=1.5, label=f"command {what}")
+        for n in names:
+            tr = traces.get(n)
+            if tr is not None:
+                meas = tr.base_lin_vel[:, 0] if col == 0 else tr.gyro[:, 2]
+                ax.plot(tr.t, meas, lw=0.9, label=n)
+        ax.set(title=f"episode 0: {what}", xlabel="s", ylabel=unit)
+        ax.legend(fontsize=7)
     ax = axes[1, 0]
     x = np.arange(len(names))
     vals = [results[n].get("tracking_rmse_xy", np.nan) for n in names]
@@ -287,7 +281,7 @@ def _engines(args) -> list[tuple[str, str]]:
     if not items:
         from planner_runtime.engines import default_engine_path
 
-        items.append(("mpdiffuser (default)", str(default_engine_path())))
+        items.append(("default (go2.onnx)", str(default_engine_path())))
     return items
 
 
