@@ -22,7 +22,10 @@ import time
 from pathlib import Path
 
 COLLECT = ["collect", "--minutes", "75", "--workers", "2", "--seed", "0", "--json"]
-TRAIN = ["train", "--method", "mpdiffuser", "--components", "{component}", "--steps", "6000",
+# The shipped planner trained 6000 steps, then resumed to 14000 (val loss 0.367 -> 0.297;
+# closed loop: tilt cost 4.6 -> 0.0, consistency 0.54 -> 0.45); the dynamics model 6000.
+STEPS = {"planner": 14000, "dynamics": 6000}
+TRAIN = ["train", "--method", "mpdiffuser", "--components", "{component}", "--steps", "{steps}",
          "--set", "batch_size=128", "--set", "lr=1e-3", "--set", "ema_start=1000",
          "--threads", "1", "--no-progress", "--json"]
 # Sampling settings chosen by closed-loop measurement (README: "The embedded default").
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         _run([*COLLECT[:1], "--out", str(data), *COLLECT[1:]], log)
     # planner and dynamics are independent networks: train them side by side (2 cores)
     train = [[TRAIN[0], "--data", str(data), "--out", str(ck),
-              *[t.format(component=c) for t in TRAIN[1:]]] for c in ("planner", "dynamics")]
+              *[t.format(component=c, steps=STEPS[c]) for t in TRAIN[1:]]] for c in STEPS]
     _run([], log, parallel=train)
     _run([EXPORT[0], "--checkpoints", str(ck), "-o", str(engine), *EXPORT[1:]], log)
     prov = {"engine": ENGINE_NAME, "engine_sha256": _sha256(engine), "dataset": str(data),
