@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--domain-id", type=int, default=None,
                    help="DDS domain id (default: a random one in 100-199, isolated from robots)")
     p.add_argument("--port", type=int, default=None, help="planner port on 127.0.0.1 (default: free one)")
-    p.add_argument("--latency-margin", type=int, default=0,
+    p.add_argument("--latency-margin", type=int, default=1,
                    help="extra plan rows the controller may execute while the next plan is in flight "
                         "(controller --chunk = engine chunk + margin, --replan-every = engine chunk)")
     p.add_argument("--out", default="demo_out", help="directory for the plot, logs and JSON (default demo_out)")
