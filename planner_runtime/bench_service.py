@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,14 +26,9 @@ from typing import Any
 import numpy as np
 
 from planner_runtime.client import PlannerClient
+from planner_runtime.server import free_tcp_port
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stats(ms: list[float] | np.ndarray) -> dict[str, float]:
@@ -93,7 +87,7 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
                     provider: str | None, rate_hz: float | None = None,
                     startup_timeout: float = 120.0, idle_s: float = 1.0) -> dict[str, Any]:
     """Drive a real ``planner-runtime serve`` subprocess over loopback ZeroMQ."""
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
     argv = [sys.executable, "-m", "planner_runtime.cli", "serve", "--engine", str(engine_path),
             "--bind", endpoint, "--cold-threshold", "inf", "--log-level", "warning"]
     if threads is not None:

@@ -64,6 +64,25 @@ class Engine(ABC):
 
     manifest: dict[str, Any]
     backend: str  # e.g. "onnxruntime:CPUExecutionProvider", "tensorrt"
+    path: Any  # the engine file (pathlib.Path)
+
+    def _adopt_manifest(self, manifest: dict[str, Any], profile: dict[str, Any] | None) -> None:
+        """Check the manifest against a robot profile (when given) and take the dimensions
+        every backend needs from it: B, S, A, C, H, D = S + A, K, kind, n_steps."""
+        from planner_runtime import manifest as mf
+
+        if profile is not None:
+            try:
+                mf.check_profile(manifest, profile)
+            except mf.ManifestError as exc:
+                raise EngineError(f"{self.path}: {exc}") from exc
+        self.manifest = manifest
+        d = manifest["dims"]
+        self.B, self.S, self.A, self.C, self.H = d["B"], d["S"], d["A"], d["C"], d["H"]
+        self.D = self.S + self.A
+        self.K = manifest["diffusion"]["K"]
+        self.kind = manifest["graph"]["kind"]
+        self.n_steps = manifest["graph"]["n_steps"]
 
     @abstractmethod
     def plan(self, x0: np.ndarray, cond: np.ndarray, prev_plan: np.ndarray, noise: np.ndarray,

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import queue
+import socket
 import sys
 import threading
 import time
@@ -42,6 +43,13 @@ LOG_BAD_PER_S = 10
 # Metadata fields not sent to clients: internal to the graph or bulky.
 PRIVATE_MANIFEST_KEYS = ("normalizer",)
 
+
+
+def free_tcp_port(host: str = "127.0.0.1") -> int:
+    """An ephemeral TCP port that is free on ``host`` now (for tests, benches and the demo)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 class ServerConfigError(ValueError):
     """The server cannot start with these settings (e.g. exposed bind without CurveZMQ)."""

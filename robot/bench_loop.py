@@ -19,7 +19,6 @@ import logging
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,14 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from planner_runtime.server import free_tcp_port
+
 log = logging.getLogger("robot.bench_loop")
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env() -> dict:
@@ -109,7 +104,7 @@ def _run_inner(engine_path: str | None = None, measure_s: float = 10.0, domain_i
     domain = random.randint(100, 230) if domain_id is None else int(domain_id)
     work = Path(tempfile.mkdtemp(prefix="bench_loop_"))
     engine, engine_kind = _pick_engine(engine_path, work)
-    ep = f"tcp://127.0.0.1:{_free_port()}"
+    ep = f"tcp://127.0.0.1:{free_tcp_port()}"
     stats_path = work / "standin.json"
     procs: list[subprocess.Popen] = []
     out: dict[str, Any] = {"engine": str(engine), "engine_kind": engine_kind, "domain_id": domain,

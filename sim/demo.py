@@ -45,14 +45,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "planner_runtime.cli", *args]
 
@@ -115,6 +107,7 @@ def trace_metrics(trace: dict, t0: float, t1: float | None, schedule) -> tuple[d
 
 
 def run(args: argparse.Namespace) -> int:
+    from planner_runtime.server import free_tcp_port
     from robot.controller import CommandSchedule
     from sim.plots import plot_episode
 
@@ -133,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     domain = args.domain_id if args.domain_id is not None else int(np.random.default_rng().integers(100, 200))
-    port = args.port or _free_port()
+    port = args.port or free_tcp_port()
     endpoint = f"tcp://127.0.0.1:{port}"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     trace_path = Path(tempfile.mkdtemp(prefix="demo_")) / "trace.npz"

@@ -6,19 +6,15 @@ Heavy optional parts are skipped with a reason when absent (TensorRT, CUDA, Isaa
 from __future__ import annotations
 
 import os
-import socket
 
-import pytest
-
-# Tests share 2 cores with each other: keep numeric libraries single-threaded.
+# Tests share 2 cores with each other: keep numeric libraries single-threaded (set before
+# anything imports numpy or onnxruntime).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
+import pytest  # noqa: E402
 
-def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from planner_runtime.server import free_tcp_port  # noqa: E402
 
 
 @pytest.fixture

@@ -29,14 +29,12 @@ from torch import nn
 
 from export.data import Normalizers
 from export.models.guidance import ForwardDynamics, InverseDynamicsVAE, ReturnModel
-from export.sampling.base import DiffusionSampler
-from export.sampling.common import cfg_eps
-from export.sampling.guided import guided_ddim_step
+from export.sampling.guided import GuidedSampler
 
 DYN_CHANNELS = ("states", "actions", "all")
 
 
-class _DADPSampler(DiffusionSampler):
+class _DADPSampler(GuidedSampler):
     """Shared body of the two DADP variants; subclasses fix the dynamics model type."""
 
     default_channels = "all"
@@ -81,15 +79,9 @@ class _DADPSampler(DiffusionSampler):
             g = g + self.s_J * self.J.value_grad(x0n, tau)[1]
         return g
 
-    def denoise_step(self, tau: torch.Tensor, level: torch.Tensor, next_level: torch.Tensor,
-                     x0n: torch.Tensor, yn: torch.Tensor, cfg_w: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-        eps = cfg_eps(self.planner, tau, level, x0n, yn, cfg_w)
-        tau_next, x0_hat, _ = guided_ddim_step(
-            self.sched, tau, eps, level, next_level, x0n, self.guidance,
-            guide_steps=self.guide_steps, var_scaling=self.var_scaling,
-            stop_level=self.stop_level, clip=self.clip, max_step=self.max_step)
-        return tau_next, x0_hat
+    def guide_options(self) -> dict:
+        return {"guide_steps": self.guide_steps, "var_scaling": self.var_scaling,
+                "stop_level": self.stop_level, "max_step": self.max_step}
 
     def dynamics_error(self, x0: torch.Tensor, plan: torch.Tensor) -> torch.Tensor:
         """E_dyn per sample of raw plans under this sampler's own dynamics model."""

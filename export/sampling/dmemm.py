@@ -25,12 +25,10 @@ from torch import nn
 
 from export.data import Normalizers
 from export.models.guidance import GaussianTransition, RewardModel
-from export.sampling.base import DiffusionSampler
-from export.sampling.common import cfg_eps
-from export.sampling.guided import guided_ddim_step
+from export.sampling.guided import GuidedSampler
 
 
-class DMEMMSampler(DiffusionSampler):
+class DMEMMSampler(GuidedSampler):
     method = "dmemm"
 
     def __init__(self, planner: nn.Module, reward_model: RewardModel,
@@ -56,15 +54,9 @@ class DMEMMSampler(DiffusionSampler):
             g = g + self.lam * self.T.logprob_grad(x0n, tau)[1]
         return g
 
-    def denoise_step(self, tau: torch.Tensor, level: torch.Tensor, next_level: torch.Tensor,
-                     x0n: torch.Tensor, yn: torch.Tensor, cfg_w: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-        eps = cfg_eps(self.planner, tau, level, x0n, yn, cfg_w)
-        tau_next, x0_hat, _ = guided_ddim_step(
-            self.sched, tau, eps, level, next_level, x0n, self.guidance,
-            scale=self.alpha, guide_steps=1, var_scaling=True, stop_level=0, clip=self.clip,
-            max_step=self.max_step)
-        return tau_next, x0_hat
+    def guide_options(self) -> dict:
+        return {"scale": self.alpha, "guide_steps": 1, "var_scaling": True, "stop_level": 0,
+                "max_step": self.max_step}
 
 
 def build_dmemm(cks: dict, *, n_samples: int = 1, **knobs: Any) -> DMEMMSampler:

@@ -33,7 +33,8 @@ from collections.abc import Callable
 
 import torch
 
-from export.sampling.common import Schedule, ddim_step
+from export.sampling.base import DiffusionSampler
+from export.sampling.common import Schedule, cfg_eps, ddim_step
 
 GradFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x0 [B,S], tau [B,H,D]) -> g
 
@@ -68,3 +69,26 @@ def guided_ddim_step(sched: Schedule, tau: torch.Tensor, eps: torch.Tensor, leve
     eps_g = eps - (a / s) * delta
     tau_next, x0_out = ddim_step(sched, tau, eps_g, level, next_level, clip)
     return tau_next, x0_out, eps_g
+
+
+class GuidedSampler(DiffusionSampler):
+    """A sampler whose reverse step is the planner's CFG eps plus gradient guidance.
+
+    Subclasses give ``guidance(x0n, tau) -> g`` and ``guide_options()`` (the keyword
+    arguments of ``guided_ddim_step`` that distinguish the method); the step itself is here.
+    """
+
+    def guidance(self, x0n: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def guide_options(self) -> dict:
+        raise NotImplementedError
+
+    def denoise_step(self, tau: torch.Tensor, level: torch.Tensor, next_level: torch.Tensor,
+                     x0n: torch.Tensor, yn: torch.Tensor, cfg_w: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        eps = cfg_eps(self.planner, tau, level, x0n, yn, cfg_w)
+        tau_next, x0_hat, _ = guided_ddim_step(
+            self.sched, tau, eps, level, next_level, x0n, self.guidance, clip=self.clip,
+            **self.guide_options())
+        return tau_next, x0_hat

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from planner_runtime import manifest as mf
 from planner_runtime.engine import Engine, EngineError, PlanOutput
 from planner_runtime.engine_file import load_onnx
 from planner_runtime.schedule import validate_levels
@@ -99,18 +98,7 @@ class OrtEngine(Engine):
         ort = _ort()
         self.path = Path(path)
         model, manifest = load_onnx(self.path)
-        if profile is not None:
-            try:
-                mf.check_profile(manifest, profile)
-            except mf.ManifestError as exc:
-                raise EngineError(f"{self.path}: {exc}") from exc
-        self.manifest = manifest
-        d = manifest["dims"]
-        self.B, self.S, self.A, self.C, self.H = d["B"], d["S"], d["A"], d["C"], d["H"]
-        self.D = self.S + self.A
-        self.K = manifest["diffusion"]["K"]
-        self.kind = manifest["graph"]["kind"]
-        self.n_steps = manifest["graph"]["n_steps"]
+        self._adopt_manifest(manifest, profile)
         self._check_io(model)
 
         so = ort.SessionOptions()

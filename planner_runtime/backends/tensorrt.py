@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from planner_runtime import manifest as mf
 from planner_runtime.engine import Engine, EngineError, PlanOutput
 from planner_runtime.engine_file import read_plan
 from planner_runtime.schedule import validate_levels
@@ -109,19 +108,8 @@ class TensorRTEngine(Engine):
                  device: int = 0) -> None:
         self.path = Path(path)
         manifest, blob = read_plan(self.path)  # verifies container + checksum before any GPU work
-        if profile is not None:
-            try:
-                mf.check_profile(manifest, profile)
-            except mf.ManifestError as exc:
-                raise EngineError(f"{self.path}: {exc}") from exc
+        self._adopt_manifest(manifest, profile)
         trt = import_tensorrt()
-        self.manifest = manifest
-        d = manifest["dims"]
-        self.B, self.S, self.A, self.C, self.H = d["B"], d["S"], d["A"], d["C"], d["H"]
-        self.D = self.S + self.A
-        self.K = manifest["diffusion"]["K"]
-        self.kind = manifest["graph"]["kind"]
-        self.n_steps = manifest["graph"]["n_steps"]
         built = manifest.get("tensorrt", {}).get("version")
         if built and built != trt.__version__:
             raise EngineError(

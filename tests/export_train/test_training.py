@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -21,6 +20,7 @@ from export.train.loop import ema_update
 from export.train.mpdiffuser import PlannerTask
 from export.train.registry import make_data, resolve_config, train_method
 from planner_runtime.dataset import load_dataset
+from planner_runtime.server import free_tcp_port
 
 from .conftest import TINY
 
@@ -141,16 +141,14 @@ def test_cli_json_and_errors(linear_data, tmp_path, capsys):
 
 def test_ddp_two_processes_gloo(linear_data, tmp_path):
     """torchrun with 2 CPU processes (gloo): ranks end identical; loss comparable to 1 process."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        free_tcp_port = s.getsockname()[1]
+    port = free_tcp_port()
     conf = tmp_path / "c.json"
     conf.write_text(json.dumps(deep_merge(TINY, {"lr": 1e-3, "batch_size": 32, "val_batches": 4})))
     common = ["-m", "export.cli_train", "--data", str(linear_data), "--config", str(conf),
               "--steps", "60", "--components", "planner", "--no-progress", "--json", "--threads", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_addr", "127.0.0.1", "--master_port", str(free_tcp_port),
+                          "--master_addr", "127.0.0.1", "--master_port", str(port),
                           *common, "--out", str(tmp_path / "ddp")],
                          capture_output=True, text=True, timeout=240, env=env)
     assert two.returncode == 0, two.stderr[-3000:]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from planner_runtime.server import free_tcp_port
 from robot.probe_engine import build_probe_engine
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,10 +32,7 @@ def go2_engine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_probe_engine(tmp_path_factory.mktemp("robot_engine") / "go2_toy.onnx")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+free_port = free_tcp_port
 
 
 def child_env() -> dict:

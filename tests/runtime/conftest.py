@@ -9,7 +9,6 @@ is never faked.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import pytest
 from planner_runtime.async_planner import PlannerSpec
 from planner_runtime.backends import load_engine
 from planner_runtime.client import PlannerClient
-from planner_runtime.server import PlannerServer
+from planner_runtime.server import PlannerServer, free_tcp_port
 
 # Tiny dimensions: fast on 2 shared cores, but every contract input and output is real.
 S, A, C, H, B, K, N_STEPS = 4, 2, 3, 8, 1, 10, 5
@@ -206,10 +205,7 @@ def build_tiny_engine(path: Path) -> Path:
     return export_tiny_mpdiffuser(path)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+free_port = free_tcp_port
 
 
 @pytest.fixture
