@@ -41,10 +41,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--provider", default="cpu", help="ORT execution provider: cpu, cuda, tensorrt")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                    help="torch baseline device (cuda adds a CUDA-graph baseline)")
+    # random-init defaults = the training config's Go2 architecture (export/train/config.py)
     p.add_argument("--dim", type=int, default=32, help="U-Net base channels (random-init models)")
     p.add_argument("--mults", default="1,2", help="U-Net channel multipliers")
-    p.add_argument("--kernel", type=int, default=5, help="U-Net conv kernel size")
-    p.add_argument("--act", default="mish", help="U-Net activation (mish, silu, ...)")
+    p.add_argument("--kernel", type=int, default=3, help="U-Net conv kernel size")
+    p.add_argument("--act", default="silu", help="U-Net activation (silu, mish, ...)")
+    p.add_argument("--mid-blocks", type=int, default=1, help="U-Net residual blocks at the bottom")
+    p.add_argument("--x0-channels", action=argparse.BooleanOptionalAction, default=True,
+                   help="x_0 also as U-Net input channels (the Go2 default)")
     p.add_argument("--checkpoints", type=Path, default=None, help="bench trained checkpoints instead")
     p.add_argument("--method", default="mpdiffuser", help="sampler method (with --checkpoints)")
     p.add_argument("--exporter", default="torchscript", choices=("torchscript", "dynamo"))
@@ -61,7 +65,8 @@ def stats(ms: list[float]) -> dict[str, float]:
             "mean_ms": round(float(a.mean()), 3), "min_ms": round(float(a.min()), 3), "n": int(a.size)}
 
 
-def go2_sampler(dim: int, mults: tuple[int, ...], kernel: int, act: str = "mish", seed: int = 0) -> Any:
+def go2_sampler(dim: int, mults: tuple[int, ...], kernel: int, act: str = "silu", seed: int = 0,
+                mid_blocks: int = 1, x0_channels: bool = True) -> Any:
     """A random-init Go2-sized MPDiffuser (planner + dynamics) with a fitted std normalizer."""
     import torch
 
@@ -75,7 +80,8 @@ def go2_sampler(dim: int, mults: tuple[int, ...], kernel: int, act: str = "mish"
     norms = Normalizers(Normalizer.fit(rng.normal(size=(256, S + A)), "minmax"),
                         Normalizer.fit(rng.normal(size=(256, C)), "minmax"))
     def net(out: int) -> TemporalUnet:
-        return TemporalUnet(H, S + A, out, S, C, dim=dim, mults=mults, kernel=kernel, act=act)
+        return TemporalUnet(H, S + A, out, S, C, dim=dim, mults=mults, kernel=kernel, act=act,
+                            mid_blocks=mid_blocks, x0_channels=x0_channels)
 
     s = MPDiffuserSampler(net(S + A), net(S), norms, S, A, C, H, K)
     return s.eval().requires_grad_(False)
@@ -108,9 +114,11 @@ def bench_sampler(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, l
         s = build_sampler(args.checkpoints, args.method, graph="sampler")
         model_desc: dict[str, Any] = {"checkpoints": str(args.checkpoints), "method": args.method}
     else:
-        s = go2_sampler(args.dim, mults, args.kernel, args.act)
+        s = go2_sampler(args.dim, mults, args.kernel, args.act, mid_blocks=args.mid_blocks,
+                        x0_channels=args.x0_channels)
         model_desc = {"random_init": True, "method": "mpdiffuser", "dim": args.dim,
-                      "mults": list(mults), "kernel": args.kernel, "act": args.act}
+                      "mults": list(mults), "kernel": args.kernel, "act": args.act,
+                      "mid_blocks": args.mid_blocks, "x0_channels": args.x0_channels}
     nets = {n: count_params(getattr(s, n)) for n in ("planner", "dynamics") if hasattr(s, n)}
     model_desc.update(params=nets, params_total=sum(nets.values()),
                       dims={"S": s.S, "A": s.A, "C": s.C, "H": s.H, "K": s.K},

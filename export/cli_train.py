@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="random seed (shortcut for --set seed=S)")
     p.add_argument("--components", help="comma-separated subset, e.g. planner,dynamics")
     p.add_argument("--resume", action="store_true", help="continue from checkpoints in --out")
+    p.add_argument("--init-from", default=None, metavar="DIR",
+                   help="fine-tune: start each trained component from DIR/<component>.pt "
+                        "(weights, architecture and normalizers; fresh optimizer)")
     p.add_argument("--threads", type=int, help="torch intra-op threads per process")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         full = resolve_config(args.method, cfg)
         ddp.init()
         summary = train_method(args.method, full, args.data, args.out, resume=args.resume,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, init_from=args.init_from)
     except (ValueError, DatasetError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -248,8 +248,13 @@ def _episodes(ds: Dataset, cond_extras: tuple[str, ...], gamma: float,
 def make_windows(ds: Dataset, horizon: int, *, normalizer: str = "std",
                  cond_normalizer: str | None = None, val_fraction: float = 0.1, seed: int = 0,
                  cond_extras: tuple[str, ...] = (), gamma: float = 0.997,
-                 return_scale: float | None = None) -> WindowData:
-    """Split ``ds`` by episode, fit normalizers on the train split, build both window sets."""
+                 return_scale: float | None = None, norms: Normalizers | None = None) -> WindowData:
+    """Split ``ds`` by episode, fit normalizers on the train split, build both window sets.
+
+    ``norms`` given (fine-tuning a checkpoint on new data): use those normalizers instead of
+    fitting new ones, so the fine-tuned network reads and writes the same units as the
+    components it is composed with.
+    """
     if horizon < 1:
         raise ValueError(f"horizon must be >= 1, got {horizon}")
     S, A, C = ds.dims
@@ -262,8 +267,12 @@ def make_windows(ds: Dataset, horizon: int, *, normalizer: str = "std",
         return np.concatenate([g[key] for g in group]) if group else np.zeros((0,))
 
     rows = np.concatenate([cat(tr, "observations"), cat(tr, "actions")], axis=1)
-    norms = Normalizers(Normalizer.fit(rows, normalizer),
-                        Normalizer.fit(cat(tr, "conditions"), cond_normalizer or normalizer))
+    if norms is None:
+        norms = Normalizers(Normalizer.fit(rows, normalizer),
+                            Normalizer.fit(cat(tr, "conditions"), cond_normalizer or normalizer))
+    elif (norms.traj.dim, norms.cond.dim) != (S + A, C + len(cond_extras)):
+        raise ValueError(f"given normalizers cover {norms.traj.dim} trajectory and {norms.cond.dim} "
+                         f"condition dims; the dataset has {S + A} and {C + len(cond_extras)}")
     samples = []
     for group in (tr, va):
         samples.append({k: cat(group, k) for k in

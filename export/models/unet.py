@@ -18,6 +18,9 @@ divisible by 2 ** (len(mults) - 1); for H = 16 use at most three levels, i.e. tw
 downsamplings). ``blocks_per_level`` residual blocks per level on each path and
 ``mid_blocks`` at the bottom (Janner: 2 and 2; the Go2 default is leaner, for latency).
 The FiLM input is act(MLP([time, x_0, y])) computed once per call. No attention.
+``x0_channels=True`` also concatenates x_0 to the input at every horizon step (Din + S input
+channels to the first 1x1 conv), so the convolutions see the observed state directly instead
+of only through the per-channel FiLM modulation.
 
 Export notes: no in-place slice assignment, no data-dependent control flow; the null token
 is mixed in arithmetically (y_drop * null + (1 - y_drop) * emb) so a CFG batch is one call.
@@ -70,19 +73,22 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv1d(cin, cout, 1) if cin != cout else nn.Identity()
         self.cout = cout
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor,
+                film: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``film``: this block's (scale, shift) [B, cout, 1] when the caller computed every
+        block's FiLM in one matmul (TemporalUnet.forward); else from ``c`` here."""
         h = self.block1(x)
-        ss = self.film(c).unsqueeze(-1)  # [B, 2 cout, 1]
-        scale, shift = ss[:, : self.cout], ss[:, self.cout:]
-        h = h * scale + shift
-        return self.block2(h) + self.skip(x)
+        if film is None:
+            ss = self.film(c).unsqueeze(-1)  # [B, 2 cout, 1]
+            film = (ss[:, : self.cout], ss[:, self.cout:])
+        return self.block2(h * film[0] + film[1]) + self.skip(x)
 
 
 class TemporalUnet(nn.Module):
     def __init__(self, horizon: int, in_dim: int, out_dim: int, x0_dim: int, cond_dim: int,
                  dim: int = 32, mults: Sequence[int] = (1, 2, 4), blocks_per_level: int = 1,
                  emb_dim: int | None = None, kernel: int = 5, groups: int = 8, act: str = "mish",
-                 mid_blocks: int = 2):
+                 mid_blocks: int = 2, x0_channels: bool = False):
         super().__init__()
         if act not in ACTIVATIONS:
             raise ValueError(f"unknown activation {act!r}; expected one of {sorted(ACTIVATIONS)}")
@@ -95,7 +101,9 @@ class TemporalUnet(nn.Module):
         self._config = dict(horizon=horizon, in_dim=in_dim, out_dim=out_dim, x0_dim=x0_dim,
                             cond_dim=cond_dim, dim=dim, mults=list(mults),
                             blocks_per_level=blocks_per_level, emb_dim=emb_dim, kernel=kernel,
-                            groups=groups, act=act, mid_blocks=mid_blocks)
+                            groups=groups, act=act, mid_blocks=mid_blocks,
+                            x0_channels=bool(x0_channels))
+        self.x0_channels = bool(x0_channels)
         e = emb_dim or dim
         A = ACTIVATIONS[act]
         self.time_emb = nn.Sequential(SinusoidalEmbedding(e), nn.Linear(e, 4 * e), A(),
@@ -107,7 +115,7 @@ class TemporalUnet(nn.Module):
         # ends with the activation every block's FiLM Linear would otherwise apply itself
         self.cond_mlp = nn.Sequential(nn.Linear(cdim, cdim), A(), nn.Linear(cdim, cdim), A())
 
-        self.inp = nn.Conv1d(in_dim, chans[0], 1)
+        self.inp = nn.Conv1d(in_dim + (x0_dim if x0_channels else 0), chans[0], 1)
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
         skips = []
@@ -149,21 +157,42 @@ class TemporalUnet(nn.Module):
     def forward(self, tau: torch.Tensor, k: torch.Tensor, x0: torch.Tensor, y: torch.Tensor,
                 y_drop: torch.Tensor) -> torch.Tensor:
         c = self.embed(k, x0, y, y_drop)
+        if self.x0_channels:  # x_0 also as input channels at every horizon step
+            tau = torch.cat([tau, x0.unsqueeze(1).expand(-1, tau.shape[1], -1)], dim=-1)
         h = self.inp(tau.transpose(1, 2))
+        films = iter(self._films(c))
         hs = []
         for blocks, ds in zip(self.down, self.downsample, strict=True):
             for b in blocks:
-                h = b(h, c)
+                h = b(h, c, next(films))
             hs.append(h)
             h = ds(h)
         for b in self.mid:
-            h = b(h, c)
+            h = b(h, c, next(films))
         for blocks, us in zip(self.up, self.upsample, strict=True):
             h = torch.cat([h, hs.pop()], dim=1)
             for b in blocks:
-                h = b(h, c)
+                h = b(h, c, next(films))
             h = us(h)
         return self.out(h).transpose(1, 2)
+
+    def _blocks(self) -> list[ResBlock]:
+        """Every residual block in call order (down, mid, up)."""
+        return [b for bl in self.down for b in bl] + list(self.mid) + [b for bl in self.up for b in bl]
+
+    def _films(self, c: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every block's FiLM (scale, shift) from ONE matmul over the concatenated weights.
+
+        Same numbers as each block's own Linear; in an exported graph the weight concat is
+        folded to a constant, so the per-block Gemm/Unsqueeze/Split triples (a third of a
+        small U-Net's nodes are such per-call overhead on ONNX Runtime CPU) become one each.
+        """
+        blocks = self._blocks()
+        w = torch.cat([b.film.weight for b in blocks], dim=0)
+        bias = torch.cat([b.film.bias for b in blocks], dim=0)
+        parts = torch.split(nn.functional.linear(c, w, bias).unsqueeze(-1),
+                            [n for b in blocks for n in (b.cout, b.cout)], dim=1)
+        return [(parts[2 * i], parts[2 * i + 1]) for i in range(len(blocks))]
 
 
 def count_params(m: nn.Module) -> int:

@@ -88,6 +88,34 @@ def cfg_eps(model: Callable[..., torch.Tensor], tau: torch.Tensor, level: torch.
     return e_u + w.reshape(1, 1, 1) * (e_c - e_u)
 
 
+class EpsFromX0(nn.Module):
+    """Wraps a network trained to predict the clean trajectory (``prediction = "x0"``) so
+    that it answers like an eps-network: eps = (tau^k - sqrt(ab_k) x0_hat) / sqrt(1 - ab_k).
+
+    Every sampler (DDIM, CFG, the alternation, guidance) is written in terms of eps; this is
+    the only place the parametrization is converted. CFG on the wrapped outputs equals CFG
+    on x0_hat (the map is affine in x0_hat at fixed tau and k). A network with fewer output
+    channels than the trajectory (the dynamics model: states only) converts those leading
+    channels. Same call signature as :class:`export.models.unet.TemporalUnet`.
+    """
+
+    def __init__(self, net: nn.Module, num_levels: int, kind: str = "cosine"):
+        super().__init__()
+        self.net = net
+        self.sched = Schedule(num_levels, kind)
+
+    def forward(self, tau: torch.Tensor, k: torch.Tensor, x0: torch.Tensor, y: torch.Tensor,
+                y_drop: torch.Tensor) -> torch.Tensor:
+        x0_hat = self.net(tau, k, x0, y, y_drop)
+        # k carries integer levels as floats; +0.5 then truncation (Cast) rounds without an
+        # ONNX Round op (outside the engine operator set)
+        a, s = self.sched.coeffs((k + 0.5).to(torch.int64))
+        return (tau[..., : x0_hat.shape[-1]] - a * x0_hat) / s
+
+
+PREDICTIONS = ("eps", "x0")
+
+
 class Normalize(nn.Module):
     """Affine per-dimension normalizer as buffers: z = (x - shift) / scale (and back)."""
 

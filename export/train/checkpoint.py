@@ -105,6 +105,14 @@ def build_model(ck: dict[str, Any], ema: bool = True) -> nn.Module:
                               f"known: {sorted(MODEL_CLASSES)}")
     m = MODEL_CLASSES[name](**ck["model_config"])
     m.load_state_dict(ck["ema" if ema else "model"])
+    prediction = ck.get("prediction", "eps")
+    if prediction == "x0":  # samplers speak eps: convert the clean-trajectory prediction
+        from export.sampling.common import EpsFromX0
+
+        return EpsFromX0(m, int(ck["schedule"]["num_levels"]), str(ck["schedule"]["kind"])).eval()
+    if prediction != "eps":
+        raise CheckpointError(f"unknown prediction {prediction!r} in {ck.get('_path')}; "
+                              "expected 'eps' or 'x0'")
     return m.eval()
 
 

@@ -20,10 +20,11 @@ from torch import nn
 
 from export.data import WindowData
 from export.models.unet import TemporalUnet
-from export.sampling.common import Schedule, q_sample
+from export.sampling.common import PREDICTIONS, Schedule, q_sample
 from export.train.loop import TrainTask
 
-UNET_KEYS = ("dim", "mults", "blocks_per_level", "mid_blocks", "emb_dim", "kernel", "groups", "act")
+UNET_KEYS = ("dim", "mults", "blocks_per_level", "mid_blocks", "emb_dim", "kernel", "groups", "act",
+             "x0_channels")
 
 
 def to_tensors(b: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -45,6 +46,7 @@ class DiffusionTask(TrainTask):
 
     model_class = "TemporalUnet"
     out_states_only = False  # dynamics: predict the state channels only
+    supports_x0 = False  # whether loss() uses self.target (prediction = "x0" possible)
 
     def __init__(self, cfg: dict[str, Any], data: WindowData):
         super().__init__(cfg, data)
@@ -66,6 +68,21 @@ class DiffusionTask(TrainTask):
     def has_val(self) -> bool:
         return len(self.data.val) > 0
 
+    @property
+    def prediction(self) -> str:
+        """What the network predicts: ``eps`` (the noise) or ``x0`` (the clean trajectory)."""
+        p = str(self.cfg.get("prediction", "eps"))
+        if p not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {p!r}")
+        if p != "eps" and not self.supports_x0:
+            raise ValueError(f"prediction {p!r} is implemented for the MPDiffuser planner and "
+                             f"dynamics only, not {type(self).__name__}")
+        return p
+
+    def target(self, traj: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """The regression target of the network output for ``self.prediction``."""
+        return traj if self.prediction == "x0" else eps
+
     def noised(self, traj: torch.Tensor, gen: torch.Generator
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(tau^k [B, H, D], k int64 [B], eps [B, H, D])."""
@@ -78,4 +95,5 @@ class DiffusionTask(TrainTask):
         d = self.data
         return {"dims": {"S": d.S, "A": d.A, "C": d.C, "H": d.H},
                 "schedule": {"num_levels": self.K, "kind": str(self.cfg["schedule"])},
-                "normalizers": d.norms.to_dict(), "dataset": d.provenance()}
+                "normalizers": d.norms.to_dict(), "dataset": d.provenance(),
+                "prediction": self.prediction}

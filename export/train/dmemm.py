@@ -10,15 +10,15 @@ Components, in training order:
 
         L = L_wdiff + lambda_tr * L_tr + lambda_rd * L_rd
 
-    L_wdiff  eps-MSE of each window (first-action weight as the planner's) times the
-             window's reward weight w in (0, 1] (``reward_weights``; off with
+    L_wdiff  prediction MSE (eps or x0, ``prediction``) of each window (first-action weight
+             as the planner's) times the window's reward weight w in (0, 1] (``reward_weights``; off with
              ``reward_weighting: false``)
     L_tr     mean_t,s (x_{t+1} - mean T_hat(x_t, u_t))^2 along tau0_hat
     L_rd     - mean_t R_hat(x_t, u_t) along tau0_hat
 
-tau0_hat is the ONE-STEP x0 prediction from the noised window,
-tau0_hat = (tau^k - sqrt(1 - ab_k) eps_theta) / sqrt(ab_k): the cheap approximation of the
-paper's k-step unroll (Eq. 8), one network call instead of k. Its error grows like
+tau0_hat is the ONE-STEP x0 prediction from the noised window (the network output for an
+x0 network, else tau0_hat = (tau^k - sqrt(1 - ab_k) eps_theta) / sqrt(ab_k)): the cheap
+approximation of the paper's k-step unroll (Eq. 8), one network call instead of k. Its error grows like
 sqrt((1 - ab_k) / ab_k) at high levels, so each window's L_tr and L_rd are weighted by
 ab_k (the signal fraction); means replace the paper's sums so the lambdas do not depend
 on H or S. T_hat and R_hat are frozen here (trained first); gradients flow through them
@@ -140,7 +140,7 @@ class DMEMMPlannerTask(PlannerTask):
         tau_k, k, eps = self.noised(traj, gen)
         drop = draw_cond_drop(traj.shape[0], float(self.cfg.get("cond_dropout", 0.25)), gen)
         pred = model(tau_k, k.to(torch.float32), batch["x0"], batch["cond"], drop)
-        err = ((pred - eps) ** 2 * self.loss_weights()).mean(dim=(1, 2))  # [B]
+        err = ((pred - self.target(traj, eps)) ** 2 * self.loss_weights()).mean(dim=(1, 2))  # [B]
         if self.weighting:
             w = reward_weights(batch["rewards"], batch["valid"], self.r_min, self.r_max)
         else:
@@ -151,7 +151,8 @@ class DMEMMPlannerTask(PlannerTask):
         if self.lambda_tr or self.lambda_rd:
             T, R = self.env_models()
             a, s = self.sched.coeffs(k)
-            tau0 = (tau_k - s * pred) / a  # one-step x0 prediction (see module docstring)
+            # one-step x0 prediction (see module docstring): the output itself for x0 networks
+            tau0 = pred if self.prediction == "x0" else (tau_k - s * pred) / a
             ab = (a * a).reshape(-1)
             x_prev = torch.cat([batch["x0"].unsqueeze(1), tau0[:, :-1, :S]], dim=1)
             u = tau0[..., S:]

@@ -129,8 +129,14 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
 
 def fit(task: TrainTask, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
-        method: str = "") -> dict[str, Any]:
-    """Train ``task`` to ``cfg['steps']`` and checkpoint it. Returns a summary dict."""
+        method: str = "", init: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``task`` to ``cfg['steps']`` and checkpoint it. Returns a summary dict.
+
+    ``init``: a checkpoint to fine-tune (its architecture and weights, fresh optimizer).
+    """
+    if init is not None:  # the architecture comes from the checkpoint, not the config
+        task.cfg = {**task.cfg, "model": dict(init["model_config"]),
+                    "init_from": {"path": str(init.get("_path")), "step": int(init["step"])}}
     cfg = {**LOOP_DEFAULTS, **task.cfg}
     out = Path(out_dir)
     ck_path = out / f"{task.component}.pt"
@@ -158,6 +164,12 @@ def fit(task: TrainTask, out_dir: str | Path, *, resume: bool = False, progress:
         ema.load_state_dict(ck["ema"])
         opt.load_state_dict(ck["optimizer"])
         start, history = int(ck["step"]), list(ck.get("history", []))
+    elif init is not None:
+        if init.get("model_config") != model.config():
+            raise ValueError(f"cannot fine-tune {init.get('_path')}: its architecture does not fit "
+                             f"this data ({init.get('model_config')} vs {model.config()})")
+        model.load_state_dict(init["ema"])  # start from the averaged weights
+        ema.load_state_dict(init["ema"])
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         with open(log_path, "w") as f:  # rewritten from the checkpoint's history on resume

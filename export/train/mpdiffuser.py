@@ -1,6 +1,6 @@
 """MPDiffuser's trainers: planner, dynamics and ranker (three networks, trained separately).
 
-planner   eps^pl(tau^k | k, x_0, y): eps-prediction MSE over all channels of [x_{1:H}, u_{0:H-1}],
+planner   eps^pl(tau^k | k, x_0, y): prediction MSE over all channels of [x_{1:H}, u_{0:H-1}],
           the first action's channels (row 0, u_0) weighted ``first_action_weight`` (10),
           y dropped with p = ``cond_dropout`` (0.25) for CFG, x_0 never dropped.
 dynamics  eps^dyn(x^k | u^k, k, x_0, y): the whole window is noised to one level k (states
@@ -8,6 +8,9 @@ dynamics  eps^dyn(x^k | u^k, k, x_0, y): the whole window is noised to one level
           states' noise only; loss over the state channels; same condition dropout.
 ranker    r_hat(x_t, u_t, y), c_hat(x_t, u_t, y): MSE to the dataset's per-step reward and
           cost on the training split's samples (normalized inputs, raw targets).
+The planner and dynamics networks predict the noise (``prediction = "eps"``, default) or the
+clean trajectory (``"x0"``; the checkpoint records which and ``build_model`` converts to eps
+for the samplers, see ``sampling/common.EpsFromX0``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from export.train.loop import TrainTask
 
 class PlannerTask(DiffusionTask):
     component = "planner"
+    supports_x0 = True
 
     def loss_weights(self) -> torch.Tensor:
         d = self.data
@@ -38,7 +42,7 @@ class PlannerTask(DiffusionTask):
         tau_k, k, eps = self.noised(traj, gen)
         drop = draw_cond_drop(traj.shape[0], float(self.cfg.get("cond_dropout", 0.25)), gen)
         pred = model(tau_k, k.to(torch.float32), batch["x0"], batch["cond"], drop)
-        err = (pred - eps) ** 2
+        err = (pred - self.target(traj, eps)) ** 2
         loss = (err * self.loss_weights()).mean()
         return loss, {"first_action_mse": float(err[:, 0, self.data.S:].mean().detach())}
 
@@ -46,13 +50,14 @@ class PlannerTask(DiffusionTask):
 class DynamicsTask(DiffusionTask):
     component = "dynamics"
     out_states_only = True
+    supports_x0 = True
 
     def loss(self, model, batch, gen):
         traj = batch["traj"]
         tau_k, k, eps = self.noised(traj, gen)
         drop = draw_cond_drop(traj.shape[0], float(self.cfg.get("cond_dropout", 0.25)), gen)
         pred = model(tau_k, k.to(torch.float32), batch["x0"], batch["cond"], drop)
-        loss = ((pred - eps[..., : self.data.S]) ** 2).mean()
+        loss = ((pred - self.target(traj, eps)[..., : self.data.S]) ** 2).mean()
         return loss, {}
 
 

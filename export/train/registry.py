@@ -85,7 +85,7 @@ def resolve_config(method: str, user_cfg: dict[str, Any]) -> dict[str, Any]:
     return deep_merge(deep_merge(DEFAULTS, spec.defaults), {**user_cfg, "method": method})
 
 
-def make_data(cfg: dict[str, Any], data_path: str | Path):
+def make_data(cfg: dict[str, Any], data_path: str | Path, norms: Any = None):
     from export.data import make_windows
     from planner_runtime.dataset import load_dataset
 
@@ -94,23 +94,57 @@ def make_data(cfg: dict[str, Any], data_path: str | Path):
                         cond_normalizer=cfg.get("cond_normalizer"),
                         val_fraction=float(cfg["val_fraction"]), seed=int(cfg["seed"]),
                         cond_extras=tuple(cfg.get("cond_extras") or ()),
-                        gamma=float(cfg["gamma"]), return_scale=cfg.get("return_scale"))
+                        gamma=float(cfg["gamma"]), return_scale=cfg.get("return_scale"),
+                        norms=norms)
+
+
+def _init_checkpoints(init_from: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    """The checkpoints a fine-tune starts from: ``init_from/<component>.pt`` for each name."""
+    from export.train.checkpoint import CheckpointError, load_checkpoint
+
+    cks = {}
+    for n in names:
+        path = Path(init_from) / f"{n}.pt"
+        if not path.exists():
+            raise CheckpointError(f"--init-from {init_from}: no {n}.pt to fine-tune")
+        cks[n] = load_checkpoint(path)
+    return cks
 
 
 def train_method(method: str, cfg: dict[str, Any], data_path: str | Path, out_dir: str | Path, *,
-                 resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train all (or cfg['components']) components of ``method``. ``cfg`` is resolved."""
+                 resume: bool = False, progress: bool = True,
+                 init_from: str | Path | None = None) -> dict[str, Any]:
+    """Train all (or cfg['components']) components of ``method``. ``cfg`` is resolved.
+
+    ``init_from`` (fine-tuning, e.g. the dynamics model on a little data from a changed
+    robot): each trained component starts from ``init_from/<component>.pt`` (weights, EMA,
+    architecture) with a fresh optimizer and step count, and the data is normalized with
+    that checkpoint's normalizers, so the result composes with the untouched components.
+    """
     from export import ddp
+    from export.data import Normalizers
 
     spec = method_spec(method)
     out = Path(out_dir)
     t0 = time.perf_counter()
-    data = make_data(cfg, data_path)
-    sections = set(spec.components)
-    tasks = _tasks_fn(spec)(lambda name: component_config(cfg, name, sections), data)
     want = cfg.get("components")
     if isinstance(want, str):
         want = [w for w in want.split(",") if w]
+    inits: dict[str, dict[str, Any]] = {}
+    if init_from is not None:
+        if resume:
+            raise ValueError("--init-from and --resume exclude each other")
+        inits = _init_checkpoints(Path(init_from), list(want or spec.components))
+        first = next(iter(inits.values()))
+        data = make_data(cfg, data_path, norms=Normalizers.from_dict(first["normalizers"]))
+        if {k: first["dims"][k] for k in ("S", "A", "C", "H")} != \
+                {"S": data.S, "A": data.A, "C": data.C, "H": data.H}:
+            raise ValueError(f"--init-from dims {first['dims']} differ from the data's "
+                             f"S={data.S} A={data.A} C={data.C} H={data.H}")
+    else:
+        data = make_data(cfg, data_path)
+    sections = set(spec.components)
+    tasks = _tasks_fn(spec)(lambda name: component_config(cfg, name, sections), data)
     if want:
         unknown = set(want) - {t.component for t in tasks}
         if unknown:
@@ -122,7 +156,8 @@ def train_method(method: str, cfg: dict[str, Any], data_path: str | Path, out_di
         (out / "config.json").write_text(json.dumps(cfg, indent=2))
     from export.train.loop import fit
 
-    results = [fit(t, out, resume=resume, progress=progress, method=method) for t in tasks]
+    results = [fit(t, out, resume=resume, progress=progress, method=method,
+                   init=inits.get(t.component)) for t in tasks]
     summary = {"method": method, "sampler": spec.sampler, "out": str(out),
                "dataset": data.provenance(), "dims": {"S": data.S, "A": data.A, "C": data.C,
                                                      "H": data.H},

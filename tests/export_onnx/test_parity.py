@@ -107,3 +107,38 @@ def test_step_engine_runs_any_level_sequence(engines, plan_inputs_fn):
     inp = {**plan_inputs_fn(1), "levels": np.array([3, 1, 0], np.int64)}
     ref, _, _ = reference(sampler, inp)
     assert np.abs(eng.plan(**inp).plan - ref).max() <= TOL
+
+
+@pytest.mark.parametrize("graph", ["fused", "step"])
+def test_x0_prediction_networks_parity(tmp_path, plan_inputs_fn, graph):
+    """MPDiffuser whose planner and dynamics predict the clean trajectory (the Go2 default),
+    with x_0 as input channels: EpsFromX0 is exported like any other op, to 1e-4."""
+    from export.models.unet import TemporalUnet
+    from export.onnx_export import export_engine, generic_meta
+    from export.sampling.common import EpsFromX0, Schedule, predict_x0
+    from export.sampling.mpdiffuser import MPDiffuserSampler
+
+    from .conftest import WARM, A, C, H, K, S, _norms
+
+    torch.manual_seed(3)
+
+    def net(out: int):
+        return EpsFromX0(TemporalUnet(H, S + A, out, S, C, dim=8, mults=(1, 2), kernel=3,
+                                      x0_channels=True), K).eval()
+
+    pl, dyn = net(S + A), net(S)
+    # the wrapper's eps gives back the network's own x0 prediction through the DDIM formula
+    tau, k = torch.randn(2, H, S + A), torch.tensor([2.0, 6.0])
+    x0, y, drop = torch.randn(2, S), torch.randn(2, C), torch.zeros(2)
+    with torch.no_grad():
+        eps = pl(tau, k, x0, y, drop)
+        direct = pl.net(tau, k, x0, y, drop)
+    back = predict_x0(Schedule(K), tau, eps, k.to(torch.int64))
+    assert torch.allclose(back, direct, atol=1e-5)
+    s = MPDiffuserSampler(pl, dyn, _norms(3), S, A, C, H, K, clip=1.0).eval()
+    path = tmp_path / f"x0_{graph}.onnx"
+    export_engine(s, path, graph=graph, meta=generic_meta(S, A, C, warm_level=WARM))
+    inp = plan_inputs_fn(1, cold=False)
+    ref, _, _ = reference(s, inp)
+    out = load_engine(path, threads=1).plan(**inp, cfg_w=2.0)
+    assert np.abs(out.plan - ref).max() <= TOL

@@ -40,7 +40,11 @@ def test_consistency_error_is_zero_for_an_executable_plan_and_grows_with_drift()
 @pytest.fixture(scope="module")
 def trained(linear_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("di_models")
+    # eps networks: with x0 networks (the default) a 300-step planner still ignores its noisy
+    # input, the alternation's last planner step decides the states, and both samplers tie
+    # (0.767 vs 0.765 measured); the alternation's effect is tested where the planner uses it
     cfg = resolve_config("mpdiffuser", deep_merge(TINY, {
+        "prediction": "eps",
         "steps": 300, "lr": 2e-3, "components": ["planner", "dynamics"],
         "ema_start": 10**9, "val_every": 10**9, "ckpt_every": 10**9, "log_every": 100}))
     train_method("mpdiffuser", cfg, linear_data, out, progress=False)

@@ -176,3 +176,44 @@ def test_components_must_agree():
     with pytest.raises(CheckpointError, match="schedule"):
         check_compatible({"planner": base,
                           "dynamics": {**base, "schedule": {"num_levels": 20, "kind": "cosine"}}})
+
+
+def test_finetune_dynamics_from_checkpoint_keeps_normalizers(linear_data, tmp_path, capsys):
+    """--init-from: start from a checkpoint's weights and normalizers (fresh optimizer), so a
+    dynamics model fine-tuned on data from a changed system still composes with the planner."""
+    from export.synthetic import write_linear_dataset
+
+    base = dict(lr=1e-3, ema_start=0, ema_every=1, ema_tau=1.0, ckpt_every=10)
+    train_method("mpdiffuser", cfg(**base, steps=20, components=["planner", "dynamics"]),
+                 linear_data, tmp_path / "a", progress=False)
+    changed = tmp_path / "changed.h5"
+    write_linear_dataset(changed, n_episodes=20, T=40, noise_std=1.5, seed=7)
+    a_dyn = load_checkpoint(tmp_path / "a" / "dynamics.pt")
+    # lr 0: the fine-tuned weights are exactly the initial ones (the checkpoint was loaded)
+    train_method("mpdiffuser", cfg(**{**base, "lr": 0.0}, steps=5, components=["dynamics"]),
+                 changed, tmp_path / "z", progress=False, init_from=tmp_path / "a")
+    z = load_checkpoint(tmp_path / "z" / "dynamics.pt")
+    for name, t in a_dyn["ema"].items():
+        assert torch.equal(t, z["model"][name]), name
+    # a real fine-tune moves the weights, keeps the normalizers, records where it started
+    s = train_method("mpdiffuser", cfg(**base, steps=20, components=["dynamics"]), changed,
+                     tmp_path / "b", progress=False, init_from=tmp_path / "a")
+    b = load_checkpoint(tmp_path / "b" / "dynamics.pt")
+    assert s["components"][0]["resumed_from"] == 0 and b["step"] == 20
+    assert b["normalizers"] == a_dyn["normalizers"]
+    assert b["config"]["init_from"]["step"] == 20
+    assert b["dataset"]["sha256"] != a_dyn["dataset"]["sha256"]
+    assert any(not torch.equal(t, b["model"][n]) for n, t in a_dyn["ema"].items())
+    build_sampler([tmp_path / "a" / "planner.pt", tmp_path / "b" / "dynamics.pt"], "mpdiffuser")
+    # trained from scratch on the changed data, the normalizers differ: composing is refused
+    train_method("mpdiffuser", cfg(**base, steps=5, components=["dynamics"]), changed,
+                 tmp_path / "c", progress=False)
+    with pytest.raises(CheckpointError, match="normalizers"):
+        build_sampler([tmp_path / "a" / "planner.pt", tmp_path / "c" / "dynamics.pt"], "mpdiffuser")
+    # clear errors: nothing to start from, or both --init-from and --resume
+    assert train_main(["--data", str(changed), "--out", str(tmp_path / "e"), "--components", "ranker",
+                       "--init-from", str(tmp_path / "a"), "--steps", "2"]) == 2
+    assert "no ranker.pt" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="exclude"):
+        train_method("mpdiffuser", cfg(**base, steps=2, components=["dynamics"]), changed,
+                     tmp_path / "b", resume=True, progress=False, init_from=tmp_path / "a")
