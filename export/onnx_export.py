@@ -211,14 +211,16 @@ def check_graph(model: onnx.ModelProto) -> None:
         for d in vi.type.tensor_type.shape.dim:
             if not d.HasField("dim_value"):
                 raise ExportError(f"graph {vi.name!r} has a dynamic dimension {d.dim_param!r}")
-    # TensorRT's parser restrictions (operators.md): these `axes` inputs must be constants.
+    # TensorRT's parser restrictions (operators.md): these `axes` inputs (and Split's sizes)
+    # must be constants.
     consts = {i.name for i in model.graph.initializer}
     consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
-    axes_input = {"Slice": 3, "Squeeze": 1, "Unsqueeze": 1, "ReduceSum": 1}
+    axes_input = {"Slice": 3, "Squeeze": 1, "Unsqueeze": 1, "ReduceSum": 1, "Split": 1}
     for n in model.graph.node:
         k = axes_input.get(n.op_type)
         if k is not None and len(n.input) > k and n.input[k] and n.input[k] not in consts:
-            raise ExportError(f"{n.op_type} node {n.name!r} has non-constant axes: TensorRT cannot parse it")
+            raise ExportError(f"{n.op_type} node {n.name!r} has non-constant axes or sizes: "
+                              "TensorRT cannot parse it")
 
 
 def export_engine(module: nn.Module, path: str | Path, graph: str = "fused",

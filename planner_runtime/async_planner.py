@@ -14,7 +14,9 @@ Per plan the runtime only does bookkeeping; the update math is inside the engine
   (``s >= H``), or when the observation is far from what the old plan predicted for now:
   RMS over state dims of ``(x_obs - x_pred) / scale`` above ``cold_threshold``, where
   ``scale`` is the normalizer's per-dimension state scale (1 when the manifest has none).
-- noise: a seeded ``numpy.random.Generator``, standard normal scaled by sqrt(temperature).
+- noise: a seeded ``numpy.random.Generator``, standard normal scaled by sqrt(temperature);
+  the thread draws the next plan's noise while idle, after a result went out (one draw per
+  plan, in order, so a seed gives the same sequence), to keep it off the latency path.
 
 Every result is an ``ActionChunk`` stamped with plan id, the observation seq it answers,
 t0 (= the observation's stamp), dt, valid_until (= t0 + n_send * dt) and timings in ms.
@@ -152,6 +154,13 @@ class AsyncPlanner:
             raise ValueError(f"send_steps must be in [chunk={spec.chunk}, H={spec.H}], got {send_steps}")
         self._rng = np.random.default_rng(seed)
         self._noise_scale = np.float32(math.sqrt(max(spec.temperature, 0.0)))
+        D = spec.S + spec.A
+        self._plan_shape = (spec.B, spec.H, D)
+        self._inv_scale = 1.0 / np.asarray(spec.state_scale, np.float64)
+        # The next plan's noise, drawn while the thread is idle (one draw per plan, in plan
+        # order, so a seed gives the same noise sequence as drawing on demand).
+        self._noise_next: np.ndarray | None = None
+        self._noise_lock = threading.Lock()
         self._clock = clock
         self._cv = threading.Condition()
         self._slot: tuple[Any, Observation, float] | None = None
@@ -220,10 +229,13 @@ class AsyncPlanner:
         return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
+        self._prepare_noise()
         while True:
             with self._cv:
                 while self._slot is None and not self._stop:
-                    self._cv.wait(0.5)
+                    # No timeout: submit() and stop() notify, so the thread sleeps in the
+                    # kernel until there is work (no periodic wake-ups to pay for).
+                    self._cv.wait()
                 if self._stop:
                     return
                 assert self._slot is not None
@@ -257,8 +269,27 @@ class AsyncPlanner:
                     self.on_result(tag, chunk, err, obs)
                 except Exception:  # a broken callback must not kill the sampler
                     log.exception("result callback failed")
+            # Idle work after the result is out: the next plan's noise is drawn now, not on
+            # the latency path of the next observation.
+            self._prepare_noise()
 
     # ------------------------------------------------------------ one plan
+    def _draw_noise(self) -> np.ndarray:
+        noise = self._rng.standard_normal(self._plan_shape, dtype=np.float32)
+        noise *= self._noise_scale
+        return noise
+
+    def _prepare_noise(self) -> None:
+        """Draw the next plan's noise now (off the observation -> chunk path)."""
+        with self._noise_lock:
+            if self._noise_next is None:
+                self._noise_next = self._draw_noise()
+
+    def _take_noise(self) -> np.ndarray:
+        with self._noise_lock:
+            noise, self._noise_next = self._noise_next, None
+            return self._draw_noise() if noise is None else noise
+
     def decide(self, obs: Observation, last: _LastPlan | None) -> tuple[bool, str, int]:
         """(cold, reason, shift) for an observation given the previous plan."""
         if last is None:
@@ -268,11 +299,30 @@ class AsyncPlanner:
             return True, "stamp_backwards", 0
         if s >= self.spec.H:
             return True, "plan_exhausted", 0
-        pred = last.x0 if s == 0 else last.plan[s - 1, : self.spec.S]
-        dist = float(np.sqrt(np.mean(((obs.state - pred) / self.spec.state_scale) ** 2)))
-        if dist > self.cold_threshold:
-            return True, "far", s
+        if self.cold_threshold != math.inf:  # inf disables the check: skip its arithmetic
+            pred = last.x0 if s == 0 else last.plan[s - 1, : self.spec.S]
+            d = (obs.state - pred) * self._inv_scale
+            dist = math.sqrt(float(np.dot(d, d)) / d.size)  # RMS in normalizer units
+            if dist > self.cold_threshold:
+                return True, "far", s
         return False, "warm", s
+
+    def warm_up(self, rounds: int = 2) -> list[float]:
+        """Run the engine on zero inputs (cold and warm level sequences) before serving, so
+        the first real observation does not pay ONNX Runtime's first-run allocations (tens
+        of ms: enough to trip the controller's 0.2 s watchdog under load). Uses its own zero
+        noise: the seeded noise sequence of the real plans is untouched. Returns ms per call."""
+        B, H, D = self._plan_shape
+        sp = self.spec
+        x0, cond = np.zeros((B, sp.S), np.float32), np.zeros((B, sp.C), np.float32)
+        z = np.zeros((B, H, D), np.float32)
+        times = []
+        for _ in range(max(0, int(rounds))):
+            for levels in (sp.cold_levels, sp.warm_levels):
+                t = self._clock()
+                self.engine.plan(x0, cond, z, z, levels, sp.cfg_w)
+                times.append((self._clock() - t) * 1e3)
+        return times
 
     def plan_once(self, obs: Observation, last: _LastPlan | None = None,
                   recv_t: float | None = None) -> tuple[ActionChunk, _LastPlan]:
@@ -280,23 +330,32 @@ class AsyncPlanner:
         sp = self.spec
         t_start = self._clock()
         cold, reason, s = self.decide(obs, last)
-        D = sp.S + sp.A
+        B, H, D = self._plan_shape
+        # Fresh arrays each plan (an engine may keep its inputs), filled with as few numpy
+        # calls as possible: this is all on the observation -> chunk path.
+        prev = np.empty((B, H, D), np.float32)
         if cold:
-            prev = np.zeros((sp.B, sp.H, D), np.float32)
+            prev.fill(0.0)
             levels = sp.cold_levels
         else:
             assert last is not None
-            prev = np.broadcast_to(shift_plan(last.plan, s), (sp.B, sp.H, D)).astype(np.float32)
+            # warm start: the previous plan shifted by s rows, the end padded with its last row
+            prev[:, : H - s] = last.plan[s:]
+            if s:
+                prev[:, H - s:] = last.plan[-1]
             levels = sp.warm_levels
-        noise = self._rng.standard_normal((sp.B, sp.H, D), dtype=np.float32) * self._noise_scale
-        x0 = np.broadcast_to(obs.state.astype(np.float32), (sp.B, sp.S)).copy()
-        cond = np.broadcast_to(obs.cond.astype(np.float32), (sp.B, sp.C)).copy()
+        noise = self._take_noise()
+        state = np.array(obs.state, np.float32)  # one copy, shared by x0 and the warm-start record
+        x0 = np.empty((B, sp.S), np.float32)
+        x0[:] = state
+        cond = np.empty((B, sp.C), np.float32)
+        cond[:] = obs.cond
         t_call = self._clock()
         out = self.engine.plan(x0, cond, prev, noise, levels, sp.cfg_w)
         t_done = self._clock()
         chosen = np.asarray(out.chosen(), np.float32)
-        if chosen.shape != (sp.H, D) or not np.all(np.isfinite(chosen)):
-            raise RuntimeError(f"engine returned a bad plan (shape {chosen.shape}, expected {(sp.H, D)}, "
+        if chosen.shape != (H, D) or not np.isfinite(chosen).all():
+            raise RuntimeError(f"engine returned a bad plan (shape {chosen.shape}, expected {(H, D)}, "
                                f"finite={bool(np.all(np.isfinite(chosen)))})")
         plan_id = self._next_id
         self._next_id += 1
@@ -305,7 +364,8 @@ class AsyncPlanner:
                    "plan_ms": (t_done - t_start) * 1e3}
         if recv_t is not None:
             timings["queue_ms"] = (t_start - recv_t) * 1e3
-        timings.update({k: float(v) for k, v in out.timings.items()})
+        if out.timings:
+            timings.update({k: float(v) for k, v in out.timings.items()})
         chunk = ActionChunk(plan_id=plan_id, obs_seq=obs.seq, t0=obs.stamp, dt=sp.dt,
                             actions=chosen[:n, sp.S:].copy(), states=chosen[:n, : sp.S].copy(),
                             chunk=sp.chunk, valid_until=obs.stamp + n * sp.dt, cold=cold,
@@ -317,7 +377,11 @@ class AsyncPlanner:
             st["cold_reasons"][reason] = st["cold_reasons"].get(reason, 0) + 1
         st["last_infer_ms"] = out.infer_ms
         st["last_plan_id"] = plan_id
-        log.debug("plan %d for seq %d: %s, shift %d, infer %.2f ms", plan_id, obs.seq, reason, s,
-                  out.infer_ms, extra={"event": "plan", "plan_id": plan_id, "seq": obs.seq,
-                                       "start": reason, "shift": s, "infer_ms": round(out.infer_ms, 3)})
-        return chunk, _LastPlan(chosen, obs.state.astype(np.float32).copy(), obs.stamp, plan_id)
+        if log.isEnabledFor(logging.DEBUG):  # the extra dict is not built when nobody logs it
+            log.debug("plan %d for seq %d: %s, shift %d, infer %.2f ms", plan_id, obs.seq, reason, s,
+                      out.infer_ms, extra={"event": "plan", "plan_id": plan_id, "seq": obs.seq,
+                                           "start": reason, "shift": s, "infer_ms": round(out.infer_ms, 3)})
+        # post_ms: the bookkeeping after the engine call (checks, chunk), so a client can
+        # split its end-to-end time into queue + plan + post + transport.
+        timings["post_ms"] = (self._clock() - t_done) * 1e3
+        return chunk, _LastPlan(chosen, state, obs.stamp, plan_id)

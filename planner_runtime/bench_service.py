@@ -1,14 +1,22 @@
 """Benchmark of the planner service: observation -> chunk latency over loopback ZeroMQ.
 
-``run_bench(engine_path)`` measures, on this machine:
-1. sampler only: the engine's plan call in this process (warm-started plans, as served);
-2. the service: a real ``planner-runtime serve`` subprocess on a loopback port, driven by
-   ``PlannerClient`` one observation at a time (send, wait for its chunk): end-to-end
-   latency, the sampler's own time inside the service (the chunk's ``infer_ms``), and the
-   service process's CPU time (``/proc/<pid>/stat``) and resident memory
-   (``/proc/<pid>/status`` VmRSS / VmHWM), busy and idle;
-and returns one plain dict (median / p99 in milliseconds). ``planner-runtime bench --what
-service`` calls it; ``python -m planner_runtime.bench_service --engine E.onnx`` runs it alone.
+``run_bench(engine_path)`` starts a real ``planner-runtime serve`` subprocess on a loopback
+port and drives it with ``PlannerClient``, one observation at a time (send, wait for its
+chunk). Between blocks of 25 requests, a separate bench worker process plans 25 times with
+the same engine in process (``AsyncPlanner.plan_once``, warm-started as served, no socket or
+thread hand-off involved): that is the "sampler only" reading, interleaved with the requests
+so that both see the same machine load (the worker, not the client, runs it: see
+``_SamplerProcess``). It reports, in ms
+(median / p99): the sampler only; end-to-end (observation sent -> its chunk decoded); the
+engine time of those requests inside the service (the chunk's ``infer_ms``); per message,
+end-to-end minus its engine time, split into the planner thread's own work and everything
+outside it; how long the threads involved waited, runnable, for a CPU
+(``/proc/<pid>/task/*/schedstat``) and the readings restricted to the requests and plans
+that hardly waited (``uncontended``: on an oversubscribed machine the tail is those waits);
+and the service process's CPU (``/proc/<pid>/stat``) and resident memory
+(``/proc/<pid>/status`` VmRSS / VmHWM), answering and idle. ``goal_e2e_p99_within_1ms``:
+end-to-end p99 - sampler-only p99 <= 1 ms. ``planner-runtime bench --what service`` calls
+``run_bench``; ``python -m planner_runtime.bench_service --engine E.onnx`` runs it alone.
 """
 
 from __future__ import annotations
@@ -28,6 +36,9 @@ import numpy as np
 from planner_runtime.client import PlannerClient
 from planner_runtime.server import free_tcp_port
 
+# A request (or plan) counts as "uncontended" when its threads waited at most this long in
+# total for a CPU (ordinary wake-up and migration waits are tens of microseconds).
+UNCONTENDED_WAIT_MS = 0.2
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -46,6 +57,46 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
 
 
+def task_schedstat(pid: int) -> dict[str, tuple[int, int]]:
+    """Per thread of a process: (CPU time, time runnable but waiting for a CPU), ns (Linux
+    ``/proc/<pid>/task/*/schedstat``; empty where it is not available)."""
+    out: dict[str, tuple[int, int]] = {}
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                fields = f.read().split()
+            out[tid] = (int(fields[0]), int(fields[1]))
+        except (OSError, IndexError, ValueError):  # a thread that just ended, or no schedstat
+            pass
+    return out
+
+
+def proc_runqueue_wait_ms(pid: int) -> float:
+    """Total time the threads of a process have spent runnable but waiting for a CPU, ms.
+
+    On a machine with more runnable threads than cores this is where a latency tail comes
+    from."""
+    return sum(w for _, w in task_schedstat(pid).values()) / 1e6
+
+
+def _request_waits(s0: dict[str, tuple[int, int]], s1: dict[str, tuple[int, int]],
+                   c0: dict[str, tuple[int, int]], c1: dict[str, tuple[int, int]]) -> tuple[float, float]:
+    """(all waits, waits off the engine call) in ms between two snapshots of the service's
+    (s) and the client's (c) threads. The service thread that used the most CPU is the one
+    that ran the engine; its waits are mostly time-slicing of the engine call (which the
+    sampler-only reading suffers too), the others' are waits on the service's own path."""
+    ds = {t: (s1[t][0] - s0[t][0], s1[t][1] - s0[t][1]) for t in s1 if t in s0}
+    dc = sum(c1[t][1] - c0[t][1] for t in c1 if t in c0)
+    total = sum(w for _, w in ds.values()) + dc
+    engine_tid = max(ds, key=lambda t: ds[t][0]) if ds else None
+    off = total - (ds[engine_tid][1] if engine_tid is not None else 0)
+    return total / 1e6, off / 1e6
+
+
 def proc_memory_mb(pid: int) -> dict[str, float]:
     """VmRSS and VmHWM (peak resident) of a process in MiB (Linux /proc)."""
     out: dict[str, float] = {}
@@ -56,37 +107,115 @@ def proc_memory_mb(pid: int) -> dict[str, float]:
     return out
 
 
-def sampler_latency(engine_path: str | Path, n: int, warmup: int, threads: int | None,
-                    provider: str | None, seed: int = 0) -> dict[str, Any]:
-    """Warm-started plans in this process, observations following the plan's stamps."""
-    from planner_runtime.async_planner import AsyncPlanner, PlannerSpec
-    from planner_runtime.backends import load_engine
-    from planner_runtime.protocol import Observation
+class _InProcessSampler:
+    """The same engine, planned in this (the bench's) process: the "sampler only" reading.
 
-    engine = load_engine(engine_path, provider=provider, threads=threads)
-    try:
-        spec = PlannerSpec.from_manifest(engine.manifest)
-        planner = AsyncPlanner(engine, spec, seed=seed, cold_threshold=float("inf"))
+    Warm-started plans as the service makes them (``AsyncPlanner.plan_once`` with the same
+    spec and cold threshold), observations following the plan's stamps."""
+
+    def __init__(self, engine_path: str | Path, threads: int | None, provider: str | None,
+                 seed: int = 0) -> None:
+        from planner_runtime.async_planner import AsyncPlanner, PlannerSpec
+        from planner_runtime.backends import load_engine
+
+        self.engine = load_engine(engine_path, provider=provider, threads=threads)
+        try:
+            self.spec = PlannerSpec.from_manifest(self.engine.manifest)
+            self.planner = AsyncPlanner(self.engine, self.spec, seed=seed, cold_threshold=float("inf"))
+        except Exception:
+            self.engine.close()
+            raise
         rng = np.random.default_rng(seed)
-        state = rng.standard_normal(spec.S).astype(np.float32) * 0.1
-        cond = np.zeros(spec.C, np.float32)
-        last = None
-        infer: list[float] = []
-        for i in range(n + warmup):
-            obs = Observation(i, i * spec.chunk * spec.dt, state, cond)
-            chunk, last = planner.plan_once(obs, last)
-            if i >= warmup:
-                infer.append(chunk.timings["infer_ms"])
-        return {"backend": engine.backend, "graph": spec.graph, "infer_ms": _stats(infer),
-                "dims": dict(engine.manifest["dims"]), "warm_levels": spec.warm_levels.tolist()}
+        self.state = rng.standard_normal(self.spec.S).astype(np.float32) * 0.1
+        self.cond = np.zeros(self.spec.C, np.float32)
+        self._last: Any = None
+        self._i = 0
+
+    def step(self) -> tuple[float, float, float]:
+        """One plan; returns (engine infer_ms, wall ms of the whole plan_once call, ms this
+        process waited for a CPU meanwhile)."""
+        from planner_runtime.protocol import Observation
+
+        obs = Observation(self._i, self._i * self.spec.chunk * self.spec.dt, self.state, self.cond)
+        self._i += 1
+        pid = os.getpid()
+        w = proc_runqueue_wait_ms(pid)
+        t = time.perf_counter()
+        chunk, self._last = self.planner.plan_once(obs, self._last)
+        wall = (time.perf_counter() - t) * 1e3
+        return float(chunk.timings["infer_ms"]), wall, proc_runqueue_wait_ms(pid) - w
+
+    def info(self) -> dict[str, Any]:
+        return {"backend": self.engine.backend, "graph": self.spec.graph,
+                "dims": dict(self.engine.manifest["dims"]), "warm_levels": self.spec.warm_levels.tolist()}
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+class _SamplerProcess:
+    """An ``_InProcessSampler`` in its own process, stepped over a pipe.
+
+    The bench's client process stays as light as a controller: if it ran the engine itself
+    between requests, its own wake-ups for incoming chunks would queue behind that CPU use
+    (the scheduler favours threads that have been sleeping) and inflate the end-to-end tail."""
+
+    def __init__(self, engine_path: str | Path, threads: int | None, provider: str | None) -> None:
+        argv = [sys.executable, "-m", "planner_runtime.bench_service", "--sampler-worker",
+                "--engine", str(engine_path), "--threads", str(threads if threads is not None else 0)]
+        if provider is not None:
+            argv += ["--provider", provider]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self._info = json.loads(self._line())
+
+    def _line(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"sampler worker exited with {self.proc.wait()}")
+        return line
+
+    def step(self) -> tuple[float, float, float]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("plan\n")
+        a, b, c = self._line().split()
+        return float(a), float(b), float(c)
+
+    def info(self) -> dict[str, Any]:
+        return dict(self._info)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _sampler_worker(engine: str, threads: int, provider: str | None) -> int:
+    """``--sampler-worker``: one plan per ``plan`` line on stdin, "infer_ms wall_ms wait_ms" back."""
+    s = _InProcessSampler(engine, threads or None, provider)
+    try:
+        print(json.dumps(s.info()), flush=True)
+        for line in sys.stdin:
+            if line.strip() == "plan":
+                a, b, c = s.step()
+                print(f"{a!r} {b!r} {c!r}", flush=True)
     finally:
-        engine.close()
+        s.close()
+    return 0
 
 
 def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int | None,
                     provider: str | None, rate_hz: float | None = None,
-                    startup_timeout: float = 120.0, idle_s: float = 1.0) -> dict[str, Any]:
-    """Drive a real ``planner-runtime serve`` subprocess over loopback ZeroMQ."""
+                    startup_timeout: float = 120.0, idle_s: float = 1.0,
+                    sampler_n: int | None = None, block: int = 25) -> dict[str, Any]:
+    """Drive a real ``planner-runtime serve`` subprocess over loopback ZeroMQ, and plan with
+    the same engine in a sampler worker process in between: after every ``block`` requests,
+    ``block`` sampler-only plans, so both readings see the same machine load."""
     endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
     argv = [sys.executable, "-m", "planner_runtime.cli", "serve", "--engine", str(engine_path),
             "--bind", endpoint, "--cold-threshold", "inf", "--log-level", "warning"]
@@ -94,9 +223,19 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
         argv += ["--threads", str(threads)]
     if provider is not None:
         argv += ["--provider", provider]
+    sampler_n = n if sampler_n is None else int(sampler_n)
+    if rate_hz:
+        # Paced: one sampler-only plan in the slack after each request, so that it runs as
+        # seldom as the served plans do (a plan every period starts with colder caches than
+        # back-to-back plans, and the comparison must not favour either side).
+        block = 1
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     result: dict[str, Any] = {"endpoint": endpoint, "pid": proc.pid}
+    local: _SamplerProcess | None = None
     try:
+        local = _SamplerProcess(engine_path, threads, provider) if sampler_n > 0 else None
+        for _ in range(warmup if local is not None else 0):
+            local.step()
         with PlannerClient(endpoint, timeout=10.0) as client:
             meta = client.hello(timeout=startup_timeout)
             S, C, dt, chunk = meta["state_dim"], meta["cond_dim"], meta["dt"], meta["chunk"]
@@ -104,43 +243,100 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
             state = np.zeros(S, np.float32)
             cond = np.zeros(C, np.float32)
             e2e: list[float] = []
-            infer: list[float] = []
+            timings: list[dict[str, float]] = []
+            s_infer: list[float] = []
+            s_wall: list[float] = []
+            s_wait: list[float] = []
+            waits: list[float] = []
+            off_waits: list[float] = []
+            me = os.getpid()
             t_stamp0 = time.monotonic()
-            cpu0 = wall0 = 0.0
+            busy_wall = cpu0 = 0.0
             period = None if not rate_hz else 1.0 / rate_hz
             next_t = time.perf_counter()
             for i in range(n + warmup):
                 if i == warmup:
-                    cpu0, wall0 = proc_cpu_seconds(proc.pid), time.perf_counter()
+                    cpu0 = proc_cpu_seconds(proc.pid)
                 if period is not None:  # absolute deadlines, never accumulated sleeps
                     next_t += period
                     time.sleep(max(0.0, next_t - time.perf_counter()))
+                s0, c0 = task_schedstat(proc.pid), task_schedstat(me)
                 t_send = time.perf_counter()
                 seq = client.send_observation(state, cond, stamp=t_stamp0 + i * chunk * dt)
                 if seq is None:
                     raise RuntimeError("observation could not be queued: service not connected")
                 ch = client.wait_chunk(seq, timeout=10.0)
                 t_recv = time.perf_counter()
+                s1, c1 = task_schedstat(proc.pid), task_schedstat(me)
                 if i >= warmup:
+                    w_all, w_off = _request_waits(s0, s1, c0, c1)
+                    waits.append(w_all)
+                    off_waits.append(w_off)
+                    busy_wall += t_recv - t_send
                     e2e.append((t_recv - t_send) * 1e3)
-                    infer.append(ch.timings.get("infer_ms", float("nan")))
-            busy_wall = time.perf_counter() - wall0
-            busy_cpu = proc_cpu_seconds(proc.pid) - cpu0
+                    timings.append(ch.timings)
+                # Sampler-only plans run in blocks between blocks of requests: requests go back
+                # to back within a block (an engine run in between would leave the client's and
+                # the service's caches cold and add that to every request), and both readings
+                # still share the machine's load over the run.
+                due = (i + 1 - warmup) // block * block if i + 1 < n + warmup else n
+                ran = False
+                while local is not None and len(s_infer) < min(due, sampler_n):
+                    a, b, c = local.step()
+                    s_infer.append(a)
+                    s_wall.append(b)
+                    s_wait.append(c)
+                    ran = True
+                if ran and period is not None and time.perf_counter() > next_t + period:
+                    next_t = time.perf_counter()  # a plan overran the period: no catch-up burst
             cpu1 = proc_cpu_seconds(proc.pid)
+            # the service is idle while the sampler process plans, so its CPU time over the
+            # loop is spent answering the requests
+            busy_cpu = cpu1 - cpu0
             time.sleep(idle_s)  # idle: the service should not spin
             idle_cpu = proc_cpu_seconds(proc.pid) - cpu1
             health = client.ping()
+            e = np.asarray(e2e)
+            infer = np.asarray([t.get("infer_ms", np.nan) for t in timings])
+            planner_ms = np.asarray([t.get("queue_ms", 0.0) + t.get("plan_ms", np.nan) + t.get("post_ms", 0.0)
+                                     for t in timings])
             result.update({
-                "backend": meta["backend"], "graph": meta["graph"], "e2e_ms": _stats(e2e),
+                "backend": meta["backend"], "graph": meta["graph"], "e2e_ms": _stats(e),
                 "service_infer_ms": _stats(infer),
-                # what the service adds to each request: e2e minus that request's sampler time
-                "overhead_ms": _stats(np.asarray(e2e) - np.asarray(infer)),
+                # what the service adds to each request: e2e minus that request's engine time
+                "overhead_ms": _stats(e - infer),
+                # where that goes (medians): the planner thread's own work around the engine
+                # call, and everything outside the planner thread (client encode/decode, ZeroMQ
+                # both ways, server decode, the two thread hand-offs, chunk encode)
+                "overhead_split_ms": {
+                    "queue_median": _med(timings, "queue_ms"),
+                    "prep_median": _med(timings, "prep_ms"),
+                    "engine_wrapper_median": float(np.median([t["plan_ms"] - t["prep_ms"] - t["infer_ms"]
+                                                             for t in timings])) if timings else None,
+                    "post_median": _med(timings, "post_ms"),
+                    "outside_planner_thread": _stats(e - planner_ms),
+                },
                 "cpu_percent_busy": 100.0 * busy_cpu / busy_wall if busy_wall > 0 else None,
                 "cpu_percent_idle": 100.0 * idle_cpu / idle_s,
                 "memory_mb": proc_memory_mb(proc.pid), "torch_loaded": health["torch_loaded"],
                 "plans": health["plans"], "rate_hz": rate_hz, "_e2e_raw": e2e,
+                # time the service's and the client's threads spent runnable but waiting for a
+                # CPU during each request (schedstat; summed over threads, so two threads
+                # waiting at once count twice): the machine's share of the latency
+                "runqueue_wait_ms": _stats(waits),
+                # the same without the thread that ran the engine: waits on the service's path
+                "runqueue_wait_off_engine_ms": _stats(off_waits),
+                "_waits": off_waits, "_infer": infer,
             })
+            if local is not None:
+                mode = (f"one plan after each request, paced at {rate_hz} Hz" if rate_hz else
+                        f"in blocks of {block} between blocks of {block} service requests")
+                result["_sampler"] = {**local.info(), "mode": mode,
+                                      "infer_ms": _stats(s_infer), "plan_once_ms": _stats(s_wall),
+                                      "runqueue_wait_ms": _stats(s_wait), "_infer": s_infer, "_waits": s_wait}
     finally:
+        if local is not None:
+            local.close()
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -154,6 +350,11 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
         if proc.returncode not in (0, None):
             result["stderr_tail"] = (err or "")[-2000:]
     return result
+
+
+def _med(timings: list[dict[str, float]], key: str) -> float | None:
+    vals = [t[key] for t in timings if key in t]
+    return float(np.median(vals)) if vals else None
 
 
 def save_histogram(e2e_ms: list[float], sampler_ms: dict[str, float], path: str | Path) -> str | None:
@@ -187,10 +388,16 @@ def run_bench(engine_path: str | Path, n: int = 500, warmup: int = 30, *,
               histogram: str | Path | None = None, threads: int | None = 1,
               provider: str | None = None, rate_hz: float | None = None,
               sampler_n: int | None = None) -> dict[str, Any]:
-    """Sampler-only and end-to-end service latency, CPU and memory; one plain dict."""
-    sampler = sampler_latency(engine_path, sampler_n or n, warmup, threads, provider)
-    service = service_latency(engine_path, n, warmup, threads, provider, rate_hz)
+    """Sampler-only and end-to-end service latency, CPU and memory; one plain dict.
+
+    The sampler-only reading is the same engine planned in process by a bench worker,
+    interleaved with the service requests (blocks of 25 of each), so that both see the same
+    machine load; ``sampler_n`` (default ``n``) caps how many in-process plans are timed.
+    The goal "end-to-end p99 within 1 ms of the sampler's p99" is judged on these two
+    readings of one run (``goal_e2e_p99_within_1ms``)."""
+    service = service_latency(engine_path, n, warmup, threads, provider, rate_hz, sampler_n=sampler_n)
     e2e_raw = service.pop("_e2e_raw", [])
+    sampler = service.pop("_sampler", None) or {"infer_ms": {}}
     out: dict[str, Any] = {
         "engine": str(engine_path), "n": n, "warmup": warmup, "threads": threads,
         "sampler": sampler, "service": service,
@@ -199,20 +406,41 @@ def run_bench(engine_path: str | Path, n: int = 500, warmup: int = 30, *,
     s_p99 = sampler["infer_ms"].get("p99")
     e_p99 = service.get("e2e_ms", {}).get("p99")
     i_p99 = service.get("service_infer_ms", {}).get("p99")
-    # Two readings of "end-to-end p99 within 1 ms of the sampler's p99": against the sampler
-    # measured alone (a different time window: on a loaded machine mostly load noise), and
-    # against the sampler's time inside the service for the same requests (the strict one,
-    # used for the goal flag).
     if s_p99 is not None and e_p99 is not None:
         out["e2e_minus_sampler_p99_ms"] = e_p99 - s_p99
+        out["goal_e2e_p99_within_1ms"] = bool(e_p99 - s_p99 <= 1.0)
     if i_p99 is not None and e_p99 is not None:
+        # the same requests' own engine time inside the service (no second process involved)
         out["e2e_minus_service_infer_p99_ms"] = e_p99 - i_p99
-        out["goal_e2e_p99_within_1ms"] = bool(e_p99 - i_p99 <= 1.0)
+    out["uncontended"] = _uncontended(e2e_raw, service.pop("_infer", []), service.pop("_waits", []),
+                                      sampler.pop("_infer", []), sampler.pop("_waits", []))
     rss = service.get("memory_mb", {}).get("VmRSS")
     if rss is not None:
         out["goal_rss_le_300mb"] = bool(rss <= 300.0)
     if histogram is not None and e2e_raw:
         out["histogram"] = save_histogram(e2e_raw, sampler["infer_ms"], histogram)
+    return out
+
+
+def _uncontended(e2e: Any, infer: Any, off_waits: Any, s_infer: Any, s_waits: Any,
+                 threshold_ms: float = UNCONTENDED_WAIT_MS) -> dict[str, Any]:
+    """The readings restricted to the requests during which no thread on the service's path
+    (client threads, the service's socket and ZeroMQ threads: all but the engine's) waited
+    more than ``threshold_ms`` in total for a CPU, and to the sampler-only plans that waited
+    no more than that. If every request's e2e - engine time stays under 1 ms, e2e p99 is
+    within 1 ms of the engine's p99; this shows what the service adds when it gets a CPU."""
+    e, i, w = (np.asarray(x, np.float64) for x in (e2e, infer, off_waits))
+    si, sw = np.asarray(s_infer, np.float64), np.asarray(s_waits, np.float64)
+    if e.size == 0 or w.size != e.size:
+        return {}
+    keep = w <= threshold_ms
+    out: dict[str, Any] = {"threshold_ms": threshold_ms, "requests": int(keep.sum()),
+                           "e2e_ms": _stats(e[keep]), "overhead_ms": _stats(e[keep] - i[keep]),
+                           "overhead_ms_contended": _stats(e[~keep] - i[~keep])}
+    if si.size and sw.size == si.size:
+        skeep = sw <= threshold_ms
+        out["sampler_plans"] = int(skeep.sum())
+        out["sampler_infer_ms"] = _stats(si[skeep])
     return out
 
 
@@ -227,25 +455,47 @@ def main(argv: list[str] | None = None) -> int:
                     help="pace observations (default: back to back, one in flight)")
     ap.add_argument("--histogram", default=None, help="write a latency histogram PNG here")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--sampler-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.sampler_worker:
+        return _sampler_worker(args.engine, args.threads, args.provider)
     res = run_bench(args.engine, n=args.n, warmup=args.warmup, histogram=args.histogram,
                     threads=args.threads, provider=args.provider, rate_hz=args.rate_hz)
     if args.json:
         print(json.dumps(res))
         return 0
     s, v = res["sampler"]["infer_ms"], res["service"]
-    e = v["e2e_ms"]
-    print(f"engine      {res['engine']} ({res['sampler']['backend']}, {res['sampler']['graph']} graph)")
-    print(f"sampler     median {s['median']:.3f} ms  p99 {s['p99']:.3f} ms  (in process, n={s['n']})")
-    print(f"in service  median {v['service_infer_ms']['median']:.3f} ms  p99 {v['service_infer_ms']['p99']:.3f} ms")
-    print(f"end-to-end  median {e['median']:.3f} ms  p99 {e['p99']:.3f} ms  "
-          f"(p99 - sampler p99: {res['e2e_minus_sampler_p99_ms']:+.3f} ms alone, "
-          f"{res['e2e_minus_service_infer_p99_ms']:+.3f} ms in service; goal <= 1 ms: "
-          f"{res['goal_e2e_p99_within_1ms']})")
-    o = v["overhead_ms"]
-    print(f"overhead    median {o['median']:.3f} ms  p99 {o['p99']:.3f} ms  (per request: e2e - its in-service sampler time)")
-    print(f"service     RSS {v['memory_mb']['VmRSS']:.1f} MiB (peak {v['memory_mb']['VmHWM']:.1f})  "
-          f"CPU busy {v['cpu_percent_busy']:.1f} %  idle {v['cpu_percent_idle']:.1f} %  "
+    e, o = v["e2e_ms"], v["overhead_ms"]
+    sp = v["overhead_split_ms"]
+    print(f"engine        {res['engine']} ({v['backend']}, {v['graph']} graph), n={e['n']}, "
+          f"load average {res['load_average'][0]:.2f} on {res['cpus']} CPUs")
+    print(f"sampler only  median {s['median']:.3f} ms  p99 {s['p99']:.3f} ms  "
+          f"(same engine in process, no service; {res['sampler'].get('mode', '')})")
+    print(f"in service    median {v['service_infer_ms']['median']:.3f} ms  p99 {v['service_infer_ms']['p99']:.3f} ms  "
+          "(engine time of the requests below)")
+    print(f"end-to-end    median {e['median']:.3f} ms  p99 {e['p99']:.3f} ms  "
+          f"(observation sent -> its chunk decoded by the client)")
+    print(f"goal          e2e p99 - sampler p99 = {res['e2e_minus_sampler_p99_ms']:+.3f} ms (<= 1 ms: "
+          f"{res['goal_e2e_p99_within_1ms']}); vs the in-service engine p99: "
+          f"{res['e2e_minus_service_infer_p99_ms']:+.3f} ms")
+    print(f"per message   e2e - its engine time: median {o['median']:.3f} ms  p99 {o['p99']:.3f} ms "
+          f"(planner thread: prep {sp['prep_median']:.3f}, engine wrapper {sp['engine_wrapper_median']:.3f}, "
+          f"post {sp['post_median']:.3f}, queue {sp['queue_median']:.3f}; outside it median "
+          f"{sp['outside_planner_thread']['median']:.3f} ms)")
+    w, wo, sw = v["runqueue_wait_ms"], v["runqueue_wait_off_engine_ms"], res["sampler"].get("runqueue_wait_ms", {})
+    if w and sw:
+        print(f"CPU waits     runnable but waiting for a CPU, per request: service + client threads median "
+              f"{w['median']:.3f} / p99 {w['p99']:.3f} ms (without the engine's thread {wo['median']:.3f} / "
+              f"{wo['p99']:.3f} ms); sampler-only process per plan {sw['median']:.3f} / {sw['p99']:.3f} ms")
+    u = res.get("uncontended") or {}
+    if u.get("overhead_ms"):
+        c = u.get("overhead_ms_contended") or {}
+        print(f"uncontended   {u['requests']}/{e['n']} requests in which no thread on the service's path waited "
+              f"> {u['threshold_ms']} ms for a CPU: e2e - engine median {u['overhead_ms']['median']:.3f} / "
+              f"p99 {u['overhead_ms']['p99']:.3f} ms"
+              + (f"; the other {c['n']}: median {c['median']:.3f} / p99 {c['p99']:.3f} ms" if c else ""))
+    print(f"service       RSS {v['memory_mb']['VmRSS']:.1f} MiB (peak {v['memory_mb']['VmHWM']:.1f})  "
+          f"CPU while answering {v['cpu_percent_busy']:.1f} %  idle {v['cpu_percent_idle']:.1f} %  "
           f"torch loaded: {v['torch_loaded']}")
     if res.get("histogram"):
         print(f"histogram   {res['histogram']}")

@@ -98,36 +98,55 @@ def pack_array(a: np.ndarray) -> dict[str, Any]:
     return {"dtype": dt, "shape": list(a.shape), "bytes": np.ascontiguousarray(a).tobytes()}
 
 
+_NP_DTYPES = {name: np.dtype(name) for name in ALLOWED_DTYPES}
+
+
 def unpack_array(obj: Any, name: str, *, shape: tuple[int | None, ...] | None = None,
                  dtypes: tuple[str, ...] = FLOAT_DTYPES, finite: bool = True) -> np.ndarray:
-    """Decode and validate an array field. ``None`` in ``shape`` means any size there."""
+    """Decode and validate an array field. ``None`` in ``shape`` means any size there.
+
+    Every observation and chunk goes through this on the latency path, so the checks are
+    written as plain loops and dict lookups (no generators, no dtype parsing per call)."""
     if not isinstance(obj, dict):
         raise ProtocolError(E_BAD_FIELD, f"{name}: expected an array map {{dtype, shape, bytes}}, got {type(obj).__name__}")
-    for key in ("dtype", "shape", "bytes"):
-        if key not in obj:
-            raise ProtocolError(E_MISSING_FIELD, f"{name}: array map lacks {key!r}")
-    dt, shp, buf = obj["dtype"], obj["shape"], obj["bytes"]
-    if not isinstance(dt, str) or dt not in ALLOWED_DTYPES:
+    try:
+        dt, shp, buf = obj["dtype"], obj["shape"], obj["bytes"]
+    except KeyError:
+        missing = next(k for k in ("dtype", "shape", "bytes") if k not in obj)
+        raise ProtocolError(E_MISSING_FIELD, f"{name}: array map lacks {missing!r}") from None
+    dtype = _NP_DTYPES.get(dt) if type(dt) is str else None
+    if dtype is None:
         raise ProtocolError(E_BAD_DTYPE, f"{name}: dtype {dt!r} is not allowed (allowed: {sorted(ALLOWED_DTYPES)}; object, void and complex arrays are always refused)")
     if dt not in dtypes:
         raise ProtocolError(E_BAD_DTYPE, f"{name}: dtype {dt} not accepted here (expected one of {list(dtypes)})")
-    if (not isinstance(shp, list) or len(shp) > MAX_NDIM
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shp)):
+    ok = isinstance(shp, list) and len(shp) <= MAX_NDIM
+    n = 1
+    if ok:
+        for d in shp:
+            if type(d) is not int or d < 0:  # type() is int also refuses bool
+                ok = False
+                break
+            n *= d
+    if not ok:
         raise ProtocolError(E_BAD_SHAPE, f"{name}: shape must be a list of <= {MAX_NDIM} non-negative ints, got {shp!r}")
     if not isinstance(buf, bytes):
         raise ProtocolError(E_BAD_FIELD, f"{name}: 'bytes' must be binary, got {type(buf).__name__}")
-    dtype = np.dtype(dt)
-    n = math.prod(shp)
     if n * dtype.itemsize != len(buf):
         raise ProtocolError(E_BAD_SHAPE, f"{name}: shape {shp} of {dt} needs {n * dtype.itemsize} bytes, got {len(buf)}")
     if shape is not None:
-        if len(shp) != len(shape) or any(e is not None and e != s for e, s in zip(shape, shp, strict=True)):
+        bad = len(shp) != len(shape)
+        if not bad:
+            for e, d in zip(shape, shp):  # noqa: B905 (lengths checked just above)
+                if e is not None and e != d:
+                    bad = True
+                    break
+        if bad:
             want = ["*" if e is None else e for e in shape]
             raise ProtocolError(E_BAD_SHAPE, f"{name}: expected shape {want}, got {shp}")
     a = np.frombuffer(buf, dtype=dtype).reshape(shp)
     if finite and dtype.kind == "f" and not np.isfinite(a).all():
-        bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
-        raise ProtocolError(E_NOT_FINITE, f"{name}: {bad} non-finite value(s) (NaN or inf)")
+        bad_n = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+        raise ProtocolError(E_NOT_FINITE, f"{name}: {bad_n} non-finite value(s) (NaN or inf)")
     return a
 
 

@@ -79,12 +79,17 @@ def _wait_ready(endpoint: str, proc: subprocess.Popen, timeout: float) -> dict:
 
 
 def planning_window(summary: dict) -> tuple[float | None, float | None]:
-    """(start, end) of the controller's first PLANNING phase, on its monotonic clock."""
+    """(start, end) of the walk on the controller's monotonic clock: from the first entry
+    into PLANNING until the controller leaves the planning/hold pair for good (stand or
+    damping), or the end of the run. A watchdog HOLD that returns to PLANNING is part of the
+    walk (a late chunk), so its metrics and a fall after it are counted."""
     start = end = None
     for tr in summary.get("transitions", []):
-        if tr["to"] == "planning" and start is None:
-            start = tr["t"]
-        elif start is not None and tr["from"] == "planning" and end is None:
+        if tr["to"] == "planning":
+            if start is None:
+                start = tr["t"]
+            end = None  # back to planning: the walk goes on
+        elif start is not None and tr["to"] not in ("planning", "hold") and end is None:
             end = tr["t"]
     return start, end
 

@@ -22,7 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bind", default="tcp://127.0.0.1:5555",
                    help="ZeroMQ endpoint (default loopback tcp://127.0.0.1:5555; a non-loopback "
                         "address needs --curve-secret-key)")
-    p.add_argument("--threads", type=int, default=None, help="inference threads (ONNX Runtime intra-op)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="inference threads (ONNX Runtime intra-op; default 1: the Go2-sized graphs "
+                        "gained nothing from more, and idle extra threads spin on a core)")
     p.add_argument("--provider", default=None, help="ONNX Runtime provider: cpu, cuda, tensorrt (default: best available)")
     p.add_argument("--chunk", type=int, default=None, help="actions executed per plan (default: the manifest's)")
     p.add_argument("--send-steps", type=int, default=None,
@@ -62,9 +64,14 @@ def build_server(args: Any) -> Any:
             curve = CurveConfig(args.curve_secret_key, args.curve_public_keys)
         elif args.curve_public_keys:
             raise ValueError("--curve-public-keys needs --curve-secret-key (the server's certificate)")
-        return PlannerServer(engine, spec, bind=args.bind, seed=args.seed,
-                             cold_threshold=args.cold_threshold, send_steps=args.send_steps,
-                             curve=curve)
+        server = PlannerServer(engine, spec, bind=args.bind, seed=args.seed,
+                               cold_threshold=args.cold_threshold, send_steps=args.send_steps,
+                               curve=curve)
+        ms = server.planner.warm_up()
+        logging.getLogger("planner_runtime.serve").info(
+            "engine warm-up: first call %.1f ms, last %.1f ms", ms[0], ms[-1],
+            extra={"event": "warm_up", "ms": [round(m, 2) for m in ms]})
+        return server
     except Exception:
         engine.close()
         raise

@@ -15,7 +15,7 @@ NEEDED = {
     "Add", "ArgMax", "ArgMin", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape", "Conv",
     "ConvTranspose", "Cos", "Div", "Equal", "Exp", "Expand", "Gather", "Gemm", "Greater",
     "Identity", "InstanceNormalization", "LessOrEqual", "MatMul", "Mul", "Pow", "ReduceSum",
-    "Reshape", "Shape", "Sigmoid", "Sin", "Slice", "Softplus", "Squeeze", "Sub", "Tanh",
+    "Reshape", "Shape", "Sigmoid", "Sin", "Slice", "Softplus", "Split", "Squeeze", "Sub", "Tanh",
     "Transpose", "Unsqueeze", "Where",
 }
 

@@ -1,0 +1,161 @@
+"""What the latency work on the observation -> chunk path must not change.
+
+The sampler draws the next plan's noise while idle, builds the warm-start input with slice
+assignments instead of ``shift_plan``, skips the distance arithmetic when the far check is
+off, and the array decoder was rewritten as plain loops; the service process freezes the
+garbage collector's view of its start-up objects. These tests pin the behaviour (noise
+sequence, warm-start input, far decision, error codes) against the plain definitions.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import threading
+
+import numpy as np
+import pytest
+
+from planner_runtime import protocol as P
+from planner_runtime.async_planner import AsyncPlanner, _LastPlan, shift_plan
+from planner_runtime.client import PlannerClient
+from planner_runtime.protocol import Observation
+from planner_runtime.server import PlannerServer, free_tcp_port
+
+
+def test_noise_drawn_while_idle_is_the_seeded_sequence(rec_server, rec_client, recording, spec, make_obs):
+    # Through the real socket path: the thread draws each plan's noise after the previous
+    # result went out; the noise of plan k must still be the generator's k-th draw.
+    rec_client.hello()
+    x, c = make_obs()
+    for i in range(3):
+        seq = rec_client.send_observation(x, c, stamp=10.0 + i * spec.chunk * spec.dt)
+        rec_client.wait_chunk(seq, timeout=10.0)
+    rng = np.random.default_rng(0)  # rec_server's seed
+    scale = np.float32(math.sqrt(spec.temperature))
+    assert len(recording.calls) == 3
+    for call in recording.calls:
+        want = rng.standard_normal((spec.B, spec.H, spec.S + spec.A), dtype=np.float32) * scale
+        np.testing.assert_array_equal(call["noise"], want)
+
+
+def test_warm_start_input_is_shift_plan_for_every_shift(recording, spec):
+    planner = AsyncPlanner(recording, spec, seed=1, cold_threshold=math.inf)
+    D = spec.S + spec.A
+    plan = np.arange(spec.H * D, dtype=np.float32).reshape(spec.H, D)
+    x, c = np.zeros(spec.S, np.float32), np.zeros(spec.C, np.float32)
+    for s in range(spec.H):
+        last = _LastPlan(plan, x.copy(), 50.0, 7)
+        ch, _ = planner.plan_once(Observation(s, 50.0 + s * spec.dt, x, c), last)
+        assert not ch.cold
+        got = recording.calls[-1]["prev_plan"]
+        assert got.shape == (spec.B, spec.H, D)
+        for b in range(spec.B):
+            np.testing.assert_array_equal(got[b], shift_plan(plan, s))
+    # the record of the plan keeps its own copy of the observed state
+    ch, new_last = planner.plan_once(Observation(99, 50.0, x, c), last)
+    x[:] = 5.0
+    np.testing.assert_array_equal(new_last.x0, 0.0)
+
+
+def test_far_decision_is_the_rms_in_normalizer_units(recording, spec):
+    planner = AsyncPlanner(recording, spec, cold_threshold=0.5)
+    D = spec.S + spec.A
+    plan = np.zeros((spec.H, D), np.float32)
+    last = _LastPlan(plan, np.zeros(spec.S, np.float32), 0.0, 1)
+    scale = spec.state_scale
+    c = np.zeros(spec.C, np.float32)
+    # every state dimension 0.49 / 0.51 scale units from the prediction: RMS 0.49 / 0.51
+    for k, far in ((0.49, False), (0.51, True)):
+        state = (k * scale).astype(np.float32)
+        cold, reason, s = planner.decide(Observation(0, 2 * spec.dt, state, c), last)
+        assert (cold, reason, s) == ((True, "far", 2) if far else (False, "warm", 2))
+    # one dimension off by d: RMS = d / sqrt(S)
+    state = np.zeros(spec.S, np.float32)
+    state[0] = np.float32(0.6 * math.sqrt(spec.S) * scale[0])
+    assert planner.decide(Observation(0, 0.0, state, c), last)[:2] == (True, "far")
+    # the check switched off: never far
+    off = AsyncPlanner(recording, spec, cold_threshold=math.inf)
+    assert off.decide(Observation(0, 0.0, state * 1e6, c), last) == (False, "warm", 0)
+
+
+def test_chunk_timings_split_the_service_time(client, spec, make_obs):
+    client.hello()
+    x, c = make_obs()
+    seq = client.send_observation(x, c)
+    ch = client.wait_chunk(seq, timeout=10.0)
+    for key in ("infer_ms", "prep_ms", "plan_ms", "queue_ms", "post_ms"):
+        assert key in ch.timings and ch.timings[key] >= 0.0, (key, ch.timings)
+    assert ch.timings["plan_ms"] >= ch.timings["infer_ms"]
+
+
+def test_array_decoder_error_codes_are_unchanged():
+    good = P.pack_array(np.zeros(3, np.float32))
+    cases = {
+        "not a map": ([1, 2], P.E_BAD_FIELD, "expected an array map"),
+        "no shape": ({"dtype": "<f4", "bytes": good["bytes"]}, P.E_MISSING_FIELD, "lacks 'shape'"),
+        "no dtype": ({"shape": [3], "bytes": good["bytes"]}, P.E_MISSING_FIELD, "lacks 'dtype'"),
+        "dtype not a str": ({**good, "dtype": 4}, P.E_BAD_DTYPE, "not allowed"),
+        "object dtype": ({**good, "dtype": "|O"}, P.E_BAD_DTYPE, "not allowed"),
+        "int where float": ({**good, "dtype": "<i4"}, P.E_BAD_DTYPE, "not accepted here"),
+        "bool in shape": ({**good, "shape": [True, 3]}, P.E_BAD_SHAPE, "non-negative ints"),
+        "float in shape": ({**good, "shape": [3.0]}, P.E_BAD_SHAPE, "non-negative ints"),
+        "too many dims": ({**good, "shape": [1] * (P.MAX_NDIM + 1)}, P.E_BAD_SHAPE, "non-negative ints"),
+        "shape a tuple-like str": ({**good, "shape": "3"}, P.E_BAD_SHAPE, "non-negative ints"),
+        "bytes a str": ({**good, "bytes": "abc"}, P.E_BAD_FIELD, "must be binary"),
+        "byte count": ({**good, "shape": [4]}, P.E_BAD_SHAPE, "needs 16 bytes"),
+        "wrong shape": ({**good}, P.E_BAD_SHAPE, "expected shape [5]"),
+        "nan": (P.pack_array(np.array([0.0, np.nan, np.inf], np.float32)), P.E_NOT_FINITE, "2 non-finite"),
+    }
+    for name, (obj, code, text) in cases.items():
+        with pytest.raises(P.ProtocolError) as ei:
+            P.unpack_array(obj, "state", shape=(5,) if name == "wrong shape" else (None,))
+        assert ei.value.code == code and text in ei.value.message, (name, ei.value.message)
+    a = P.unpack_array(good, "state", shape=(3,))
+    assert a.dtype == np.float32 and a.shape == (3,)
+
+
+def test_gc_freeze_only_in_a_dedicated_service_thread(engine, spec, endpoint):
+    before = gc.get_freeze_count()
+    srv = PlannerServer(engine, spec, bind=endpoint).start()  # a background thread: embedded use
+    try:
+        with PlannerClient(srv.endpoint, timeout=5.0) as c:
+            c.ping()
+        assert gc.get_freeze_count() == before
+    finally:
+        srv.stop()
+    # serve_forever(freeze_gc=True) (what `planner-runtime serve` gets in its main thread)
+    srv2 = PlannerServer(engine, spec, bind=f"tcp://127.0.0.1:{free_tcp_port()}")
+    pinged = threading.Event()
+
+    def stop_after_ping() -> None:
+        with PlannerClient(srv2.endpoint, timeout=5.0) as c:
+            c.ping()
+        pinged.set()
+        srv2.stop()
+
+    t = threading.Thread(target=stop_after_ping)
+    t.start()
+    try:
+        srv2.serve_forever(freeze_gc=True)
+        t.join(10)
+        assert pinged.is_set() and gc.get_freeze_count() > before
+    finally:
+        gc.unfreeze()
+
+
+def test_warm_up_runs_both_level_sequences_and_leaves_the_noise_sequence_alone(recording, spec, make_obs):
+    """`serve` warms the engine up before it reports ready; the plans after it are the same
+    as without it (the seeded noise stream is not consumed by the warm-up calls)."""
+    x, c = make_obs()
+    plain = AsyncPlanner(recording, spec, seed=5, cold_threshold=math.inf)
+    ref, _ = plain.plan_once(Observation(0, 1.0, x, c))
+    n0 = len(recording.calls)
+    warmed = AsyncPlanner(recording, spec, seed=5, cold_threshold=math.inf)
+    ms = warmed.warm_up(rounds=2)
+    assert len(ms) == 4 and all(m > 0 for m in ms)
+    calls = recording.calls[n0:]
+    assert [list(cl["levels"]) for cl in calls] == [list(spec.cold_levels), list(spec.warm_levels)] * 2
+    assert all(not cl["noise"].any() and not cl["x0"].any() for cl in calls)
+    got, _ = warmed.plan_once(Observation(0, 1.0, x, c))
+    np.testing.assert_array_equal(got.actions, ref.actions)
