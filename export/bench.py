@@ -1,6 +1,6 @@
 """`planner-runtime bench`: latency of the sampler, the service and the controller loop.
 
-Sections (``--what``, comma-separated, default ``sampler``):
+Sections (``--what``, comma-separated, default ``sampler``; ``all`` = every section):
 
 - sampler: plan latency of a Go2-sized MPDiffuser (S=30, A=12, C=3, H=16, K=10, warm start
   7 steps, CFG, N=1; planner + dynamics U-Nets) in ONE run: the fused ONNX graph and the step
@@ -9,6 +9,9 @@ Sections (``--what``, comma-separated, default ``sampler``):
   alike. Median, p99 and the speed-up over eager torch. Models are random-init with the
   given size (latency does not depend on the weights) unless ``--checkpoints`` is given.
   ``--device cuda`` adds a torch CUDA-graph baseline (GPU machines only).
+- cadence: ``planner_runtime.bench_engine.cadence_bench``: one engine (``--engine``, else the
+  sampler section's fused graph, else the embedded default) back to back vs paced at its
+  chunk period with sleep (as the service runs) vs with a busy wait.
 - service: ``planner_runtime.bench_service.run_bench(engine_path, ...)`` (the service's
   end-to-end ZeroMQ latency; written by the service).
 - controller: ``robot.bench_loop.run_bench(...)`` (500 Hz loop jitter; written by the
@@ -281,8 +284,8 @@ def _accepted(fn: Any, kw: dict[str, Any]) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     what = [w.strip() for w in str(args.what).split(",") if w.strip()]
     if "all" in what:
-        what = ["sampler", "service", "controller"]
-    unknown = set(what) - {"sampler", "service", "controller"}
+        what = ["sampler", "cadence", "service", "controller"]
+    unknown = set(what) - {"sampler", "cadence", "service", "controller"}
     if unknown:
         print(f"error: unknown --what section(s) {sorted(unknown)}", file=sys.stderr)
         return 2
@@ -302,6 +305,21 @@ def run(args: argparse.Namespace) -> int:
             rep["plot"] = str(png)
         if not args.json:
             _print_sampler(rep)
+    if "cadence" in what:
+        from planner_runtime.bench_engine import cadence_bench
+        from planner_runtime.engines import default_engine_path
+
+        cad = cadence_bench(engine or default_engine_path(), n=args.iters, threads=args.threads,
+                            provider=args.provider)
+        samples_c = cad.pop("samples_ms")
+        report["cadence"] = cad
+        if args.plot:
+            png = args.plot / "cadence_latency.png"
+            _plot(samples_c, png, f"plan latency at the chunk period ({cad['period_ms']:.0f} ms) vs back to back")
+            cad["plot"] = str(png)
+        if not args.json:
+            print("cadence: " + ", ".join(f"{k} {cad[k]['median_ms']:.2f} / {cad[k]['p99_ms']:.2f} ms"
+                                          for k in ("back_to_back", "paced_sleep", "paced_spin")))
     for sec in ("service", "controller"):
         if sec in what:
             report[sec] = _external(sec, engine, args)
