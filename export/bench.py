@@ -163,13 +163,25 @@ def bench_sampler(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, l
             f()
     samples: dict[str, list[float]] = {k: [] for k in calls}
     cpu: dict[str, list[float]] = {k: [] for k in calls}
-    for _ in range(args.iters):  # round-robin: load from other processes hits every variant alike
-        for k, f in calls.items():
-            c = time.thread_time()
-            t = time.perf_counter()
-            f()
-            samples[k].append((time.perf_counter() - t) * 1e3)
-            cpu[k].append((time.thread_time() - c) * 1e3)
+    # Python's cyclic GC off while timing (as timeit does): the eager torch calls leave
+    # garbage whose collection would otherwise land inside whichever call came next; the
+    # service keeps its own collections off the plan path (gc.freeze after start-up).
+    import gc
+
+    gc.collect()
+    gc_was_on = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(args.iters):  # round-robin: load from other processes hits every variant alike
+            for k, f in calls.items():
+                c = time.thread_time()
+                t = time.perf_counter()
+                f()
+                samples[k].append((time.perf_counter() - t) * 1e3)
+                cpu[k].append((time.thread_time() - c) * 1e3)
+    finally:
+        if gc_was_on:
+            gc.enable()
     res = {k: stats(v) for k, v in samples.items()}
     # CPU time of the calling thread (all work runs on it with 1 thread): a load-robust
     # estimate of the unloaded latency on a shared machine; wall time is what a robot sees.
