@@ -3,10 +3,9 @@
 One thread (the caller of ``serve_forever``) owns the ROUTER socket and polls it together
 with a self-pipe: the sampler thread encodes each finished chunk, puts it on a queue and
 writes one byte to the pipe, so it never touches a ZeroMQ socket and the socket thread
-never waits for it. Requests
-(hello, ping, reset) are answered at once; an observation is validated and put into the
-planner's size-1 slot (latest wins), and its chunk is sent to the client's identity when it
-is ready. Every message that cannot be accepted gets an ``error`` reply with a code and a
+never waits for it. Requests (hello, ping, reset) are answered at once; an observation is
+validated and put into the planner's size-1 slot (latest wins), and its chunk is sent to
+the client's identity when it is ready. Every message that cannot be accepted gets an ``error`` reply with a code and a
 message, and the loop goes on: a bad or vanished client never stops the service.
 
 Security: the default bind is loopback. Binding anything else requires CurveZMQ: a server
