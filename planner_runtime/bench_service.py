@@ -160,12 +160,16 @@ class _SamplerProcess:
     between requests, its own wake-ups for incoming chunks would queue behind that CPU use
     (the scheduler favours threads that have been sleeping) and inflate the end-to-end tail."""
 
-    def __init__(self, engine_path: str | Path, threads: int | None, provider: str | None) -> None:
+    def __init__(self, engine_path: str | Path, threads: int | None, provider: str | None,
+                 cpus: set[int] | None = None) -> None:
         argv = [sys.executable, "-m", "planner_runtime.bench_service", "--sampler-worker",
                 "--engine", str(engine_path), "--threads", str(threads if threads is not None else 0)]
         if provider is not None:
             argv += ["--provider", provider]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        # pinned like the service (same cores), so the two readings stay comparable
+        pre = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+                                     preexec_fn=pre)
         self._info = json.loads(self._line())
 
     def _line(self) -> str:
@@ -209,16 +213,38 @@ def _sampler_worker(engine: str, threads: int, provider: str | None) -> int:
     return 0
 
 
+def parse_cpus(text: str | None) -> set[int] | None:
+    """"0,2" -> {0, 2}; None or "" -> None (no pinning). Refuses CPUs this process may not use."""
+    if not text:
+        return None
+    try:
+        cpus = {int(c) for c in str(text).split(",") if c.strip()}
+    except ValueError as exc:
+        raise ValueError(f"CPU list must be comma-separated integers, got {text!r}") from exc
+    allowed = os.sched_getaffinity(0)
+    if not cpus or not cpus <= allowed:
+        raise ValueError(f"CPUs {sorted(cpus)} not all available (allowed: {sorted(allowed)})")
+    return cpus
+
+
 def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int | None,
                     provider: str | None, rate_hz: float | None = None,
                     startup_timeout: float = 120.0, idle_s: float = 1.0,
-                    sampler_n: int | None = None, block: int = 25) -> dict[str, Any]:
+                    sampler_n: int | None = None, block: int = 25,
+                    service_cpus: set[int] | None = None,
+                    client_cpus: set[int] | None = None) -> dict[str, Any]:
     """Drive a real ``planner-runtime serve`` subprocess over loopback ZeroMQ, and plan with
     the same engine in a sampler worker process in between: after every ``block`` requests,
-    ``block`` sampler-only plans, so both readings see the same machine load."""
+    ``block`` sampler-only plans, so both readings see the same machine load.
+
+    ``service_cpus`` pins the service (``serve --cpus``) and the sampler worker to those
+    CPUs, ``client_cpus`` this (client) process, as a robot would keep the planner and the
+    controller on cores of their own."""
     endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
     argv = [sys.executable, "-m", "planner_runtime.cli", "serve", "--engine", str(engine_path),
             "--bind", endpoint, "--cold-threshold", "inf", "--log-level", "warning"]
+    if service_cpus:
+        argv += ["--cpus", ",".join(str(c) for c in sorted(service_cpus))]
     if threads is not None:
         argv += ["--threads", str(threads)]
     if provider is not None:
@@ -230,10 +256,15 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
         # back-to-back plans, and the comparison must not favour either side).
         block = 1
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    result: dict[str, Any] = {"endpoint": endpoint, "pid": proc.pid}
+    result: dict[str, Any] = {"endpoint": endpoint, "pid": proc.pid,
+                              "service_cpus": sorted(service_cpus) if service_cpus else None,
+                              "client_cpus": sorted(client_cpus) if client_cpus else None}
     local: _SamplerProcess | None = None
+    own_affinity = os.sched_getaffinity(0)
     try:
-        local = _SamplerProcess(engine_path, threads, provider) if sampler_n > 0 else None
+        if client_cpus:
+            os.sched_setaffinity(0, client_cpus)
+        local = _SamplerProcess(engine_path, threads, provider, service_cpus) if sampler_n > 0 else None
         for _ in range(warmup if local is not None else 0):
             local.step()
         with PlannerClient(endpoint, timeout=10.0) as client:
@@ -335,6 +366,8 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
                                       "infer_ms": _stats(s_infer), "plan_once_ms": _stats(s_wall),
                                       "runqueue_wait_ms": _stats(s_wait), "_infer": s_infer, "_waits": s_wait}
     finally:
+        if client_cpus:
+            os.sched_setaffinity(0, own_affinity)
         if local is not None:
             local.close()
         if proc.poll() is None:
@@ -387,7 +420,8 @@ def save_histogram(e2e_ms: list[float], sampler_ms: dict[str, float], path: str 
 def run_bench(engine_path: str | Path, n: int = 500, warmup: int = 30, *,
               histogram: str | Path | None = None, threads: int | None = 1,
               provider: str | None = None, rate_hz: float | None = None,
-              sampler_n: int | None = None) -> dict[str, Any]:
+              sampler_n: int | None = None, service_cpus: str | None = None,
+              client_cpus: str | None = None) -> dict[str, Any]:
     """Sampler-only and end-to-end service latency, CPU and memory; one plain dict.
 
     The sampler-only reading is the same engine planned in process by a bench worker,
@@ -395,7 +429,8 @@ def run_bench(engine_path: str | Path, n: int = 500, warmup: int = 30, *,
     machine load; ``sampler_n`` (default ``n``) caps how many in-process plans are timed.
     The goal "end-to-end p99 within 1 ms of the sampler's p99" is judged on these two
     readings of one run (``goal_e2e_p99_within_1ms``)."""
-    service = service_latency(engine_path, n, warmup, threads, provider, rate_hz, sampler_n=sampler_n)
+    service = service_latency(engine_path, n, warmup, threads, provider, rate_hz, sampler_n=sampler_n,
+                              service_cpus=parse_cpus(service_cpus), client_cpus=parse_cpus(client_cpus))
     e2e_raw = service.pop("_e2e_raw", [])
     sampler = service.pop("_sampler", None) or {"infer_ms": {}}
     out: dict[str, Any] = {
@@ -454,13 +489,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate-hz", type=float, default=None,
                     help="pace observations (default: back to back, one in flight)")
     ap.add_argument("--histogram", default=None, help="write a latency histogram PNG here")
+    ap.add_argument("--service-cpus", default=None, metavar="LIST",
+                    help="pin the service (serve --cpus) and the sampler-only worker, e.g. 1")
+    ap.add_argument("--client-cpus", default=None, metavar="LIST",
+                    help="pin the bench client (the controller's stand-in), e.g. 0")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--sampler-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.sampler_worker:
         return _sampler_worker(args.engine, args.threads, args.provider)
-    res = run_bench(args.engine, n=args.n, warmup=args.warmup, histogram=args.histogram,
-                    threads=args.threads, provider=args.provider, rate_hz=args.rate_hz)
+    try:
+        res = run_bench(args.engine, n=args.n, warmup=args.warmup, histogram=args.histogram,
+                        threads=args.threads, provider=args.provider, rate_hz=args.rate_hz,
+                        service_cpus=args.service_cpus, client_cpus=args.client_cpus)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(res))
         return 0

@@ -104,3 +104,22 @@ def test_run_bench_reports_latency_memory_and_cpu(engine_path, tmp_path):
     assert svc["runqueue_wait_off_engine_ms"]["max"] <= svc["runqueue_wait_ms"]["max"] + 1e-9
     if r.get("histogram"):
         assert png.stat().st_size > 0
+
+
+def test_run_bench_pins_service_and_client_and_restores_the_client(engine_path):
+    import os
+
+    from planner_runtime.bench_service import parse_cpus, run_bench
+
+    before = os.sched_getaffinity(0)
+    cpu = min(before)
+    r = run_bench(engine_path, n=6, warmup=1, service_cpus=str(cpu), client_cpus=str(cpu))
+    svc = r["service"]
+    assert svc["returncode"] == 0 and svc["e2e_ms"]["n"] == 6
+    assert svc["service_cpus"] == [cpu] and svc["client_cpus"] == [cpu]
+    assert os.sched_getaffinity(0) == before  # the bench gives the caller its CPUs back
+    assert parse_cpus(None) is None and parse_cpus(f"{cpu}") == {cpu}
+    with pytest.raises(ValueError, match="not all available"):
+        parse_cpus(str(max(before) + 1000))
+    with pytest.raises(ValueError, match="comma-separated"):
+        parse_cpus("zero")
