@@ -132,11 +132,9 @@ def fit(task: TrainTask, out_dir: str | Path, *, resume: bool = False, progress:
         method: str = "", init: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``task`` to ``cfg['steps']`` and checkpoint it. Returns a summary dict.
 
-    ``init``: a checkpoint to fine-tune (its architecture and weights, fresh optimizer).
+    ``init``: a checkpoint to fine-tune: its weights, fresh optimizer (the task was built
+    with the checkpoint's architecture, schedule and prediction: ``train_method``).
     """
-    if init is not None:  # the architecture comes from the checkpoint, not the config
-        task.cfg = {**task.cfg, "model": dict(init["model_config"]),
-                    "init_from": {"path": str(init.get("_path")), "step": int(init["step"])}}
     cfg = {**LOOP_DEFAULTS, **task.cfg}
     out = Path(out_dir)
     ck_path = out / f"{task.component}.pt"

@@ -111,6 +111,19 @@ def _init_checkpoints(init_from: Path, names: list[str]) -> dict[str, dict[str, 
     return cks
 
 
+def _init_overrides(ck: dict[str, Any]) -> dict[str, Any]:
+    """What a fine-tune takes from its checkpoint instead of the config: the architecture,
+    the diffusion schedule and what the network predicts (training an eps network with an
+    x0 loss, or on another schedule, would silently break it)."""
+    over: dict[str, Any] = {"model": dict(ck["model_config"]),
+                            "init_from": {"path": str(ck.get("_path")), "step": int(ck["step"])}}
+    if "schedule" in ck:
+        over.update(num_levels=int(ck["schedule"]["num_levels"]), schedule=str(ck["schedule"]["kind"]))
+    if ck.get("model_class") == "TemporalUnet":
+        over["prediction"] = str(ck.get("prediction", "eps"))
+    return over
+
+
 def train_method(method: str, cfg: dict[str, Any], data_path: str | Path, out_dir: str | Path, *,
                  resume: bool = False, progress: bool = True,
                  init_from: str | Path | None = None) -> dict[str, Any]:
@@ -144,7 +157,12 @@ def train_method(method: str, cfg: dict[str, Any], data_path: str | Path, out_di
     else:
         data = make_data(cfg, data_path)
     sections = set(spec.components)
-    tasks = _tasks_fn(spec)(lambda name: component_config(cfg, name, sections), data)
+
+    def cfg_for(name: str) -> dict[str, Any]:
+        c = component_config(cfg, name, sections)
+        return {**c, **_init_overrides(inits[name])} if name in inits else c
+
+    tasks = _tasks_fn(spec)(cfg_for, data)
     if want:
         unknown = set(want) - {t.component for t in tasks}
         if unknown:

@@ -210,6 +210,13 @@ def test_finetune_dynamics_from_checkpoint_keeps_normalizers(linear_data, tmp_pa
                  tmp_path / "c", progress=False)
     with pytest.raises(CheckpointError, match="normalizers"):
         build_sampler([tmp_path / "a" / "planner.pt", tmp_path / "c" / "dynamics.pt"], "mpdiffuser")
+    # the checkpoint, not the config, decides what the network predicts and its schedule
+    assert b["prediction"] == a_dyn["prediction"] == "x0"
+    train_method("mpdiffuser", cfg(**base, steps=5, components=["dynamics"], prediction="eps"),
+                 linear_data, tmp_path / "eps", progress=False)
+    train_method("mpdiffuser", cfg(**base, steps=5, components=["dynamics"]), changed,
+                 tmp_path / "eps_ft", progress=False, init_from=tmp_path / "eps")
+    assert load_checkpoint(tmp_path / "eps_ft" / "dynamics.pt")["prediction"] == "eps"
     # clear errors: nothing to start from, or both --init-from and --resume
     assert train_main(["--data", str(changed), "--out", str(tmp_path / "e"), "--components", "ranker",
                        "--init-from", str(tmp_path / "a"), "--steps", "2"]) == 2
