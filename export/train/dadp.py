@@ -87,13 +87,6 @@ class AuxTask(TrainTask):
         i = rng.integers(0, len(s["r"]), size=batch_size)
         return {k: torch.from_numpy(v[i]) for k, v in s.items()}
 
-    def checkpoint_extra(self) -> dict[str, Any]:
-        d = self.data
-        return {"dims": {"S": d.S, "A": d.A, "C": d.C, "H": d.H},
-                "schedule": {"num_levels": int(self.cfg["num_levels"]),
-                             "kind": str(self.cfg["schedule"])},
-                "normalizers": d.norms.to_dict(), "dataset": d.provenance()}
-
 
 class ForwardTask(AuxTask):
     component = "forward"

@@ -92,8 +92,4 @@ class DiffusionTask(TrainTask):
         return q_sample(self.sched, traj, eps, k), k, eps
 
     def checkpoint_extra(self) -> dict[str, Any]:
-        d = self.data
-        return {"dims": {"S": d.S, "A": d.A, "C": d.C, "H": d.H},
-                "schedule": {"num_levels": self.K, "kind": str(self.cfg["schedule"])},
-                "normalizers": d.norms.to_dict(), "dataset": d.provenance(),
-                "prediction": self.prediction}
+        return {**super().checkpoint_extra(), "prediction": self.prediction}

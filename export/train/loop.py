@@ -65,8 +65,14 @@ class TrainTask(ABC):
         return True
 
     def checkpoint_extra(self) -> dict[str, Any]:
-        """Extra plain-typed fields stored in the checkpoint (dims, normalizers, schedule)."""
-        return {}
+        """Plain-typed fields stored in the checkpoint: dims, diffusion schedule, normalizers
+        and dataset provenance of ``self.data`` (an ``export.data.WindowData``), which
+        ``sampler_kwargs`` / ``check_compatible`` read back when components are composed."""
+        d = self.data
+        return {"dims": {"S": d.S, "A": d.A, "C": d.C, "H": d.H},
+                "schedule": {"num_levels": int(self.cfg["num_levels"]),
+                             "kind": str(self.cfg["schedule"])},
+                "normalizers": d.norms.to_dict(), "dataset": d.provenance()}
 
 
 def _step_seed(seed: int, rank: int, step: int, stream: int) -> int:

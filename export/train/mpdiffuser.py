@@ -95,13 +95,6 @@ class RankerTask(TrainTask):
         lr, lc = ((r - batch["r"]) ** 2).mean(), ((c - batch["c"]) ** 2).mean()
         return lr + lc, {"reward_mse": float(lr.detach()), "cost_mse": float(lc.detach())}
 
-    def checkpoint_extra(self) -> dict[str, Any]:
-        d = self.data
-        return {"dims": {"S": d.S, "A": d.A, "C": d.C, "H": d.H},
-                "schedule": {"num_levels": int(self.cfg["num_levels"]),
-                             "kind": str(self.cfg["schedule"])},
-                "normalizers": d.norms.to_dict(), "dataset": d.provenance()}
-
 
 def tasks(cfg_for: Any, data: WindowData) -> list[TrainTask]:
     """The method's components in training order; ``cfg_for(name)`` gives each its config."""
