@@ -36,7 +36,7 @@ import numpy as np
 
 from planner_runtime import schedule
 from planner_runtime.engine import Engine
-from planner_runtime.protocol import ActionChunk, Observation
+from planner_runtime.protocol import ActionChunk, Observation, all_finite
 
 log = logging.getLogger("planner_runtime.planner")
 
@@ -146,6 +146,8 @@ class AsyncPlanner:
         if cold_threshold <= 0 or math.isnan(cold_threshold):
             raise ValueError(f"cold_threshold must be > 0 (inf disables the check), got {cold_threshold}")
         self.engine = engine
+        # Engines without the fast entry (wrappers, custom backends) get their checked plan().
+        self._plan = getattr(engine, "plan_trusted", None) or engine.plan
         self.spec = spec
         self.on_result = on_result
         self.cold_threshold = float(cold_threshold)
@@ -345,18 +347,27 @@ class AsyncPlanner:
                 prev[:, H - s:] = last.plan[-1]
             levels = sp.warm_levels
         noise = self._take_noise()
-        state = np.array(obs.state, np.float32)  # one copy, shared by x0 and the warm-start record
-        x0 = np.empty((B, sp.S), np.float32)
-        x0[:] = state
-        cond = np.empty((B, sp.C), np.float32)
-        cond[:] = obs.cond
+        # Copies: obs.state/cond may be read-only views of the message. The [S] state is kept
+        # as the warm-start record; with one candidate x0 is a [1, S] view of the same copy.
+        if B == 1:
+            x0 = np.array(obs.state, np.float32, ndmin=2)
+            state = x0[0]
+            cond = np.array(obs.cond, np.float32, ndmin=2)
+        else:
+            state = np.array(obs.state, np.float32)
+            x0 = np.empty((B, sp.S), np.float32)
+            x0[:] = state
+            cond = np.empty((B, sp.C), np.float32)
+            cond[:] = obs.cond
         t_call = self._clock()
-        out = self.engine.plan(x0, cond, prev, noise, levels, sp.cfg_w)
+        # Inputs are checked already (the observation on receipt, levels at start-up, noise
+        # and the previous plan by construction): the engine skips its per-call checks.
+        out = self._plan(x0, cond, prev, noise, levels, sp.cfg_w)
         t_done = self._clock()
-        chosen = np.asarray(out.chosen(), np.float32)
-        if chosen.shape != (H, D) or not np.isfinite(chosen).all():
+        chosen = out.plan[out.best]
+        if chosen.shape != (H, D) or chosen.dtype != np.float32 or not all_finite(chosen):
             raise RuntimeError(f"engine returned a bad plan (shape {chosen.shape}, expected {(H, D)}, "
-                               f"finite={bool(np.all(np.isfinite(chosen)))})")
+                               f"dtype {chosen.dtype}, finite={bool(np.all(np.isfinite(chosen)))})")
         plan_id = self._next_id
         self._next_id += 1
         n = self.send_steps
@@ -366,8 +377,10 @@ class AsyncPlanner:
             timings["queue_ms"] = (t_start - recv_t) * 1e3
         if out.timings:
             timings.update({k: float(v) for k, v in out.timings.items()})
+        # Views of the engine's fresh output array (nothing writes to it later); the
+        # encoder writes them out row by row.
         chunk = ActionChunk(plan_id=plan_id, obs_seq=obs.seq, t0=obs.stamp, dt=sp.dt,
-                            actions=chosen[:n, sp.S:].copy(), states=chosen[:n, : sp.S].copy(),
+                            actions=chosen[:n, sp.S:], states=chosen[:n, : sp.S],
                             chunk=sp.chunk, valid_until=obs.stamp + n * sp.dt, cold=cold,
                             timings=timings)
         st = self.stats

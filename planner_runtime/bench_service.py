@@ -232,14 +232,17 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
                     startup_timeout: float = 120.0, idle_s: float = 1.0,
                     sampler_n: int | None = None, block: int = 25,
                     service_cpus: set[int] | None = None,
-                    client_cpus: set[int] | None = None) -> dict[str, Any]:
+                    client_cpus: set[int] | None = None,
+                    cpu_latency_us: int | None = None) -> dict[str, Any]:
     """Drive a real ``planner-runtime serve`` subprocess over loopback ZeroMQ, and plan with
     the same engine in a sampler worker process in between: after every ``block`` requests,
     ``block`` sampler-only plans, so both readings see the same machine load.
 
     ``service_cpus`` pins the service (``serve --cpus``) and the sampler worker to those
     CPUs, ``client_cpus`` this (client) process, as a robot would keep the planner and the
-    controller on cores of their own."""
+    controller on cores of their own. ``cpu_latency_us`` is passed to ``serve
+    --cpu-latency-us``: the PM QoS request is system-wide, so it holds for the client and
+    the sampler worker too (both readings keep the same conditions)."""
     endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
     argv = [sys.executable, "-m", "planner_runtime.cli", "serve", "--engine", str(engine_path),
             "--bind", endpoint, "--cold-threshold", "inf", "--log-level", "warning"]
@@ -249,6 +252,8 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
         argv += ["--threads", str(threads)]
     if provider is not None:
         argv += ["--provider", provider]
+    if cpu_latency_us is not None:
+        argv += ["--cpu-latency-us", str(int(cpu_latency_us))]
     sampler_n = n if sampler_n is None else int(sampler_n)
     if rate_hz:
         # Paced: one sampler-only plan in the slack after each request, so that it runs as
@@ -268,9 +273,10 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
         for _ in range(warmup if local is not None else 0):
             local.step()
         with PlannerClient(endpoint, timeout=10.0) as client:
-            meta = client.hello(timeout=startup_timeout)
+            meta = _await_service(client, proc, startup_timeout)
             S, C, dt, chunk = meta["state_dim"], meta["cond_dim"], meta["dt"], meta["chunk"]
             result["memory_after_load_mb"] = proc_memory_mb(proc.pid)
+            result["cpu_latency_limit_us"] = _system_latency_limit()  # what held during the run
             state = np.zeros(S, np.float32)
             cond = np.zeros(C, np.float32)
             e2e: list[float] = []
@@ -385,6 +391,39 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
     return result
 
 
+def _await_service(client: PlannerClient, proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
+    """The service's metadata once it answers; fails at once if it exited instead."""
+    from planner_runtime.client import PlannerTimeout
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return client.hello(timeout=min(1.0, max(0.05, deadline - time.monotonic())))
+        except PlannerTimeout:
+            if proc.poll() is not None:
+                err = proc.stderr.read() if proc.stderr is not None else ""
+                raise RuntimeError(f"the service exited with {proc.returncode} before answering: "
+                                   f"{(err or '').strip()[-1000:]}") from None
+            if time.monotonic() >= deadline:
+                raise
+
+
+def _limit_text(us: int | None) -> str:
+    if us is None:
+        return "unknown"
+    return "none (kernel default)" if us >= 2_000_000_000 else f"{us} us"
+
+
+def _system_latency_limit() -> int | None:
+    """The PM QoS CPU latency limit in force (us), or None where it cannot be read."""
+    from planner_runtime.cpu_latency import read_limit
+
+    try:
+        return read_limit()
+    except (OSError, ValueError):
+        return None
+
+
 def _med(timings: list[dict[str, float]], key: str) -> float | None:
     vals = [t[key] for t in timings if key in t]
     return float(np.median(vals)) if vals else None
@@ -421,7 +460,8 @@ def run_bench(engine_path: str | Path, n: int = 500, warmup: int = 30, *,
               histogram: str | Path | None = None, threads: int | None = 1,
               provider: str | None = None, rate_hz: float | None = None,
               sampler_n: int | None = None, service_cpus: str | None = None,
-              client_cpus: str | None = None) -> dict[str, Any]:
+              client_cpus: str | None = None, cpu_latency_us: int | None = None,
+              block: int = 25) -> dict[str, Any]:
     """Sampler-only and end-to-end service latency, CPU and memory; one plain dict.
 
     The sampler-only reading is the same engine planned in process by a bench worker,
@@ -430,7 +470,8 @@ def run_bench(engine_path: str | Path, n: int = 500, warmup: int = 30, *,
     The goal "end-to-end p99 within 1 ms of the sampler's p99" is judged on these two
     readings of one run (``goal_e2e_p99_within_1ms``)."""
     service = service_latency(engine_path, n, warmup, threads, provider, rate_hz, sampler_n=sampler_n,
-                              service_cpus=parse_cpus(service_cpus), client_cpus=parse_cpus(client_cpus))
+                              service_cpus=parse_cpus(service_cpus), client_cpus=parse_cpus(client_cpus),
+                              cpu_latency_us=cpu_latency_us, block=block)
     e2e_raw = service.pop("_e2e_raw", [])
     sampler = service.pop("_sampler", None) or {"infer_ms": {}}
     out: dict[str, Any] = {
@@ -493,6 +534,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="pin the service (serve --cpus) and the sampler-only worker, e.g. 1")
     ap.add_argument("--client-cpus", default=None, metavar="LIST",
                     help="pin the bench client (the controller's stand-in), e.g. 0")
+    ap.add_argument("--cpu-latency-us", type=int, default=None, metavar="US",
+                    help="run the service with serve --cpu-latency-us US (system-wide PM QoS limit)")
+    ap.add_argument("--block", type=int, default=25,
+                    help="back to back: this many requests, then as many sampler-only plans (default 25)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--sampler-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -501,8 +546,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         res = run_bench(args.engine, n=args.n, warmup=args.warmup, histogram=args.histogram,
                         threads=args.threads, provider=args.provider, rate_hz=args.rate_hz,
-                        service_cpus=args.service_cpus, client_cpus=args.client_cpus)
-    except ValueError as exc:
+                        service_cpus=args.service_cpus, client_cpus=args.client_cpus,
+                        cpu_latency_us=args.cpu_latency_us, block=args.block)
+    except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
@@ -512,7 +558,8 @@ def main(argv: list[str] | None = None) -> int:
     e, o = v["e2e_ms"], v["overhead_ms"]
     sp = v["overhead_split_ms"]
     print(f"engine        {res['engine']} ({v['backend']}, {v['graph']} graph), n={e['n']}, "
-          f"load average {res['load_average'][0]:.2f} on {res['cpus']} CPUs")
+          f"load average {res['load_average'][0]:.2f} on {res['cpus']} CPUs, "
+          f"CPU wake-up latency limit {_limit_text(v.get('cpu_latency_limit_us'))}")
     print(f"sampler only  median {s['median']:.3f} ms  p99 {s['p99']:.3f} ms  "
           f"(same engine in process, no service; {res['sampler'].get('mode', '')})")
     print(f"in service    median {v['service_infer_ms']['median']:.3f} ms  p99 {v['service_infer_ms']['p99']:.3f} ms  "

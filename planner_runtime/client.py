@@ -108,7 +108,7 @@ class PlannerClient:
         (no connection to the server right now)."""
         self._seq = self._seq + 1 if seq is None else int(seq)
         obs = Observation(self._seq, self.clock() if stamp is None else float(stamp),
-                          np.asarray(state, np.float32), np.asarray(cond, np.float32))
+                          P.as_f32(state), P.as_f32(cond))
         return self._seq if self.send_raw(P.encode(obs.to_msg())) else None
 
     def send_raw(self, payload: bytes) -> bool:

@@ -89,5 +89,15 @@ class Engine(ABC):
              levels: np.ndarray, cfg_w: float | None = None) -> PlanOutput:
         """Run one full reverse pass over ``levels``. Shapes as in the module docstring."""
 
+    def plan_trusted(self, x0: np.ndarray, cond: np.ndarray, prev_plan: np.ndarray,
+                     noise: np.ndarray, levels: np.ndarray, cfg_w: float) -> PlanOutput:
+        """``plan`` for a caller that has already checked every input: float32 C-contiguous
+        arrays of exactly the engine's shapes, all finite, and ``levels`` an int64 array that
+        passed ``schedule.validate_levels`` with the engine's step count. The AsyncPlanner
+        validates once (the observation on receipt, levels at start-up) and calls this, so
+        the checks do not run twice per plan. Backends may skip their own checks here; this
+        default just runs them."""
+        return self.plan(x0, cond, prev_plan, noise, levels, cfg_w)
+
     def close(self) -> None:  # noqa: B027 - optional for backends
         """Release sessions / device buffers."""

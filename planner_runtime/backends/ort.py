@@ -123,6 +123,7 @@ class OrtEngine(Engine):
         self.io_binding = on_gpu if io_binding is None else bool(io_binding)
         self._device = "cuda" if on_gpu and self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else "cpu"
         self._out_names = [o.name for o in self.session.get_outputs()]
+        self._cfg_arrays: dict[float, np.ndarray] = {}
         log.info("loaded %s (%s graph, %s) on %s", self.path.name, self.kind,
                  manifest["method"]["name"], self.backend)
 
@@ -189,6 +190,21 @@ class OrtEngine(Engine):
             ms = (time.perf_counter() - t0) * 1e3
             return PlanOutput(plan=plan, best=int(best.reshape(-1)[0]), score=score, infer_ms=ms)
         return self._run_steps(feeds, lv)
+
+    def plan_trusted(self, x0: np.ndarray, cond: np.ndarray, prev_plan: np.ndarray,
+                     noise: np.ndarray, levels: np.ndarray, cfg_w: float) -> PlanOutput:
+        """``plan`` without the per-call input checks (see ``Engine.plan_trusted``)."""
+        w = self._cfg_arrays.get(cfg_w)
+        if w is None:
+            w = self._cfg_arrays[cfg_w] = np.array([cfg_w], np.float32)
+        feeds = {"x0": x0, "cond": cond, "prev_plan": prev_plan, "noise": noise, "cfg_w": w}
+        if self.kind != "fused":
+            return self._run_steps(feeds, levels)
+        feeds["levels"] = levels
+        t0 = time.perf_counter()
+        plan, score, best = self.session.run(self._out_names, feeds)
+        ms = (time.perf_counter() - t0) * 1e3
+        return PlanOutput(plan=plan, best=int(best[0]), score=score, infer_ms=ms)
 
     def _run_steps(self, feeds: dict[str, np.ndarray], lv: np.ndarray) -> PlanOutput:
         """The loop over reverse steps of a step engine (no update math here)."""

@@ -39,6 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "prediction (RMS in normalizer units; inf disables)")
     p.add_argument("--cpus", default=None, metavar="LIST",
                    help="pin the service to these CPU cores, e.g. 2,3 (keeps it off the controller's core)")
+    p.add_argument("--cpu-latency-us", type=int, default=None, metavar="US",
+                   help="while serving, hold a Linux PM QoS request that CPUs wake from idle within "
+                        "US microseconds (0: idle CPUs poll instead of sleeping; lower latency, more "
+                        "power; needs write access to /dev/cpu_dma_latency)")
     p.add_argument("--log-json", action="store_true", help="structured logs: one JSON object per line on stderr")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--curve-secret-key", default=None, metavar="FILE",
@@ -90,9 +94,18 @@ def run(args: argparse.Namespace) -> int:
         except (ValueError, OSError) as exc:
             print(f"error: --cpus {args.cpus!r}: {exc}", file=sys.stderr)
             return 2
+    qos = None
     try:
+        if args.cpu_latency_us is not None:
+            from planner_runtime.cpu_latency import CpuLatencyRequest
+
+            qos = CpuLatencyRequest(args.cpu_latency_us).acquire()
+            log.info("holding a CPU wake-up latency limit of %d us (%s)", args.cpu_latency_us, qos.path,
+                     extra={"event": "cpu_latency", "us": args.cpu_latency_us})
         server = build_server(args)
     except (EngineError, ValueError, OSError) as exc:
+        if qos is not None:
+            qos.release()
         log.error("cannot start: %s", exc, extra={"event": "start_failed"})
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -107,4 +120,6 @@ def run(args: argparse.Namespace) -> int:
         server.serve_forever()
     finally:
         server.engine.close()
+        if qos is not None:
+            qos.release()
     return 0

@@ -276,6 +276,24 @@ def serve_proc(engine_path, endpoint) -> Iterator[tuple[subprocess.Popen, str]]:
     proc.communicate(timeout=10)
 
 
+@pytest.fixture
+def start_serve(engine_path, endpoint):
+    """Start ``serve`` subprocesses on ``endpoint`` with extra arguments; any still running
+    at teardown are killed."""
+    procs: list[subprocess.Popen] = []
+
+    def start(*extra: str) -> subprocess.Popen:
+        procs.append(subprocess.Popen(serve_cmd(engine_path, endpoint, *extra), stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True))
+        return procs[-1]
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+
+
 class RecordingEngine:
     """Wraps a REAL engine: records each call's inputs and can hold a call until released
     (to make "the sampler is busy" deterministic). The plan itself comes from the engine."""

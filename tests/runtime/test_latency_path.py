@@ -159,3 +159,95 @@ def test_warm_up_runs_both_level_sequences_and_leaves_the_noise_sequence_alone(r
     assert all(not cl["noise"].any() and not cl["x0"].any() for cl in calls)
     got, _ = warmed.plan_once(Observation(0, 1.0, x, c))
     np.testing.assert_array_equal(got.actions, ref.actions)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_finite_agrees_with_isfinite_for_every_position(dtype):
+    # all_finite is a dot product with zeros (one numpy call): NaN and +-inf anywhere, in
+    # arrays around SIMD widths, and in 2-D must be caught; the largest finite values must not.
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64, 65, 672):
+        big = np.full(n, np.finfo(dtype).max, dtype)
+        big[::2] *= -1
+        assert P.all_finite(big) and P.all_finite(np.zeros(n, dtype))
+        for bad in (np.nan, np.inf, -np.inf):
+            for pos in {0, n // 2, n - 1}:
+                a = (rng.standard_normal(n) * 1e30).astype(dtype)
+                a[pos] = bad
+                assert not P.all_finite(a), (n, bad, pos)
+                assert not P.all_finite(a.reshape(1, n)), (n, bad, pos)
+    grid = rng.standard_normal((16, 42)).astype(dtype)
+    view = grid[:4, 30:]  # a non-contiguous view, as the chunk's actions are
+    assert P.all_finite(view)
+    grid[2, 35] = np.nan
+    assert not P.all_finite(view) and P.all_finite(grid[:2, 30:])
+
+
+def test_float64_observation_beyond_float32_range_is_refused():
+    # finite as float64, inf once converted to the engine's float32: refused at the door
+    msg = Observation(1, 0.5, np.array([1.0, 1e300, 0.0]), np.zeros(2)).to_msg()
+    msg["state"] = P.pack_array(np.array([1.0, 1e300, 0.0]))  # keep the float64 on the wire
+    with pytest.raises(P.ProtocolError) as ei:
+        Observation.from_msg(P.decode(P.encode(msg)), 3, 2)
+    assert ei.value.code == P.E_NOT_FINITE and "float32 range" in ei.value.message and ei.value.seq == 1
+    msg["state"] = P.pack_array(np.array([1.0, 2.0, 3.0]))  # float64 in range: converted
+    obs = Observation.from_msg(P.decode(P.encode(msg)), 3, 2)
+    assert obs.state.dtype == np.float32 and obs.state.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_trusted_engine_call_equals_the_checked_one(engine, step_engine_path, spec):
+    # The planner skips the engine's per-call input checks (it validated the inputs itself):
+    # same inputs, same plan, for the fused and the step graph.
+    from planner_runtime.async_planner import PlannerSpec
+    from planner_runtime.backends import load_engine
+
+    step = load_engine(step_engine_path, provider="cpu", threads=1)
+    try:
+        for eng in (engine, step):
+            sp = PlannerSpec.from_manifest(eng.manifest)
+            rng = np.random.default_rng(3)
+            B, H, D = sp.B, sp.H, sp.S + sp.A
+            args = (rng.standard_normal((B, sp.S)).astype(np.float32),
+                    rng.standard_normal((B, sp.C)).astype(np.float32),
+                    rng.standard_normal((B, H, D)).astype(np.float32),
+                    rng.standard_normal((B, H, D)).astype(np.float32))
+            for levels in (sp.cold_levels, sp.warm_levels):
+                a = eng.plan(*args, levels, sp.cfg_w)
+                b = eng.plan_trusted(*args, levels, sp.cfg_w)
+                np.testing.assert_array_equal(a.plan, b.plan)
+                assert a.best == b.best
+    finally:
+        step.close()
+
+
+def test_planner_uses_the_trusted_call_and_its_chunk_is_the_checked_plan(engine, spec, make_obs):
+    calls = []
+
+    class Counting:
+        """The real engine; counts which entry the planner uses."""
+
+        manifest, backend = engine.manifest, engine.backend
+
+        def plan(self, *a):
+            calls.append("plan")
+            return engine.plan(*a)
+
+        def plan_trusted(self, *a):
+            calls.append("trusted")
+            return engine.plan_trusted(*a)
+
+    x, c = make_obs()
+    chunk, last = AsyncPlanner(Counting(), spec, seed=0).plan_once(Observation(0, 1.0, x, c))
+    assert calls == ["trusted"]
+    # the chunk's rows are the chosen plan's, and they encode to the same bytes as copies
+    np.testing.assert_array_equal(chunk.actions, last.plan[: len(chunk.actions), spec.S:])
+    enc = P.decode(P.encode(chunk.to_msg()))
+    back = P.ActionChunk.from_msg(enc)
+    np.testing.assert_array_equal(back.actions, np.ascontiguousarray(chunk.actions))
+    np.testing.assert_array_equal(back.states, np.ascontiguousarray(chunk.states))
+    # an engine returning a non-finite plan is refused, not sent
+    bad = Counting()
+    bad.plan_trusted = lambda *a: type(engine.plan(*a))(plan=np.full_like(engine.plan(*a).plan, np.nan),
+                                                      best=0, score=np.zeros(1, np.float32), infer_ms=0.0)
+    with pytest.raises(RuntimeError, match="bad plan"):
+        AsyncPlanner(bad, spec, seed=0).plan_once(Observation(0, 1.0, x, c))
