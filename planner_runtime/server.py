@@ -1,12 +1,19 @@
 """The planner service's socket side: a ZeroMQ ROUTER that never waits for the sampler.
 
-One thread (the caller of ``serve_forever``) owns the ROUTER socket and polls it together
-with a self-pipe: the sampler thread encodes each finished chunk, puts it on a queue and
-writes one byte to the pipe, so it never touches a ZeroMQ socket and the socket thread
-never waits for it. Requests (hello, ping, reset) are answered at once; an observation is
-validated and put into the planner's size-1 slot (latest wins), and its chunk is sent to
-the client's identity when it is ready. Every message that cannot be accepted gets an ``error`` reply with a code and a
-message, and the loop goes on: a bad or vanished client never stops the service.
+One thread (the caller of ``serve_forever``) reads the ROUTER socket: requests (hello,
+ping, reset) are answered at once; an observation is validated and put into the planner's
+size-1 slot (latest wins). The sampler thread sends each finished chunk to the client's
+identity itself, so a chunk leaves without waking the socket thread first (one thread
+wake-up less per plan; measured in README "Service latency").
+
+ZeroMQ sockets are not thread-safe, so every call on the ROUTER happens under one lock,
+and no call blocks: the socket thread waits for traffic on the socket's file descriptor
+(``zmq.FD``) and a self-pipe, outside the lock, and the sampler thread only holds the lock
+for one non-blocking send. That descriptor is edge-triggered: any call on the socket may
+consume the notice of a message that has arrived. So after its send the sampler thread
+checks ``zmq.EVENTS``; if a message is waiting, it writes a byte to the pipe to wake the
+socket thread. Every message that cannot be accepted gets an ``error`` reply with a code
+and a message, and the loop goes on: a bad or vanished client never stops the service.
 
 Security: the default bind is loopback. Binding anything else requires CurveZMQ: a server
 certificate (``zmq.auth.create_certificates``) and, to authenticate clients, a directory
@@ -20,7 +27,6 @@ import ipaddress
 import json
 import logging
 import os
-import queue
 import socket
 import sys
 import threading
@@ -145,9 +151,9 @@ class PlannerServer:
         self.counters: dict[str, int] = {"rx": 0, "tx": 0, "errors_sent": 0, "send_dropped": 0}
         self.error_counts: dict[str, int] = {}
         self._log_window: list[float] = [0.0, 0]
-        # Finished chunks come back through a queue plus a self-pipe that the poller watches,
-        # so the sampler thread never touches a ZeroMQ socket (sockets are not thread-safe).
-        self._results: queue.SimpleQueue[tuple[bytes, bytes]] = queue.SimpleQueue()
+        # Every call on the ROUTER socket happens under this lock (see the module docstring);
+        # the pipe wakes the socket thread when the sampler's send consumed a message notice.
+        self._sock_lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -202,15 +208,26 @@ class PlannerServer:
     # ------------------------------------------------------------ planner -> socket
     def _on_result(self, tag: Any, chunk: P.ActionChunk | None, err: Exception | None,
                    obs: P.Observation) -> None:
-        """Runs in the planner thread: hand the encoded reply to the socket thread."""
+        """Runs in the planner thread: send the reply (one non-blocking send, under the lock)."""
         if chunk is not None:
             payload = P.encode(chunk.to_msg())
         else:
             payload = P.encode(P.error_msg(P.E_ENGINE, f"planning failed for observation {obs.seq}: {err}", seq=obs.seq))
-        self._results.put((tag, payload))
+        with self._sock_lock:
+            if self._closed:
+                return
+            self._send(tag, payload)
+            # the send may have consumed the descriptor's notice of a request that arrived
+            waiting = self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN
+        if waiting:
+            self._wake()
+
+    def _wake(self) -> None:
         try:
             os.write(self._wake_w, b"!")
         except BlockingIOError:  # pipe full: the socket thread is already due to wake
+            pass
+        except OSError:  # closed by a shutdown in between: nobody to wake
             pass
 
     # ------------------------------------------------------------ socket loop
@@ -243,8 +260,10 @@ class PlannerServer:
             gc.collect()
             gc.freeze()
         self.planner.start()
+        # Raw descriptors only: waiting here never touches the socket, so the sampler thread
+        # may send meanwhile (under the lock).
         poller = zmq.Poller()
-        poller.register(self.sock, zmq.POLLIN)
+        poller.register(self.sock.getsockopt(zmq.FD), zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         log.info("serving on %s (engine %s, %s graph)", self.endpoint, self.engine.backend, self.spec.graph,
                  extra={"event": "start", "endpoint": self.endpoint})
@@ -252,48 +271,51 @@ class PlannerServer:
             while not self._stop.is_set():
                 events = dict(poller.poll(self.poll_ms))
                 if self._wake_r in events:
-                    self._forward_results()
-                if self.sock in events:
-                    self._drain_requests()
+                    try:
+                        os.read(self._wake_r, 4096)
+                    except BlockingIOError:
+                        pass
+                # After any wake-up (or the timeout, a backstop): read what is waiting. The
+                # check is one ZMQ_EVENTS call when nothing is.
+                self._drain_requests()
         finally:
             self._shutdown()
 
-    def _forward_results(self) -> None:
-        try:
-            os.read(self._wake_r, 4096)
-        except BlockingIOError:
-            pass
-        results = self._results
-        while not results.empty():  # only this thread takes from the queue
-            ident, payload = results.get_nowait()
-            self._send(ident, payload)
-
     def _drain_requests(self, limit: int = 1000) -> None:
         # Read everything waiting before planning picks the newest observation: a burst is
-        # collapsed into one slot update instead of growing a queue.
-        sock = self.sock
+        # collapsed into one slot update instead of growing a queue. The lock is taken per
+        # message, so the sampler thread's send never waits for a whole burst.
         for _ in range(limit):
-            # ZMQ_EVENTS instead of a recv that fails with zmq.Again: cheaper, and the GIL
-            # goes back to the sampler thread (just notified) sooner.
-            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            with self._sock_lock:
+                more = self._handle_one()
+            if not more:
                 return
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
-            except zmq.Again:
-                return
-            self.counters["rx"] += 1
-            ident = frames[0]
-            if len(frames) != 2:
-                self._reply_error(ident, P.ProtocolError(
-                    P.E_BAD_FRAME, f"expected one message frame, got {len(frames) - 1}"))
-                continue
-            try:
-                self._handle(ident, frames[1])
-            except P.ProtocolError as exc:
-                self._reply_error(ident, exc)
-            except Exception as exc:  # never let one message kill the loop
-                log.exception("internal error handling a message")
-                self._reply_error(ident, P.ProtocolError(P.E_INTERNAL, f"{type(exc).__name__}: {exc}"))
+        self._wake()  # more than ``limit`` waiting: come back after a look at the pipe
+
+    def _handle_one(self) -> bool:
+        """Receive and answer one message (lock held); False when none was waiting."""
+        sock = self.sock
+        # ZMQ_EVENTS instead of a recv that fails with zmq.Again: cheaper.
+        if self._closed or not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            return False
+        try:
+            frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+        except zmq.Again:
+            return False
+        self.counters["rx"] += 1
+        ident = frames[0]
+        if len(frames) != 2:
+            self._reply_error(ident, P.ProtocolError(
+                P.E_BAD_FRAME, f"expected one message frame, got {len(frames) - 1}"))
+            return True
+        try:
+            self._handle(ident, frames[1])
+        except P.ProtocolError as exc:
+            self._reply_error(ident, exc)
+        except Exception as exc:  # never let one message kill the loop
+            log.exception("internal error handling a message")
+            self._reply_error(ident, P.ProtocolError(P.E_INTERNAL, f"{type(exc).__name__}: {exc}"))
+        return True
 
     def _handle(self, ident: bytes, data: bytes) -> None:
         msg = P.decode(data)
@@ -367,12 +389,13 @@ class PlannerServer:
                      extra={"event": "send_dropped", "client": ident.hex()})
 
     def _release(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self.sock.close(0)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        with self._sock_lock:  # a late result from a planner thread that overran stop() waits
+            if self._closed:
+                return
+            self._closed = True
+            self.sock.close(0)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
         if self._auth is not None:
             self._auth.stop()
 

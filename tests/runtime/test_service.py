@@ -282,3 +282,28 @@ def test_a_flood_of_garbage_does_not_stop_the_service(server, client, spec, make
         except ServerError as exc:
             assert exc.code == P.E_BAD_FRAME
     assert ch.obs_seq == seq
+
+
+def test_requests_racing_the_sampler_send_are_never_lost(engine, spec, endpoint, make_obs):
+    # The sampler thread sends chunks itself while the socket thread waits on the socket's
+    # edge-triggered descriptor. A request that arrives during that send must still wake the
+    # socket thread: with no poll timeout to fall back on and no client resends, a lost
+    # wake-up would leave the ping unanswered and time out.
+    srv = PlannerServer(engine, spec, bind=endpoint, seed=0, poll_ms=600_000).start()
+    a = PlannerClient(endpoint, timeout=5.0, resend_interval=60.0)
+    b = PlannerClient(endpoint, timeout=5.0, resend_interval=60.0)
+    try:
+        a.hello()
+        b.hello()
+        x, c = make_obs()
+        for i in range(150):
+            seq = a.send_observation(x, c, stamp=float(i))
+            assert b.ping(timeout=5.0)["status"] == "ok"  # sent while that plan runs or goes out
+            assert a.wait_chunk(seq, timeout=5.0).obs_seq == seq
+        h = b.ping()
+        assert h["plans"] == 150 and h["counters"]["send_dropped"] == 0
+        assert h["counters"]["rx"] == 2 + 150 + 151  # hellos, observations, pings
+    finally:
+        a.close()
+        b.close()
+        srv.stop()
