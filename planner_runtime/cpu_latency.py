@@ -30,9 +30,9 @@ class CpuLatencyError(OSError):
 def read_limit(path: str | os.PathLike[str] | None = None) -> int:
     """The system's current CPU latency limit in microseconds (the strictest request held)."""
     data = Path(PM_QOS_DEVICE if path is None else path).read_bytes()
-    if len(data) >= 4:
-        return int(struct.unpack("=i", data[:4])[0])
-    return int(data.decode().strip(), 16)  # some kernels answer in hex text
+    if len(data) < 4:
+        raise ValueError(f"{path or PM_QOS_DEVICE}: expected a 4-byte value, read {len(data)} bytes")
+    return int(struct.unpack("=i", data[:4])[0])
 
 
 class CpuLatencyRequest:

@@ -178,18 +178,12 @@ class OrtEngine(Engine):
              levels: np.ndarray, cfg_w: float | None = None) -> PlanOutput:
         feeds = self._common(x0, cond, prev_plan, noise, cfg_w)
         lv = validate_levels(np.asarray(levels), self.K)
-        if self.kind == "fused":
-            if lv.size != self.n_steps + 1:
-                raise ValueError(
-                    f"this fused engine unrolls {self.n_steps} steps: levels needs "
-                    f"{self.n_steps + 1} entries, got {lv.tolist()} (use a step engine to vary steps)"
-                )
-            feeds["levels"] = lv
-            t0 = time.perf_counter()
-            plan, score, best = self.session.run(self._out_names, feeds)
-            ms = (time.perf_counter() - t0) * 1e3
-            return PlanOutput(plan=plan, best=int(best.reshape(-1)[0]), score=score, infer_ms=ms)
-        return self._run_steps(feeds, lv)
+        if self.kind == "fused" and lv.size != self.n_steps + 1:
+            raise ValueError(
+                f"this fused engine unrolls {self.n_steps} steps: levels needs "
+                f"{self.n_steps + 1} entries, got {lv.tolist()} (use a step engine to vary steps)"
+            )
+        return self._run(feeds, lv)
 
     def plan_trusted(self, x0: np.ndarray, cond: np.ndarray, prev_plan: np.ndarray,
                      noise: np.ndarray, levels: np.ndarray, cfg_w: float) -> PlanOutput:
@@ -197,10 +191,13 @@ class OrtEngine(Engine):
         w = self._cfg_arrays.get(cfg_w)
         if w is None:
             w = self._cfg_arrays[cfg_w] = np.array([cfg_w], np.float32)
-        feeds = {"x0": x0, "cond": cond, "prev_plan": prev_plan, "noise": noise, "cfg_w": w}
+        return self._run({"x0": x0, "cond": cond, "prev_plan": prev_plan, "noise": noise, "cfg_w": w},
+                         levels)
+
+    def _run(self, feeds: dict[str, np.ndarray], lv: np.ndarray) -> PlanOutput:
         if self.kind != "fused":
-            return self._run_steps(feeds, levels)
-        feeds["levels"] = levels
+            return self._run_steps(feeds, lv)
+        feeds["levels"] = lv
         t0 = time.perf_counter()
         plan, score, best = self.session.run(self._out_names, feeds)
         ms = (time.perf_counter() - t0) * 1e3
