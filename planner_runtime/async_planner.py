@@ -347,24 +347,19 @@ class AsyncPlanner:
                 prev[:, H - s:] = last.plan[-1]
             levels = sp.warm_levels
         noise = self._take_noise()
-        # Copies: obs.state/cond may be read-only views of the message. The [S] state is kept
-        # as the warm-start record; with one candidate x0 is a [1, S] view of the same copy.
-        if B == 1:
-            x0 = np.array(obs.state, np.float32, ndmin=2)
-            state = x0[0]
-            cond = np.array(obs.cond, np.float32, ndmin=2)
-        else:
-            state = np.array(obs.state, np.float32)
-            x0 = np.empty((B, sp.S), np.float32)
-            x0[:] = state
-            cond = np.empty((B, sp.C), np.float32)
-            cond[:] = obs.cond
+        # [1, S] / [1, C] copies (obs.state/cond may be read-only views of the message),
+        # repeated per candidate; row 0 of x0 is kept as the warm-start record.
+        x0 = np.array(obs.state, np.float32, ndmin=2)
+        cond = np.array(obs.cond, np.float32, ndmin=2)
+        if B > 1:
+            x0, cond = np.repeat(x0, B, axis=0), np.repeat(cond, B, axis=0)
+        state = x0[0]
         t_call = self._clock()
         # Inputs are checked already (the observation on receipt, levels at start-up, noise
         # and the previous plan by construction): the engine skips its per-call checks.
         out = self._plan(x0, cond, prev, noise, levels, sp.cfg_w)
         t_done = self._clock()
-        chosen = out.plan[out.best]
+        chosen = out.chosen()
         if chosen.shape != (H, D) or chosen.dtype != np.float32 or not all_finite(chosen):
             raise RuntimeError(f"engine returned a bad plan (shape {chosen.shape}, expected {(H, D)}, "
                                f"dtype {chosen.dtype}, finite={bool(np.all(np.isfinite(chosen)))})")

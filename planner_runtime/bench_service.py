@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from planner_runtime.client import PlannerClient
+from planner_runtime.client import PlannerClient, wait_for_service
 from planner_runtime.server import free_tcp_port
 
 # A request (or plan) counts as "uncontended" when its threads waited at most this long in
@@ -273,7 +273,7 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
         for _ in range(warmup if local is not None else 0):
             local.step()
         with PlannerClient(endpoint, timeout=10.0) as client:
-            meta = _await_service(client, proc, startup_timeout)
+            meta = wait_for_service(client, proc, startup_timeout)
             S, C, dt, chunk = meta["state_dim"], meta["cond_dim"], meta["dt"], meta["chunk"]
             result["memory_after_load_mb"] = proc_memory_mb(proc.pid)
             result["cpu_latency_limit_us"] = _system_latency_limit()  # what held during the run
@@ -389,23 +389,6 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
         if proc.returncode not in (0, None):
             result["stderr_tail"] = (err or "")[-2000:]
     return result
-
-
-def _await_service(client: PlannerClient, proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
-    """The service's metadata once it answers; fails at once if it exited instead."""
-    from planner_runtime.client import PlannerTimeout
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return client.hello(timeout=min(1.0, max(0.05, deadline - time.monotonic())))
-        except PlannerTimeout:
-            if proc.poll() is not None:
-                err = proc.stderr.read() if proc.stderr is not None else ""
-                raise RuntimeError(f"the service exited with {proc.returncode} before answering: "
-                                   f"{(err or '').strip()[-1000:]}") from None
-            if time.monotonic() >= deadline:
-                raise
 
 
 def _limit_text(us: int | None) -> str:

@@ -302,6 +302,26 @@ class ChunkTracker:
                 "max_ms": float(a.max()), "n": float(a.size)}
 
 
+def wait_for_service(client: PlannerClient, proc: Any, timeout: float) -> dict[str, Any]:
+    """The metadata of a service started as ``proc`` (a ``subprocess.Popen``) once it answers
+    ``client``'s hello; RuntimeError at once if the process exits first (with its stderr
+    tail when that is a pipe), or after ``timeout`` s without an answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            err = proc.stderr.read() if getattr(proc, "stderr", None) is not None else ""
+            tail = (err or "").strip()[-1000:]
+            raise RuntimeError(f"the planner service exited with {proc.returncode} before answering"
+                               + (f": {tail}" if tail else ""))
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RuntimeError(f"the planner service at {client.endpoint} did not answer within {timeout} s")
+        try:
+            return client.hello(timeout=min(1.0, max(0.05, left)))
+        except PlannerTimeout:
+            continue
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m planner_runtime.client ping|hello ENDPOINT``: print the reply as JSON.
 

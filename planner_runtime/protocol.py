@@ -256,6 +256,17 @@ def _finite(name: str, v: float, msg: dict[str, Any]) -> float:
     return v
 
 
+def _engine_f32(a: np.ndarray, name: str) -> np.ndarray:
+    """A decoded float array as the engine takes it (float32). float64 values beyond
+    float32's range become inf in the cast, so they are checked again and refused."""
+    if a.dtype is _F32:
+        return a
+    a = a.astype(np.float32)
+    if not all_finite(a):
+        raise ProtocolError(E_NOT_FINITE, f"{name}: value(s) beyond float32 range")
+    return a
+
+
 # ---------------------------------------------------------------------------- messages
 
 @dataclass
@@ -279,15 +290,7 @@ class Observation:
         try:
             state = unpack_array(_field(msg, "state", (dict,)), "state", shape=(state_dim,))
             cond = unpack_array(_field(msg, "cond", (dict,)), "cond", shape=(cond_dim,))
-            # float64 values beyond float32's range become inf when converted: check again
-            if state.dtype is not _F32:
-                state = state.astype(np.float32)
-                if not all_finite(state):
-                    raise ProtocolError(E_NOT_FINITE, "state: value(s) beyond float32 range")
-            if cond.dtype is not _F32:
-                cond = cond.astype(np.float32)
-                if not all_finite(cond):
-                    raise ProtocolError(E_NOT_FINITE, "cond: value(s) beyond float32 range")
+            state, cond = _engine_f32(state, "state"), _engine_f32(cond, "cond")
         except ProtocolError as exc:
             exc.seq = seq
             raise

@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -61,21 +60,10 @@ def _stop(proc: subprocess.Popen, timeout: float = 10.0) -> int | None:
 
 
 def _wait_ready(endpoint: str, proc: subprocess.Popen, timeout: float) -> dict:
-    from planner_runtime.client import PlannerClient, PlannerError
+    from planner_runtime.client import PlannerClient, wait_for_service
 
-    deadline = time.monotonic() + timeout
-    client = PlannerClient(endpoint, timeout=1.0)
-    try:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"planner service exited with code {proc.returncode}")
-            try:
-                return client.hello(timeout=1.0)
-            except PlannerError:
-                continue
-        raise RuntimeError(f"planner service at {endpoint} did not answer within {timeout} s")
-    finally:
-        client.close()
+    with PlannerClient(endpoint, timeout=1.0) as client:
+        return wait_for_service(client, proc, timeout)
 
 
 def planning_window(summary: dict) -> tuple[float | None, float | None]:
