@@ -61,6 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", type=Path, default=None, help="directory for latency histogram PNGs")
     p.add_argument("--cpu-latency-us", type=int, default=None, metavar="US",
                    help="service section: serve --cpu-latency-us US (system-wide PM QoS limit)")
+    p.add_argument("--malloc-fastbins", action="store_true",
+                   help="service section: keep glibc malloc's fastbins (serve --malloc-fastbins)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -272,7 +274,8 @@ def _external(section: str, engine: Path | None, args: argparse.Namespace) -> di
             if engine is None:
                 return {"status": "not available", "reason": "no engine: run the sampler section or pass --engine"}
             kw = {"threads": args.threads, "provider": args.provider,
-                  "cpu_latency_us": getattr(args, "cpu_latency_us", None)}
+                  "cpu_latency_us": getattr(args, "cpu_latency_us", None),
+                  "malloc_fastbins": getattr(args, "malloc_fastbins", False)}
             if args.plot:
                 kw["histogram"] = str(args.plot / "service_latency.png")
             return dict(svc(str(engine), **_accepted(svc, kw)))

@@ -161,11 +161,13 @@ class _SamplerProcess:
     (the scheduler favours threads that have been sleeping) and inflate the end-to-end tail."""
 
     def __init__(self, engine_path: str | Path, threads: int | None, provider: str | None,
-                 cpus: set[int] | None = None) -> None:
+                 cpus: set[int] | None = None, malloc_fastbins: bool = False) -> None:
         argv = [sys.executable, "-m", "planner_runtime.bench_service", "--sampler-worker",
                 "--engine", str(engine_path), "--threads", str(threads if threads is not None else 0)]
         if provider is not None:
             argv += ["--provider", provider]
+        if malloc_fastbins:  # the worker's malloc set up like the service's
+            argv += ["--malloc-fastbins"]
         # pinned like the service (same cores), so the two readings stay comparable
         pre = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
@@ -199,11 +201,18 @@ class _SamplerProcess:
                 self.proc.wait()
 
 
-def _sampler_worker(engine: str, threads: int, provider: str | None) -> int:
-    """``--sampler-worker``: one plan per ``plan`` line on stdin, "infer_ms wall_ms wait_ms" back."""
+def _sampler_worker(engine: str, threads: int, provider: str | None, malloc_fastbins: bool = False) -> int:
+    """``--sampler-worker``: one plan per ``plan`` line on stdin, "infer_ms wall_ms wait_ms" back.
+    Its malloc is set up as ``serve`` sets up the service's (fastbins off unless
+    ``malloc_fastbins``), so the sampler-only reading does not differ from the served plans
+    by that."""
+    from planner_runtime.malloc_tuning import disable_fastbins, fastbins_disabled
+
+    if not malloc_fastbins:
+        disable_fastbins()
     s = _InProcessSampler(engine, threads or None, provider)
     try:
-        print(json.dumps(s.info()), flush=True)
+        print(json.dumps({**s.info(), "malloc_fastbins_off": fastbins_disabled()}), flush=True)
         for line in sys.stdin:
             if line.strip() == "plan":
                 a, b, c = s.step()
@@ -233,7 +242,8 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
                     sampler_n: int | None = None, block: int = 25,
                     service_cpus: set[int] | None = None,
                     client_cpus: set[int] | None = None,
-                    cpu_latency_us: int | None = None) -> dict[str, Any]:
+                    cpu_latency_us: int | None = None,
+                    malloc_fastbins: bool = False) -> dict[str, Any]:
     """Drive a real ``planner-runtime serve`` subprocess over loopback ZeroMQ, and plan with
     the same engine in a sampler worker process in between: after every ``block`` requests,
     ``block`` sampler-only plans, so both readings see the same machine load.
@@ -242,7 +252,8 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
     CPUs, ``client_cpus`` this (client) process, as a robot would keep the planner and the
     controller on cores of their own. ``cpu_latency_us`` is passed to ``serve
     --cpu-latency-us``: the PM QoS request is system-wide, so it holds for the client and
-    the sampler worker too (both readings keep the same conditions)."""
+    the sampler worker too (both readings keep the same conditions). ``malloc_fastbins``
+    passes ``serve --malloc-fastbins`` and sets up the sampler worker the same way."""
     endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
     argv = [sys.executable, "-m", "planner_runtime.cli", "serve", "--engine", str(engine_path),
             "--bind", endpoint, "--cold-threshold", "inf", "--log-level", "warning"]
@@ -254,6 +265,8 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
         argv += ["--provider", provider]
     if cpu_latency_us is not None:
         argv += ["--cpu-latency-us", str(int(cpu_latency_us))]
+    if malloc_fastbins:
+        argv += ["--malloc-fastbins"]
     sampler_n = n if sampler_n is None else int(sampler_n)
     if rate_hz:
         # Paced: one sampler-only plan in the slack after each request, so that it runs as
@@ -269,7 +282,8 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
     try:
         if client_cpus:
             os.sched_setaffinity(0, client_cpus)
-        local = _SamplerProcess(engine_path, threads, provider, service_cpus) if sampler_n > 0 else None
+        local = (_SamplerProcess(engine_path, threads, provider, service_cpus, malloc_fastbins)
+                 if sampler_n > 0 else None)
         for _ in range(warmup if local is not None else 0):
             local.step()
         with PlannerClient(endpoint, timeout=10.0) as client:
@@ -357,6 +371,7 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
                 "cpu_percent_idle": 100.0 * idle_cpu / idle_s,
                 "memory_mb": proc_memory_mb(proc.pid), "torch_loaded": health["torch_loaded"],
                 "plans": health["plans"], "rate_hz": rate_hz, "_e2e_raw": e2e,
+                "malloc_fastbins_off": health.get("malloc_fastbins_off"),
                 # time the service's and the client's threads spent runnable but waiting for a
                 # CPU during each request (schedstat; summed over threads, so two threads
                 # waiting at once count twice): the machine's share of the latency
@@ -444,7 +459,7 @@ def run_bench(engine_path: str | Path, n: int = 500, warmup: int = 30, *,
               provider: str | None = None, rate_hz: float | None = None,
               sampler_n: int | None = None, service_cpus: str | None = None,
               client_cpus: str | None = None, cpu_latency_us: int | None = None,
-              block: int = 25) -> dict[str, Any]:
+              block: int = 25, malloc_fastbins: bool = False) -> dict[str, Any]:
     """Sampler-only and end-to-end service latency, CPU and memory; one plain dict.
 
     The sampler-only reading is the same engine planned in process by a bench worker,
@@ -454,7 +469,8 @@ def run_bench(engine_path: str | Path, n: int = 500, warmup: int = 30, *,
     readings of one run (``goal_e2e_p99_within_1ms``)."""
     service = service_latency(engine_path, n, warmup, threads, provider, rate_hz, sampler_n=sampler_n,
                               service_cpus=parse_cpus(service_cpus), client_cpus=parse_cpus(client_cpus),
-                              cpu_latency_us=cpu_latency_us, block=block)
+                              cpu_latency_us=cpu_latency_us, block=block,
+                              malloc_fastbins=malloc_fastbins)
     e2e_raw = service.pop("_e2e_raw", [])
     sampler = service.pop("_sampler", None) or {"infer_ms": {}}
     out: dict[str, Any] = {
@@ -521,16 +537,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="run the service with serve --cpu-latency-us US (system-wide PM QoS limit)")
     ap.add_argument("--block", type=int, default=25,
                     help="back to back: this many requests, then as many sampler-only plans (default 25)")
+    ap.add_argument("--malloc-fastbins", action="store_true",
+                    help="run the service (serve --malloc-fastbins) and the sampler worker with glibc's "
+                         "malloc fastbins kept (default: off in both, as serve runs)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--sampler-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.sampler_worker:
-        return _sampler_worker(args.engine, args.threads, args.provider)
+        return _sampler_worker(args.engine, args.threads, args.provider, args.malloc_fastbins)
     try:
         res = run_bench(args.engine, n=args.n, warmup=args.warmup, histogram=args.histogram,
                         threads=args.threads, provider=args.provider, rate_hz=args.rate_hz,
                         service_cpus=args.service_cpus, client_cpus=args.client_cpus,
-                        cpu_latency_us=args.cpu_latency_us, block=args.block)
+                        cpu_latency_us=args.cpu_latency_us, block=args.block,
+                        malloc_fastbins=args.malloc_fastbins)
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -542,7 +562,8 @@ def main(argv: list[str] | None = None) -> int:
     sp = v["overhead_split_ms"]
     print(f"engine        {res['engine']} ({v['backend']}, {v['graph']} graph), n={e['n']}, "
           f"load average {res['load_average'][0]:.2f} on {res['cpus']} CPUs, "
-          f"CPU wake-up latency limit {_limit_text(v.get('cpu_latency_limit_us'))}")
+          f"CPU wake-up latency limit {_limit_text(v.get('cpu_latency_limit_us'))}, "
+          f"malloc fastbins {'off' if v.get('malloc_fastbins_off') else 'on'}")
     print(f"sampler only  median {s['median']:.3f} ms  p99 {s['p99']:.3f} ms  "
           f"(same engine in process, no service; {res['sampler'].get('mode', '')})")
     print(f"in service    median {v['service_infer_ms']['median']:.3f} ms  p99 {v['service_infer_ms']['p99']:.3f} ms  "

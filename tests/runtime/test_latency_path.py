@@ -251,3 +251,49 @@ def test_planner_uses_the_trusted_call_and_its_chunk_is_the_checked_plan(engine,
                                                       best=0, score=np.zeros(1, np.float32), infer_ms=0.0)
     with pytest.raises(RuntimeError, match="bad plan"):
         AsyncPlanner(bad, spec, seed=0).plan_once(Observation(0, 1.0, x, c))
+
+
+def test_an_observation_is_planned_by_the_thread_that_received_it(rec_server, rec_client, recording, spec,
+                                                                  make_obs, wait):
+    """Leader and follower: the serving thread that takes an observation off the socket while
+    the planner is idle plans it itself (no hand-off), and the other thread takes over the
+    socket. With one observation at a time, the two threads therefore take turns."""
+    received: dict[int, str] = {}
+    submit = rec_server.planner.submit
+
+    def recording_submit(obs, tag=None):
+        received[obs.seq] = threading.current_thread().name
+        return submit(obs, tag)
+
+    rec_server.planner.submit = recording_submit
+    x, c = make_obs()
+    for i in range(8):
+        seq = rec_client.send_observation(x, c, stamp=1.0 + i)
+        assert rec_client.wait_chunk(seq, timeout=10.0).obs_seq == seq
+        assert wait(lambda: not rec_server.planner.busy)  # the next observation finds it idle
+    planned = [call["thread"] for call in recording.calls]
+    assert planned == [received[i] for i in range(8)]
+    assert set(planned) == {"planner-server", "planner-server-2"}
+    assert all(a != b for a, b in zip(planned, planned[1:]))
+
+
+def test_while_one_thread_plans_the_other_answers_and_collects_the_newest(rec_server, rec_client, recording,
+                                                                         spec, make_obs, wait):
+    x, c = make_obs()
+    recording.gate.clear()
+    first = rec_client.send_observation(x, c, stamp=1.0)
+    assert recording.entered.wait(10.0)
+    # the plan is held: the other thread reads the socket, answers, and keeps the newest
+    assert rec_client.ping()["busy"] is True
+    for k in range(5):
+        rec_client.send_observation(x, c, stamp=2.0 + k)
+    assert wait(lambda: rec_server.planner.pending and rec_server.planner.stats["received"] >= 6)
+    recording.gate.set()
+    last = rec_client.wait_chunk(first + 5, timeout=10.0)
+    assert last.obs_seq == first + 5
+    # two plans: the held one and the newest of the five; the second runs in the thread
+    # that was planning (it takes the waiting observation before it goes back to follow)
+    assert [round(float(call["x0"][0, 0]), 6) for call in recording.calls] == [round(float(x[0]), 6)] * 2
+    assert len(recording.calls) == 2 and recording.calls[0]["thread"] == recording.calls[1]["thread"]
+    assert rec_server.planner.stats["replaced"] == 4
+

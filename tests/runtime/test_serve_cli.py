@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from planner_runtime import malloc_tuning as MT
 from planner_runtime.client import PlannerClient
 
 
@@ -87,6 +88,9 @@ def test_run_bench_reports_latency_memory_and_cpu(engine_path, tmp_path):
     svc = r["service"]
     assert svc["returncode"] == 0 and svc["plans"] == 23 and svc["torch_loaded"] is False
     assert svc["e2e_ms"]["n"] == 20 and r["sampler"]["infer_ms"]["n"] == 20
+    # both readings run with the malloc set-up serve uses by default (fastbins off on glibc)
+    glibc = MT.glibc_version() is not None
+    assert svc["malloc_fastbins_off"] is glibc and r["sampler"]["malloc_fastbins_off"] is glibc
     assert svc["e2e_ms"]["median"] >= svc["service_infer_ms"]["median"] > 0
     assert svc["memory_mb"]["VmRSS"] > 0 and svc["cpu_percent_busy"] >= 0
     assert isinstance(r["goal_e2e_p99_within_1ms"], bool) and isinstance(r["goal_rss_le_300mb"], bool)
@@ -113,9 +117,12 @@ def test_run_bench_pins_service_and_client_and_restores_the_client(engine_path):
 
     before = os.sched_getaffinity(0)
     cpu = min(before)
-    r = run_bench(engine_path, n=6, warmup=1, service_cpus=str(cpu), client_cpus=str(cpu))
+    r = run_bench(engine_path, n=6, warmup=1, service_cpus=str(cpu), client_cpus=str(cpu),
+                  malloc_fastbins=True)
     svc = r["service"]
     assert svc["returncode"] == 0 and svc["e2e_ms"]["n"] == 6
+    # --malloc-fastbins reaches both the service and the sampler worker
+    assert svc["malloc_fastbins_off"] is False and r["sampler"]["malloc_fastbins_off"] is False
     assert svc["service_cpus"] == [cpu] and svc["client_cpus"] == [cpu]
     assert os.sched_getaffinity(0) == before  # the bench gives the caller its CPUs back
     assert parse_cpus(None) is None and parse_cpus(f"{cpu}") == {cpu}
