@@ -125,17 +125,6 @@ def shift_plan(plan: np.ndarray, steps: int) -> np.ndarray:
 
 
 @dataclass
-class _Work:
-    """A claimed observation: what planning it needs, taken together under the slot's lock."""
-
-    tag: Any
-    obs: Observation
-    recv_t: float
-    epoch: int
-    last: _LastPlan | None
-
-
-@dataclass
 class _LastPlan:
     plan: np.ndarray  # [H, D] chosen candidate, raw units
     x0: np.ndarray  # [S] the state it was planned from
@@ -192,16 +181,13 @@ class AsyncPlanner:
 
     # ------------------------------------------------------------ thread control
     def start(self) -> AsyncPlanner:
-        """Plan in a thread of the planner's own (standalone use; the server drives planning
-        from its own two threads instead, see ``claim``)."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="planner", daemon=True)
             self._thread.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> bool:
-        """Ask the thread to finish (after the plan in flight); True if it ended in time.
-        A driver of ``claim``/``run`` gets no more work after this."""
+        """Ask the thread to finish (after the plan in flight); True if it ended in time."""
         with self._cv:
             self._stop = True
             self._cv.notify_all()
@@ -244,80 +230,50 @@ class AsyncPlanner:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def prepare(self) -> None:
-        """Draw the first plan's noise now (``start`` does this; a caller that drives the
-        planner with ``claim``/``run`` calls it before serving)."""
-        self._prepare_noise()
-
     def _run(self) -> None:
         self._prepare_noise()
         while True:
             with self._cv:
-                while (self._slot is None or self._busy) and not self._stop:
+                while self._slot is None and not self._stop:
                     # No timeout: submit() and stop() notify, so the thread sleeps in the
                     # kernel until there is work (no periodic wake-ups to pay for).
                     self._cv.wait()
                 if self._stop:
                     return
-                work = self._take_locked()
-            while work is not None:
-                work = self.run(work)
-
-    # ------------------------------------------------------------ driving the planner
-    def claim(self) -> _Work | None:
-        """The pending observation as work to plan, if there is one and no plan is running
-        (the planner is then busy until ``run`` returns None); else None. With ``run``,
-        this lets a caller plan from threads of its own: the server plans an observation in
-        the thread that received it, with no hand-off to another thread."""
-        with self._cv:
-            if self._slot is None or self._busy or self._stop:
-                return None
-            return self._take_locked()
-
-    def _take_locked(self) -> _Work:
-        assert self._slot is not None
-        tag, obs, recv_t = self._slot
-        self._slot = None
-        self._busy = True
-        return _Work(tag, obs, recv_t, self._epoch, self._last)
-
-    def run(self, work: _Work) -> _Work | None:
-        """Plan claimed work and deliver the result (``on_result``, in this thread); then
-        draw the next plan's noise, and claim the observation that arrived meanwhile, if
-        any (returned: plan it next), or mark the planner idle (None)."""
-        try:
-            chunk, new_last = self.plan_once(work.obs, work.last, work.recv_t)
-            err = None
-        except Exception as exc:  # the engine failed: report it, keep serving
-            log.exception("plan for observation seq %d failed", work.obs.seq)
-            chunk, new_last, err = None, None, exc
-        deliver = True
-        with self._cv:
-            if work.epoch != self._epoch:  # a reset arrived while planning: drop this plan
-                self.stats["discarded"] += 1
-                deliver = False
-            elif err is not None:
-                self.stats["errors"] += 1
-                self.stats["consecutive_errors"] += 1
-                # never warm-start from a plan chain that just failed: next plan is cold
-                self._last = None
-                self._next_cold_reason = "after_error"
-            else:
-                self._last = new_last
-                self.stats["consecutive_errors"] = 0
-        if deliver and self.on_result is not None:
+                assert self._slot is not None
+                tag, obs, recv_t = self._slot
+                self._slot = None
+                epoch = self._epoch
+                last = self._last
+                self._busy = True
             try:
-                self.on_result(work.tag, chunk, err, work.obs)
-            except Exception:  # a broken callback must not kill the sampler
-                log.exception("result callback failed")
-        # Idle work after the result is out: the next plan's noise is drawn now, not on
-        # the latency path of the next observation.
-        self._prepare_noise()
-        with self._cv:
-            if self._slot is not None and not self._stop:
-                return self._take_locked()
-            self._busy = False
-            return None
+                chunk, new_last = self.plan_once(obs, last, recv_t)
+                err = None
+            except Exception as exc:  # the engine failed: report it, keep serving
+                log.exception("plan for observation seq %d failed", obs.seq)
+                chunk, new_last, err = None, None, exc
+            with self._cv:
+                self._busy = False
+                if epoch != self._epoch:  # a reset arrived while planning: drop this plan
+                    self.stats["discarded"] += 1
+                    continue
+                if err is not None:
+                    self.stats["errors"] += 1
+                    self.stats["consecutive_errors"] += 1
+                    # never warm-start from a plan chain that just failed: next plan is cold
+                    self._last = None
+                    self._next_cold_reason = "after_error"
+                else:
+                    self._last = new_last
+                    self.stats["consecutive_errors"] = 0
+            if self.on_result is not None:
+                try:
+                    self.on_result(tag, chunk, err, obs)
+                except Exception:  # a broken callback must not kill the sampler
+                    log.exception("result callback failed")
+            # Idle work after the result is out: the next plan's noise is drawn now, not on
+            # the latency path of the next observation.
+            self._prepare_noise()
 
     # ------------------------------------------------------------ one plan
     def _draw_noise(self) -> np.ndarray:

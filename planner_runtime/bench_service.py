@@ -14,7 +14,11 @@ outside it; how long the threads involved waited, runnable, for a CPU
 (``/proc/<pid>/task/*/schedstat``) and the readings restricted to the requests and plans
 that hardly waited (``uncontended``: on an oversubscribed machine the tail is those waits);
 and the service process's CPU (``/proc/<pid>/stat``) and resident memory
-(``/proc/<pid>/status`` VmRSS / VmHWM), answering and idle. ``goal_e2e_p99_within_1ms``:
+(``/proc/<pid>/status`` VmRSS / VmHWM), answering and idle. The baseline measured in the
+same run, in the same blocks: the floor (``_FloorBaseline``), a bare one-thread ZeroMQ
+server that runs the same warm-started plan per request and answers with a chunk's bytes
+(no protocol, no validation, no second thread); the service's per-message cost is quoted
+as a ratio to the floor's, and the floor gets the same goal check. ``goal_e2e_p99_within_1ms``:
 end-to-end p99 - sampler-only p99 <= 1 ms. ``planner-runtime bench --what service`` calls
 ``run_bench``; ``python -m planner_runtime.bench_service --engine E.onnx`` runs it alone.
 """
@@ -25,6 +29,7 @@ import argparse
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -32,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zmq
 
 from planner_runtime.client import PlannerClient, wait_for_service
 from planner_runtime.server import free_tcp_port
@@ -131,12 +137,15 @@ class _InProcessSampler:
         self._last: Any = None
         self._i = 0
 
+    def _obs(self, i: int) -> Any:
+        from planner_runtime.protocol import Observation
+
+        return Observation(i, i * self.spec.chunk * self.spec.dt, self.state, self.cond)
+
     def step(self) -> tuple[float, float, float]:
         """One plan; returns (engine infer_ms, wall ms of the whole plan_once call, ms this
         process waited for a CPU meanwhile)."""
-        from planner_runtime.protocol import Observation
-
-        obs = Observation(self._i, self._i * self.spec.chunk * self.spec.dt, self.state, self.cond)
+        obs = self._obs(self._i)
         self._i += 1
         pid = os.getpid()
         w = proc_runqueue_wait_ms(pid)
@@ -222,6 +231,104 @@ def _sampler_worker(engine: str, threads: int, provider: str | None, malloc_fast
     return 0
 
 
+def _floor_worker(engine: str, threads: int, provider: str | None, bind: str,
+                  malloc_fastbins: bool = False) -> int:
+    """``--floor-worker``: the floor baseline's server. One thread, one ROUTER socket, a
+    blocking receive; per message one warm-started plan (the same ``plan_once`` as the
+    sampler worker) and a reply of the engine time plus a chunk's worth of bytes (a real
+    encoded chunk, made once). No decoding, validation, slot, second thread or encoding per
+    request: what ZeroMQ and the engine cost with nothing of the service around them."""
+    from planner_runtime import protocol as P
+    from planner_runtime.malloc_tuning import disable_fastbins
+
+    if not malloc_fastbins:
+        disable_fastbins()
+    s = _InProcessSampler(engine, threads or None, provider)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.bind(bind)
+        chunk, _ = s.planner.plan_once(s._obs(0), None)
+        body = P.encode(chunk.to_msg())
+        print(json.dumps({"ready": True, "chunk_bytes": len(body)}), flush=True)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(sys.stdin, zmq.POLLIN)  # the bench holds the other end: EOF = it is gone
+        while True:
+            ready = dict(poller.poll())
+            if sock not in ready:
+                return 0
+            ident, msg = sock.recv_multipart()
+            if msg == b"quit":
+                return 0
+            infer_ms, _, _ = s.step()
+            sock.send_multipart([ident, struct.pack("<d", infer_ms) + body])
+    finally:
+        sock.close(0)
+        ctx.term()
+        s.close()
+
+
+class _FloorBaseline:
+    """Client side of the floor baseline: a bare DEALER socket, a fixed encoded observation,
+    a blocking receive; e2e per request and the engine time the server measured."""
+
+    def __init__(self, engine_path: str | Path, threads: int | None, provider: str | None,
+                 cpus: set[int] | None = None, malloc_fastbins: bool = False,
+                 dims: tuple[int, int] = (1, 1)) -> None:
+        from planner_runtime import protocol as P
+
+        endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
+        argv = [sys.executable, "-m", "planner_runtime.bench_service", "--floor-worker", "--bind", endpoint,
+                "--engine", str(engine_path), "--threads", str(threads if threads is not None else 0)]
+        if provider is not None:
+            argv += ["--provider", provider]
+        if malloc_fastbins:
+            argv += ["--malloc-fastbins"]
+        pre = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+                                     preexec_fn=pre)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"floor baseline server exited with {self.proc.wait()}")
+        self.info = json.loads(line)
+        self._ctx = zmq.Context()
+        self.sock = self._ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVTIMEO, 10_000)
+        self.sock.connect(endpoint)
+        # an observation message of the service's size (the floor server does not read it)
+        self._obs = P.encode(P.Observation(0, 0.0, np.zeros(dims[0], np.float32),
+                                           np.zeros(dims[1], np.float32)).to_msg())
+
+    def step(self) -> tuple[float, float]:
+        """One request: (e2e ms, the server's engine ms)."""
+        t = time.perf_counter()
+        self.sock.send(self._obs)
+        reply = self.sock.recv()
+        e2e = (time.perf_counter() - t) * 1e3
+        return e2e, struct.unpack("<d", reply[:8])[0]
+
+    def close(self) -> None:
+        try:
+            self.sock.send(b"quit", zmq.NOBLOCK)
+        except Exception:
+            pass
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()  # ends the server even if the quit message is not read
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.sock.close(0)
+        self._ctx.term()
+
+
 def parse_cpus(text: str | None) -> set[int] | None:
     """"0,2" -> {0, 2}; None or "" -> None (no pinning). Refuses CPUs this process may not use."""
     if not text:
@@ -243,7 +350,7 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
                     service_cpus: set[int] | None = None,
                     client_cpus: set[int] | None = None,
                     cpu_latency_us: int | None = None,
-                    malloc_fastbins: bool = False) -> dict[str, Any]:
+                    malloc_fastbins: bool = False, floor: bool = True) -> dict[str, Any]:
     """Drive a real ``planner-runtime serve`` subprocess over loopback ZeroMQ, and plan with
     the same engine in a sampler worker process in between: after every ``block`` requests,
     ``block`` sampler-only plans, so both readings see the same machine load.
@@ -253,7 +360,12 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
     controller on cores of their own. ``cpu_latency_us`` is passed to ``serve
     --cpu-latency-us``: the PM QoS request is system-wide, so it holds for the client and
     the sampler worker too (both readings keep the same conditions). ``malloc_fastbins``
-    passes ``serve --malloc-fastbins`` and sets up the sampler worker the same way."""
+    passes ``serve --malloc-fastbins`` and sets up the sampler worker the same way.
+
+    ``floor``: a third reading in the same blocks, the floor baseline (``_FloorBaseline``): a
+    bare one-thread ROUTER server running the same warm-started plan per request, driven by
+    a bare DEALER socket. What ZeroMQ round trips and the engine cost on this machine with
+    none of the service around them; the service's numbers are quoted against it."""
     endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
     argv = [sys.executable, "-m", "planner_runtime.cli", "serve", "--engine", str(engine_path),
             "--bind", endpoint, "--cold-threshold", "inf", "--log-level", "warning"]
@@ -278,6 +390,7 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
                               "service_cpus": sorted(service_cpus) if service_cpus else None,
                               "client_cpus": sorted(client_cpus) if client_cpus else None}
     local: _SamplerProcess | None = None
+    base: _FloorBaseline | None = None
     own_affinity = os.sched_getaffinity(0)
     try:
         if client_cpus:
@@ -291,6 +404,12 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
             S, C, dt, chunk = meta["state_dim"], meta["cond_dim"], meta["dt"], meta["chunk"]
             result["memory_after_load_mb"] = proc_memory_mb(proc.pid)
             result["cpu_latency_limit_us"] = _system_latency_limit()  # what held during the run
+            if floor and sampler_n > 0:
+                base = _FloorBaseline(engine_path, threads, provider, service_cpus, malloc_fastbins, (S, C))
+                for _ in range(warmup):
+                    base.step()
+            f_e2e: list[float] = []
+            f_infer: list[float] = []
             state = np.zeros(S, np.float32)
             cond = np.zeros(C, np.float32)
             e2e: list[float] = []
@@ -338,6 +457,11 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
                     s_wall.append(b)
                     s_wait.append(c)
                     ran = True
+                while base is not None and len(f_e2e) < min(due, sampler_n):
+                    fe, fi = base.step()
+                    f_e2e.append(fe)
+                    f_infer.append(fi)
+                    ran = True
                 if ran and period is not None and time.perf_counter() > next_t + period:
                     next_t = time.perf_counter()  # a plan overran the period: no catch-up burst
             cpu1 = proc_cpu_seconds(proc.pid)
@@ -383,6 +507,10 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
             if local is not None:
                 mode = (f"one plan after each request, paced at {rate_hz} Hz" if rate_hz else
                         f"in blocks of {block} between blocks of {block} service requests")
+                if base is not None:
+                    fe_a, fi_a = np.asarray(f_e2e), np.asarray(f_infer)
+                    result["_floor"] = {"e2e_ms": _stats(fe_a), "infer_ms": _stats(fi_a),
+                                        "overhead_ms": _stats(fe_a - fi_a), "chunk_bytes": base.info["chunk_bytes"]}
                 result["_sampler"] = {**local.info(), "mode": mode,
                                       "infer_ms": _stats(s_infer), "plan_once_ms": _stats(s_wall),
                                       "runqueue_wait_ms": _stats(s_wait), "_infer": s_infer, "_waits": s_wait}
@@ -391,6 +519,8 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
             os.sched_setaffinity(0, own_affinity)
         if local is not None:
             local.close()
+        if base is not None:
+            base.close()
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -459,7 +589,7 @@ def run_bench(engine_path: str | Path, n: int = 500, warmup: int = 30, *,
               provider: str | None = None, rate_hz: float | None = None,
               sampler_n: int | None = None, service_cpus: str | None = None,
               client_cpus: str | None = None, cpu_latency_us: int | None = None,
-              block: int = 25, malloc_fastbins: bool = False) -> dict[str, Any]:
+              block: int = 25, malloc_fastbins: bool = False, floor: bool = True) -> dict[str, Any]:
     """Sampler-only and end-to-end service latency, CPU and memory; one plain dict.
 
     The sampler-only reading is the same engine planned in process by a bench worker,
@@ -470,9 +600,10 @@ def run_bench(engine_path: str | Path, n: int = 500, warmup: int = 30, *,
     service = service_latency(engine_path, n, warmup, threads, provider, rate_hz, sampler_n=sampler_n,
                               service_cpus=parse_cpus(service_cpus), client_cpus=parse_cpus(client_cpus),
                               cpu_latency_us=cpu_latency_us, block=block,
-                              malloc_fastbins=malloc_fastbins)
+                              malloc_fastbins=malloc_fastbins, floor=floor)
     e2e_raw = service.pop("_e2e_raw", [])
     sampler = service.pop("_sampler", None) or {"infer_ms": {}}
+    base = service.pop("_floor", None)
     out: dict[str, Any] = {
         "engine": str(engine_path), "n": n, "warmup": warmup, "threads": threads,
         "sampler": sampler, "service": service,
@@ -487,6 +618,15 @@ def run_bench(engine_path: str | Path, n: int = 500, warmup: int = 30, *,
     if i_p99 is not None and e_p99 is not None:
         # the same requests' own engine time inside the service (no second process involved)
         out["e2e_minus_service_infer_p99_ms"] = e_p99 - i_p99
+    if base is not None and s_p99 is not None:
+        # the floor: the same goal for a bare ZeroMQ server around the same plan, same run
+        base["e2e_minus_sampler_p99_ms"] = base["e2e_ms"]["p99"] - s_p99
+        base["goal_e2e_p99_within_1ms"] = bool(base["e2e_minus_sampler_p99_ms"] <= 1.0)
+        out["floor"] = base
+        so, fo = service["overhead_ms"], base["overhead_ms"]
+        out["overhead_vs_floor"] = {"median_ratio": so["median"] / fo["median"], "p99_ratio": so["p99"] / fo["p99"],
+                                    "median_excess_ms": so["median"] - fo["median"],
+                                    "p99_excess_ms": so["p99"] - fo["p99"]}
     out["uncontended"] = _uncontended(e2e_raw, service.pop("_infer", []), service.pop("_waits", []),
                                       sampler.pop("_infer", []), sampler.pop("_waits", []))
     rss = service.get("memory_mb", {}).get("VmRSS")
@@ -540,17 +680,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--malloc-fastbins", action="store_true",
                     help="run the service (serve --malloc-fastbins) and the sampler worker with glibc's "
                          "malloc fastbins kept (default: off in both, as serve runs)")
+    ap.add_argument("--no-floor", action="store_true",
+                    help="skip the floor baseline (a bare one-thread ZeroMQ server around the same plan)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--sampler-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--floor-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--bind", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.sampler_worker:
         return _sampler_worker(args.engine, args.threads, args.provider, args.malloc_fastbins)
+    if args.floor_worker:
+        return _floor_worker(args.engine, args.threads, args.provider, args.bind, args.malloc_fastbins)
     try:
         res = run_bench(args.engine, n=args.n, warmup=args.warmup, histogram=args.histogram,
                         threads=args.threads, provider=args.provider, rate_hz=args.rate_hz,
                         service_cpus=args.service_cpus, client_cpus=args.client_cpus,
                         cpu_latency_us=args.cpu_latency_us, block=args.block,
-                        malloc_fastbins=args.malloc_fastbins)
+                        malloc_fastbins=args.malloc_fastbins, floor=not args.no_floor)
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -577,6 +723,14 @@ def main(argv: list[str] | None = None) -> int:
           f"(planner thread: prep {sp['prep_median']:.3f}, engine wrapper {sp['engine_wrapper_median']:.3f}, "
           f"post {sp['post_median']:.3f}, queue {sp['queue_median']:.3f}; outside it median "
           f"{sp['outside_planner_thread']['median']:.3f} ms)")
+    fl = res.get("floor")
+    if fl:
+        r = res["overhead_vs_floor"]
+        print(f"floor         bare one-thread ZeroMQ server, same plan, same blocks: e2e - engine median "
+              f"{fl['overhead_ms']['median']:.3f} / p99 {fl['overhead_ms']['p99']:.3f} ms; its e2e p99 - sampler p99 = "
+              f"{fl['e2e_minus_sampler_p99_ms']:+.3f} ms")
+        print(f"vs floor      the service's e2e - engine: median x{r['median_ratio']:.2f} ({r['median_excess_ms']:+.3f} ms), "
+              f"p99 x{r['p99_ratio']:.2f} ({r['p99_excess_ms']:+.3f} ms)")
     w, wo, sw = v["runqueue_wait_ms"], v["runqueue_wait_off_engine_ms"], res["sampler"].get("runqueue_wait_ms", {})
     if w and sw:
         print(f"CPU waits     runnable but waiting for a CPU, per request: service + client threads median "

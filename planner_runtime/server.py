@@ -1,24 +1,19 @@
 """The planner service's socket side: a ZeroMQ ROUTER that never waits for the sampler.
 
-Two threads serve, as leader and follower. The leader reads the ROUTER socket: requests
-(hello, ping, reset) are answered at once; an observation is validated and put into the
-planner's size-1 slot (latest wins). When the leader takes an observation to plan (the
-planner is idle), it makes the other thread the leader and plans in its own thread, then
-sends the chunk to the client's identity itself. So an observation is planned by the
-thread that received it (no hand-off to a waiting planner thread on the latency path; the
-other thread's wake-up overlaps the engine run), and the socket is always read while a
-plan runs. Observations that arrive meanwhile wait in the slot; the planning thread takes
-the newest one before it goes back to following. Measured in README "Service latency".
+One thread (the caller of ``serve_forever``) reads the ROUTER socket: requests (hello,
+ping, reset) are answered at once; an observation is validated and put into the planner's
+size-1 slot (latest wins). The sampler thread sends each finished chunk to the client's
+identity itself, so a chunk leaves without waking the socket thread first (one thread
+wake-up less per plan; measured in README "Service latency").
 
 ZeroMQ sockets are not thread-safe, so every call on the ROUTER happens under one lock,
-and no call blocks: the leader waits for traffic on the socket's file descriptor
-(``zmq.FD``) and a self-pipe, outside the lock, and the planning thread only holds the
-lock for one non-blocking send. That descriptor is edge-triggered: any call on the socket
-may consume the notice of a message that has arrived. So after its send the planning
-thread checks ``zmq.EVENTS``; if a message is waiting, it writes a byte to the pipe to
-wake the leader, and a new leader reads the socket before it first waits. Every message
-that cannot be accepted gets an ``error`` reply with a code and a message, and the loop
-goes on: a bad or vanished client never stops the service.
+and no call blocks: the socket thread waits for traffic on the socket's file descriptor
+(``zmq.FD``) and a self-pipe, outside the lock, and the sampler thread only holds the lock
+for one non-blocking send. That descriptor is edge-triggered: any call on the socket may
+consume the notice of a message that has arrived. So after its send the sampler thread
+checks ``zmq.EVENTS``; if a message is waiting, it writes a byte to the pipe to wake the
+socket thread. Every message that cannot be accepted gets an ``error`` reply with a code
+and a message, and the loop goes on: a bad or vanished client never stops the service.
 
 Security: the default bind is loopback. Binding anything else requires CurveZMQ: a server
 certificate (``zmq.auth.create_certificates``) and, to authenticate clients, a directory
@@ -36,6 +31,7 @@ import socket
 import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +60,14 @@ def free_tcp_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
 
 class ServerConfigError(ValueError):
     """The server cannot start with these settings (e.g. exposed bind without CurveZMQ)."""
@@ -161,6 +165,10 @@ class PlannerServer:
         # the pipe wakes the socket thread when the sampler's send consumed a message notice.
         self._sock_lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
+        # Closed when the server object goes, not at stop: a late _wake() (a signal handler's
+        # stop(), a result that raced the shutdown) must never write into a descriptor number
+        # that the process has reused for something else.
+        weakref.finalize(self, _close_fds, self._wake_r, self._wake_w)
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self.planner = AsyncPlanner(engine, spec, self._on_result, seed=seed,
@@ -187,10 +195,6 @@ class PlannerServer:
             raise
         self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._thread: threading.Thread | None = None
-        # the lead of the two serving threads (see _serve_role)
-        self._baton = threading.Lock()
-        self._peer: threading.Thread | None = None
-        self._join_timeout = 10.0
 
     def _setup_curve(self, curve: CurveConfig) -> None:
         import zmq.auth
@@ -218,7 +222,7 @@ class PlannerServer:
     # ------------------------------------------------------------ planner -> socket
     def _on_result(self, tag: Any, chunk: P.ActionChunk | None, err: Exception | None,
                    obs: P.Observation) -> None:
-        """Runs in the planning thread: send the reply (one non-blocking send, under the lock)."""
+        """Runs in the planner thread: send the reply (one non-blocking send, under the lock)."""
         if chunk is not None:
             payload = P.encode(chunk.to_msg())
         else:
@@ -235,9 +239,9 @@ class PlannerServer:
     def _wake(self) -> None:
         try:
             os.write(self._wake_w, b"!")
-        except BlockingIOError:  # pipe full: the leader is already due to wake
+        except BlockingIOError:  # pipe full: the socket thread is already due to wake
             pass
-        except OSError:  # closed by a shutdown in between: nobody to wake
+        except OSError:  # not expected (the pipe lives as long as the server object)
             pass
 
     # ------------------------------------------------------------ socket loop
@@ -248,10 +252,10 @@ class PlannerServer:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """End ``serve_forever`` (safe from a signal handler: it sets a flag and writes a
-        byte to the pipe, nothing that takes a lock); closes a never-served server."""
+        """End ``serve_forever`` (safe from a signal handler: it sets a flag and writes a byte
+        to the pipe, nothing that takes a lock); closes a never-served server."""
         self._stop.set()
-        self._wake()  # the thread reading the socket returns at once, not after poll_ms
+        self._wake()  # the socket thread returns at once, not after its poll timeout
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         elif self._thread is None and not self._serving:
@@ -262,11 +266,7 @@ class PlannerServer:
         i.e. a dedicated service process such as ``planner-runtime serve``) moves every object
         that exists now (modules, engine, numpy) out of the garbage collector's view with
         ``gc.freeze()``: a full collection would otherwise walk them all (~8 ms measured
-        here) in the middle of some request.
-
-        Two threads serve, the caller and one more, as leader and follower (see the module
-        docstring): the leader reads the socket; when it takes an observation to plan, it
-        makes the other thread the leader and plans in its own thread."""
+        here) in the middle of some request."""
         if self._closed:
             raise RuntimeError("this server was stopped; create a new one")
         self._serving = True
@@ -275,67 +275,27 @@ class PlannerServer:
         if freeze_gc:
             gc.collect()
             gc.freeze()
-        self.planner.prepare()
-        log.info("serving on %s (engine %s, %s graph)", self.endpoint, self.engine.backend, self.spec.graph,
-                 extra={"event": "start", "endpoint": self.endpoint})
-        self._peer = threading.Thread(target=self._serve_role, name="planner-server-2", daemon=True)
-        self._peer.start()
-        try:
-            self._serve_role()
-        finally:
-            self._stop.set()
-            self._wake()
-            self._peer.join(self._join_timeout)
-            if self._peer.is_alive():
-                log.warning("second serving thread did not finish within %.0f s", self._join_timeout)
-            self._shutdown()
-
-    def _serve_role(self) -> None:
-        """One serving thread: wait for the lead, lead (read the socket) until an observation
-        is taken to plan, hand the lead over, plan; again.
-
-        The lead is a lock held by the leader (a baton): taking the lead is acquiring it,
-        handing it over is releasing it, which wakes the other thread if it is waiting (one
-        futex wake; a lock may be released by another thread than the one that took it)."""
-        # Raw descriptors only: waiting here never touches the socket, so the other thread
-        # may send meanwhile (under the lock). One poller per thread.
+        self.planner.start()
+        # Raw descriptors only: waiting here never touches the socket, so the sampler thread
+        # may send meanwhile (under the lock).
         poller = zmq.Poller()
         poller.register(self.sock.getsockopt(zmq.FD), zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
-        baton = self._baton
-        while True:
-            baton.acquire()  # no timeout: released by the leader on hand-over and on stop
-            if self._stop.is_set():
-                baton.release()  # let the other thread see the stop too
-                return
-            try:
-                work = self._lead(poller)
-            except BaseException:
-                self._stop.set()
-                log.exception("serving thread failed")
-                raise
-            finally:
-                baton.release()  # the other thread leads while this one plans (or stops)
-            while work is not None and not self._stop.is_set():
-                work = self.planner.run(work)
-
-    def _lead(self, poller: zmq.Poller) -> Any:
-        """Read the socket until an observation can be planned (returns it, claimed) or
-        ``stop()`` (returns None)."""
-        while not self._stop.is_set():
-            # Read what is waiting before sleeping: the descriptor is edge-triggered, and
-            # another thread's call on the socket may have consumed the notice.
-            self._drain_requests()
-            work = self.planner.claim()
-            if work is not None:
-                return work
-            events = dict(poller.poll(self.poll_ms))
-            if self._wake_r in events:
-                try:
-                    os.read(self._wake_r, 4096)
-                except BlockingIOError:
-                    pass
-        return None
+        log.info("serving on %s (engine %s, %s graph)", self.endpoint, self.engine.backend, self.spec.graph,
+                 extra={"event": "start", "endpoint": self.endpoint})
+        try:
+            while not self._stop.is_set():
+                events = dict(poller.poll(self.poll_ms))
+                if self._wake_r in events:
+                    try:
+                        os.read(self._wake_r, 4096)
+                    except BlockingIOError:
+                        pass
+                # After any wake-up (or the timeout, a backstop): read what is waiting. The
+                # check is one ZMQ_EVENTS call when nothing is.
+                self._drain_requests()
+        finally:
+            self._shutdown()
 
     def _drain_requests(self, limit: int = 1000) -> None:
         # Read everything waiting before planning picks the newest observation: a burst is
@@ -393,8 +353,8 @@ class PlannerServer:
                                   "(requests: hello, ping, reset, observation)", req)
 
     def status(self) -> str:
-        """"ok", "planner_stopped" (a serving thread is gone) or "engine_failing" (last plan failed)."""
-        if self._peer is None or not self._peer.is_alive() or self._stop.is_set():
+        """"ok", "planner_stopped" (sampler thread gone) or "engine_failing" (last plan failed)."""
+        if not self.planner.alive:
             return "planner_stopped"
         if self.planner.stats["consecutive_errors"] > 0:
             return "engine_failing"
@@ -451,13 +411,13 @@ class PlannerServer:
                 return
             self._closed = True
             self.sock.close(0)
-            os.close(self._wake_r)
-            os.close(self._wake_w)
         if self._auth is not None:
             self._auth.stop()
 
     def _shutdown(self) -> None:
-        self.planner.stop()
+        ok = self.planner.stop()
+        if not ok:
+            log.warning("planner thread did not finish within the timeout")
         self._release()
         self._serving = False
         log.info("stopped after %d plans", self.planner.stats["plans"], extra={"event": "stop"})

@@ -301,7 +301,6 @@ class RecordingEngine:
     def __init__(self, inner):
         import threading
 
-        self._threading = threading
         self.inner = inner
         self.manifest = inner.manifest
         self.backend = inner.backend
@@ -319,7 +318,7 @@ class RecordingEngine:
             self.fail_next = False
             raise RuntimeError("injected engine failure")
         out = self.inner.plan(x0, cond, prev_plan, noise, levels, cfg_w)
-        self.calls.append({"thread": self._threading.current_thread().name, "x0": x0.copy(), "cond": cond.copy(), "prev_plan": prev_plan.copy(),
+        self.calls.append({"x0": x0.copy(), "cond": cond.copy(), "prev_plan": prev_plan.copy(),
                            "noise": noise.copy(), "levels": np.asarray(levels).copy(),
                            "cfg_w": cfg_w, "plan": out.plan.copy(), "best": out.best})
         return out

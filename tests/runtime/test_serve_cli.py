@@ -108,6 +108,14 @@ def test_run_bench_reports_latency_memory_and_cpu(engine_path, tmp_path):
     assert svc["runqueue_wait_off_engine_ms"]["max"] <= svc["runqueue_wait_ms"]["max"] + 1e-9
     if r.get("histogram"):
         assert png.stat().st_size > 0
+    # the floor baseline ran in the same blocks: a bare ZeroMQ server around the same plan
+    fl = r["floor"]
+    assert fl["e2e_ms"]["n"] == 20 and fl["infer_ms"]["n"] == 20 and fl["chunk_bytes"] > 0
+    assert fl["e2e_ms"]["median"] > fl["infer_ms"]["median"] > 0
+    assert fl["e2e_minus_sampler_p99_ms"] == pytest.approx(fl["e2e_ms"]["p99"] - r["sampler"]["infer_ms"]["p99"])
+    ratio = r["overhead_vs_floor"]
+    assert ratio["median_ratio"] == pytest.approx(svc["overhead_ms"]["median"] / fl["overhead_ms"]["median"])
+    assert ratio["p99_excess_ms"] == pytest.approx(svc["overhead_ms"]["p99"] - fl["overhead_ms"]["p99"])
 
 
 def test_run_bench_pins_service_and_client_and_restores_the_client(engine_path):
@@ -118,11 +126,12 @@ def test_run_bench_pins_service_and_client_and_restores_the_client(engine_path):
     before = os.sched_getaffinity(0)
     cpu = min(before)
     r = run_bench(engine_path, n=6, warmup=1, service_cpus=str(cpu), client_cpus=str(cpu),
-                  malloc_fastbins=True)
+                  malloc_fastbins=True, floor=False)
     svc = r["service"]
     assert svc["returncode"] == 0 and svc["e2e_ms"]["n"] == 6
     # --malloc-fastbins reaches both the service and the sampler worker
     assert svc["malloc_fastbins_off"] is False and r["sampler"]["malloc_fastbins_off"] is False
+    assert "floor" not in r and "overhead_vs_floor" not in r  # floor=False skips the baseline
     assert svc["service_cpus"] == [cpu] and svc["client_cpus"] == [cpu]
     assert os.sched_getaffinity(0) == before  # the bench gives the caller its CPUs back
     assert parse_cpus(None) is None and parse_cpus(f"{cpu}") == {cpu}
@@ -130,3 +139,19 @@ def test_run_bench_pins_service_and_client_and_restores_the_client(engine_path):
         parse_cpus(str(max(before) + 1000))
     with pytest.raises(ValueError, match="comma-separated"):
         parse_cpus("zero")
+
+
+def test_floor_baseline_answers_with_a_plan_and_exits_when_the_bench_is_gone(engine_path, spec):
+    from planner_runtime.bench_service import _FloorBaseline
+
+    base = _FloorBaseline(engine_path, 1, None, dims=(spec.S, spec.C))
+    try:
+        e2e, infer = base.step()
+        assert e2e > infer > 0  # the server really planned, and the round trip includes it
+        assert base.info["chunk_bytes"] > 0
+    finally:
+        # no quit message: only the closed pipe tells the server its bench is gone
+        base.proc.stdin.close()
+        assert base.proc.wait(30) == 0
+        base.sock.close(0)
+        base._ctx.term()
