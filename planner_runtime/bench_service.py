@@ -171,16 +171,7 @@ class _SamplerProcess:
 
     def __init__(self, engine_path: str | Path, threads: int | None, provider: str | None,
                  cpus: set[int] | None = None, malloc_fastbins: bool = False) -> None:
-        argv = [sys.executable, "-m", "planner_runtime.bench_service", "--sampler-worker",
-                "--engine", str(engine_path), "--threads", str(threads if threads is not None else 0)]
-        if provider is not None:
-            argv += ["--provider", provider]
-        if malloc_fastbins:  # the worker's malloc set up like the service's
-            argv += ["--malloc-fastbins"]
-        # pinned like the service (same cores), so the two readings stay comparable
-        pre = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
-                                     preexec_fn=pre)
+        self.proc = _start_worker(["--sampler-worker"], engine_path, threads, provider, cpus, malloc_fastbins)
         self._info = json.loads(self._line())
 
     def _line(self) -> str:
@@ -210,16 +201,41 @@ class _SamplerProcess:
                 self.proc.wait()
 
 
+def _start_worker(role: list[str], engine_path: str | Path, threads: int | None, provider: str | None,
+                  cpus: set[int] | None, malloc_fastbins: bool) -> subprocess.Popen:
+    """A bench worker process (``role``: ``--sampler-worker`` or ``--floor-worker ...``) on a
+    pipe: the engine, threads and provider of the service, pinned to the service's cores and
+    with its malloc set-up, so that its readings stay comparable with the service's. It
+    exits when its stdin closes."""
+    argv = [sys.executable, "-m", "planner_runtime.bench_service", *role,
+            "--engine", str(engine_path), "--threads", str(threads if threads is not None else 0)]
+    if provider is not None:
+        argv += ["--provider", provider]
+    if malloc_fastbins:
+        argv += ["--malloc-fastbins"]
+    pre = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+                            preexec_fn=pre)
+
+
+def _worker_sampler(engine: str, threads: int, provider: str | None, malloc_fastbins: bool) -> _InProcessSampler:
+    """The engine as a worker plans with it, malloc set up as ``serve`` does (fastbins off
+    unless ``malloc_fastbins``) before the engine loads."""
+    from planner_runtime.malloc_tuning import disable_fastbins
+
+    if not malloc_fastbins:
+        disable_fastbins()
+    return _InProcessSampler(engine, threads or None, provider)
+
+
 def _sampler_worker(engine: str, threads: int, provider: str | None, malloc_fastbins: bool = False) -> int:
     """``--sampler-worker``: one plan per ``plan`` line on stdin, "infer_ms wall_ms wait_ms" back.
     Its malloc is set up as ``serve`` sets up the service's (fastbins off unless
     ``malloc_fastbins``), so the sampler-only reading does not differ from the served plans
     by that."""
-    from planner_runtime.malloc_tuning import disable_fastbins, fastbins_disabled
+    from planner_runtime.malloc_tuning import fastbins_disabled
 
-    if not malloc_fastbins:
-        disable_fastbins()
-    s = _InProcessSampler(engine, threads or None, provider)
+    s = _worker_sampler(engine, threads, provider, malloc_fastbins)
     try:
         print(json.dumps({**s.info(), "malloc_fastbins_off": fastbins_disabled()}), flush=True)
         for line in sys.stdin:
@@ -239,11 +255,8 @@ def _floor_worker(engine: str, threads: int, provider: str | None, bind: str,
     encoded chunk, made once). No decoding, validation, slot, second thread or encoding per
     request: what ZeroMQ and the engine cost with nothing of the service around them."""
     from planner_runtime import protocol as P
-    from planner_runtime.malloc_tuning import disable_fastbins
 
-    if not malloc_fastbins:
-        disable_fastbins()
-    s = _InProcessSampler(engine, threads or None, provider)
+    s = _worker_sampler(engine, threads, provider, malloc_fastbins)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -283,15 +296,8 @@ class _FloorBaseline:
         from planner_runtime import protocol as P
 
         endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
-        argv = [sys.executable, "-m", "planner_runtime.bench_service", "--floor-worker", "--bind", endpoint,
-                "--engine", str(engine_path), "--threads", str(threads if threads is not None else 0)]
-        if provider is not None:
-            argv += ["--provider", provider]
-        if malloc_fastbins:
-            argv += ["--malloc-fastbins"]
-        pre = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
-                                     preexec_fn=pre)
+        self.proc = _start_worker(["--floor-worker", "--bind", endpoint], engine_path, threads, provider, cpus,
+                                  malloc_fastbins)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line:
