@@ -175,11 +175,7 @@ class _SamplerProcess:
         self._info = json.loads(self._line())
 
     def _line(self) -> str:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"sampler worker exited with {self.proc.wait()}")
-        return line
+        return _read_line(self.proc, "sampler worker")
 
     def step(self) -> tuple[float, float, float]:
         assert self.proc.stdin is not None
@@ -191,14 +187,29 @@ class _SamplerProcess:
         return dict(self._info)
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        _stop_worker(self.proc)
+
+
+def _read_line(proc: subprocess.Popen, what: str) -> str:
+    """The worker's next line on its stdout; RuntimeError when it exited instead."""
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"{what} exited with {proc.wait()}")
+    return line
+
+
+def _stop_worker(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Close the worker's stdin (its signal to finish) and wait; kill it if it does not."""
+    if proc.stdin is not None:
+        proc.stdin.close()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def _start_worker(role: list[str], engine_path: str | Path, threads: int | None, provider: str | None,
@@ -273,9 +284,7 @@ def _floor_worker(engine: str, threads: int, provider: str | None, bind: str,
             ready = dict(poller.poll())
             if sock not in ready:
                 return 0
-            ident, msg = sock.recv_multipart()
-            if msg == b"quit":
-                return 0
+            ident, _ = sock.recv_multipart()
             # plan_once itself (not step(): its CPU-wait bookkeeping reads /proc)
             i += 1
             planned, last = s.planner.plan_once(s._obs(i), last)
@@ -298,11 +307,7 @@ class _FloorBaseline:
         endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
         self.proc = _start_worker(["--floor-worker", "--bind", endpoint], engine_path, threads, provider, cpus,
                                   malloc_fastbins)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"floor baseline server exited with {self.proc.wait()}")
-        self.info = json.loads(line)
+        self.info = json.loads(_read_line(self.proc, "floor baseline server"))
         self._ctx = zmq.Context()
         self.sock = self._ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
@@ -321,19 +326,7 @@ class _FloorBaseline:
         return e2e, struct.unpack("<d", reply[:8])[0]
 
     def close(self) -> None:
-        try:
-            self.sock.send(b"quit", zmq.NOBLOCK)
-        except Exception:
-            pass
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()  # ends the server even if the quit message is not read
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        _stop_worker(self.proc)
         self.sock.close(0)
         self._ctx.term()
 

@@ -61,6 +61,7 @@ def free_tcp_port(host: str = "127.0.0.1") -> int:
         s.bind((host, 0))
         return s.getsockname()[1]
 
+
 def _close_fds(*fds: int) -> None:
     for fd in fds:
         try:
