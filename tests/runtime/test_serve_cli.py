@@ -113,6 +113,11 @@ def test_run_bench_reports_latency_memory_and_cpu(engine_path, tmp_path):
     assert fl["e2e_ms"]["n"] == 20 and fl["infer_ms"]["n"] == 20 and fl["chunk_bytes"] > 0
     assert fl["e2e_ms"]["median"] > fl["infer_ms"]["median"] > 0
     assert fl["e2e_minus_sampler_p99_ms"] == pytest.approx(fl["e2e_ms"]["p99"] - r["sampler"]["infer_ms"]["p99"])
+    # how sure the run is of the goal: a paired block-bootstrap interval around the same gap
+    for g, gap in ((r["goal_e2e_p99_ci"], r["e2e_minus_sampler_p99_ms"]),
+                   (fl["goal_e2e_p99_ci"], fl["e2e_minus_sampler_p99_ms"])):
+        assert g["gap_ms"] == pytest.approx(gap) and g["block"] == 25 and g["n_blocks"] == 0
+        assert g["ci"] is None and g["verdict"] == "undetermined"  # 20 requests: no whole block of 25
     ratio = r["overhead_vs_floor"]
     assert ratio["median_ratio"] == pytest.approx(svc["overhead_ms"]["median"] / fl["overhead_ms"]["median"])
     assert ratio["p99_excess_ms"] == pytest.approx(svc["overhead_ms"]["p99"] - fl["overhead_ms"]["p99"])
