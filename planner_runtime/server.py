@@ -240,10 +240,8 @@ class PlannerServer:
     def _wake(self) -> None:
         try:
             os.write(self._wake_w, b"!")
-        except BlockingIOError:  # pipe full: the socket thread is already due to wake
-            pass
-        except OSError:  # not expected (the pipe lives as long as the server object)
-            pass
+        except OSError:  # BlockingIOError: pipe full, the socket thread is already due to wake
+            pass  # (nothing else is expected: the pipe lives as long as the server object)
 
     # ------------------------------------------------------------ socket loop
     def start(self) -> PlannerServer:
