@@ -63,6 +63,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="service section: serve --cpu-latency-us US (system-wide PM QoS limit)")
     p.add_argument("--malloc-fastbins", action="store_true",
                    help="service section: keep glibc malloc's fastbins (serve --malloc-fastbins)")
+    p.add_argument("--requests", type=int, default=500, metavar="N",
+                   help="service section: timed requests (default 500; the 95%% interval narrows with more)")
+    p.add_argument("--rate-hz", type=float, default=None, metavar="R",
+                   help="service section: pace the requests at R Hz, e.g. 12.5 (the Go2's replanning "
+                        "rate: every 4th 50 Hz tick); default back to back")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -275,7 +280,8 @@ def _external(section: str, engine: Path | None, args: argparse.Namespace) -> di
                 return {"status": "not available", "reason": "no engine: run the sampler section or pass --engine"}
             kw = {"threads": args.threads, "provider": args.provider,
                   "cpu_latency_us": getattr(args, "cpu_latency_us", None),
-                  "malloc_fastbins": getattr(args, "malloc_fastbins", False)}
+                  "malloc_fastbins": getattr(args, "malloc_fastbins", False),
+                  "n": getattr(args, "requests", 500), "rate_hz": getattr(args, "rate_hz", None)}
             if args.plot:
                 kw["histogram"] = str(args.plot / "service_latency.png")
             return dict(svc(str(engine), **_accepted(svc, kw)))
@@ -306,6 +312,11 @@ def run(args: argparse.Namespace) -> int:
     unknown = set(what) - {"sampler", "cadence", "service", "controller"}
     if unknown:
         print(f"error: unknown --what section(s) {sorted(unknown)}", file=sys.stderr)
+        return 2
+    rate = getattr(args, "rate_hz", None)
+    if getattr(args, "requests", 1) < 1 or (rate is not None and not 0 < rate < float("inf")):
+        print(f"error: --requests must be >= 1 and --rate-hz a finite rate > 0 "
+              f"(got {getattr(args, 'requests', None)}, {rate})", file=sys.stderr)
         return 2
     import os
 

@@ -107,6 +107,30 @@ def p99_gap_ci(e2e_ms: Any, sampler_ms: Any, block: int = 25, n_boot: int = 1000
     return out
 
 
+GOAL_LIMITS = {
+    "machine": "the floor (a bare one-thread ZeroMQ server around the same plan) misses it too: "
+               "at this setting this machine cannot meet the goal, whatever the service does",
+    "service": "the floor meets it and the service is not shown to: the machine allows the goal, "
+               "the service's own work is what keeps it from it",
+}
+
+
+def goal_limited_by(service_ci: dict[str, Any] | None, floor_ci: dict[str, Any] | None) -> str | None:
+    """Who keeps the goal from being met in this run, from the service's and the floor's
+    verdicts (``p99_gap_ci``): "machine" when even the floor misses it, "service" when the
+    floor meets it and the service does not (missed or undetermined), None when the service
+    meets it or the run cannot tell (the floor undetermined, or no floor)."""
+    s = (service_ci or {}).get("verdict")
+    f = (floor_ci or {}).get("verdict")
+    if s == "met" or f is None:
+        return None
+    if f == "missed":
+        return "machine"
+    if f == "met":
+        return "service"
+    return None
+
+
 def proc_cpu_seconds(pid: int) -> float:
     """utime + stime of a process, seconds (Linux /proc)."""
     text = Path(f"/proc/{pid}/stat").read_text()
@@ -688,6 +712,7 @@ def run_bench(engine_path: str | Path, n: int = 500, warmup: int = 30, *,
         base["e2e_minus_sampler_p99_ms"] = ci["gap_ms"]
         base["goal_e2e_p99_within_1ms"] = bool(ci["gap_ms"] <= GOAL_GAP_MS)
         out["floor"] = base
+        out["goal_limited_by"] = goal_limited_by(out.get("goal_e2e_p99_ci"), ci)
         so, fo = service["overhead_ms"], base["overhead_ms"]
         out["overhead_vs_floor"] = {"median_ratio": so["median"] / fo["median"], "p99_ratio": so["p99"] / fo["p99"],
                                     "median_excess_ms": so["median"] - fo["median"],
@@ -796,6 +821,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{fl['e2e_minus_sampler_p99_ms']:+.3f} ms ({_ci_text(fl.get('goal_e2e_p99_ci'))})")
         print(f"vs floor      the service's e2e - engine: median x{r['median_ratio']:.2f} ({r['median_excess_ms']:+.3f} ms), "
               f"p99 x{r['p99_ratio']:.2f} ({r['p99_excess_ms']:+.3f} ms)")
+        lim = res.get("goal_limited_by")
+        if lim:
+            print(f"limited by    {lim}: {GOAL_LIMITS[lim]}")
+        elif res.get("goal_e2e_p99_ci", {}).get("verdict") != "met":
+            print("limited by    undetermined: the floor's own verdict is undetermined (more requests narrow it)")
     w, wo, sw = v["runqueue_wait_ms"], v["runqueue_wait_off_engine_ms"], res["sampler"].get("runqueue_wait_ms", {})
     if w and sw:
         print(f"CPU waits     runnable but waiting for a CPU, per request: service + client threads median "

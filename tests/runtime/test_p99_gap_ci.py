@@ -69,3 +69,38 @@ def test_seeded_reproducible_and_bad_input_refused():
         p99_gap_ci([], s)
     with pytest.raises(ValueError, match="bootstrap settings"):
         p99_gap_ci(e, s, block=0)
+
+
+def test_goal_limited_by_names_the_machine_only_when_the_bare_floor_misses_too():
+    from planner_runtime.bench_service import GOAL_LIMITS, goal_limited_by
+
+    def v(verdict):
+        return {"verdict": verdict}
+
+    # the floor (bare one-thread server, same plan, same blocks) missing = the machine's limit
+    assert goal_limited_by(v("missed"), v("missed")) == "machine"
+    assert goal_limited_by(v("undetermined"), v("missed")) == "machine"
+    # the floor meets it and the service is not shown to: the service's own work
+    assert goal_limited_by(v("missed"), v("met")) == "service"
+    assert goal_limited_by(v("undetermined"), v("met")) == "service"
+    # met, or the floor cannot tell, or no floor ran: nobody is named
+    for s in ("met", "missed", "undetermined"):
+        assert goal_limited_by(v(s), v("undetermined")) is None
+        assert goal_limited_by(v(s), None) is None
+    assert goal_limited_by(v("met"), v("missed")) is None
+    assert set(GOAL_LIMITS) == {"machine", "service"}
+
+
+def test_goal_limited_by_follows_the_intervals_of_real_readings():
+    """End to end through p99_gap_ci: a floor 0.2 ms over the sampler and a service 2.5 ms
+    over it give "service"; a floor that is itself 2.5 ms over gives "machine"."""
+    from planner_runtime.bench_service import goal_limited_by
+
+    rng = np.random.default_rng(7)
+    s = engine_like(rng, 4000)
+    floor_ok = p99_gap_ci(engine_like(rng, 4000) + 0.2, s)
+    floor_bad = p99_gap_ci(engine_like(rng, 4000) + 2.5, s)
+    service_bad = p99_gap_ci(engine_like(rng, 4000) + 2.5, s)
+    assert (floor_ok["verdict"], floor_bad["verdict"], service_bad["verdict"]) == ("met", "missed", "missed")
+    assert goal_limited_by(service_bad, floor_ok) == "service"
+    assert goal_limited_by(service_bad, floor_bad) == "machine"

@@ -118,6 +118,7 @@ def test_run_bench_reports_latency_memory_and_cpu(engine_path, tmp_path):
                    (fl["goal_e2e_p99_ci"], fl["e2e_minus_sampler_p99_ms"])):
         assert g["gap_ms"] == pytest.approx(gap) and g["block"] == 25 and g["n_blocks"] == 0
         assert g["ci"] is None and g["verdict"] == "undetermined"  # 20 requests: no whole block of 25
+    assert "goal_limited_by" in r and r["goal_limited_by"] is None  # neither verdict known: nobody named
     ratio = r["overhead_vs_floor"]
     assert ratio["median_ratio"] == pytest.approx(svc["overhead_ms"]["median"] / fl["overhead_ms"]["median"])
     assert ratio["p99_excess_ms"] == pytest.approx(svc["overhead_ms"]["p99"] - fl["overhead_ms"]["p99"])
@@ -160,3 +161,29 @@ def test_floor_baseline_answers_with_a_plan_and_exits_when_the_bench_is_gone(eng
         assert base.proc.wait(30) == 0
         base.sock.close(0)
         base._ctx.term()
+
+
+def test_cli_bench_service_section_paced_at_a_rate(engine_path, capsys):
+    """`planner-runtime bench --what service --requests N --rate-hz R`: the robot's cadence
+    through the CLI named in DESIGN.md, with the goal's interval and who limits it."""
+    from planner_runtime.bench_service import goal_limited_by
+    from planner_runtime.cli import main
+
+    rc = main(["bench", "--what", "service", "--engine", str(engine_path), "--requests", "60",
+               "--rate-hz", "100", "--json"])
+    assert rc == 0
+    rep = json.loads(capsys.readouterr().out)["service"]
+    svc = rep["service"]
+    assert rep["n"] == 60 and svc["e2e_ms"]["n"] == 60 and svc["rate_hz"] == 100
+    assert "paced at 100.0 Hz" in rep["sampler"]["mode"] and rep["sampler"]["infer_ms"]["n"] == 60
+    ci, fci = rep["goal_e2e_p99_ci"], rep["floor"]["goal_e2e_p99_ci"]
+    assert ci["n_blocks"] == 2 and ci["ci"] is not None  # paced: blocks of 25 for the interval
+    assert rep["goal_limited_by"] == goal_limited_by(ci, fci)
+
+
+@pytest.mark.parametrize("bad", [["--requests", "0"], ["--rate-hz", "0"], ["--rate-hz", "inf"]])
+def test_cli_bench_service_refuses_bad_settings(engine_path, capsys, bad):
+    from planner_runtime.cli import main
+
+    assert main(["bench", "--what", "service", "--engine", str(engine_path), *bad]) == 2
+    assert "--requests must be >= 1" in capsys.readouterr().err
