@@ -281,7 +281,7 @@ def _external(section: str, engine: Path | None, args: argparse.Namespace) -> di
             kw = {"threads": args.threads, "provider": args.provider,
                   "cpu_latency_us": getattr(args, "cpu_latency_us", None),
                   "malloc_fastbins": getattr(args, "malloc_fastbins", False),
-                  "n": getattr(args, "requests", 500), "rate_hz": getattr(args, "rate_hz", None)}
+                  "n": args.requests, "rate_hz": args.rate_hz}
             if args.plot:
                 kw["histogram"] = str(args.plot / "service_latency.png")
             return dict(svc(str(engine), **_accepted(svc, kw)))
@@ -313,10 +313,10 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         print(f"error: unknown --what section(s) {sorted(unknown)}", file=sys.stderr)
         return 2
-    rate = getattr(args, "rate_hz", None)
-    if getattr(args, "requests", 1) < 1 or (rate is not None and not 0 < rate < float("inf")):
+    rate = args.rate_hz
+    if args.requests < 1 or (rate is not None and not 0 < rate < float("inf")):
         print(f"error: --requests must be >= 1 and --rate-hz a finite rate > 0 "
-              f"(got {getattr(args, 'requests', None)}, {rate})", file=sys.stderr)
+              f"(got {args.requests}, {rate})", file=sys.stderr)
         return 2
     import os
 

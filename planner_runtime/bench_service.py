@@ -122,13 +122,9 @@ def goal_limited_by(service_ci: dict[str, Any] | None, floor_ci: dict[str, Any] 
     meets it or the run cannot tell (the floor undetermined, or no floor)."""
     s = (service_ci or {}).get("verdict")
     f = (floor_ci or {}).get("verdict")
-    if s == "met" or f is None:
+    if s == "met":
         return None
-    if f == "missed":
-        return "machine"
-    if f == "met":
-        return "service"
-    return None
+    return {"missed": "machine", "met": "service"}.get(f)
 
 
 def proc_cpu_seconds(pid: int) -> float:
