@@ -80,7 +80,7 @@ def cadence_bench(engine_path: str | Path, n: int = 300, period_s: float | None 
                     gaps[mode].append((t0 - t_gap) * 1e3)
     finally:
         eng.close()
-    out = {"engine": str(engine_path), "period_ms": round(period_s * 1e3, 3), "threads": threads,
+    out: dict[str, Any] = {"engine": str(engine_path), "period_ms": round(period_s * 1e3, 3), "threads": threads,
            "rounds": rounds, **{k: _stats(v) for k, v in samples.items()},
            "gap_ms_median": {k: round(float(np.median(v)), 3) for k, v in gaps.items()},
            "samples_ms": samples}

@@ -124,7 +124,8 @@ def goal_limited_by(service_ci: dict[str, Any] | None, floor_ci: dict[str, Any] 
     f = (floor_ci or {}).get("verdict")
     if s == "met":
         return None
-    return {"missed": "machine", "met": "service"}.get(f)
+    limited_by: dict[str | None, str] = {"missed": "machine", "met": "service"}
+    return limited_by.get(f)
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -470,8 +471,9 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
             os.sched_setaffinity(0, client_cpus)
         local = (_SamplerProcess(engine_path, threads, provider, service_cpus, malloc_fastbins)
                  if sampler_n > 0 else None)
-        for _ in range(warmup if local is not None else 0):
-            local.step()
+        if local is not None:
+            for _ in range(warmup):
+                local.step()
         with PlannerClient(endpoint, timeout=10.0) as client:
             meta = wait_for_service(client, proc, startup_timeout)
             S, C, dt, chunk = meta["state_dim"], meta["cond_dim"], meta["dt"], meta["chunk"]

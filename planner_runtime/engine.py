@@ -31,6 +31,7 @@ picks the level sequence (``schedule.py``) and loops; the graphs do the math.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,7 +67,7 @@ class Engine(ABC):
     backend: str  # e.g. "onnxruntime:CPUExecutionProvider", "tensorrt"
     path: Any  # the engine file (pathlib.Path)
 
-    def _adopt_manifest(self, manifest: dict[str, Any], profile: dict[str, Any] | None) -> None:
+    def _adopt_manifest(self, manifest: dict[str, Any], profile: Mapping[str, Any] | None) -> None:
         """Check the manifest against a robot profile (when given) and take the dimensions
         every backend needs from it: B, S, A, C, H, D = S + A, K, kind, n_steps."""
         from planner_runtime import manifest as mf
@@ -83,6 +84,11 @@ class Engine(ABC):
         self.K = manifest["diffusion"]["K"]
         self.kind = manifest["graph"]["kind"]
         self.n_steps = manifest["graph"]["n_steps"]
+
+    def default_levels(self, warm: bool) -> np.ndarray:
+        """The manifest's warm or cold level sequence (int64)."""
+        key = "warm_levels" if warm else "cold_levels"
+        return np.asarray(self.manifest["diffusion"][key], dtype=np.int64)
 
     @abstractmethod
     def plan(self, x0: np.ndarray, cond: np.ndarray, prev_plan: np.ndarray, noise: np.ndarray,

@@ -7,7 +7,7 @@ after it (the chunk's encoding buffer, the next plan's input arrays) walks those
 with cold caches. Measured on the 2-vCPU CI-class VM, right after an engine run: a 1100-byte
 allocation took 53-66 us median with fastbins and 10-11 us without; the chunk's encoding
 79-99 us and 39-47 us; the whole warm-started plan 0.3 ms less (median, 3 alternating
-rounds). README "Service latency" has the commands.
+rounds). docs/service.md has the service benchmark that measures the whole path.
 
 ``mallopt(M_MXFAST, 0)`` turns fastbins off for the whole process (all arenas): freed small
 blocks are merged at once, in the ``free`` that returns them, instead of all together

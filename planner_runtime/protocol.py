@@ -127,7 +127,9 @@ def all_finite(a: np.ndarray) -> bool:
     finite x and NaN for NaN or +-inf, so the dot product of the flattened array with
     zeros is NaN exactly when some entry is not finite (and it cannot overflow). This runs
     on every observation and plan, and after the idle time between plans each distinct
-    numpy call costs tens of microseconds with cold caches (measured; see README)."""
+    numpy call costs tens of microseconds with cold caches (measured on the 2-vCPU VM:
+    ``np.isfinite(a).all()`` on 30 floats took 14 us right after other work, 74 us after an
+    80 ms sleep)."""
     if a.ndim != 1:
         a = a.reshape(-1)
     key = (a.size, a.dtype.char)

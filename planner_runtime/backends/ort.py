@@ -158,11 +158,6 @@ class OrtEngine(Engine):
                 )
 
     # ------------------------------------------------------------ planning
-    def default_levels(self, warm: bool) -> np.ndarray:
-        """The manifest's warm or cold level sequence (int64)."""
-        key = "warm_levels" if warm else "cold_levels"
-        return np.asarray(self.manifest["diffusion"][key], dtype=np.int64)
-
     def _common(self, x0: Any, cond: Any, prev_plan: Any, noise: Any, cfg_w: float | None) -> dict[str, np.ndarray]:
         B, H, D = self.B, self.H, self.D
         w = self.manifest["diffusion"]["cfg_w"] if cfg_w is None else float(cfg_w)

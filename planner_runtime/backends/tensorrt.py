@@ -145,10 +145,6 @@ class TensorRTEngine(Engine):
         self.backend = "tensorrt"
         self.provider = "tensorrt"
 
-    def default_levels(self, warm: bool) -> np.ndarray:
-        key = "warm_levels" if warm else "cold_levels"
-        return np.asarray(self.manifest["diffusion"][key], dtype=np.int64)
-
     def _put(self, name: str, value: Any) -> None:
         h = self._host[name]
         a = np.asarray(value, dtype=h.dtype)

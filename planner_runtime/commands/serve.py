@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "power; needs write access to /dev/cpu_dma_latency)")
     p.add_argument("--malloc-fastbins", action="store_true",
                    help="keep glibc malloc's fastbins (by default the service turns them off: merging "
-                        "them after each engine run cost ~0.3 ms per plan here; see README)")
+                        "them after each engine run cost ~0.3 ms per plan here; see docs/service.md)")
     p.add_argument("--log-json", action="store_true", help="structured logs: one JSON object per line on stderr")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--curve-secret-key", default=None, metavar="FILE",

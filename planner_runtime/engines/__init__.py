@@ -18,6 +18,6 @@ def default_engine_path() -> Path:
     p = HERE / DEFAULT_ENGINE_NAME
     if not p.is_file():
         raise FileNotFoundError(
-            f"the embedded default engine {p} is missing; rebuild it with scripts in the README "
-            "('Reproduce the default engine') or pass --engine PATH")
+            f"the embedded default engine {p} is missing; rebuild it with "
+            "`python -m export.default_engine --install` (docs/training.md) or pass --engine PATH")
     return p
