@@ -61,15 +61,22 @@ def _provenance(source: Path) -> dict[str, Any]:
     cks = load_components(source)
     comps = {}
     dataset = None
+    semantics: dict[str, Any] = {}
     for name, ck in cks.items():
         path = Path(ck["_path"])
         comps[name] = {"file": path.name, "sha256": sha256_hex(path.read_bytes()),
                        "step": ck.get("step"), "model_class": ck.get("model_class"),
                        "model_config": ck.get("model_config"), "versions": ck.get("versions")}
         dataset = dataset or (ck.get("dataset") or {}).get("sha256")
+        sem = (ck.get("dataset") or {}).get("action_semantics")
+        if sem is not None:
+            semantics[name] = sem
+    if len({json.dumps(v, sort_keys=True) for v in semantics.values()}) > 1:
+        raise ValueError(f"{source}: the components were trained on data with different action semantics: "
+                         f"{sorted(semantics)}")
     first = next(iter(cks.values()))
     return {"dataset_sha256": dataset, "training_config": first.get("config", {}),
-            "checkpoints": comps}
+            "checkpoints": comps, "action_semantics": next(iter(semantics.values()), None)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,14 +88,24 @@ def run(args: argparse.Namespace) -> int:
         sampler = build_sampler(args.checkpoints, args.method, graph="sampler",
                                 n_samples=args.n_samples, **knobs)
         dims = (int(sampler.S), int(sampler.A), int(sampler.C))
-        robot = args.robot if args.robot != "auto" else ("go2" if dims == (30, 12, 3) else "generic")
+        prov = _provenance(args.checkpoints)
+        # condition history blocks the networks were trained with (robot.observation.HISTORY_BLOCKS)
+        history = tuple(e for e in prov["training_config"].get("cond_extras") or () if e != "return")
+        try:
+            from robot.observation import condition_names
+
+            go2_dims = (30, 12, len(condition_names(history)))
+        except ValueError:  # a condition extra the Go2 controller cannot build
+            go2_dims = None
+        robot = args.robot if args.robot != "auto" else ("go2" if dims == go2_dims else "generic")
         extra: dict[str, Any] = dict(warm_level=args.warm_level, cfg_w=args.cfg_w,
-                                     temperature=args.temperature, provenance=_provenance(args.checkpoints))
+                                     temperature=args.temperature, provenance=prov)
         if args.chunk_size is not None:
             extra["chunk_size"] = args.chunk_size
         if args.dt is not None:
             extra["control_dt"] = args.dt
-        meta = go2_meta(**extra) if robot == "go2" else generic_meta(*dims, **extra)
+        meta = (go2_meta(action_semantics=prov["action_semantics"], history=history, **extra) if robot == "go2"
+                else generic_meta(*dims, **extra))
         graphs = ("fused", "step") if args.graph == "both" else (args.graph,)
         written: dict[str, Any] = {}
         for g in graphs:

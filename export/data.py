@@ -39,7 +39,7 @@ import numpy as np
 from planner_runtime.dataset import Dataset
 
 NORMALIZER_KINDS = ("std", "minmax", "identity")
-COND_EXTRAS = ("return",)
+COND_EXTRAS = ("return", "prev_state", "prev_action")
 
 
 @dataclass
@@ -137,7 +137,8 @@ class WindowSet:
     Arrays are stored normalized once, so a batch is a gather (no per-batch arithmetic).
     """
 
-    def __init__(self, episodes: list[dict[str, np.ndarray]], H: int, norms: Normalizers, S: int):
+    def __init__(self, episodes: list[dict[str, np.ndarray]], H: int, norms: Normalizers, S: int,
+                 fall_cut: int = 0):
         self.H, self.S = H, S
         obs, act, cond, rew, cost, valid, starts = [], [], [], [], [], [], []
         offset = 0
@@ -153,7 +154,8 @@ class WindowSet:
             rew.append(np.concatenate([ep["rewards"], z]))
             cost.append(np.concatenate([ep["costs"], z]))
             valid.append(np.concatenate([np.ones(T, np.float32), z]))
-            starts.append(offset + np.arange(T))
+            n = max(0, T - fall_cut) if ep.get("terminal") else T
+            starts.append(offset + np.arange(n))
             offset += T + H
         if not episodes:
             self.starts = np.zeros(0, np.int64)
@@ -210,6 +212,7 @@ class WindowData:
     # raw (un-normalized) per-sample arrays of the training split, for the ranker / aux models
     train_samples: dict[str, np.ndarray]
     val_samples: dict[str, np.ndarray]
+    action_semantics: dict[str, Any] | None = None  # the dataset's, carried to the engine
 
     @property
     def D(self) -> int:
@@ -217,7 +220,8 @@ class WindowData:
 
     def provenance(self) -> dict[str, Any]:
         return {"path": self.dataset_path, "sha256": self.dataset_sha256,
-                "train_windows": len(self.train), "val_windows": len(self.val)}
+                "train_windows": len(self.train), "val_windows": len(self.val),
+                "action_semantics": self.action_semantics}
 
 
 def _episodes(ds: Dataset, cond_extras: tuple[str, ...], gamma: float,
@@ -226,10 +230,16 @@ def _episodes(ds: Dataset, cond_extras: tuple[str, ...], gamma: float,
     for s, e in ds.episode_bounds():
         ep = {k: np.asarray(getattr(ds, k)[s:e], np.float32)
               for k in ("observations", "actions", "conditions", "rewards", "costs")}
+        ep["terminal"] = bool(ds.terminals[e - 1])
         extra = []
         for name in cond_extras:
             if name == "return":
                 extra.append(returns_to_go(ep["rewards"], gamma)[:, None])
+            elif name in ("prev_state", "prev_action"):
+                # the previous policy tick's state / action label; the first row repeats its own
+                # (robot.observation.ConditionBuilder builds the same at run time)
+                x = ep["observations" if name == "prev_state" else "actions"]
+                extra.append(np.concatenate([x[:1], x[:-1]], axis=0))
             else:
                 raise ValueError(f"unknown condition extra {name!r}; expected one of {COND_EXTRAS}")
         if extra:
@@ -238,17 +248,25 @@ def _episodes(ds: Dataset, cond_extras: tuple[str, ...], gamma: float,
     if "return" in cond_extras:
         # reference code: returns-to-go divided by the largest episode-start value
         # (by magnitude, so negative-reward tasks keep their sign)
-        col = ds.conditions.shape[1] + list(cond_extras).index("return")
+        i = list(cond_extras).index("return")
+        col = ds.conditions.shape[1] + sum(extra_width(ds, e) for e in cond_extras[:i])
         scale = return_scale or max(abs(float(ep["conditions"][0, col])) for ep in eps) or 1.0
         for ep in eps:
             ep["conditions"][:, col] /= scale
     return eps
 
 
+def extra_width(ds: Dataset, name: str) -> int:
+    """Columns a condition extra appends (``COND_EXTRAS``)."""
+    S, A, _ = ds.dims
+    return {"return": 1, "prev_state": S, "prev_action": A}[name]
+
+
 def make_windows(ds: Dataset, horizon: int, *, normalizer: str = "std",
                  cond_normalizer: str | None = None, val_fraction: float = 0.1, seed: int = 0,
                  cond_extras: tuple[str, ...] = (), gamma: float = 0.997,
-                 return_scale: float | None = None, norms: Normalizers | None = None) -> WindowData:
+                 return_scale: float | None = None, norms: Normalizers | None = None,
+                 fall_cut: int = 0) -> WindowData:
     """Split ``ds`` by episode, fit normalizers on the train split, build both window sets.
 
     ``norms`` given (fine-tuning a checkpoint on new data): use those normalizers instead of
@@ -259,6 +277,7 @@ def make_windows(ds: Dataset, horizon: int, *, normalizer: str = "std",
         raise ValueError(f"horizon must be >= 1, got {horizon}")
     S, A, C = ds.dims
     eps = _episodes(ds, tuple(cond_extras), gamma, return_scale)
+    C = C + sum(extra_width(ds, e) for e in cond_extras)
     tr_idx, va_idx = split_episodes(len(eps), val_fraction, seed)
     tr = [eps[i] for i in tr_idx]
     va = [eps[i] for i in va_idx]
@@ -270,12 +289,15 @@ def make_windows(ds: Dataset, horizon: int, *, normalizer: str = "std",
     if norms is None:
         norms = Normalizers(Normalizer.fit(rows, normalizer),
                             Normalizer.fit(cat(tr, "conditions"), cond_normalizer or normalizer))
-    elif (norms.traj.dim, norms.cond.dim) != (S + A, C + len(cond_extras)):
+    elif (norms.traj.dim, norms.cond.dim) != (S + A, C):
         raise ValueError(f"given normalizers cover {norms.traj.dim} trajectory and {norms.cond.dim} "
-                         f"condition dims; the dataset has {S + A} and {C + len(cond_extras)}")
+                         f"condition dims; the dataset has {S + A} and {C}")
     samples = []
     for group in (tr, va):
         samples.append({k: cat(group, k) for k in
                         ("observations", "actions", "conditions", "rewards", "costs")} if group else {})
-    return WindowData(WindowSet(tr, horizon, norms, S), WindowSet(va, horizon, norms, S), norms,
-                      S, A, C + len(cond_extras), horizon, ds.sha256, ds.path, samples[0], samples[1])
+    if fall_cut < 0:
+        raise ValueError(f"fall_cut must be >= 0, got {fall_cut}")
+    return WindowData(WindowSet(tr, horizon, norms, S, fall_cut), WindowSet(va, horizon, norms, S, fall_cut), norms,
+                      S, A, C, horizon, ds.sha256, ds.path, samples[0], samples[1],
+                      ds.action_semantics)

@@ -21,13 +21,23 @@ import sys
 import time
 from pathlib import Path
 
-COLLECT = ["collect", "--minutes", "75", "--workers", "2", "--seed", "0", "--json"]
+# The PPO walking policy (its legged-gym action semantics: kp 20, kd 0.5) on three Go2 models,
+# with per-episode randomized physics (sim.physics.RANDOMIZED) and nominal physics, three
+# action-noise levels (mixed quality), pushes: 105 simulated minutes in one file.
+COLLECT_RUNS = [("project", True, 25), ("menagerie", True, 25), ("menagerie-fitted", True, 25),
+                ("project", False, 10), ("menagerie", False, 10), ("menagerie-fitted", False, 10)]
+COLLECT = ["collect", "--append", "--expert", "ppo", "--noise-levels", "0.0", "0.04", "0.08",
+           "--workers", "2", "--seed", "0", "--no-progress", "--json"]
 # The networks predict the clean trajectory (prediction "x0") with x_0 also as input channels
 # and kernel-3 convolutions: the training defaults (export/train/config.py). Planner 16000
 # steps, dynamics 10000 (val loss 0.0040 / 0.0042), trained side by side on the 2 cores.
 STEPS = {"planner": 16000, "dynamics": 10000}
+# Both networks are conditioned on the command and a one-step history (the previous policy
+# tick's state and action: robot.observation.HISTORY_BLOCKS), so they can tell which robot
+# they are on.
 TRAIN = ["train", "--method", "mpdiffuser", "--components", "{component}", "--steps", "{steps}",
          "--set", "batch_size=128", "--set", "lr=1e-3", "--set", "ema_start=1000",
+         "--set", 'cond_extras=["prev_state", "prev_action"]',
          "--threads", "1", "--no-progress", "--json"]
 # The paper's Go2 sampling (mpdiffuser.txt App. O): MPDiffuser's alternation of dynamics and
 # planner, warm start 7 of K=10 levels, chunk of 4 actions, one sample; CFG w 1.0 and
@@ -64,12 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    data = Path(a.data) if a.data else work / "go2_expert.h5"
+    data = Path(a.data) if a.data else work / "go2_robust.h5"
     ck = work / "checkpoints"
     engine = work / ENGINE_NAME
     log: list[dict] = []
     if not a.skip_collect:
-        _run([*COLLECT[:1], "--out", str(data), *COLLECT[1:]], log)
+        if data.exists():
+            raise SystemExit(f"{data} exists: pass --skip-collect to train on it, or remove it")
+        for model, randomize, minutes in COLLECT_RUNS:
+            _run([*COLLECT[:1], "--out", str(data), "--model", model, "--minutes", str(minutes),
+                  *(["--randomize"] if randomize else []), *COLLECT[1:]], log)
     # planner and dynamics are independent networks: train them side by side (2 cores)
     train = [[TRAIN[0], "--data", str(data), "--out", str(ck),
               *[t.format(component=c, steps=STEPS[c]) for t in TRAIN[1:]]] for c in STEPS]

@@ -77,18 +77,28 @@ def generic_meta(S: int, A: int, C: int, **kw: Any) -> EngineMeta:
     return EngineMeta(robot=obs["robot"], observation=obs, action=action, **kw)
 
 
-def go2_meta(**kw: Any) -> EngineMeta:
-    """Meta for the Unitree Go2 from the robot package (observation builder + constants)."""
+def go2_meta(action_semantics: dict[str, Any] | None = None, history: tuple[str, ...] = (),
+             **kw: Any) -> EngineMeta:
+    """Meta for the Unitree Go2 from the robot package (observation builder + constants).
+
+    ``action_semantics`` is the training data's (default pose, per-joint scale, PD gains);
+    data that did not record it was collected with the project's trot expert semantics
+    (``robot.actions.PROJECT``), and the manifest says so (``source``). ``history``: the
+    condition's history blocks (robot.observation.HISTORY_BLOCKS) the networks were trained with."""
     from export.robot_profiles import go2_profile
     from robot import go2_constants as g
+    from robot.actions import PROJECT, ActionSemantics
     from robot.observation import observation_spec
 
-    obs = observation_spec()
-    action = {"joint_names": list(g.JOINT_NAMES), "default_joint_pos": [float(v) for v in g.DEFAULT_JOINT_POS],
-              "scale": float(g.ACTION_SCALE)}
+    obs = observation_spec(history)
+    if action_semantics is None:
+        action = {**PROJECT.as_dict(), "source": "robot.actions.PROJECT (the data recorded none)"}
+    else:
+        sem = ActionSemantics.from_dict(action_semantics, "the training data's action semantics")
+        action = {**sem.as_dict(), "source": "training dataset"}
     kw.setdefault("control_dt", float(g.POLICY_DT))
     kw.setdefault("chunk_size", int(g.CHUNK_SIZE))
-    return EngineMeta(robot="go2", observation=obs, action=action, profile=go2_profile(), **kw)
+    return EngineMeta(robot="go2", observation=obs, action=action, profile=go2_profile(history), **kw)
 
 
 def _unwrap(module: nn.Module) -> nn.Module:

@@ -11,8 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 
-def go2_profile() -> dict[str, Any]:
-    """The Unitree Go2 profile (SDK joint order, default pose, action scale, 50 Hz policy)."""
+def go2_profile(history: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The Unitree Go2 profile (SDK joint order, dimensions, 50 Hz policy). The action
+    semantics (pose, scale, gains) are not part of it: they travel with the engine's data and
+    the controller checks it can execute them (robot.actions)."""
     from robot import go2_constants as g
     from robot import observation as obs
 
@@ -20,11 +22,9 @@ def go2_profile() -> dict[str, Any]:
         "name": g.ROBOT_NAME,
         "state_dim": obs.STATE_DIM,
         "action_dim": obs.ACTION_DIM,
-        "condition_dim": obs.CONDITION_DIM,
+        "condition_dim": len(obs.condition_names(history)),
         "joint_names": list(g.JOINT_NAMES),
-        "default_joint_pos": [float(v) for v in g.DEFAULT_JOINT_POS],
-        "action_scale": float(g.ACTION_SCALE),
         "policy_dt": float(g.POLICY_DT),
         "state_names": list(obs.STATE_NAMES),
-        "condition_names": list(obs.CONDITION_NAMES),
+        "condition_names": list(obs.condition_names(history)),
     }

@@ -6,7 +6,9 @@ trained, exported and served. Layout of a file::
     attrs:  format = "planner-runtime-dataset", format_version = 1,
             state_names, action_names, condition_names (JSON lists; their lengths are S, A, C),
             dt (s), robot, committed (number of samples in complete episodes),
-            provenance (JSON object: collector, config, versions, seeds, ...)
+            provenance (JSON object: collector, config, versions, seeds, ...),
+            action_semantics (optional JSON object: what an action means on the robot, e.g.
+            joint_names, default_joint_pos, scale, kp, kd; engines inherit it)
     observations [N, S] float32   state x_t (from the observation builder)
     actions      [N, A] float32   action u_t applied at x_t (the clean label)
     conditions   [N, C] float32   condition y_t (e.g. the velocity command)
@@ -45,8 +47,10 @@ class DatasetError(ValueError):
 def _h5py():
     try:
         import h5py
-    except ImportError as exc:  # pragma: no cover - h5py is a core dependency
-        raise DatasetError("reading datasets needs h5py: pip install h5py") from exc
+    except ImportError as exc:  # the onboard install (no extras) has no h5py
+        raise DatasetError(
+            "reading or writing datasets needs h5py, which the onboard install leaves out: "
+            "pip install 'planner-runtime[train]' (or [sim]), or pip install h5py") from exc
     return h5py
 
 
@@ -82,6 +86,7 @@ class Dataset:
     raw: dict[str, np.ndarray] = field(default_factory=dict)
     path: str | None = None
     sha256: str | None = None
+    action_semantics: dict[str, Any] | None = None
 
     @property
     def dims(self) -> tuple[int, int, int]:
@@ -122,7 +127,8 @@ class DatasetWriter:
 
     def __init__(self, path: str | os.PathLike, state_names: list[str], action_names: list[str],
                  condition_names: list[str], dt: float, robot: str = "",
-                 provenance: Mapping[str, Any] | None = None, raw_shapes: Mapping[str, tuple[int, ...]] | None = None):
+                 provenance: Mapping[str, Any] | None = None, raw_shapes: Mapping[str, tuple[int, ...]] | None = None,
+                 action_semantics: Mapping[str, Any] | None = None):
         h5py = _h5py()
         self.path = Path(path)
         self._raw_shapes = dict(raw_shapes or {})
@@ -137,6 +143,10 @@ class DatasetWriter:
                     raise DatasetError(f"{self.path}: cannot append, {k} differ: file {have} vs {v}")
             if abs(float(self._f.attrs["dt"]) - dt) > 1e-9:
                 raise DatasetError(f"{self.path}: cannot append, dt {self._f.attrs['dt']} != {dt}")
+            have_sem = json.loads(self._f.attrs.get("action_semantics", "null"))
+            want_sem = None if action_semantics is None else json.loads(json.dumps(dict(action_semantics)))
+            if have_sem != want_sem:
+                raise DatasetError(f"{self.path}: cannot append, action semantics differ: file {have_sem} vs {want_sem}")
             n = int(self._f.attrs["committed"])
             for k in CORE_KEYS:
                 self._f[k].resize(n, axis=0)
@@ -154,6 +164,8 @@ class DatasetWriter:
             f.attrs["dt"] = float(dt)
             f.attrs["robot"] = robot
             f.attrs["provenance"] = json.dumps(dict(provenance or {}))
+            if action_semantics is not None:
+                f.attrs["action_semantics"] = json.dumps(dict(action_semantics))
             f.attrs["committed"] = 0
             S, A, C = len(state_names), len(action_names), len(condition_names)
             for k, shape, dtype in (("observations", (S,), "f4"), ("actions", (A,), "f4"),
@@ -163,9 +175,9 @@ class DatasetWriter:
                                  chunks=(4096, *shape), compression="lzf")
             if self._raw_shapes:
                 g = f.create_group("raw")
-                for k, shape in self._raw_shapes.items():
-                    g.create_dataset(k, shape=(0, *shape), maxshape=(None, *shape), dtype="f4",
-                                     chunks=(4096, *shape), compression="lzf")
+                for k, raw_shape in self._raw_shapes.items():
+                    g.create_dataset(k, shape=(0, *raw_shape), maxshape=(None, *raw_shape), dtype="f4",
+                                     chunks=(4096, *raw_shape), compression="lzf")
             f.flush()
 
     @property
@@ -263,7 +275,8 @@ def load_dataset(path: str | os.PathLike, *, expect_dims: tuple[int, int, int] |
             if load_raw and "raw" in f:
                 raw = {k: f["raw"][k][:n] for k in f["raw"]}
             attrs = dict(dt=float(f.attrs["dt"]), robot=str(f.attrs.get("robot", "")),
-                         provenance=json.loads(f.attrs.get("provenance", "{}")))
+                         provenance=json.loads(f.attrs.get("provenance", "{}")),
+                         action_semantics=json.loads(f.attrs.get("action_semantics", "null")))
     except DatasetError:
         raise
     except Exception as exc:  # h5py raises many types for corrupt files

@@ -24,7 +24,9 @@ Schema, format version 1 (``validate`` enforces it and names the bad field):
                          {"version", "robot", "state_names", "condition_names",
                           "action_names", "joint_order", "default_joint_pos", "units"}
     action               {"joint_names": [str], "default_joint_pos": [float],
-                          "scale": float}   target = default + scale * a
+                          "scale": float | [float] (per joint), "kp": float, "kd": float
+                          (the PD gains the data was collected with; optional for systems
+                          without them), "name", "source"}   target = default + scale * a
     control              {"dt": float (seconds between plan rows), "chunk_size": int}
     robot                {"name": str, "profile": robot profile dict (see check_profile) | null}
     provenance           {"dataset_sha256": str | null, "training_config": dict,
@@ -37,8 +39,7 @@ A robot profile (what ``check_profile`` compares against) is a plain dict writte
 robot side, e.g. from ``robot.go2_constants``:
 
     {"name": "go2", "state_dim": 30, "action_dim": 12, "condition_dim": 3,
-     "joint_names": [...SDK order...], "default_joint_pos": [...], "action_scale": 0.25,
-     "policy_dt": 0.02, "state_names": [...] (optional), "condition_names": [...] (optional)}
+     "joint_names": [...SDK order...], "policy_dt": 0.02, "state_names": [...] (optional), "condition_names": [...] (optional)}
 """
 
 from __future__ import annotations
@@ -190,7 +191,13 @@ def validate(manifest: Any) -> dict[str, Any]:
     act = _get(manifest, "action", "")
     names = _list(act, "joint_names", "action", item=str)
     _list(act, "default_joint_pos", "action", n=len(names), item=(int, float))
-    _num(act, "scale", "action")
+    if isinstance(act.get("scale"), list):
+        _list(act, "scale", "action", n=len(names), item=(int, float))
+    else:
+        _num(act, "scale", "action")
+    for gain in ("kp", "kd"):
+        if gain in act and _num(act, gain, "action") < 0:
+            raise ManifestError(f"manifest field 'action.{gain}' must be >= 0")
 
     ctl = _get(manifest, "control", "")
     if _num(ctl, "dt", "control") <= 0:
@@ -246,10 +253,6 @@ def check_profile(manifest: Mapping[str, Any], profile: Mapping[str, Any]) -> No
         problems.append(
             f"joint order: engine {list(act['joint_names'])} != profile {list(profile['joint_names'])}"
         )
-    if "default_joint_pos" in profile and not _close(profile["default_joint_pos"], act["default_joint_pos"]):
-        problems.append("default joint pose differs from the profile's")
-    if "action_scale" in profile and not _close([profile["action_scale"]], [act["scale"]]):
-        problems.append(f"action scale: engine {act['scale']} != profile {profile['action_scale']}")
     if "policy_dt" in profile and not _close([profile["policy_dt"]], [manifest["control"]["dt"]], 1e-9):
         problems.append(f"control dt: engine {manifest['control']['dt']} s != profile {profile['policy_dt']} s")
     obs = manifest["observation"]

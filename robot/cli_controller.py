@@ -50,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-state-crc", action="store_true",
                    help="accept rt/lowstate messages whose CRC does not verify")
     p.add_argument("--start-pose", choices=("lying", "stand"), default="lying", help="--sim initial pose")
+    p.add_argument("--model", default="project", metavar="NAME|PATH",
+                   help="--sim Go2 model: project, menagerie, menagerie-fitted or an MJCF path")
     p.add_argument("--velocity-estimator", default=None, metavar="NPZ",
                    help="base-velocity estimator weights: report tracking against its estimate "
                         "(default: robot/assets/velocity_estimator.npz when present)")
@@ -119,7 +121,12 @@ def run(args: argparse.Namespace) -> int:
                 meta = planner.hello(timeout=10.0)
             except Exception as exc:
                 raise RuntimeError(f"planner service at {args.planner} did not answer: {exc}") from exc
-            check_planner_metadata(meta)
+            contract = check_planner_metadata(meta)
+            config.semantics, config.condition_names = contract.semantics, contract.condition_names
+            config.validate()  # the planning PD gains follow the engine's semantics
+            log.info("engine action semantics %s: kp %.1f kd %.2f; condition %d values",
+                     config.semantics.name, config.semantics.kp, config.semantics.kd,
+                     len(config.condition_names))
             if args.chunk is None and isinstance(meta.get("chunk"), int) and meta["chunk"] >= 1:
                 # The engine's manifest is the authority on how many actions a plan is good for.
                 config.max_actions = meta["chunk"]
@@ -127,9 +134,9 @@ def run(args: argparse.Namespace) -> int:
             log.info("planner %s: %s engine, H=%s chunk=%s", args.planner, meta.get("graph"),
                      meta.get("horizon"), meta.get("chunk"))
         if args.sim:
-            from sim.mujoco_harness import MujocoGo2
+            from sim.mujoco_harness import MujocoGo2, SimConfig
 
-            robot = MujocoGo2()
+            robot = MujocoGo2(SimConfig(model=args.model))
             robot.reset(joint_pos=go2.LYING_JOINT_POS if args.start_pose == "lying" else None)
             if args.dry_run:
                 raise ValueError("--dry-run applies to the DDS robot; --sim writes no motor commands anyway")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -28,8 +28,9 @@ import numpy as np
 from planner_runtime.protocol import ActionChunk, Observation
 from robot import go2_constants as go2
 from robot import wireless_remote
+from robot.actions import PROJECT, ActionSemantics
 from robot.interface import RobotInterface
-from robot.observation import ACTION_DIM, build_condition, build_state
+from robot.observation import ACTION_DIM, CONDITION_NAMES, ConditionBuilder, build_state
 from robot.safety import CommandFilter, Mode, SafetyConfig, SafetyStateMachine, damping_command
 from robot.types import LowCmd, LowState
 
@@ -100,6 +101,12 @@ class ControllerConfig:
     max_future_s: float = 0.05  # a chunk stamped further in the future is refused
     record: bool = False  # keep a per-tick trace (tests, plots)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
+    # What an action means (pose, scale, PD gains): the engine's, from its manifest
+    # (check_planner_metadata); the planning PD gains of the safety machine follow it.
+    semantics: ActionSemantics = PROJECT
+    # The engine's condition layout (manifest observation.condition_names): the command, then
+    # the history blocks it was trained with (robot.observation.ConditionBuilder).
+    condition_names: tuple[str, ...] = CONDITION_NAMES
 
     def validate(self) -> ControllerConfig:
         if self.policy_decimation < 1:
@@ -110,6 +117,11 @@ class ControllerConfig:
             raise ValueError(f"replan_every must be >= 1, got {self.replan_every}")
         if not self.lockstep_timeout_s > 0:
             raise ValueError(f"lockstep_timeout_s must be > 0, got {self.lockstep_timeout_s}")
+        ConditionBuilder(self.condition_names)  # refuses a layout it cannot build
+        bad = self.semantics.check()
+        if bad:
+            raise ValueError("action semantics the Go2 controller cannot execute: " + "; ".join(bad))
+        self.safety = replace(self.safety, planning_kp=self.semantics.kp, planning_kd=self.semantics.kd)
         self.safety.validate()
         return self
 
@@ -140,6 +152,10 @@ class Controller:
         self.command = command or CommandSchedule()
         self.config = (config or ControllerConfig()).validate()
         self.safety = SafetyStateMachine(self.config.safety)
+        self.condition = ConditionBuilder(self.config.condition_names)
+        # The previous policy tick's state and executed action (history conditions).
+        self._hist: tuple[np.ndarray, np.ndarray] | None = None
+        self._tick_state: np.ndarray | None = None
         self.filter = CommandFilter(damping_kd=self.config.safety.damping_kd)
         self.tick = 0
         self.seq = 0
@@ -243,6 +259,14 @@ class Controller:
             safe = damping_command(self.config.safety.damping_kd)
         robot.write_command(safe)
         self.last_command = safe
+        if self.condition.history and state is not None and self.tick % self.config.policy_decimation == 0:
+            # this policy tick becomes the next one's history: the state it started from and
+            # the action it executes (what was sent, in the engine's semantics)
+            x = self._tick_state if self._tick_state is not None else build_state(state)
+            held = safe.kp > 0
+            a = self.config.semantics.to_action(np.where(held, safe.q, self.config.semantics.default_joint_pos))
+            self._hist = (x, a.astype(np.float32))
+        self._tick_state = None
         if self.config.record:
             self.trace.append(TickRecord(
                 t=t, wall=wall, mode=self.safety.mode.value, q_target=safe.q.copy(),
@@ -255,6 +279,13 @@ class Controller:
             self._pacer.wait()
         return safe
 
+    def _current_action(self) -> np.ndarray:
+        """The action now commanded, in the engine's semantics (the stand pose before planning)."""
+        sem = self.config.semantics
+        last = self.last_command
+        q = last.q if last is not None and np.all(last.kp > 0) else go2.DEFAULT_JOINT_POS
+        return sem.to_action(q).astype(np.float32)
+
     # -------------------------------------------------------------------- planner I/O
     def _command_at(self, t: float) -> np.ndarray:
         since = 0.0 if self._t_planning is None else t - self._t_planning
@@ -262,8 +293,11 @@ class Controller:
 
     def _send_observation(self, t: float, state: LowState) -> bool:
         try:
-            obs = Observation(seq=self.seq, stamp=t, state=build_state(state),
-                              cond=build_condition(self._command_at(t)))
+            x = build_state(state)
+            self._tick_state = x
+            prev = self._hist if self._hist is not None else (x, self._current_action())
+            obs = Observation(seq=self.seq, stamp=t, state=x,
+                              cond=self.condition(self._command_at(t), prev[0], prev[1]))
             self.planner.send_observation(obs)
             self.seq += 1
             self.counts["obs_sent"] += 1
@@ -333,7 +367,7 @@ class Controller:
             self.counts["actions_skipped"] += max(0, i - self._chunk_last_index - 1)
             self.counts["actions_executed"] += 1
             self._chunk_last_index = i
-        return go2.action_to_target(c.actions[i])
+        return self.config.semantics.to_target(c.actions[i])
 
     # -------------------------------------------------------------------- report
     def summary(self) -> dict:
@@ -398,31 +432,43 @@ class ServiceLink:
         self.client.close()
 
 
-def check_planner_metadata(meta: dict) -> None:
+@dataclass(frozen=True)
+class PlannerContract:
+    """What the controller takes from an engine: its action semantics and condition layout."""
+
+    semantics: ActionSemantics
+    condition_names: tuple[str, ...]
+
+
+def check_planner_metadata(meta: dict) -> PlannerContract:
     """Refuse a planner whose engine does not match this robot profile (ValueError naming
-    every mismatch): dimensions, policy dt, and, when the manifest records them, the joint
-    order, default pose, action scale and observation layout."""
-    from robot.observation import CONDITION_DIM, STATE_DIM, STATE_NAMES
+    every mismatch): dimensions, policy dt, observation and condition layout, and the action
+    semantics (joint order, default pose, scale, PD gains) this controller must execute."""
+    from robot.observation import STATE_DIM, STATE_NAMES
 
     bad = []
-    for key, want in (("state_dim", STATE_DIM), ("action_dim", ACTION_DIM), ("cond_dim", CONDITION_DIM)):
+    man = meta.get("manifest") or {}
+    obs = man.get("observation") or {}
+    cond_names = tuple(obs.get("condition_names") or CONDITION_NAMES)
+    try:
+        cond_dim = ConditionBuilder(cond_names).dim
+    except ValueError as exc:
+        bad.append(str(exc))
+        cond_dim = len(CONDITION_NAMES)
+    for key, want in (("state_dim", STATE_DIM), ("action_dim", ACTION_DIM), ("cond_dim", cond_dim)):
         if meta.get(key) != want:
             bad.append(f"{key} {meta.get(key)!r} != {want}")
     dt = meta.get("dt")
     if not isinstance(dt, (int, float)) or abs(float(dt) - go2.POLICY_DT) > 1e-6:
         bad.append(f"dt {dt!r} != {go2.POLICY_DT}")
-    man = meta.get("manifest") or {}
-    act = man.get("action") or {}
-    if "joint_names" in act and list(act["joint_names"]) != list(go2.JOINT_NAMES):
-        bad.append(f"action joint order {act['joint_names']} != {list(go2.JOINT_NAMES)}")
-    if "default_joint_pos" in act and (
-            len(act["default_joint_pos"]) != go2.NUM_JOINTS
-            or not np.allclose(act["default_joint_pos"], go2.DEFAULT_JOINT_POS, atol=1e-6)):
-        bad.append("action default_joint_pos differs from the Go2 profile")
-    if "scale" in act and abs(float(act["scale"]) - go2.ACTION_SCALE) > 1e-9:
-        bad.append(f"action scale {act['scale']} != {go2.ACTION_SCALE}")
-    obs = man.get("observation") or {}
+    sem = None
+    try:
+        sem = ActionSemantics.from_dict(man.get("action"), "engine manifest 'action'")
+        bad += sem.check()
+    except ValueError as exc:
+        bad.append(str(exc))
     if "state_names" in obs and list(obs["state_names"]) != list(STATE_NAMES):
         bad.append("observation state_names differ from robot.observation.STATE_NAMES")
-    if bad:
+    if bad or sem is None:
         raise ValueError("planner engine does not match the Go2 controller: " + "; ".join(bad))
+    return PlannerContract(sem, cond_names)

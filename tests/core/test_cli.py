@@ -23,3 +23,18 @@ def test_unknown_command_fails():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "invalid choice" in out.stderr
+
+
+def test_a_closed_pipe_ends_the_command_quietly():
+    """`planner-runtime info ENGINE | head`: the reader closes the pipe before info writes;
+    the command ends with status 0 and no traceback."""
+    import subprocess
+
+    from planner_runtime.engines import default_engine_path
+
+    proc = subprocess.Popen([sys.executable, "-m", "planner_runtime.cli", "info", str(default_engine_path())],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the command has written anything (its imports take longer)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

@@ -36,8 +36,11 @@ def test_default_engine_manifest_matches_the_go2_profile():
     assert m["control"]["chunk_size"] == 4 and m["control"]["dt"] == 0.02
     assert set(m["provenance"]["checkpoints"]) == {"planner", "dynamics"}
     assert m["diffusion"]["K"] == 10 and m["diffusion"]["warm_levels"][0] == 7
-    # provenance: the sha256 of the dataset it was trained on
-    assert m["provenance"]["dataset_sha256"].startswith("8c79e4a7aed562de")
+    # provenance: the sha256 of the dataset it was trained on, and that data's action semantics
+    prov = json.loads((ENGINE.parent / "PROVENANCE.json").read_text())
+    assert m["provenance"]["dataset_sha256"] == prov["dataset_sha256"]
+    assert m["action"]["name"] == "legged-gym" and m["action"]["source"] == "training dataset"
+    assert (m["action"]["kp"], m["action"]["kd"]) == (20.0, 0.5)
 
 
 def test_eval_default_engine_walks_forward_without_falling():
@@ -49,6 +52,23 @@ def test_eval_default_engine_walks_forward_without_falling():
     assert 0.35 < r["mean_vx_settled"] < 0.65, r  # tracks the commanded 0.5 m/s
     assert abs(r["mean_vy_settled"]) < 0.15, r
     assert abs(r["mean_yaw_rate_settled"]) < 0.3, r
+
+
+def test_eval_default_engine_walks_on_the_real_robot_fitted_model_beside_ppo(tmp_path):
+    """The model with physics fitted to real Go2 runs (heavier legs, low joint damping, 15 ms
+    actuator lag), through the matrix runner: the engine and the PPO policy on the same
+    episodes, both walk."""
+    out = _cli("eval", "--matrix", str(tmp_path), "--matrix-models", "menagerie-fitted",
+               "--matrix-conditions", "nominal", "--reference", "ppo", "--engine", f"default={ENGINE}",
+               "--episodes", "1", "--duration", "6", "--jobs", "1", timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rep = json.loads((tmp_path / "matrix.json").read_text())
+    (cell,) = rep["cells"]
+    assert cell["model"] == "menagerie-fitted" and cell["conditions"]["physics_ranges"] == {}
+    assert set(cell["results"]) == {"ppo", "default"}
+    assert cell["results"]["ppo"]["falls"] == 0 and cell["results"]["default"]["falls"] == 0
+    assert cell["results"]["default"]["tracking_rmse_xy"] < 0.3
+    assert (tmp_path / "matrix.png").stat().st_size > 10_000 and "menagerie-fitted" in (tmp_path / "matrix.md").read_text()
 
 
 @pytest.mark.slow

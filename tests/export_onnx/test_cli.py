@@ -19,7 +19,9 @@ def test_export_cli_writes_go2_engine(go2_step_engine):
     eng = load_engine(go2_step_engine, profile=go2_profile())
     m = eng.manifest
     assert m["robot"]["name"] == "go2" and m["dims"] == {"S": 30, "A": 12, "C": 3, "H": 16, "B": 1}
-    assert m["action"]["scale"] == 0.25 and m["control"] == {"dt": 0.02, "chunk_size": 4}
+    assert m["action"]["scale"] == [0.25] * 12 and m["control"] == {"dt": 0.02, "chunk_size": 4}
+    # the test data recorded no semantics: the trot expert's, and the manifest says so
+    assert (m["action"]["kp"], m["action"]["kd"]) == (30.0, 0.7) and "recorded none" in m["action"]["source"]
     assert m["diffusion"]["warm_levels"] == [7, 6, 5, 4, 3, 2, 1, 0]
     assert m["provenance"]["dataset_sha256"] == "ab" * 32
     assert set(m["provenance"]["checkpoints"]) == {"planner", "dynamics"}

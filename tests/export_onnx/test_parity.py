@@ -62,7 +62,10 @@ def test_cold_parity(engines, plan_inputs_fn, method, graph):
         spread = max(np.abs(reference(sampler, {**inp, "noise": inp["noise"] * np.float32(1 + e)})[0] - ref).max()
                      for e in (1e-6, -1e-6, 2e-6))
         err = np.abs(eng.plan(**inp).plan - ref).max()
-        assert err <= max(TOL, 3.0 * spread), (seed, err, spread)
+        # 4x: on some CPUs torch's and ONNX Runtime's fp32 kernels differ by up to 3.2x this
+        # spread at a cold start through the dynamics/planner alternation (seed 2, 2026-12-05;
+        # the fused and step graphs agree with each other exactly there)
+        assert err <= max(TOL, 4.0 * spread), (seed, err, spread)
 
 
 def test_unclipped_warm_parity(engines, plan_inputs_fn):

@@ -14,19 +14,19 @@ def _one_thread():
     torch.set_num_threads(1)  # CI has 2 cores shared by the whole suite
 
 
-def write_random_dataset(path, S=3, A=2, C=2, episodes=(7, 5, 9, 6), seed=0):
+def write_random_dataset(path, S=3, A=2, C=2, episodes=(7, 5, 9, 6), seed=0, terminal=()):
     """Episodes of given lengths with sample-index-coded values (for layout checks)."""
     rng = np.random.default_rng(seed)
     names = [f"s{i}" for i in range(S)], [f"a{i}" for i in range(A)], [f"c{i}" for i in range(C)]
     with DatasetWriter(path, *names, dt=0.1, robot="test") as w:
         n = 0
-        for T in episodes:
+        for e, T in enumerate(episodes):
             idx = np.arange(n, n + T, dtype=np.float32)
             obs = idx[:, None] + 0.01 * np.arange(S)[None] + rng.normal(0, 1e-3, (T, S)).astype(np.float32)
             act = -idx[:, None] - 0.01 * np.arange(A)[None]
             cond = np.repeat(rng.normal(0, 1, (1, C)), T, 0)
             w.append(Episode(obs.astype(np.float32), act.astype(np.float32), cond.astype(np.float32),
-                             np.ones(T, np.float32), np.zeros(T, np.float32), terminal=False))
+                             np.ones(T, np.float32), np.zeros(T, np.float32), terminal=e in terminal))
             n += T
     return path
 

@@ -73,3 +73,38 @@ def test_returns_to_go_and_condition_extra(tmp_path):
     c = wd.train.batch(np.arange(len(wd.train)))["cond"][:, 2]
     np.testing.assert_allclose(c[0], 1.0)  # largest episode-start return scales to 1
     np.testing.assert_allclose(c[6], 4 / 6, rtol=1e-5)
+
+
+def test_history_condition_extras_are_the_previous_tick(tmp_path):
+    """prev_state / prev_action append the previous sample's state and action (the first
+    sample of an episode repeats its own), never reading across an episode boundary; a
+    return extra after them still finds its own column."""
+    ds = load_dataset(write_random_dataset(tmp_path / "d.h5", S=3, A=2, C=2, episodes=(6, 4)))
+    wd = make_windows(ds, horizon=2, normalizer="identity", val_fraction=0.0,
+                      cond_extras=("prev_state", "prev_action", "return"), gamma=1.0)
+    assert wd.C == 2 + 3 + 2 + 1
+    c = wd.train.batch(np.arange(len(wd.train)))["cond"]
+    obs, act = ds.observations, ds.actions
+    np.testing.assert_allclose(c[:, :2], ds.conditions, atol=1e-6)
+    for t in range(10):
+        prev = t if t in (0, 6) else t - 1  # episodes start at samples 0 and 6
+        np.testing.assert_allclose(c[t, 2:5], obs[prev], atol=1e-6)
+        np.testing.assert_allclose(c[t, 5:7], act[prev], atol=1e-6)
+    np.testing.assert_allclose(c[0, 7], 1.0)  # the return column, scaled as without history
+
+
+def test_fall_cut_drops_windows_before_a_fall_only(tmp_path):
+    """Windows starting in the last fall_cut samples of an episode that ended in a fall are
+    not trained on; episodes that timed out keep all; the normalizers see every sample."""
+    ds = load_dataset(write_random_dataset(tmp_path / "d.h5", episodes=(10, 8, 6), terminal=(1,)))
+    full = make_windows(ds, horizon=3, normalizer="std", val_fraction=0.0)
+    cut = make_windows(ds, horizon=3, normalizer="std", val_fraction=0.0, fall_cut=5)
+    assert len(full.train) == 24 and len(cut.train) == 24 - 5
+    x0 = cut.norms.traj.unnormalize(np.concatenate(
+        [cut.train.batch(np.arange(len(cut.train)))["x0"], np.zeros((len(cut.train), 2), np.float32)], 1))[:, 0]
+    starts = np.round(x0).astype(int)
+    assert set(range(10, 13)) <= set(starts) and not set(range(13, 18)) & set(starts)  # episode 2: 10..17
+    assert set(range(18, 24)) <= set(starts)  # the timeout episode keeps its end
+    np.testing.assert_allclose(cut.norms.traj.shift, full.norms.traj.shift)
+    with pytest.raises(ValueError, match="fall_cut"):
+        make_windows(ds, horizon=3, fall_cut=-1)

@@ -17,6 +17,7 @@ import pytest
 
 from planner_runtime.protocol import ActionChunk
 from robot import go2_constants as go2
+from robot.actions import LEGGED_GYM
 from robot.controller import (
     CommandSchedule,
     Controller,
@@ -97,12 +98,28 @@ def test_planning_with_the_service_then_watchdog_after_kill9(service):
 
 
 def test_planner_refuses_a_mismatched_engine_profile():
-    meta = {"state_dim": 30, "action_dim": 12, "cond_dim": 3, "dt": 0.02,
-            "manifest": {"action": {"joint_names": list(reversed(go2.JOINT_NAMES))}}}
+    act = {**LEGGED_GYM.as_dict(), "joint_names": list(reversed(go2.JOINT_NAMES))}
+    meta = {"state_dim": 30, "action_dim": 12, "cond_dim": 3, "dt": 0.02, "manifest": {"action": act}}
     with pytest.raises(ValueError, match="joint order"):
         check_planner_metadata(meta)
     with pytest.raises(ValueError, match="action_dim 8 != 12"):
         check_planner_metadata({**meta, "action_dim": 8, "manifest": {}})
+
+
+def test_engine_action_semantics_are_returned_or_refused():
+    meta = {"state_dim": 30, "action_dim": 12, "cond_dim": 3, "dt": 0.02,
+            "manifest": {"action": LEGGED_GYM.as_dict()}}
+    sem = check_planner_metadata(meta).semantics
+    assert sem.kp == 20.0 and sem.kd == 0.5 and np.allclose(sem.scale, [0.125, 0.25, 0.25] * 4)
+    old = {k: v for k, v in LEGGED_GYM.as_dict().items() if k not in ("kp", "kd")}
+    with pytest.raises(ValueError, match="missing kp, kd.*re-export"):
+        check_planner_metadata({**meta, "manifest": {"action": old}})
+    with pytest.raises(ValueError, match="kp 500.0 outside"):
+        check_planner_metadata({**meta, "manifest": {"action": {**LEGGED_GYM.as_dict(), "kp": 500.0}}})
+    pose = LEGGED_GYM.as_dict()
+    pose["default_joint_pos"] = [0.0, 0.8, 1.0] * 4  # calf +1 rad: outside the joint range
+    with pytest.raises(ValueError, match="outside the Go2 joint limits"):
+        check_planner_metadata({**meta, "manifest": {"action": pose}})
 
 
 class ScriptedLink:
@@ -133,12 +150,24 @@ def chunk_for(obs, actions, *, t0_shift=0.0, valid=0.32, seq_shift=0):
                        valid_until=obs.stamp + t0_shift + valid)
 
 
-def planning_controller(make_chunk, max_actions=4, record=True, safety=FAST, replan_every=1):
+def planning_controller(make_chunk, max_actions=4, record=True, safety=FAST, replan_every=1, **kw):
     sim = make_sim()
     link = ScriptedLink(make_chunk)
     ctl = Controller(sim, link, config=ControllerConfig(max_actions=max_actions, record=record,
-                                                        safety=safety, replan_every=replan_every))
+                                                        safety=safety, replan_every=replan_every, **kw))
     return sim, link, ctl
+
+
+def test_the_controller_executes_the_engine_semantics():
+    """Targets = the engine's default pose + its per-joint scale * action, held with its gains."""
+    rows = np.full((16, 12), 0.4)
+    sim, link, ctl = planning_controller(lambda o: chunk_for(o, rows), semantics=LEGGED_GYM)
+    ctl.run(stop_when=lambda c: c.robot.now() > 2.0)
+    plan = [r for r in ctl.trace if r.mode == "planning"]
+    assert len(plan) > 50
+    want = LEGGED_GYM.default_joint_pos + LEGGED_GYM.scale * 0.4
+    np.testing.assert_allclose(plan[-1].q_target, want, atol=1e-9)
+    assert plan[-1].kp == 20.0 and ctl.safety.config.planning_kd == 0.5
 
 
 def test_actions_follow_chunk_stamps_and_past_actions_are_skipped():

@@ -47,7 +47,10 @@ def test_collect_writes_a_valid_dataset(tmp_path, capsys):
     prov = ds.provenance
     assert prov["runs"][0]["seed"] == 7 and prov["runs"][0]["completed_episodes"] == 2
     assert prov["versions"]["mujoco"] and prov["observation_spec"]["state_names"] == list(STATE_NAMES)
-    assert prov["sim_model_sha256"] and prov["expert_config"]["period"] > 0
+    run = prov["runs"][0]
+    assert run["sim_model"] == "project" and len(run["sim_model_sha256"]) == 64
+    assert run["expert"]["name"] == "trot" and run["expert"]["config"]["period"] > 0
+    assert ds.action_semantics["name"] == "project" and ds.action_semantics["kp"] == 30.0
     assert np.abs(ds.raw["q"] - DEFAULT_JOINT_POS).max() < 1.5
     # Same seed, same file content (episodes in index order whatever the worker timing).
     again = tmp_path / "again.h5"
@@ -147,9 +150,10 @@ def test_sigterm_stops_collection_and_keeps_committed_episodes(tmp_path):
 def test_episodes_are_deterministic_per_seed_and_index():
     from sim.collect import collect_episode
 
-    cfg = {"episode_duration": 0.6, "action_noise": 0.05, "pushes": True, "push_interval": [0.2, 0.3],
-           "push_force": [30.0, 80.0], "friction": [0.6, 1.0], "mass_delta": [-0.5, 1.0], "sensor_noise": 0.5,
-           "expert": {}}
+    cfg = {"episode_duration": 0.6, "expert_name": "trot", "semantics": "project", "model": "project",
+           "noise_levels": [0.05], "pushes": True, "push_interval": [0.2, 0.3],
+           "push_force": [30.0, 80.0], "physics": {"foot_friction": [0.6, 1.0], "trunk_mass_delta": [-0.5, 1.0]},
+           "sensor_noise": 0.5, "expert": {}}
     a, b, c = collect_episode(1, 4, cfg), collect_episode(1, 4, cfg), collect_episode(1, 5, cfg)
     for k in ("observations", "actions", "conditions", "rewards"):
         np.testing.assert_array_equal(a[k], b[k])
@@ -163,4 +167,38 @@ def test_bad_expert_config_is_refused(tmp_path, capsys):
     assert rc == 2 and "unknown expert parameter 'perido'" in capsys.readouterr().err
     rc = main(["collect", "--out", str(path), *TINY, "--episodes", "1", "--expert-config", "{not json"])
     assert rc == 2 and "--expert-config" in capsys.readouterr().err
+    assert not path.exists()
+
+
+def test_ppo_collection_records_its_semantics_and_mixed_quality(tmp_path, capsys):
+    """The PPO policy on the fitted Menagerie Go2 with randomized physics: actions in its
+    legged-gym semantics (the labels reproduce the executed targets up to the noise), one
+    noise level per episode from --noise-levels, the physics recorded per run."""
+    from robot.actions import LEGGED_GYM
+    from robot.go2_constants import JOINT_POS_LOWER, JOINT_POS_UPPER
+
+    path = tmp_path / "ppo.h5"
+    rc, rep = _collect(path, capsys, "--episodes", "4", "--workers", "2", "--seed", "3", "--expert", "ppo",
+                       "--model", "menagerie-fitted", "--randomize", "--noise-levels", "0.0", "0.1")
+    assert rc == 0 and rep["episodes"] == 4
+    ds = load_dataset(path)
+    assert ds.action_semantics == LEGGED_GYM.as_dict()
+    levels = {round(float(ds.raw["noise_level"][s]), 6) for s, _ in ds.episode_bounds()}
+    assert levels <= {0.0, 0.1} and len(levels) == 2
+    for s, e in ds.episode_bounds():
+        executed = ds.raw["target_executed"][s:e].astype(float)
+        clean = np.clip(LEGGED_GYM.to_target(ds.actions[s:e]), JOINT_POS_LOWER, JOINT_POS_UPPER)
+        err = np.abs(executed - clean).max()
+        assert (err < 1e-5) if ds.raw["noise_level"][s] == 0.0 else (0.05 < err < 0.8), (err, ds.raw["noise_level"][s])
+    run = ds.provenance["runs"][0]
+    assert run["expert"]["name"] == "ppo" and run["config"]["physics"]["actuator_lag"] == [0.0, 0.02]
+    assert run["model_physics"]["leg_mass_scale"] == pytest.approx(1.616)
+
+
+def test_ppo_refuses_other_semantics_and_a_missing_model_is_named(tmp_path, capsys):
+    path = tmp_path / "x.h5"
+    rc = main(["collect", "--out", str(path), *TINY, "--episodes", "1", "--expert", "ppo", "--semantics", "project"])
+    assert rc == 2 and "own semantics" in capsys.readouterr().err
+    rc = main(["collect", "--out", str(path), *TINY, "--episodes", "1", "--model", str(tmp_path / "nope.xml")])
+    assert rc == 2 and "no such file" in capsys.readouterr().err
     assert not path.exists()

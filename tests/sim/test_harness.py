@@ -11,6 +11,7 @@ from robot.interface import RobotInterface
 from robot.observation import build_state
 from robot.types import LowCmd
 from sim.mujoco_harness import MujocoGo2, SimConfig
+from sim.physics import PhysicsRanges
 
 
 def _tau(robot: MujocoGo2) -> np.ndarray:
@@ -112,24 +113,28 @@ def test_falls_are_detected(robot):
 
 
 def test_randomization_and_pushes_are_seeded():
-    cfg = dict(friction=(0.5, 1.0), base_mass_delta=(-0.5, 1.0), push_interval=(0.2, 0.4), sensor_noise=1.0)
+    ranges = PhysicsRanges(foot_friction=(0.5, 1.0), trunk_mass_delta=(-0.5, 1.0))
+    cfg = dict(physics=ranges, push_interval=(0.2, 0.4), sensor_noise=1.0)
     a, b, c = (MujocoGo2(SimConfig(seed=s, **cfg)) for s in (3, 3, 4))
     cmd = LowCmd(q=DEFAULT_JOINT_POS.copy(), kp=np.full(12, DEFAULT_KP), kd=np.full(12, DEFAULT_KD))
     for r in (a, b, c):
         for _ in range(50):
             r.step_policy(cmd)
     assert len(a.pushes) >= 2
-    assert a.friction == b.friction and a.base_mass_delta == b.base_mass_delta
-    assert 0.5 <= a.friction <= 1.0 and -0.5 <= a.base_mass_delta <= 1.0
+    assert a.physics == b.physics
+    assert 0.5 <= a.friction <= 1.0 and -0.5 <= a.physics.trunk_mass_delta <= 1.0
+    assert a.friction == a.physics.foot_friction
     np.testing.assert_array_equal(a.read_state().q, b.read_state().q)
     assert a.friction != c.friction
     assert not np.array_equal(a.data.qpos, c.data.qpos)
-    assert a.total_mass() == pytest.approx(15.206 + a.base_mass_delta, abs=1e-3)
+    assert a.total_mass() == pytest.approx(15.206 + a.physics.trunk_mass_delta, abs=1e-3)
 
 
 def test_config_validation_names_the_bad_value():
-    with pytest.raises(ValueError, match="friction"):
-        SimConfig(friction=(1.0, 0.5)).validate()
+    with pytest.raises(ValueError, match="foot_friction"):
+        SimConfig(physics=PhysicsRanges(foot_friction=(1.0, 0.5))).validate()
+    with pytest.raises(ValueError, match="leg_mass_scale"):
+        SimConfig(physics=PhysicsRanges(leg_mass_scale=(0.0, 1.0))).validate()
     with pytest.raises(ValueError, match="push_interval"):
         SimConfig(push_interval=(0.0, 1.0)).validate()
     with pytest.raises(ValueError, match="sensor_noise"):

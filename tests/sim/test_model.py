@@ -12,7 +12,7 @@ from robot.go2_constants import (
     TORQUE_LIMIT,
     TOTAL_MASS,
 )
-from sim.mujoco_harness import ASSET
+from sim.physics import ASSET
 
 
 def test_model_loads_with_go2_mass_joints_and_limits():

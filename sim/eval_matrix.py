@@ -1,0 +1,151 @@
+"""The robustness matrix: ``planner-runtime eval`` over Go2 models x physics conditions.
+
+    planner-runtime eval --matrix runs/matrix --engine default=planner_runtime/engines/go2.onnx \\
+        --engine planner-only=runs/planner_only.onnx --reference trot ppo --episodes 20 --duration 20
+
+Every cell is one ``planner-runtime eval --json`` run (a subprocess, ``--jobs`` at a time) on
+the same seeds, so every method in a cell sees the same episodes. Writes ``matrix.json`` (all
+cell reports), ``matrix.md`` (the table) and ``matrix.png`` (falls and tracking per cell), and
+prints the goal verdict of the first engine: 0 falls, tracking RMSE <= 1.3x the PPO policy's,
+and no episode over the cost budget, in every cell.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+MODELS = ("project", "menagerie", "menagerie-fitted")
+CONDITIONS: dict[str, list[str]] = {
+    "nominal": [],
+    "randomized": ["--randomize"],
+    "friction 0.4-0.5": ["--friction", "0.4", "0.5"],
+    "+3 kg": ["--mass-delta", "3", "3"],
+    "pushes": ["--pushes"],
+    "actuator lag 15 ms": ["--actuator-lag", "15"],
+}
+TRACKING_GOAL = 1.3  # x the PPO policy's tracking RMSE
+
+
+def _cell_cmd(model: str, cond: list[str], args) -> list[str]:
+    cmd = [sys.executable, "-m", "planner_runtime.cli", "eval", "--model", model, *cond,
+           "--episodes", str(args.episodes), "--duration", str(args.duration), "--seed", str(args.seed),
+           "--no-progress", "--json"]
+    if args.no_expert:
+        cmd.append("--no-expert")
+    else:
+        cmd += ["--reference", *args.reference]
+    for e in args.engine:
+        cmd += ["--engine", e]
+    return cmd
+
+
+def verdict(cell: dict, engine: str) -> dict:
+    """The issue's goals for one engine in one cell."""
+    r = cell["results"].get(engine, {})
+    ppo = cell["results"].get("ppo", {}).get("tracking_rmse_xy")
+    ratio = r.get("tracking_rmse_xy") / ppo if ppo and r.get("tracking_rmse_xy") is not None else None
+    return {"falls": r.get("falls"), "tracking_vs_ppo": ratio,
+            "over_budget": r.get("episodes_over_budget"),
+            "met": bool(r.get("falls") == 0 and ratio is not None and ratio <= TRACKING_GOAL
+                        and not r.get("episodes_over_budget"))}
+
+
+def run_matrix(args) -> int:
+    out = Path(args.matrix)
+    out.mkdir(parents=True, exist_ok=True)
+    models = args.matrix_models or list(MODELS)
+    conds = args.matrix_conditions or list(CONDITIONS)
+    bad = [c for c in conds if c not in CONDITIONS]
+    if bad:
+        print(f"error: unknown condition(s) {bad}; known: {list(CONDITIONS)}", file=sys.stderr)
+        return 2
+    cells = [(m, c) for m in models for c in conds]
+    t0 = time.monotonic()
+    done = 0
+
+    def one(cell: tuple[str, str]) -> tuple[tuple[str, str], dict]:
+        nonlocal done
+        m, c = cell
+        res = subprocess.run(_cell_cmd(m, CONDITIONS[c], args), capture_output=True, text=True)
+        done += 1
+        print(f"[matrix] {done}/{len(cells)} {m} / {c}: exit {res.returncode} "
+              f"({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
+        if res.returncode != 0:
+            return cell, {"error": res.stderr[-2000:]}
+        return cell, json.loads(res.stdout.strip().splitlines()[-1])
+
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        results = dict(pool.map(one, cells))
+    engines = [e.split("=", 1)[0] if "=" in e else Path(e).stem for e in args.engine]
+    report = {"episodes": args.episodes, "duration_s": args.duration, "seed": args.seed,
+              "wall_s": time.monotonic() - t0, "engines": engines,
+              "cells": [{"model": m, "condition": c, **results[(m, c)]} for m, c in cells]}
+    if engines:
+        verdicts = [verdict(cell, engines[0]) for cell in report["cells"] if "results" in cell]
+        report["goal"] = {"engine": engines[0], "cells": len(verdicts),
+                          "cells_met": sum(v["met"] for v in verdicts),
+                          "all_met": bool(verdicts) and all(v["met"] for v in verdicts)}
+    (out / "matrix.json").write_text(json.dumps(report, indent=1, default=float))
+    (out / "matrix.md").write_text(table(report))
+    plot(report, out / "matrix.png")
+    print(table(report))
+    if "goal" in report:
+        g = report["goal"]
+        print(f"goal for {g['engine']}: met in {g['cells_met']} of {g['cells']} cells")
+    return 0 if all("results" in c for c in report["cells"]) else 1
+
+
+def table(report: dict) -> str:
+    """Markdown: one row per cell, per method falls / tracking RMSE (x PPO) / cost."""
+    cells = [c for c in report["cells"] if "results" in c]
+    if not cells:
+        return "no cell finished\n"
+    methods = list(cells[0]["results"])
+    head = "| model | condition | " + " | ".join(methods) + " |\n"
+    head += "|---|---|" + "---|" * len(methods) + "\n"
+    rows = []
+    for c in cells:
+        ppo = c["results"].get("ppo", {}).get("tracking_rmse_xy")
+        vals = []
+        for m in methods:
+            r = c["results"].get(m, {})
+            rm = r.get("tracking_rmse_xy")
+            ratio = f" ({rm / ppo:.2f}x)" if rm is not None and ppo and m != "ppo" else ""
+            vals.append(f"{r.get('falls', '-')}/{r.get('episodes', '-')} falls, "
+                        f"{'-' if rm is None else f'{rm:.3f}'}{ratio}, cost {r.get('cost_mean', float('nan')):.1f}")
+        rows.append(f"| {c['model']} | {c['condition']} | " + " | ".join(vals) + " |")
+    return head + "\n".join(rows) + "\n"
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    cells = [c for c in report["cells"] if "results" in c]
+    if not cells:
+        return
+    methods = list(cells[0]["results"])
+    labels = [f"{c['model']}\n{c['condition']}" for c in cells]
+    fig, axes = plt.subplots(2, 1, figsize=(max(10, 0.8 * len(cells)), 8), sharex=True)
+    x = np.arange(len(cells))
+    w = 0.8 / max(1, len(methods))
+    for k, m in enumerate(methods):
+        falls = [c["results"].get(m, {}).get("falls", np.nan) for c in cells]
+        rm = [c["results"].get(m, {}).get("tracking_rmse_xy", np.nan) for c in cells]
+        axes[0].bar(x + k * w, falls, w, label=m)
+        axes[1].bar(x + k * w, rm, w, label=m)
+    axes[0].set(ylabel=f"falls of {report['episodes']}", title="falls per cell")
+    axes[1].set(ylabel="tracking RMSE xy (m/s)", title="velocity tracking per cell")
+    axes[1].set_xticks(x + 0.4 - w / 2, labels, rotation=60, fontsize=7)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
