@@ -138,7 +138,7 @@ def bench_sampler(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, l
     out_dir = args.keep or Path(tempfile.mkdtemp(prefix="prt-bench-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     dims = (int(s.S), int(s.A), int(s.C))
-    meta = go2_meta(warm_level=GO2["warm"]) if dims == (30, 12, 3) else generic_meta(*dims, warm_level=GO2["warm"])
+    meta = go2_meta(warm_level=GO2["warm"]) if dims == (30, 12, 3) else generic_meta(*dims, warm_level=GO2["warm"], control_dt=0.02, dt_source="bench (latency only)")
     t0 = time.perf_counter()
     paths = {}
     for g in ("fused", "step"):

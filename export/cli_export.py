@@ -2,10 +2,27 @@
 
     planner-runtime export --checkpoints runs/go2 --method mpdiffuser --graph fused -o go2.onnx
 
-``--graph both`` writes ``<stem>.fused.onnx`` and ``<stem>.step.onnx``. The robot profile
-(observation spec, action semantics, dt) comes from ``--robot`` (go2, or generic for any
-other system); provenance (dataset sha256, training configs, checkpoint checksums) from the
-checkpoints. torch is imported inside ``run`` only.
+``--graph both`` writes ``<stem>.fused.onnx`` and ``<stem>.step.onnx``. torch is imported
+inside ``run`` only.
+
+What goes into the manifest, and from where:
+
+- components: exactly the checkpoints the method's sampler is built from
+  (``export.sampling.registry.build_sampler_components``: e.g. planner + dynamics for
+  MPDiffuser with N = 1, plus the ranker for N > 1); each is recorded in
+  ``provenance.checkpoints`` with its file, sha256, training step and total steps. Other
+  ``*.pt`` files in the folder are ignored (and listed in ``provenance.ignored``).
+- finality: a component whose step is below the total steps of its run (still training, or
+  stopped early), or that is older than the run's ``config.json`` (the run was restarted,
+  with a new ``run_id``, and has not saved it yet), is refused unless ``--force``; forced,
+  the manifest lists what was wrong in ``provenance.forced``.
+- the system: control dt, state / action / condition names and the robot name come from the
+  training data (the checkpoints' "dataset" block, ``export.data.WindowData.provenance``).
+  ``--dt`` that contradicts the data's dt is refused unless ``--force``; forced (or given
+  where the data recorded none) it is recorded in the manifest's ``overrides``.
+- the robot profile: ``--robot auto`` picks go2 when the data says robot "go2" (or, for
+  data that recorded no robot, when S, A, C fit the Go2's) and generic otherwise; the Go2
+  path checks that the data's names are the Go2 observation builder's.
 """
 
 from __future__ import annotations
@@ -17,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 HELP = "export trained checkpoints to an ONNX engine (fused or step graph) with its manifest"
+DATA_KEYS = ("dt", "robot", "state_names", "action_names", "condition_names")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,12 +45,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--graph", choices=("fused", "step", "both"), default="fused")
     p.add_argument("-o", "--output", type=Path, required=True, help="output .onnx path")
     p.add_argument("--robot", choices=("auto", "go2", "generic"), default="auto",
-                   help="robot profile recorded in the manifest (auto: go2 when S, A, C = 30, 12, 3)")
+                   help="robot profile recorded in the manifest (auto: go2 when the data's robot is go2)")
     p.add_argument("--warm-level", type=int, default=7, help="warm-start level k_w (fused graph unrolls k_w steps)")
     p.add_argument("--cfg-w", type=float, default=2.0, help="default CFG weight (an engine input)")
     p.add_argument("--temperature", type=float, default=0.001, help="noise temperature the runtime applies")
-    p.add_argument("--chunk-size", type=int, default=None, help="actions executed per plan (go2: 4)")
-    p.add_argument("--dt", type=float, default=None, help="seconds between plan rows (go2: 0.02)")
+    p.add_argument("--chunk-size", type=int, default=None, help="actions executed per plan (default 4)")
+    p.add_argument("--dt", type=float, default=None,
+                   help="seconds between plan rows; default: the training data's dt (a different "
+                        "value is refused unless --force, then recorded as an override)")
+    p.add_argument("--force", action="store_true",
+                   help="export anyway: a --dt that contradicts the data, an unfinished or stale "
+                        "checkpoint, names that differ from the robot profile (all recorded in the manifest)")
     p.add_argument("--n-samples", type=int, default=1, help="candidates N (N > 1 adds the ranker)")
     p.add_argument("--knob", action="append", default=[], metavar="KEY=VALUE",
                    help="method knob passed to the sampler builder (JSON value), repeatable")
@@ -54,41 +77,124 @@ def _knobs(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _provenance(source: Path) -> dict[str, Any]:
-    from export.sampling.registry import load_components
+def _run_config(source: Path) -> dict[str, Any] | None:
+    """The run's ``config.json`` next to the checkpoints (None: none, or not a directory)."""
+    path = source / "config.json" if source.is_dir() else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return cfg if isinstance(cfg, dict) else None
+
+
+def finality_problems(name: str, ck: dict[str, Any], run_cfg: dict[str, Any] | None,
+                      run_cfg_mtime: float | None) -> list[str]:
+    """Why checkpoint ``ck`` (component ``name``) is not a finished training result."""
+    out: list[str] = []
+    cfg = ck.get("config") or {}
+    step, total = ck.get("step"), cfg.get("steps")
+    if isinstance(step, int) and isinstance(total, int) and step < total:
+        out.append(f"{name}: step {step} of {total} (still training or stopped early)")
+    if run_cfg is None:
+        return out
+    want = run_cfg.get("components")
+    if isinstance(want, str):
+        want = [w for w in want.split(",") if w]
+    if want and name not in want:  # the latest run did not train this component
+        return out
+    section = run_cfg.get(name) if isinstance(run_cfg.get(name), dict) else {}
+    run_total = section.get("steps", run_cfg.get("steps"))
+    if isinstance(step, int) and isinstance(run_total, int) and step < run_total and not out:
+        out.append(f"{name}: step {step} of the run's {run_total} (config.json; still training)")
+    run_id, ck_run = run_cfg.get("run_id"), cfg.get("run_id")
+    if run_id is not None and ck_run is not None:
+        if run_id != ck_run:
+            out.append(f"{name}: saved by run {ck_run}, older than the run's config.json (run {run_id}): "
+                       "that run has not saved this component yet")
+    elif run_cfg_mtime is not None and Path(ck["_path"]).stat().st_mtime < run_cfg_mtime:
+        out.append(f"{name}: {Path(ck['_path']).name} is older than the run's config.json")
+    return out
+
+
+def _data_block(used: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What the training data said about the system (dt, names, robot), agreed by every used
+    component; keys the data did not record are absent."""
+    seen: dict[str, tuple[str, Any]] = {}
+    for name, ck in used.items():
+        ds = ck.get("dataset") or {}
+        for k in DATA_KEYS:
+            v = ds.get(k)
+            if v is None:
+                continue
+            if k in seen and seen[k][1] != v:
+                raise ValueError(f"the components were trained on data of different systems: {k} "
+                                 f"{seen[k][1]!r} ({seen[k][0]}) vs {v!r} ({name})")
+            seen.setdefault(k, (name, v))
+    return {k: v for k, (_, v) in seen.items()}
+
+
+def provenance(source: Path, used: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
+    """(the manifest's provenance block, the finality problems found) for the components
+    ``used``. Refusing is the caller's decision."""
     from planner_runtime.engine_file import sha256_hex
 
-    cks = load_components(source)
-    comps = {}
-    dataset = None
+    run_cfg = _run_config(source)
+    cfg_path = source / "config.json"
+    run_mtime = cfg_path.stat().st_mtime if run_cfg is not None else None
+    comps: dict[str, Any] = {}
+    problems: list[str] = []
     semantics: dict[str, Any] = {}
-    for name, ck in cks.items():
+    for name, ck in used.items():
         path = Path(ck["_path"])
+        cfg = ck.get("config") or {}
         comps[name] = {"file": path.name, "sha256": sha256_hex(path.read_bytes()),
-                       "step": ck.get("step"), "model_class": ck.get("model_class"),
-                       "model_config": ck.get("model_config"), "versions": ck.get("versions")}
-        dataset = dataset or (ck.get("dataset") or {}).get("sha256")
+                       "step": ck.get("step"), "total_steps": cfg.get("steps"),
+                       "run_id": cfg.get("run_id"), "model_class": ck.get("model_class"),
+                       "model_config": ck.get("model_config"), "versions": ck.get("versions"),
+                       "dataset_sha256": (ck.get("dataset") or {}).get("sha256")}
+        problems += finality_problems(name, ck, run_cfg, run_mtime)
         sem = (ck.get("dataset") or {}).get("action_semantics")
         if sem is not None:
             semantics[name] = sem
     if len({json.dumps(v, sort_keys=True) for v in semantics.values()}) > 1:
         raise ValueError(f"{source}: the components were trained on data with different action semantics: "
                          f"{sorted(semantics)}")
-    first = next(iter(cks.values()))
-    return {"dataset_sha256": dataset, "training_config": first.get("config", {}),
-            "checkpoints": comps, "action_semantics": next(iter(semantics.values()), None)}
+    first = next(iter(used.values()))
+    ignored: list[str] = []
+    if source.is_dir():
+        ignored = sorted(p.name for p in source.glob("*.pt")
+                         if p.resolve() not in {Path(ck["_path"]).resolve() for ck in used.values()})
+    prov = {"dataset_sha256": (first.get("dataset") or {}).get("sha256"),
+            "training_config": first.get("config", {}), "checkpoints": comps,
+            "ignored": ignored, "action_semantics": next(iter(semantics.values()), None),
+            "data": _data_block(used)}
+    return prov, problems
+
+
+def _go2_name_problems(data: dict[str, Any], history: tuple[str, ...]) -> list[str]:
+    """Where the data's names differ from the Go2 observation builder's."""
+    from robot.observation import ACTION_NAMES, STATE_NAMES, condition_names
+
+    want = {"state_names": list(STATE_NAMES), "action_names": list(ACTION_NAMES),
+            "condition_names": list(condition_names(history))}
+    return [f"the data's {k} differ from the Go2 observation builder's" for k, v in want.items()
+            if data.get(k) is not None and list(data[k]) != v]
 
 
 def run(args: argparse.Namespace) -> int:
     from export.onnx_export import ExportError, export_engine, generic_meta, go2_meta
-    from export.sampling.registry import build_sampler
+    from export.sampling.registry import build_sampler_components
+    from export.train.checkpoint import CheckpointError
 
     try:
         knobs = _knobs(args.knob)
-        sampler = build_sampler(args.checkpoints, args.method, graph="sampler",
-                                n_samples=args.n_samples, **knobs)
+        sampler, used = build_sampler_components(args.checkpoints, args.method, graph="sampler",
+                                                 n_samples=args.n_samples, **knobs)
         dims = (int(sampler.S), int(sampler.A), int(sampler.C))
-        prov = _provenance(args.checkpoints)
+        prov, problems = provenance(args.checkpoints, used)
+        data = prov["data"]
         # condition history blocks the networks were trained with (robot.observation.HISTORY_BLOCKS)
         history = tuple(e for e in prov["training_config"].get("cond_extras") or () if e != "return")
         try:
@@ -97,15 +203,53 @@ def run(args: argparse.Namespace) -> int:
             go2_dims = (30, 12, len(condition_names(history)))
         except ValueError:  # a condition extra the Go2 controller cannot build
             go2_dims = None
-        robot = args.robot if args.robot != "auto" else ("go2" if dims == go2_dims else "generic")
+        if args.robot != "auto":
+            robot = args.robot
+        elif data.get("robot") is not None:
+            robot = "go2" if data["robot"] == "go2" and dims == go2_dims else "generic"
+        else:
+            robot = "go2" if dims == go2_dims else "generic"
+        if robot == "go2":
+            problems += _go2_name_problems(data, history)
+        overrides: dict[str, Any] = {}
+        data_dt = data.get("dt")
+        control_dt, dt_source = data_dt, "dataset"
+        if args.dt is not None:
+            if data_dt is not None and abs(float(args.dt) - float(data_dt)) > 1e-9 * max(1.0, float(data_dt)):
+                if not args.force:
+                    raise ExportError(
+                        f"--dt {args.dt} contradicts the training data's control dt {data_dt} s: the "
+                        f"warm start would shift plans by the wrong number of rows and every action "
+                        f"would be stamped at the wrong time. Leave --dt out (the data's dt is used), "
+                        f"or pass --force to record {args.dt} as an override")
+                overrides["control.dt"] = {"value": float(args.dt), "data": float(data_dt),
+                                           "by": f"--dt {args.dt} --force"}
+                control_dt, dt_source = float(args.dt), f"override (--dt, forced; the data says {data_dt})"
+            elif data_dt is None:
+                overrides["control.dt"] = {"value": float(args.dt), "data": None, "by": f"--dt {args.dt}"}
+                control_dt, dt_source = float(args.dt), "--dt (the data recorded no dt)"
+        if problems and not args.force:
+            raise ExportError("refusing to export: " + "; ".join(problems) + ". Pass --force to export "
+                              "anyway (the manifest records it in provenance.forced)")
+        if problems:
+            prov["forced"] = list(problems)
         extra: dict[str, Any] = dict(warm_level=args.warm_level, cfg_w=args.cfg_w,
-                                     temperature=args.temperature, provenance=prov)
+                                     temperature=args.temperature, provenance=prov,
+                                     overrides=overrides)
         if args.chunk_size is not None:
             extra["chunk_size"] = args.chunk_size
-        if args.dt is not None:
-            extra["control_dt"] = args.dt
-        meta = (go2_meta(action_semantics=prov["action_semantics"], history=history, **extra) if robot == "go2"
-                else generic_meta(*dims, **extra))
+        if control_dt is not None:
+            extra.update(control_dt=float(control_dt), dt_source=dt_source)
+        if robot == "go2":
+            meta = go2_meta(action_semantics=prov["action_semantics"], history=history, **extra)
+        else:
+            if control_dt is None:
+                raise ExportError("the checkpoints' data recorded no control dt (trained before it was "
+                                  "recorded): give it with --dt SECONDS")
+            meta = generic_meta(*dims, state_names=data.get("state_names"),
+                                action_names=data.get("action_names"),
+                                condition_names=data.get("condition_names"),
+                                robot=data.get("robot"), **extra)
         graphs = ("fused", "step") if args.graph == "both" else (args.graph,)
         written: dict[str, Any] = {}
         for g in graphs:
@@ -117,8 +261,14 @@ def run(args: argparse.Namespace) -> int:
             if not args.json:
                 print(f"wrote {out}: {m['method']['name']} {g} graph, "
                       f"S={m['dims']['S']} A={m['dims']['A']} C={m['dims']['C']} H={m['dims']['H']} "
-                      f"B={m['dims']['B']}, sha256 {m['checksums']['graph_sha256'][:16]}...")
-    except (ExportError, ValueError, OSError) as exc:
+                      f"B={m['dims']['B']}, dt {m['control']['dt']} s ({m['control']['dt_source']}), "
+                      f"components {', '.join(m['provenance']['checkpoints'])}, "
+                      f"sha256 {m['checksums']['graph_sha256'][:16]}...")
+                for key, o in m["overrides"].items():
+                    print(f"  override {key} = {o['value']} (the data says {o['data']})")
+                for pr in m["provenance"].get("forced", []):
+                    print(f"  forced: {pr}")
+    except (ExportError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:

@@ -27,6 +27,12 @@ can bake it into a graph as ``z = (x - shift) / scale``:
     "identity": shift 0, scale 1
 
 A dimension that is constant in the data gets scale 1 (not 0) so it maps to 0 and stays finite.
+
+What the dataset says about its system travels with the windows: ``WindowData.provenance()``
+(the "dataset" block of every checkpoint) holds the control ``dt``, the ``robot`` name, the
+state and action names and the condition names of the networks' C columns (the dataset's,
+then each extra's: ``return_to_go``, ``prev_<state name>``, ``prev_<action name>``), so
+``planner-runtime export`` writes the data's values into the manifest instead of defaults.
 """
 
 from __future__ import annotations
@@ -213,15 +219,26 @@ class WindowData:
     train_samples: dict[str, np.ndarray]
     val_samples: dict[str, np.ndarray]
     action_semantics: dict[str, Any] | None = None  # the dataset's, carried to the engine
+    # what the dataset says about its system, carried through the checkpoint to the engine's
+    # manifest (control dt, names, robot): the exporter takes these instead of defaults
+    dt: float | None = None
+    robot: str | None = None
+    state_names: list[str] | None = None
+    action_names: list[str] | None = None
+    condition_names: list[str] | None = None  # C names: the dataset's, then the extras'
+    has_costs: bool = True
 
     @property
     def D(self) -> int:
         return self.S + self.A
 
     def provenance(self) -> dict[str, Any]:
+        """The checkpoint's "dataset" block (plain types)."""
         return {"path": self.dataset_path, "sha256": self.dataset_sha256,
                 "train_windows": len(self.train), "val_windows": len(self.val),
-                "action_semantics": self.action_semantics}
+                "action_semantics": self.action_semantics, "dt": self.dt, "robot": self.robot,
+                "state_names": self.state_names, "action_names": self.action_names,
+                "condition_names": self.condition_names, "has_costs": self.has_costs}
 
 
 def _episodes(ds: Dataset, cond_extras: tuple[str, ...], gamma: float,
@@ -262,6 +279,18 @@ def extra_width(ds: Dataset, name: str) -> int:
     return {"return": 1, "prev_state": S, "prev_action": A}[name]
 
 
+def extra_names(ds: Dataset, name: str) -> list[str]:
+    """Names of the columns a condition extra appends: ``return_to_go``, ``prev_<state name>``,
+    ``prev_<action name>`` (for the Go2 these are robot.observation.HISTORY_BLOCKS' names)."""
+    if name == "return":
+        return ["return_to_go"]
+    if name == "prev_state":
+        return [f"prev_{n}" for n in ds.state_names]
+    if name == "prev_action":
+        return [f"prev_{n}" for n in ds.action_names]
+    raise ValueError(f"unknown condition extra {name!r}; expected one of {COND_EXTRAS}")
+
+
 def make_windows(ds: Dataset, horizon: int, *, normalizer: str = "std",
                  cond_normalizer: str | None = None, val_fraction: float = 0.1, seed: int = 0,
                  cond_extras: tuple[str, ...] = (), gamma: float = 0.997,
@@ -298,6 +327,9 @@ def make_windows(ds: Dataset, horizon: int, *, normalizer: str = "std",
                         ("observations", "actions", "conditions", "rewards", "costs")} if group else {})
     if fall_cut < 0:
         raise ValueError(f"fall_cut must be >= 0, got {fall_cut}")
+    cond_names = list(ds.condition_names) + [n for e in cond_extras for n in extra_names(ds, e)]
     return WindowData(WindowSet(tr, horizon, norms, S, fall_cut), WindowSet(va, horizon, norms, S, fall_cut), norms,
                       S, A, C, horizon, ds.sha256, ds.path, samples[0], samples[1],
-                      ds.action_semantics)
+                      ds.action_semantics, dt=float(ds.dt), robot=ds.robot or None,
+                      state_names=list(ds.state_names), action_names=list(ds.action_names),
+                      condition_names=cond_names, has_costs=bool(getattr(ds, "has_costs", True)))

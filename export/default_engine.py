@@ -32,12 +32,10 @@ COLLECT = ["collect", "--append", "--expert", "ppo", "--noise-levels", "0.0", "0
 # and kernel-3 convolutions: the training defaults (export/train/config.py). Planner 16000
 # steps, dynamics 10000 (val loss 0.0040 / 0.0042), trained side by side on the 2 cores.
 STEPS = {"planner": 16000, "dynamics": 10000}
-# Both networks are conditioned on the command and a one-step history (the previous policy
-# tick's state and action: robot.observation.HISTORY_BLOCKS), so they can tell which robot
-# they are on.
+# Windows that start in the last second before a fall are not trained on (fall_cut).
 TRAIN = ["train", "--method", "mpdiffuser", "--components", "{component}", "--steps", "{steps}",
          "--set", "batch_size=128", "--set", "lr=1e-3", "--set", "ema_start=1000",
-         "--set", 'cond_extras=["prev_state", "prev_action"]',
+         "--set", "fall_cut=50",
          "--threads", "1", "--no-progress", "--json"]
 # The paper's Go2 sampling (mpdiffuser.txt App. O): MPDiffuser's alternation of dynamics and
 # planner, warm start 7 of K=10 levels, chunk of 4 actions, one sample; CFG w 1.0 and

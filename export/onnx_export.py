@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -53,27 +54,51 @@ class ExportError(ValueError):
 
 @dataclass
 class EngineMeta:
-    """Everything the manifest needs that is not in the sampler itself."""
+    """Everything the manifest needs that is not in the sampler itself.
+
+    ``control_dt`` has no default: it is the data's (``export`` reads it from the checkpoints),
+    the robot profile's (``go2_meta``), or the caller's. ``overrides`` names every manifest
+    value that contradicts or replaces what the data said: {"control.dt": {"value": 0.02,
+    "data": 0.1, "by": "--dt 0.02 --force"}}; it is stored as the manifest's ``overrides``."""
 
     robot: str = "generic"
     observation: dict[str, Any] = field(default_factory=dict)
     action: dict[str, Any] = field(default_factory=dict)
     profile: dict[str, Any] | None = None
-    control_dt: float = 0.02
+    control_dt: float | None = None
+    dt_source: str = "caller"
     chunk_size: int = 4
     warm_level: int = 7
     cfg_w: float = 2.0
     temperature: float = 0.001
     provenance: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
 
 
-def generic_meta(S: int, A: int, C: int, **kw: Any) -> EngineMeta:
-    """Meta for a system without a robot profile: numbered names, identity action scale."""
-    obs = {"version": 1, "robot": kw.pop("robot", "generic"),
-           "state_names": [f"s{i}" for i in range(S)], "condition_names": [f"c{i}" for i in range(C)],
-           "action_names": [f"a{i}" for i in range(A)], "joint_order": [f"a{i}" for i in range(A)],
-           "default_joint_pos": [0.0] * A, "units": "dataset units"}
-    action = {"joint_names": obs["joint_order"], "default_joint_pos": [0.0] * A, "scale": 1.0}
+def generic_meta(S: int, A: int, C: int, *, state_names: list[str] | None = None,
+                 action_names: list[str] | None = None, condition_names: list[str] | None = None,
+                 robot: str | None = None, **kw: Any) -> EngineMeta:
+    """Meta for a system without a robot profile: the data's names (numbered names s0.., a0..,
+    c0.. only where the caller has none), identity action semantics (target = a)."""
+    def names(given: list[str] | None, n: int, prefix: str, what: str) -> list[str]:
+        if given is None:
+            return [f"{prefix}{i}" for i in range(n)]
+        if len(given) != n:
+            raise ExportError(f"{what}: {len(given)} names for {n} dimensions ({list(given)})")
+        return [str(x) for x in given]
+
+    sn = names(state_names, S, "s", "state names")
+    an = names(action_names, A, "a", "action names")
+    cn = names(condition_names, C, "c", "condition names")
+    numbered = [w for w, g in (("state", state_names), ("action", action_names),
+                               ("condition", condition_names)) if g is None]
+    obs = {"version": 1, "robot": robot or "generic", "state_names": sn, "condition_names": cn,
+           "action_names": an, "joint_order": an, "default_joint_pos": [0.0] * A,
+           "units": "dataset units",
+           "names_source": "dataset" if not numbered else f"numbered ({', '.join(numbered)}: "
+                                                           "the data recorded no names)"}
+    action = {"joint_names": an, "default_joint_pos": [0.0] * A, "scale": 1.0,
+              "source": "identity (target = a): the data recorded no action semantics"}
     return EngineMeta(robot=obs["robot"], observation=obs, action=action, **kw)
 
 
@@ -84,7 +109,8 @@ def go2_meta(action_semantics: dict[str, Any] | None = None, history: tuple[str,
     ``action_semantics`` is the training data's (default pose, per-joint scale, PD gains);
     data that did not record it was collected with the project's trot expert semantics
     (``robot.actions.PROJECT``), and the manifest says so (``source``). ``history``: the
-    condition's history blocks (robot.observation.HISTORY_BLOCKS) the networks were trained with."""
+    condition's history blocks (robot.observation.HISTORY_BLOCKS) the networks were trained with.
+    ``control_dt`` not given: the Go2 profile's policy dt (``dt_source`` says so)."""
     from export.robot_profiles import go2_profile
     from robot import go2_constants as g
     from robot.actions import PROJECT, ActionSemantics
@@ -96,7 +122,9 @@ def go2_meta(action_semantics: dict[str, Any] | None = None, history: tuple[str,
     else:
         sem = ActionSemantics.from_dict(action_semantics, "the training data's action semantics")
         action = {**sem.as_dict(), "source": "training dataset"}
-    kw.setdefault("control_dt", float(g.POLICY_DT))
+    if kw.get("control_dt") is None:
+        kw["control_dt"] = float(g.POLICY_DT)
+        kw["dt_source"] = "go2 profile (robot.go2_constants.POLICY_DT)"
     kw.setdefault("chunk_size", int(g.CHUNK_SIZE))
     return EngineMeta(robot="go2", observation=obs, action=action, profile=go2_profile(history), **kw)
 
@@ -134,6 +162,9 @@ def build_manifest(module: nn.Module, graph: str, n_steps: int, meta: EngineMeta
     """The manifest (without checksum) of ``module`` exported as ``graph``."""
     s = _unwrap(module)
     K, kw = int(s.K), int(meta.warm_level)
+    if meta.control_dt is None or not math.isfinite(float(meta.control_dt)) or float(meta.control_dt) <= 0:
+        raise ExportError(f"control dt unknown or invalid ({meta.control_dt!r}): the checkpoints' data "
+                          "recorded none; give it (planner-runtime export --dt SECONDS)")
     if not 1 <= kw <= K:
         raise ExportError(f"warm_level must be in [1, K={K}], got {kw}")
     knobs = json.loads(json.dumps(s.knobs() if hasattr(s, "knobs") else {}))
@@ -154,7 +185,9 @@ def build_manifest(module: nn.Module, graph: str, n_steps: int, meta: EngineMeta
         "normalizer": _normalizer_block(s),
         "observation": meta.observation,
         "action": meta.action,
-        "control": {"dt": float(meta.control_dt), "chunk_size": int(meta.chunk_size)},
+        "control": {"dt": float(meta.control_dt), "chunk_size": int(meta.chunk_size),
+                    "dt_source": str(meta.dt_source)},
+        "overrides": json.loads(json.dumps(meta.overrides)),
         "robot": {"name": meta.robot, "profile": meta.profile},
         "provenance": {"created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                        "versions": _versions(), **meta.provenance},

@@ -23,7 +23,7 @@ GROUP = "planner_runtime.commands"
 
 # Order shown in --help: the onboard path first, then the offline pipeline.
 ORDER = [
-    "serve", "controller", "sim", "demo", "collect", "train", "export",
+    "serve", "controller", "sim", "demo", "collect", "dataset", "train", "export",
     "build-engine", "info", "bench", "eval",
 ]
 

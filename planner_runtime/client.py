@@ -7,6 +7,16 @@ that has arrived, and the request methods (``hello``, ``ping``, ``reset``) wait 
 timeout and raise ``PlannerTimeout`` when the server is gone, or ``ServerError`` when it
 answered with an error frame. The socket reconnects by itself when the server restarts.
 
+Ownership (``planner_runtime.protocol``): the service plans for one client at a time.
+``claim(profile)`` takes the planner (the reply carries the engine's identity and a session
+token that every later observation carries), ``release()`` gives it up, and
+``claim_nowait`` sends a claim without waiting (its reply is taken in by ``poll_chunk``: a
+control loop must not block). A client that sends observations without claiming owns the
+planner implicitly when nobody else does. When another client owns it, observations are
+answered with a ``busy`` error, raised by ``poll_chunk`` as ``PlannerBusy``; an observation
+whose session the service no longer holds raises ``SessionLost``; in both cases
+``session`` is None afterwards and the caller decides whether to claim again.
+
 ``ChunkTracker`` holds the chunk being executed and answers "which action applies now":
 actions whose time has passed are skipped, expired or stale chunks are rejected, and plan
 age and observation->chunk latency are tracked.
@@ -45,6 +55,47 @@ class ServerError(PlannerError):
         self.req = req
 
 
+class PlannerBusy(ServerError):
+    """Another client owns the planner (error code ``busy``); ``retry_after_s`` says when
+    its ownership lapses at the earliest (None: it only ends by release or disconnect)."""
+
+    def __init__(self, code: str, message: str, seq: int | None = None, req: int | None = None,
+                 retry_after_s: float | None = None):
+        super().__init__(code, message, seq, req)
+        self.retry_after_s = retry_after_s
+
+
+class SessionLost(ServerError):
+    """The service does not hold this client's session any more (error ``session_lost``):
+    it restarted, or the session lapsed or was released. Claim again."""
+
+
+class ProfileMismatch(ServerError):
+    """The robot profile sent with a claim does not fit the engine (``profile_mismatch``);
+    ``problems`` lists every mismatch."""
+
+    def __init__(self, code: str, message: str, seq: int | None = None, req: int | None = None,
+                 problems: list[str] | None = None):
+        super().__init__(code, message, seq, req)
+        self.problems = list(problems or [])
+
+
+def server_error(msg: dict[str, Any]) -> ServerError:
+    """The exception for an ``error`` reply, by its code."""
+    code, text = str(msg.get("code", "?")), str(msg.get("message", ""))
+    seq = msg.get("seq") if isinstance(msg.get("seq"), int) else None
+    req = msg.get("req") if isinstance(msg.get("req"), int) else None
+    if code == P.E_BUSY:
+        r = msg.get("retry_after_s")
+        return PlannerBusy(code, text, seq, req, float(r) if isinstance(r, (int, float)) else None)
+    if code == P.E_SESSION_LOST:
+        return SessionLost(code, text, seq, req)
+    if code == P.E_PROFILE_MISMATCH:
+        probs = msg.get("problems")
+        return ProfileMismatch(code, text, seq, req, [str(p) for p in probs] if isinstance(probs, list) else None)
+    return ServerError(code, text, seq, req)
+
+
 class PlannerClient:
     """Connection to one planner service. Not thread-safe: use it from one thread."""
 
@@ -75,8 +126,17 @@ class PlannerClient:
         self._replies: dict[int, dict[str, Any]] = {}
         self._errors: deque[ServerError] = deque(maxlen=64)
         self._pending_reqs: set[int] = set()
-        self.stats = {"sent": 0, "send_dropped": 0, "chunks": 0, "errors": 0, "superseded": 0}
+        self.stats = {"sent": 0, "send_dropped": 0, "chunks": 0, "errors": 0, "superseded": 0,
+                      "busy": 0, "session_lost": 0, "claims": 0}
         self.last_rx: float | None = None
+        # Ownership: the session token from the last ``claimed`` reply (None: not an explicit
+        # owner), the engine identity it carried, and a claim sent without waiting.
+        self.session: int | None = None
+        self.identity: dict[str, Any] | None = None
+        self.owner_timeout: float | None = None
+        self._claim_req: int | None = None
+        self.claim_error: ServerError | None = None
+        self.last_claimed: dict[str, Any] | None = None  # the newest ``claimed`` reply
 
     def _setup_curve(self, server_key: bytes | str, client_cert: str | None) -> None:
         import zmq.auth
@@ -109,7 +169,10 @@ class PlannerClient:
         self._seq = self._seq + 1 if seq is None else int(seq)
         obs = Observation(self._seq, self.clock() if stamp is None else float(stamp),
                           P.as_f32(state), P.as_f32(cond))
-        return self._seq if self.send_raw(P.encode(obs.to_msg())) else None
+        msg = obs.to_msg()
+        if self.session is not None:
+            msg["session"] = self.session
+        return self._seq if self.send_raw(P.encode(msg)) else None
 
     def send_raw(self, payload: bytes) -> bool:
         """Send already-encoded bytes without blocking (also used by tests for bad input)."""
@@ -180,14 +243,22 @@ class PlannerClient:
                 self._newest = ch
             elif t == "error":
                 self.stats["errors"] += 1
-                err = ServerError(str(msg.get("code", "?")), str(msg.get("message", "")),
-                                  msg.get("seq"), msg.get("req"))
+                err = server_error(msg)
+                if isinstance(err, (PlannerBusy, SessionLost)):
+                    self.stats["busy" if isinstance(err, PlannerBusy) else "session_lost"] += 1
+                    self.session = None  # whatever we held, we do not own the planner now
+                if err.req is not None and err.req == self._claim_req:
+                    self._claim_req = None
+                    self.claim_error = err
                 if err.req is not None and err.req in self._pending_reqs:
                     self._replies[err.req] = msg
                 else:
                     self._errors.append(err)
-            elif isinstance(msg.get("req"), int):
-                self._replies[msg["req"]] = msg
+            else:
+                if t == "claimed":
+                    self._take_claim(msg)
+                if isinstance(msg.get("req"), int):
+                    self._replies[msg["req"]] = msg
         except P.ProtocolError as exc:  # a reply we cannot read is the server's bug: surface it
             self._errors.append(ServerError(exc.code, f"unreadable reply from server: {exc.message}"))
 
@@ -215,7 +286,7 @@ class PlannerClient:
                 if req in self._replies:
                     reply = self._replies.pop(req)
                     if reply.get("type") == "error":
-                        raise ServerError(str(reply.get("code")), str(reply.get("message")), reply.get("seq"), req)
+                        raise server_error({**reply, "req": req})
                     return reply
                 if now >= deadline:
                     raise PlannerTimeout(
@@ -226,9 +297,72 @@ class PlannerClient:
             self._pending_reqs = self._pending_reqs - {req}
             self._replies.pop(req, None)
 
-    def hello(self, timeout: float | None = None) -> dict[str, Any]:
-        """The service's metadata (dimensions, dt, chunk, manifest); also a readiness check."""
-        return self.request({"type": "hello"}, timeout)
+
+    def hello(self, timeout: float | None = None, profile: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The service's metadata (dimensions, dt, chunk, manifest, the engine ``identity``);
+        also a readiness check. With ``profile`` the reply's ``profile_check`` lists how the
+        engine does not fit that robot profile (empty: it fits)."""
+        msg: dict[str, Any] = {"type": "hello"}
+        if profile is not None:
+            msg["profile"] = profile
+        return self.request(msg, timeout)
+
+    # ------------------------------------------------------------ ownership
+    def _claim_msg(self, profile: dict[str, Any] | None) -> dict[str, Any]:
+        msg: dict[str, Any] = {"type": "claim"}
+        if profile is not None:
+            msg["profile"] = profile
+        if self.session is not None:
+            msg["session"] = self.session
+        return msg
+
+    def _take_claim(self, msg: dict[str, Any]) -> None:
+        s = msg.get("session")
+        if type(s) is int:
+            self.session = s
+            ident = msg.get("identity")
+            self.identity = ident if isinstance(ident, dict) else None
+            to = msg.get("owner_timeout_s")
+            self.owner_timeout = float(to) if isinstance(to, (int, float)) else None
+            self.claim_error = None
+            self.last_claimed = msg
+            self.stats["claims"] += 1
+        if msg.get("req") == self._claim_req:
+            self._claim_req = None
+
+    def claim(self, profile: dict[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any]:
+        """Own the planner: returns the ``claimed`` reply (session, identity, owner_timeout_s).
+        Raises ``PlannerBusy`` when another client owns it, ``ProfileMismatch`` when the
+        profile does not fit the engine, ``PlannerTimeout`` when nobody answers."""
+        return self.request(self._claim_msg(profile), timeout)
+
+    def claim_nowait(self, profile: dict[str, Any] | None = None) -> int | None:
+        """Send a claim without waiting (for a control loop); returns its req id, or None when
+        it could not be queued. The reply is taken in while ``poll_chunk`` drains: a grant
+        sets ``session`` / ``identity``; a refusal is raised by ``poll_chunk`` and kept in
+        ``claim_error``."""
+        self._req += 1
+        req = self._req
+        try:
+            self.sock.send(P.encode({**self._claim_msg(profile), "req": req}), zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        self._claim_req = req
+        self.claim_error = None
+        return req
+
+    @property
+    def claim_pending(self) -> bool:
+        return self._claim_req is not None
+
+    def release(self, timeout: float | None = None) -> bool:
+        """Give the planner up; True if this client held it."""
+        msg: dict[str, Any] = {"type": "release"}
+        if self.session is not None:
+            msg["session"] = self.session
+        reply = self.request(msg, timeout)
+        self.session = None
+        return bool(reply.get("released"))
 
     def ping(self, timeout: float | None = None) -> dict[str, Any]:
         """Health and counters of the service."""

@@ -13,10 +13,18 @@ trained, exported and served. Layout of a file::
     actions      [N, A] float32   action u_t applied at x_t (the clean label)
     conditions   [N, C] float32   condition y_t (e.g. the velocity command)
     rewards      [N]    float32
-    costs        [N]    float32
+    costs        [N]    float32   optional (absent: read as zeros, ``Dataset.has_costs`` False)
     terminals    [N]    bool      the episode ended in failure after this step
     timeouts     [N]    bool      the episode was cut (time limit) after this step
     raw/<name>   [N, ...]         optional raw robot fields (IMU, motor q/dq/tau, ...)
+
+What rewards and costs feed: MPDiffuser's ranker learns per-step reward and cost heads from
+them (``export/train/mpdiffuser.py``); with N > 1 samples an engine keeps the candidates whose
+predicted discounted cost is within the budget (``--knob budget=...``, default 10) and picks
+the highest predicted return among them. Data without costs trains a cost head that predicts
+0: every candidate is within budget and the ranking is by predicted return alone. Rewards
+also feed the "return" condition extra, DADP's value model and DMEMM's weights. With one
+sample (N = 1, the default) neither is used at run time.
 
 Every episode ends with a sample whose terminal or timeout flag is set. Writers append
 whole episodes and only then advance ``committed``; a reader ignores anything past it, so
@@ -38,6 +46,7 @@ import numpy as np
 FORMAT = "planner-runtime-dataset"
 FORMAT_VERSION = 1
 CORE_KEYS = ("observations", "actions", "conditions", "rewards", "costs", "terminals", "timeouts")
+OPTIONAL_KEYS = ("costs",)  # may be absent from a file (read as zeros)
 
 
 class DatasetError(ValueError):
@@ -60,7 +69,7 @@ class Episode:
     actions: np.ndarray  # [T, A]
     conditions: np.ndarray  # [T, C]
     rewards: np.ndarray  # [T]
-    costs: np.ndarray  # [T]
+    costs: np.ndarray | None  # [T]; None for a file written without costs
     terminal: bool = False  # ended in failure (else: timeout)
     raw: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -87,6 +96,7 @@ class Dataset:
     path: str | None = None
     sha256: str | None = None
     action_semantics: dict[str, Any] | None = None
+    has_costs: bool = True  # False: the file has no costs (``costs`` holds zeros)
 
     @property
     def dims(self) -> tuple[int, int, int]:
@@ -123,13 +133,20 @@ class DatasetWriter:
 
     Resuming checks that names and dt agree with the file; samples past ``committed``
     (an append that was interrupted) are discarded before new episodes are written.
+    ``costs=False`` writes a file without a costs array (episodes then carry ``costs=None``).
     """
 
     def __init__(self, path: str | os.PathLike, state_names: list[str], action_names: list[str],
                  condition_names: list[str], dt: float, robot: str = "",
                  provenance: Mapping[str, Any] | None = None, raw_shapes: Mapping[str, tuple[int, ...]] | None = None,
-                 action_semantics: Mapping[str, Any] | None = None):
+                 action_semantics: Mapping[str, Any] | None = None, costs: bool = True):
         h5py = _h5py()
+        try:
+            dt = float(dt)
+        except (TypeError, ValueError):
+            dt = float("nan")
+        if not (np.isfinite(dt) and dt > 0):
+            raise DatasetError(f"{path}: dt must be a finite number of seconds > 0")
         self.path = Path(path)
         self._raw_shapes = dict(raw_shapes or {})
         names = {"state_names": list(state_names), "action_names": list(action_names),
@@ -147,9 +164,13 @@ class DatasetWriter:
             want_sem = None if action_semantics is None else json.loads(json.dumps(dict(action_semantics)))
             if have_sem != want_sem:
                 raise DatasetError(f"{self.path}: cannot append, action semantics differ: file {have_sem} vs {want_sem}")
+            if ("costs" in self._f) != bool(costs):
+                raise DatasetError(f"{self.path}: cannot append, the file {'has' if 'costs' in self._f else 'has no'} "
+                                   f"costs and the writer was opened with costs={costs}")
             n = int(self._f.attrs["committed"])
             for k in CORE_KEYS:
-                self._f[k].resize(n, axis=0)
+                if k in self._f:
+                    self._f[k].resize(n, axis=0)
             if "raw" in self._f:
                 for k in self._f["raw"]:
                     self._f["raw"][k].resize(n, axis=0)
@@ -171,6 +192,8 @@ class DatasetWriter:
             for k, shape, dtype in (("observations", (S,), "f4"), ("actions", (A,), "f4"),
                                     ("conditions", (C,), "f4"), ("rewards", (), "f4"),
                                     ("costs", (), "f4"), ("terminals", (), "?"), ("timeouts", (), "?")):
+                if k == "costs" and not costs:
+                    continue
                 f.create_dataset(k, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
                                  chunks=(4096, *shape), compression="lzf")
             if self._raw_shapes:
@@ -195,7 +218,13 @@ class DatasetWriter:
             raise DatasetError("cannot append an empty episode")
         f = self._f
         cols = {"observations": ep.observations, "actions": ep.actions, "conditions": ep.conditions,
-                "rewards": ep.rewards, "costs": ep.costs}
+                "rewards": ep.rewards}
+        if "costs" in f:
+            if ep.costs is None:
+                raise DatasetError("episode has no costs but the file records them")
+            cols["costs"] = ep.costs
+        elif ep.costs is not None and np.any(np.asarray(ep.costs) != 0):
+            raise DatasetError("episode has costs but the file was created without them (costs=False)")
         for k, v in cols.items():
             want = f[k].shape[1:]
             v = np.asarray(v)
@@ -246,7 +275,7 @@ def _check_header(f: Any, where: str) -> None:
         if k not in f.attrs:
             raise DatasetError(f"{where}: missing attribute {k!r}")
     for k in CORE_KEYS:
-        if k not in f:
+        if k not in f and k not in OPTIONAL_KEYS:
             raise DatasetError(f"{where}: missing dataset {k!r}")
 
 
@@ -266,8 +295,12 @@ def load_dataset(path: str | os.PathLike, *, expect_dims: tuple[int, int, int] |
             _check_header(f, str(p))
             n = int(f.attrs["committed"])
             names = {k: json.loads(f.attrs[k]) for k in ("state_names", "action_names", "condition_names")}
-            arrays = {}
+            arrays: dict[str, Any] = {}
+            has_costs = "costs" in f
             for k in CORE_KEYS:
+                if k not in f:  # optional (costs): zeros
+                    arrays[k] = np.zeros(n, np.float32)
+                    continue
                 if f[k].shape[0] < n:
                     raise DatasetError(f"{p}: {k} has {f[k].shape[0]} rows, fewer than committed {n}")
                 arrays[k] = f[k][:n]
@@ -299,4 +332,4 @@ def load_dataset(path: str | os.PathLike, *, expect_dims: tuple[int, int, int] |
     if expect_dims is not None and (S, A, C) != tuple(expect_dims):
         raise DatasetError(f"{p}: dims (S, A, C) = {(S, A, C)} do not match expected {tuple(expect_dims)}")
     return Dataset(**arrays, **{k: names[k] for k in names}, **attrs, raw=raw, path=str(p),
-                   sha256=file_sha256(p) if checksum else None)
+                   sha256=file_sha256(p) if checksum else None, has_costs=has_costs)

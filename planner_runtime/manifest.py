@@ -27,7 +27,11 @@ Schema, format version 1 (``validate`` enforces it and names the bad field):
                           "scale": float | [float] (per joint), "kp": float, "kd": float
                           (the PD gains the data was collected with; optional for systems
                           without them), "name", "source"}   target = default + scale * a
-    control              {"dt": float (seconds between plan rows), "chunk_size": int}
+    control              {"dt": float (seconds between plan rows), "chunk_size": int,
+                          "dt_source": str (optional: "dataset", "go2 profile ...", "override ...")}
+    overrides            (optional) {"<manifest field>": {"value": v, "data": what the training
+                          data said (null: it said nothing), "by": how}}: every value that
+                          replaces or contradicts the data (e.g. ``export --dt X --force``)
     robot                {"name": str, "profile": robot profile dict (see check_profile) | null}
     provenance           {"dataset_sha256": str | null, "training_config": dict,
                           "versions": {pkg: version}, "created_utc": str, "checkpoints": {...}}
@@ -39,7 +43,11 @@ A robot profile (what ``check_profile`` compares against) is a plain dict writte
 robot side, e.g. from ``robot.go2_constants``:
 
     {"name": "go2", "state_dim": 30, "action_dim": 12, "condition_dim": 3,
-     "joint_names": [...SDK order...], "policy_dt": 0.02, "state_names": [...] (optional), "condition_names": [...] (optional)}
+     "joint_names": [...SDK order...], "policy_dt": 0.02, "state_names": [...] (optional), "condition_names": [...] (optional),
+     "control_dt": 0.002 (optional), "action": {...} (optional: what the robot can execute, see profile_problems)}
+
+``engine_identity`` is the short form a controller logs and compares on every (re)claim of
+the planner service: graph checksum, method, provenance id.
 """
 
 from __future__ import annotations
@@ -206,6 +214,10 @@ def validate(manifest: Any) -> dict[str, Any]:
     if chunk > dims["H"]:
         raise ManifestError(f"manifest field 'control.chunk_size' ({chunk}) exceeds H ({dims['H']})")
 
+    over = manifest.get("overrides", {})
+    if not isinstance(over, Mapping) or not all(isinstance(v, Mapping) and "value" in v for v in over.values()):
+        raise ManifestError("manifest field 'overrides' must map field names to {'value': ..., 'data': ...}")
+
     robot = _get(manifest, "robot", "")
     if not isinstance(_get(robot, "name", "robot"), str):
         raise ManifestError("manifest field 'robot.name' must be a string")
@@ -243,6 +255,31 @@ def check_profile(manifest: Mapping[str, Any], profile: Mapping[str, Any]) -> No
     profile lists them, state and condition names. Raises ``ManifestError`` listing every
     mismatch, so one run tells the user all that is wrong.
     """
+    problems = profile_problems(manifest, profile)
+    if problems:
+        raise ManifestError("engine does not match the robot profile: " + "; ".join(problems))
+
+
+def profile_problems(manifest: Mapping[str, Any], profile: Any) -> list[str]:
+    """Every way an engine does not fit a robot profile (empty: it fits).
+
+    The profile may come from a peer (the service checks the one a controller sends in its
+    ``hello`` / ``claim``), so a malformed one is reported as a problem, never raised.
+    Besides the keys in the module docstring a robot may state what it can execute:
+    ``control_dt`` (its command period: the engine's dt must be a whole multiple of it) and
+    ``action`` {"type": "joint_position", "joint_pos_lower": [..], "joint_pos_upper": [..],
+    "kp_range": [lo, hi], "kd_range": [lo, hi], "scale_range": [lo, hi]}: the engine's
+    default pose must lie within the joint range, its PD gains and action scale within the
+    ranges."""
+    if not isinstance(profile, Mapping):
+        return [f"the robot profile must be a map, got {type(profile).__name__}"]
+    try:
+        return _profile_problems(manifest, profile)
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+        return [f"malformed robot profile ({type(exc).__name__}: {exc})"]
+
+
+def _profile_problems(manifest: Mapping[str, Any], profile: Mapping[str, Any]) -> list[str]:
     problems: list[str] = []
     dims = manifest["dims"]
     for key, dim in (("state_dim", "S"), ("action_dim", "A"), ("condition_dim", "C")):
@@ -253,16 +290,73 @@ def check_profile(manifest: Mapping[str, Any], profile: Mapping[str, Any]) -> No
         problems.append(
             f"joint order: engine {list(act['joint_names'])} != profile {list(profile['joint_names'])}"
         )
-    if "policy_dt" in profile and not _close([profile["policy_dt"]], [manifest["control"]["dt"]], 1e-9):
-        problems.append(f"control dt: engine {manifest['control']['dt']} s != profile {profile['policy_dt']} s")
+    dt = float(manifest["control"]["dt"])
+    if "policy_dt" in profile and not _close([profile["policy_dt"]], [dt], 1e-9):
+        problems.append(f"control dt: engine {dt} s != profile {profile['policy_dt']} s")
+    if "control_dt" in profile:
+        cdt = float(profile["control_dt"])
+        ratio = dt / cdt if cdt > 0 and math.isfinite(cdt) else float("nan")
+        if not (math.isfinite(ratio) and ratio >= 1 and abs(ratio - round(ratio)) < 1e-6):
+            problems.append(f"engine dt {dt} s is not a whole number of the robot's control periods ({cdt} s)")
     obs = manifest["observation"]
     for key in ("state_names", "condition_names"):
         if key in profile and list(profile[key]) != list(obs[key]):
             problems.append(f"observation {key} differ from the profile's (order or content)")
     if "name" in profile and manifest["robot"]["name"] != profile["name"]:
         problems.append(f"robot: engine was made for {manifest['robot']['name']!r}, profile is {profile['name']!r}")
-    if problems:
-        raise ManifestError("engine does not match the robot profile: " + "; ".join(problems))
+    pa = profile.get("action")
+    if pa is not None:
+        if not isinstance(pa, Mapping):
+            return [*problems, f"profile 'action' must be a map, got {type(pa).__name__}"]
+        problems += _action_problems(act, pa)
+    return problems
+
+
+def _action_problems(act: Mapping[str, Any], pa: Mapping[str, Any]) -> list[str]:
+    out: list[str] = []
+    kind = pa.get("type", "joint_position")
+    if kind != "joint_position":
+        out.append(f"the robot executes {kind!r} actions; engines here are joint-position targets")
+    n = len(act["joint_names"])
+    pose = [float(v) for v in act["default_joint_pos"]]
+    lo, hi = pa.get("joint_pos_lower"), pa.get("joint_pos_upper")
+    if lo is not None and hi is not None:
+        lo, hi = [float(v) for v in lo], [float(v) for v in hi]
+        if len(lo) != n or len(hi) != n:
+            out.append(f"profile joint limits have {len(lo)}/{len(hi)} entries, the engine {n} joints")
+        elif any(not a <= p <= b for p, a, b in zip(pose, lo, hi, strict=True)):
+            out.append("the engine's default_joint_pos lies outside the robot's joint limits")
+    scale = act["scale"] if isinstance(act["scale"], list) else [act["scale"]] * n
+    for key, vals, what in (("scale_range", [float(v) for v in scale], "action scale"),
+                            ("kp_range", [float(act["kp"])] if "kp" in act else None, "kp"),
+                            ("kd_range", [float(act["kd"])] if "kd" in act else None, "kd")):
+        rng = pa.get(key)
+        if rng is None:
+            continue
+        a, b = (float(v) for v in rng)
+        if vals is None:
+            out.append(f"the engine records no {what} (exported before PD gains were recorded: re-export it)")
+        elif any(not a <= v <= b for v in vals):
+            out.append(f"engine {what} {vals if len(vals) > 1 else vals[0]} outside the robot's range [{a}, {b}]")
+    return out
+
+
+def engine_identity(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """Who an engine is, in a few stable fields a controller can log, compare and pin: the
+    graph checksum (and the TensorRT plan's), method, format version, robot, and the
+    provenance id (the sha256 of the dataset it was trained on, and when it was made)."""
+    sums = manifest.get("checksums") or {}
+    prov = manifest.get("provenance") or {}
+    method = manifest.get("method") or {}
+    return {
+        "graph_sha256": sums.get("graph_sha256"),
+        "plan_sha256": sums.get("plan_sha256"),
+        "method": method.get("name"),
+        "format_version": manifest.get("format_version"),
+        "robot": (manifest.get("robot") or {}).get("name"),
+        "dataset_sha256": prov.get("dataset_sha256"),
+        "created_utc": prov.get("created_utc"),
+    }
 
 
 def summary(manifest: Mapping[str, Any]) -> str:

@@ -16,12 +16,24 @@ refused too.
 
 Message types (``type`` field) and their fields (besides ``v`` and ``type``; requests may
 carry an int ``req`` that the reply echoes):
-    hello        client -> server: ask for the engine's public metadata
+    hello        client -> server: ask for the engine's public metadata; may carry
+                 ``profile`` (the robot profile, see below) to have it checked
     metadata     server -> client: the manifest's public part (``manifest``, without the
                  normalizer), state_dim, action_dim, cond_dim, horizon, dt, chunk, send_steps,
-                 K, cold_levels, warm_levels, cfg_w, temperature, backend, graph, protocol
+                 K, cold_levels, warm_levels, cfg_w, temperature, backend, graph, protocol,
+                 ``identity`` (the engine's identity: graph_sha256, plan_sha256, method,
+                 format_version, robot, dataset_sha256, created_utc), owner_timeout_s, and
+                 ``profile_check`` (list of mismatches, empty when it fits) when a profile
+                 was sent
+    claim        client -> server: take ownership of the planner (see Ownership); optional
+                 ``profile`` (checked first: a mismatch is refused with ``profile_mismatch``
+                 and takes nothing) and ``session`` (renew a session this client holds)
+    claimed      server -> client: session (int token the owner puts in its observations),
+                 owner_timeout_s, identity, renewed (bool), profile_check (list)
+    release      client -> server: give ownership up (optional ``session``)
     observation  client -> server: seq (int >= 0), stamp (client monotonic seconds, when the
-                 state was measured), state [S] and cond [C] (float32/float64 arrays)
+                 state was measured), state [S] and cond [C] (float32/float64 arrays),
+                 optional ``session`` (the token from ``claimed``)
     chunk        server -> client: plan_id, seq (the observation it answers), t0 (= that
                  observation's stamp), dt, actions [n, A] (row i applies at t0 + i*dt),
                  states [n, S] (row i is the state predicted for t0 + (i + 1)*dt), chunk
@@ -29,11 +41,37 @@ carry an int ``req`` that the reply echoes):
                  valid_until (= t0 + n*dt), cold (bool), timings (ms: infer_ms, prep_ms,
                  plan_ms, queue_ms and the engine's own)
     ping         client -> server: liveness / health query
-    health       server -> client: status ("ok", "engine_failing", "planner_stopped") and counters
+    health       server -> client: status ("ok", "engine_failing", "planner_stopped"),
+                 counters and ``ownership`` (owner or null, owner_timeout_s, counts)
     reset        client -> server: drop the warm-start plan; the next plan starts cold
-    ack          server -> client: ``for`` names the request done (reset)
+                 (owner only, like an observation)
+    ack          server -> client: ``for`` names the request done (reset, release;
+                 release adds ``released``: whether this client held the planner)
     error        server -> client: code (``E_*`` below), message; ``req``/``seq`` name what
-                 it answers when that could be read
+                 it answers when that could be read; ``busy`` adds ``retry_after_s``
+
+Ownership (one planner, one robot): the service plans for one client at a time.
+  - A client owns the planner after an explicit ``claim`` (the controller's way: it sends its
+    robot profile and gets the engine identity and a session token back) or, when nobody
+    owns it, by its first observation (an implicit claim, for simple clients and benches).
+  - Everyone may ``hello`` and ``ping``. An ``observation`` or ``reset`` from anyone else
+    gets an ``error`` with code ``busy`` (never silence): the message names how long the
+    owner has been idle and ``retry_after_s`` says when its ownership lapses at the earliest.
+    A ``claim`` from anyone else is refused with ``busy`` too.
+  - An observation that carries a ``session`` the service does not hold (it restarted, or
+    the session lapsed or was released) gets ``session_lost`` (or ``busy`` if another client
+    owns the planner now): the client must claim again, and a controller checks the engine
+    identity again before it plans. A session owner whose connection changed (ZeroMQ
+    reconnect) is recognised by its token.
+  - Ownership lapses when the owner sent no observation (or claim) for ``owner_timeout_s``
+    (``serve --owner-timeout``, default 1 s), when the owner sends ``release``, or when a
+    reply to the owner cannot be delivered because its connection is gone. A new owner's
+    first plan starts cold.
+
+A robot profile is a map: name, state_dim, action_dim, condition_dim, joint_names (in the
+robot's order), policy_dt, control_dt, state_names, action {type, joint_pos_lower,
+joint_pos_upper, kp_range, kd_range, scale_range}; every key optional
+(``planner_runtime.manifest.profile_problems`` is the check).
 
 All times are seconds on the client's monotonic clock: the server only echoes the stamp it
 was given plus durations, so no clock synchronization is needed.
@@ -60,7 +98,8 @@ MAX_NDIM = 4
 ALLOWED_DTYPES = frozenset({"<f4", "<f8", "<i4", "<i8", "|u1", "|b1"})
 FLOAT_DTYPES = ("<f4", "<f8")
 
-TYPES = ("hello", "metadata", "observation", "chunk", "ping", "health", "reset", "ack", "error")
+TYPES = ("hello", "metadata", "observation", "chunk", "ping", "health", "reset", "ack", "error",
+         "claim", "claimed", "release")
 
 # Error codes (stable strings: clients switch on them).
 E_BAD_FRAME = "bad_frame"          # not a msgpack map (garbage bytes, extension types)
@@ -73,18 +112,23 @@ E_BAD_DTYPE = "bad_dtype"          # array dtype not allowed / not what the fiel
 E_BAD_SHAPE = "bad_shape"          # array shape wrong or inconsistent with its bytes
 E_NOT_FINITE = "not_finite"        # NaN or inf in a float array or scalar
 E_ENGINE = "engine_error"          # the sampler failed on a valid observation
+E_BUSY = "busy"                    # another client owns the planner (see Ownership)
+E_SESSION_LOST = "session_lost"    # the session named in the message is not held here (any more)
+E_PROFILE_MISMATCH = "profile_mismatch"  # the claimed robot profile does not fit the engine
 E_INTERNAL = "internal_error"
 
 
 class ProtocolError(ValueError):
     """A message that cannot be accepted; ``code`` is one of the ``E_*`` strings."""
 
-    def __init__(self, code: str, message: str, req: int | None = None, seq: int | None = None):
+    def __init__(self, code: str, message: str, req: int | None = None, seq: int | None = None,
+                 extra: dict[str, Any] | None = None):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.req = req
         self.seq = seq
+        self.extra = extra or {}  # further plain fields for the error reply (retry_after_s)
 
 
 # ---------------------------------------------------------------------------- arrays
@@ -374,8 +418,9 @@ class ActionChunk:
         return t - self.t0
 
 
-def error_msg(code: str, message: str, req: int | None = None, seq: int | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": "error", "code": code, "message": message}
+def error_msg(code: str, message: str, req: int | None = None, seq: int | None = None,
+              **extra: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "error", "code": code, "message": message, **extra}
     if req is not None:
         out["req"] = req
     if seq is not None:

@@ -16,6 +16,15 @@ checks ``zmq.EVENTS``; if a message is waiting, it writes a byte to the pipe to 
 socket thread. Every message that cannot be accepted gets an ``error`` reply with a code
 and a message, and the loop goes on: a bad or vanished client never stops the service.
 
+Ownership: the service plans for one client at a time (``planner_runtime.protocol`` has
+the rules). The owner is the client that claimed the planner (``claim``) or, when nobody
+owned it, sent the first observation; everyone else may ``hello`` and ``ping``, and their
+observations, resets and claims are answered with a ``busy`` error. Ownership lapses after
+``owner_timeout`` seconds without the owner's observations, on ``release``, or when a reply
+to the owner finds its connection gone. All ownership state is read and changed under the
+socket lock (the socket thread handles requests under it; the sampler thread sends under
+it and may learn there that the owner has gone).
+
 Security: the default bind is loopback. Binding anything else requires CurveZMQ: a server
 certificate (``zmq.auth.create_certificates``) and, to authenticate clients, a directory
 of allowed client public keys; without them the server refuses to start.
@@ -27,7 +36,9 @@ import gc
 import ipaddress
 import json
 import logging
+import math
 import os
+import secrets
 import socket
 import sys
 import threading
@@ -43,6 +54,7 @@ from planner_runtime import protocol as P
 from planner_runtime.async_planner import AsyncPlanner, PlannerSpec
 from planner_runtime.engine import Engine
 from planner_runtime.malloc_tuning import fastbins_disabled
+from planner_runtime.manifest import engine_identity, profile_problems
 
 if TYPE_CHECKING:
     from zmq.auth.thread import ThreadAuthenticator
@@ -56,6 +68,9 @@ DEFAULT_BIND = "tcp://127.0.0.1:5555"
 LOG_BAD_PER_S = 10
 # Metadata fields not sent to clients: internal to the graph or bulky.
 PRIVATE_MANIFEST_KEYS = ("normalizer",)
+# Seconds without the owner's observations after which another client may take the planner
+# (serve --owner-timeout). The controller sends one every 80 ms while it plans.
+DEFAULT_OWNER_TIMEOUT = 1.0
 
 
 
@@ -76,6 +91,18 @@ def _close_fds(*fds: int) -> None:
 
 class ServerConfigError(ValueError):
     """The server cannot start with these settings (e.g. exposed bind without CurveZMQ)."""
+
+
+@dataclass
+class Owner:
+    """The client the planner works for (see the module docstring)."""
+
+    ident: bytes  # ZeroMQ routing id of its connection (changes when it reconnects)
+    session: int  # token it names in its messages (explicit claims; implicit owners get one too)
+    explicit: bool  # claimed with a ``claim`` message (else: by its first observation)
+    since: float  # monotonic time it became the owner
+    last_seen: float  # monotonic time of its last observation or claim
+    profile_name: str | None = None
 
 
 @dataclass
@@ -140,6 +167,7 @@ def public_metadata(engine: Engine, spec: PlannerSpec, planner: AsyncPlanner) ->
         "K": spec.K, "cold_levels": spec.cold_levels.tolist(), "warm_levels": spec.warm_levels.tolist(),
         "cfg_w": spec.cfg_w, "temperature": spec.temperature,
         "cold_threshold": planner.cold_threshold, "manifest": manifest,
+        "identity": engine_identity(engine.manifest),
     }
 
 
@@ -149,16 +177,24 @@ class PlannerServer:
     def __init__(self, engine: Engine, spec: PlannerSpec, *, bind: str = DEFAULT_BIND,
                  seed: int = 0, cold_threshold: float = 1.0, send_steps: int | None = None,
                  curve: CurveConfig | None = None, poll_ms: int = 100,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None,
+                 owner_timeout: float = DEFAULT_OWNER_TIMEOUT) -> None:
         if not is_loopback_endpoint(bind) and curve is None:
             raise ServerConfigError(
                 f"refusing to bind {bind}: it is not a loopback address, and serving a robot's "
                 "planner on a network without authentication lets anyone drive it. Pass CurveZMQ "
                 "keys (--curve-secret-key SERVER.key_secret --curve-public-keys CLIENT_KEYS_DIR; "
                 "create them with zmq.auth.create_certificates) or bind tcp://127.0.0.1:PORT.")
+        if not (owner_timeout > 0):  # NaN fails too; inf: ownership never lapses by time
+            raise ServerConfigError(f"owner timeout must be > 0 s, got {owner_timeout}")
         self.engine = engine
         self.spec = spec
         self.poll_ms = int(poll_ms)
+        self.owner_timeout = float(owner_timeout)
+        self.owner: Owner | None = None
+        self.ownership: dict[str, int] = {"claims": 0, "implicit_claims": 0, "releases": 0,
+                                          "lapses": 0, "disconnects": 0, "busy_replies": 0,
+                                          "session_lost_replies": 0}
         self._ctx = context or zmq.Context.instance()
         self._stop = threading.Event()
         self._auth: ThreadAuthenticator | None = None
@@ -179,6 +215,7 @@ class PlannerServer:
         self.planner = AsyncPlanner(engine, spec, self._on_result, seed=seed,
                                     cold_threshold=cold_threshold, send_steps=send_steps)
         self.metadata = public_metadata(engine, spec, self.planner)
+        self.metadata["owner_timeout_s"] = self.owner_timeout if math.isfinite(self.owner_timeout) else None
 
         self._serving = False
         self._closed = False
@@ -297,6 +334,11 @@ class PlannerServer:
                 # After any wake-up (or the timeout, a backstop): read what is waiting. The
                 # check is one ZMQ_EVENTS call when nothing is.
                 self._drain_requests()
+                if not events and self.owner is not None:
+                    # a quiet poll: log a lapse when it happens, not at the next request (the
+                    # requests themselves check it, so a busy socket needs no extra lock here)
+                    with self._sock_lock:
+                        self._check_lapse(time.monotonic())
         finally:
             self._shutdown()
 
@@ -342,18 +384,155 @@ class PlannerServer:
         req = msg.get("req") if isinstance(msg.get("req"), int) else None
         if t == "observation":
             obs = P.Observation.from_msg(msg, self.spec.S, self.spec.C)
+            self._admit(ident, msg, "observation", req, obs.seq)
             self.planner.submit(obs, tag=ident)
         elif t == "hello":
-            self._reply(ident, {**self.metadata, **({"req": req} if req is not None else {})})
+            reply = dict(self.metadata)
+            if "profile" in msg:
+                reply["profile_check"] = profile_problems(self.engine.manifest, msg["profile"])
+            self._reply(ident, {**reply, **({"req": req} if req is not None else {})})
         elif t == "ping":
             self._reply(ident, self.health(req))
+        elif t == "claim":
+            self._claim(ident, msg, req)
+        elif t == "release":
+            self._release_owner(ident, msg, req)
         elif t == "reset":
+            self._admit(ident, msg, "reset", req, None)
             self.planner.reset()
             log.info("reset: next plan starts cold", extra={"event": "reset"})
             self._reply(ident, {"type": "ack", "for": "reset", **({"req": req} if req is not None else {})})
         else:
             raise P.ProtocolError(P.E_UNKNOWN_TYPE, f"{t!r} is not a request this server accepts "
-                                  "(requests: hello, ping, reset, observation)", req)
+                                  "(requests: hello, ping, claim, release, reset, observation)", req)
+
+    # ------------------------------------------------------------ ownership (lock held)
+    @staticmethod
+    def _session_of(msg: dict[str, Any], req: int | None, seq: int | None) -> int | None:
+        s = msg.get("session")
+        if s is None:
+            return None
+        if type(s) is not int:
+            raise P.ProtocolError(P.E_BAD_FIELD, f"{msg['type']}: session must be an int, got {type(s).__name__}",
+                                  req, seq)
+        return s
+
+    def _check_lapse(self, now: float) -> None:
+        o = self.owner
+        if o is not None and now - o.last_seen > self.owner_timeout:
+            self.ownership["lapses"] += 1
+            self._drop_owner(f"lapsed: no observation for {now - o.last_seen:.2f} s "
+                             f"(owner timeout {self.owner_timeout:g} s)", "owner_lapsed")
+
+    def _drop_owner(self, why: str, event: str) -> None:
+        o = self.owner
+        if o is None:
+            return
+        self.owner = None
+        log.info("client %s no longer owns the planner: %s", o.ident.hex(), why,
+                 extra={"event": event, "client": o.ident.hex()})
+
+    def _new_owner(self, ident: bytes, now: float, explicit: bool, profile: Any) -> Owner:
+        name = profile.get("name") if isinstance(profile, dict) else None
+        self.owner = Owner(ident, secrets.randbits(62), explicit, now, now,
+                           str(name) if name is not None else None)
+        if self.ownership["claims"] + self.ownership["implicit_claims"] > 0:
+            self.planner.reset()  # a new owner never warm-starts from the last owner's plan
+        self.ownership["claims" if explicit else "implicit_claims"] += 1
+        log.info("client %s owns the planner (%s)", ident.hex(), "claim" if explicit else "first observation",
+                 extra={"event": "owner", "client": ident.hex(), "explicit": explicit, "profile": name})
+        return self.owner
+
+    def _busy(self, what: str, now: float, req: int | None, seq: int | None,
+              lost: bool = False) -> P.ProtocolError:
+        o = self.owner
+        assert o is not None
+        idle = now - o.last_seen
+        left = max(0.0, self.owner_timeout - idle)
+        self.ownership["busy_replies"] += 1
+        first = "your session ended and " if lost else ""
+        return P.ProtocolError(
+            P.E_BUSY,
+            f"{what} refused: {first}another client owns the planner (client {o.ident.hex()}, "
+            f"{'claimed' if o.explicit else 'by its first observation'} {now - o.since:.1f} s ago, last "
+            f"observation {idle:.2f} s ago). Ownership lapses after {self.owner_timeout:g} s without "
+            "its observations or when it releases; hello and ping work meanwhile.",
+            req, seq, {"retry_after_s": round(left, 3) if math.isfinite(left) else None})
+
+    def _admit(self, ident: bytes, msg: dict[str, Any], what: str, req: int | None, seq: int | None) -> None:
+        """Let an observation (or reset) through only from the owner; an implicit claim
+        when nobody owns the planner. Raises ``busy`` / ``session_lost`` otherwise."""
+        now = time.monotonic()
+        session = self._session_of(msg, req, seq)
+        self._check_lapse(now)
+        o = self.owner
+        if session is not None:
+            if o is not None and o.session == session:
+                o.ident = ident  # the same owner, maybe over a new connection
+                o.last_seen = now
+                return
+            if o is not None and o.ident != ident:
+                self.ownership["session_lost_replies"] += 1
+                raise self._busy(what, now, req, seq, lost=True)
+            self.ownership["session_lost_replies"] += 1
+            raise P.ProtocolError(
+                P.E_SESSION_LOST,
+                f"{what} refused: session {session} is not held by this service (it restarted, or the "
+                "session lapsed or was released); claim the planner again", req, seq)
+        if o is None:
+            if what == "observation":
+                self._new_owner(ident, now, explicit=False, profile=None)
+            return
+        if o.ident == ident:
+            o.last_seen = now
+            return
+        raise self._busy(what, now, req, seq)
+
+    def _claim(self, ident: bytes, msg: dict[str, Any], req: int | None) -> None:
+        now = time.monotonic()
+        session = self._session_of(msg, req, None)
+        profile = msg.get("profile")
+        problems = profile_problems(self.engine.manifest, profile) if profile is not None else []
+        if problems:
+            raise P.ProtocolError(P.E_PROFILE_MISMATCH, "the robot profile does not fit this engine: "
+                                  + "; ".join(problems), req, None, {"problems": problems})
+        self._check_lapse(now)
+        o = self.owner
+        renewed = o is not None and (o.ident == ident or (session is not None and o.session == session))
+        if o is not None and not renewed:
+            raise self._busy("claim", now, req, None)
+        if o is not None and renewed:
+            o.ident, o.last_seen = ident, now
+            if not o.explicit:
+                o.explicit = True
+                self.ownership["claims"] += 1
+            if isinstance(profile, dict) and profile.get("name") is not None:
+                o.profile_name = str(profile["name"])
+        else:
+            o = self._new_owner(ident, now, explicit=True, profile=profile)
+        self._reply(ident, {"type": "claimed", "session": o.session,
+                            "owner_timeout_s": self.metadata["owner_timeout_s"],
+                            "identity": self.metadata["identity"], "renewed": renewed,
+                            "profile_check": problems, **({"req": req} if req is not None else {})})
+
+    def _release_owner(self, ident: bytes, msg: dict[str, Any], req: int | None) -> None:
+        session = self._session_of(msg, req, None)
+        o = self.owner
+        mine = o is not None and (o.ident == ident or (session is not None and o.session == session))
+        if mine:
+            self.ownership["releases"] += 1
+            self._drop_owner("released by its owner", "owner_released")
+            self.planner.reset()
+        self._reply(ident, {"type": "ack", "for": "release", "released": mine,
+                            **({"req": req} if req is not None else {})})
+
+    def owner_info(self) -> dict[str, Any] | None:
+        o = self.owner
+        if o is None:
+            return None
+        now = time.monotonic()
+        return {"client": o.ident.hex(), "explicit": o.explicit, "profile": o.profile_name,
+                "held_s": round(now - o.since, 3), "idle_s": round(now - o.last_seen, 3)}
 
     def status(self) -> str:
         """"ok", "planner_stopped" (sampler thread gone) or "engine_failing" (last plan failed)."""
@@ -375,6 +554,8 @@ class PlannerServer:
             "counters": dict(self.counters), "error_counts": dict(self.error_counts),
             "pid": os.getpid(), "torch_loaded": "torch" in sys.modules,
             "malloc_fastbins_off": fastbins_disabled(),
+            "ownership": {"owner": self.owner_info(), "owner_timeout_s": self.metadata["owner_timeout_s"],
+                          **self.ownership},
         }
         if req is not None:
             out["req"] = req
@@ -385,6 +566,7 @@ class PlannerServer:
 
     def _reply_error(self, ident: bytes, exc: P.ProtocolError) -> None:
         self.error_counts[exc.code] = self.error_counts.get(exc.code, 0) + 1
+        refused = exc.code in (P.E_BUSY, P.E_SESSION_LOST, P.E_PROFILE_MISMATCH)
         self.counters["errors_sent"] += 1
         now = time.monotonic()
         if now - self._log_window[0] >= 1.0:
@@ -394,9 +576,13 @@ class PlannerServer:
             self._log_window = [now, 0]
         self._log_window[1] += 1
         if self._log_window[1] <= LOG_BAD_PER_S:  # a flood of garbage must not flood the log
-            log.warning("bad message from client %s: %s", ident.hex(), exc,
-                        extra={"event": "bad_message", "code": exc.code, "client": ident.hex()})
-        self._send(ident, P.encode(P.error_msg(exc.code, exc.message, exc.req, exc.seq)))
+            if refused:  # a well-formed request this client may not make now: not a bad message
+                log.info("refused client %s: %s", ident.hex(), exc,
+                         extra={"event": "refused", "code": exc.code, "client": ident.hex()})
+            else:
+                log.warning("bad message from client %s: %s", ident.hex(), exc,
+                            extra={"event": "bad_message", "code": exc.code, "client": ident.hex()})
+        self._send(ident, P.encode(P.error_msg(exc.code, exc.message, exc.req, exc.seq, **exc.extra)))
 
     def _send(self, ident: bytes, payload: bytes) -> None:
         try:
@@ -407,6 +593,9 @@ class PlannerServer:
             self.counters["send_dropped"] += 1
             log.info("reply to client %s dropped: %s", ident.hex(), exc,
                      extra={"event": "send_dropped", "client": ident.hex()})
+            if exc.errno == zmq.EHOSTUNREACH and self.owner is not None and self.owner.ident == ident:
+                self.ownership["disconnects"] += 1
+                self._drop_owner("its connection is gone", "owner_disconnected")
 
     def _release(self) -> None:
         with self._sock_lock:  # a late result from a planner thread that overran stop() waits
@@ -428,7 +617,8 @@ class PlannerServer:
 
 def start_server(engine_path: str, bind: str = DEFAULT_BIND, *, threads: int | None = 1,
                  provider: str | None = None, chunk: int | None = None, seed: int = 0,
-                 cold_threshold: float = 1.0, **spec_overrides: Any) -> PlannerServer:
+                 cold_threshold: float = 1.0, owner_timeout: float = DEFAULT_OWNER_TIMEOUT,
+                 **spec_overrides: Any) -> PlannerServer:
     """Load an engine and serve it from a background thread (tests, in-process demos).
 
     ``spec_overrides``: steps, warm_level, cfg_w, temperature (see PlannerSpec.from_manifest).
@@ -439,7 +629,8 @@ def start_server(engine_path: str, bind: str = DEFAULT_BIND, *, threads: int | N
     engine = load_engine(engine_path, provider=provider, threads=threads)
     try:
         spec = PlannerSpec.from_manifest(engine.manifest, chunk=chunk, **spec_overrides)
-        return PlannerServer(engine, spec, bind=bind, seed=seed, cold_threshold=cold_threshold).start()
+        return PlannerServer(engine, spec, bind=bind, seed=seed, cold_threshold=cold_threshold,
+                             owner_timeout=owner_timeout).start()
     except Exception:
         engine.close()
         raise

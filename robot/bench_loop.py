@@ -145,7 +145,7 @@ def _run_inner(engine_path: str | None = None, measure_s: float = 10.0, domain_i
         out["t_planning"] = time.monotonic()
         t_measure_end = time.monotonic() + measure_s
         ctl.run(stop_when=lambda c: time.monotonic() >= t_measure_end or c.mode is Mode.DAMPING)
-        periods = np.asarray(ctl.periods[i0:])
+        periods = ctl.periods.since(i0)
         chunks_during = ctl.counts["chunks_accepted"]
         holds_before_kill = sum(1 for tr in ctl.safety.transitions if tr.dst is Mode.HOLD)
         t_kill = time.monotonic()

@@ -3,7 +3,14 @@
 Talks to the robot over DDS (unitree_sdk2py: rt/lowstate, rt/lowcmd) or, with --sim, to an
 in-process MuJoCo Go2 paced in real time, and to the planner service over ZeroMQ. Without
 --planner it only stands up and (after --startup-wait) goes to damping: a safe bring-up
-check. SIGINT / SIGTERM and the remote's L2+B send the robot to damping, then it exits.
+check. SIGINT / SIGTERM send the robot to damping, then it exits.
+
+Before any motion: the planner is negotiated (robot profile out, engine identity back; a
+mismatch keeps the robot out of planning, exit status 3), the Go2's sport mode is released
+when asked (--release-sport-mode), and another publisher of rt/lowcmd refuses the start.
+Faults latch (--on-fault latch, the default): after a fault or the remote's L2+B the robot
+stays in damping, the controller keeps running, and an operator resumes with the remote's
+L2+A, `python -m robot.control_endpoint resume EP` (--control EP) or SIGUSR1.
 """
 
 from __future__ import annotations
@@ -55,6 +62,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--velocity-estimator", default=None, metavar="NPZ",
                    help="base-velocity estimator weights: report tracking against its estimate "
                         "(default: robot/assets/velocity_estimator.npz when present)")
+    p.add_argument("--on-fault", choices=("latch", "exit"), default="latch",
+                   help="after a fault took the robot to damping: latch (default; stay in damping until "
+                        "an operator resumes: remote L2+A, --control, SIGUSR1; or --duration / a "
+                        "signal ends the run) or exit (0.5 s later, for scripted runs)")
+    p.add_argument("--control", default=None, metavar="ENDPOINT",
+                   help="local control endpoint (ZeroMQ REP, ipc:// or loopback tcp://) for "
+                        "`python -m robot.control_endpoint resume|stop|status ENDPOINT`")
+    p.add_argument("--release-sport-mode", action="store_true",
+                   help="before publishing, release the Go2's sport mode through its motion "
+                        "switcher (unitree_sdk2py MotionSwitcherClient); a --dry-run only checks it")
+    p.add_argument("--lowcmd-check", type=float, default=1.0, metavar="S",
+                   help="s of DDS discovery looking for another rt/lowcmd publisher before "
+                        "publishing (one found: refuse to start; default 1.0; 0 skips the check)")
     p.add_argument("--rt-priority", type=int, default=None,
                    help="run the loop under SCHED_FIFO with this priority (1-99; needs root or "
                         "CAP_SYS_NICE); recommended on the robot")
@@ -75,7 +95,7 @@ def _schedule(args):
 
 def run(args: argparse.Namespace) -> int:
     from robot import go2_constants as go2
-    from robot.controller import Controller, ControllerConfig, ServiceLink, check_planner_metadata
+    from robot.controller import Controller, ControllerConfig, ServiceLink
     from robot.safety import SafetyConfig
 
     log = logging.getLogger("robot.cli_controller")
@@ -114,58 +134,88 @@ def run(args: argparse.Namespace) -> int:
         log.info("real-time scheduling: %s", set_realtime(args.rt_priority))
     planner = None
     robot = None
+    control = None
+    negotiated = True
+    extra: dict = {}
     try:
         if args.planner:
-            planner = ServiceLink(args.planner)
+            from robot.controller import go2_profile, identity_line
+
+            planner = ServiceLink(args.planner, profile=go2_profile())
             try:
-                meta = planner.hello(timeout=10.0)
+                neg = planner.negotiate(timeout=10.0)
             except Exception as exc:
                 raise RuntimeError(f"planner service at {args.planner} did not answer: {exc}") from exc
-            contract = check_planner_metadata(meta)
-            config.semantics, config.condition_names = contract.semantics, contract.condition_names
-            config.validate()  # the planning PD gains follow the engine's semantics
-            log.info("engine action semantics %s: kp %.1f kd %.2f; condition %d values",
-                     config.semantics.name, config.semantics.kp, config.semantics.kd,
-                     len(config.condition_names))
-            if args.chunk is None and isinstance(meta.get("chunk"), int) and meta["chunk"] >= 1:
-                # The engine's manifest is the authority on how many actions a plan is good for.
-                config.max_actions = meta["chunk"]
-                config.replan_every = args.replan_every or meta["chunk"]
-            log.info("planner %s: %s engine, H=%s chunk=%s", args.planner, meta.get("graph"),
-                     meta.get("horizon"), meta.get("chunk"))
+            if neg.ok and neg.contract is not None:
+                contract = neg.contract
+                config.semantics, config.condition_names = contract.semantics, contract.condition_names
+                config.validate()  # the planning PD gains follow the engine's semantics
+                log.info("engine action semantics %s: kp %.1f kd %.2f; condition %d values",
+                         config.semantics.name, config.semantics.kp, config.semantics.kd,
+                         len(config.condition_names))
+                meta = neg.meta
+                if args.chunk is None and isinstance(meta.get("chunk"), int) and meta["chunk"] >= 1:
+                    # The engine's manifest is the authority on how many actions a plan is good for.
+                    config.max_actions = meta["chunk"]
+                    config.replan_every = args.replan_every or meta["chunk"]
+                log.info("planner %s: %s engine, H=%s chunk=%s", args.planner, meta.get("graph"),
+                         meta.get("horizon"), meta.get("chunk"))
+            else:
+                negotiated = False  # the link refuses to plan; the robot stands, then damps
+            log.warning("planner engine identity: %s", identity_line(neg.identity))
+        if args.control:
+            from robot.control_endpoint import ControlEndpoint
+
+            control = ControlEndpoint(args.control)
+            log.warning("control endpoint %s (resume | stop | status)", control.endpoint)
         if args.sim:
             from sim.mujoco_harness import MujocoGo2, SimConfig
 
-            robot = MujocoGo2(SimConfig(model=args.model))
-            robot.reset(joint_pos=go2.LYING_JOINT_POS if args.start_pose == "lying" else None)
             if args.dry_run:
                 raise ValueError("--dry-run applies to the DDS robot; --sim writes no motor commands anyway")
+            if args.release_sport_mode:
+                raise ValueError("--release-sport-mode applies to the DDS robot")
+            robot = MujocoGo2(SimConfig(model=args.model))
+            robot.reset(joint_pos=go2.LYING_JOINT_POS if args.start_pose == "lying" else None)
         else:
-            from robot.dds_bridge import DdsRobot
+            from robot.dds_bridge import DdsRobot, init_channels
 
+            init_channels(args.domain_id, args.iface)
+            if args.release_sport_mode:
+                from robot.sport_mode import release_sport_mode
+
+                extra["sport_mode"] = release_sport_mode(dry_run=args.dry_run)
             robot = DdsRobot(args.domain_id, args.iface, dry_run=args.dry_run,
-                             check_state_crc=not args.no_state_crc)
+                             check_state_crc=not args.no_state_crc, lowcmd_check_s=args.lowcmd_check)
             robot.wait_for_state(timeout=5.0)
     except Exception as exc:
         print(f"error: {exc}", file=sys.stderr)
         if planner is not None:
             planner.close()
+        if control is not None:
+            control.close()
         return 2
 
     ctl = Controller(robot, planner, schedule, config, velocity_estimator=estimator)
+    ctl.control = control
     stops = {"n": 0}
 
     def _on_signal(signum, _frame):
         stops["n"] += 1
         name = signal.Signals(signum).name
-        ctl.request_stop(f"signal {name}")
+        ctl.request_stop(f"signal {name}", resumable=False)
         if stops["n"] >= 3:  # the loop is stuck: leave now (the robot keeps the last command)
             raise KeyboardInterrupt
 
+    def _on_resume(_signum, _frame):
+        ctl.request_resume("SIGUSR1")
+
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGUSR1, _on_resume)
     try:
-        summary = ctl.run(duration=args.duration)
+        summary = ctl.run(duration=args.duration,
+                          damping_linger_s=None if args.on_fault == "latch" else 0.5)
     finally:
         # Whatever happened, the last thing sent to the motors is damping.
         from robot.safety import damping_command
@@ -177,9 +227,12 @@ def run(args: argparse.Namespace) -> int:
             log.error("could not send the final damping command: %s", exc)
         if planner is not None:
             planner.close()
+        if control is not None:
+            control.close()
         robot.close()
     if hasattr(robot, "stats"):
         summary["robot"] = robot.stats()
+    summary.update(extra)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -187,4 +240,4 @@ def run(args: argparse.Namespace) -> int:
             print(f"t={tr['t']:.3f}  {tr['from']} -> {tr['to']}: {tr['reason']}")
         print(f"ticks {summary['ticks']}, period error median {summary['period_error_ms']['median']:.3f} ms "
               f"p99 {summary['period_error_ms']['p99']:.3f} ms; chunks {summary['counts']['chunks_accepted']}")
-    return 0
+    return 0 if negotiated else 3

@@ -14,6 +14,21 @@ machine decide the command, pass it through the command filter and write it.
 All times are the robot's clock (``robot.now()``): monotonic seconds over DDS, simulated
 seconds in-process. Observation stamps use the same clock, and the service only echoes
 them, so chunk stamps need no clock synchronization.
+
+Negotiation with the planner service (``ServiceLink``): before any motion the controller
+sends its robot profile (``go2_profile``: ordered joint names, control and policy dt, the
+action semantics it can execute) in a ``hello`` and checks the reply both ways (the
+service's ``profile_check`` and ``check_planner_metadata``); then it claims the planner and
+keeps the engine's identity (graph checksum, method, dataset sha256). Every later claim
+(after the service restarted, or after its session lapsed while the robot was damped) must
+return the same identity; a different one, a mismatch, or a planner owned by another
+client keeps the robot out of PLANNING (it stands, and the stand watchdog damps it) with a
+log line saying why. Identity and negotiation are in ``summary()["planner"]``.
+
+Latched faults (``robot.safety``): once a fault has taken the robot to DAMPING, only an
+operator resumes it: the wireless remote's L2 + A (``robot.wireless_remote``), the local
+control endpoint (``robot.control_endpoint``), or ``request_resume``. The loop keeps running
+in DAMPING meanwhile when ``run(damping_linger_s=None)``.
 """
 
 from __future__ import annotations
@@ -21,14 +36,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from planner_runtime.protocol import ActionChunk, Observation
 from robot import go2_constants as go2
 from robot import wireless_remote
-from robot.actions import PROJECT, ActionSemantics
+from robot.actions import KD_RANGE, KP_RANGE, PROJECT, SCALE_RANGE, ActionSemantics
 from robot.interface import RobotInterface
 from robot.observation import ACTION_DIM, CONDITION_NAMES, ConditionBuilder, build_state
 from robot.safety import CommandFilter, Mode, SafetyConfig, SafetyStateMachine, damping_command
@@ -47,6 +62,43 @@ class PlannerLink(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class Series:
+    """The newest ``capacity`` values of a measurement (a float64 ring buffer) and how many
+    were ever added: the controller runs for hours at 500 Hz, so its per-tick records must
+    not grow (a list of every loop period grew ~60 MB an hour). ``len()`` counts every value
+    ever added; ``values()`` and ``since(n)`` return what is still held, oldest first."""
+
+    def __init__(self, capacity: int = 1 << 18) -> None:
+        # written once now, so the buffer is resident from the start (np.empty / np.zeros
+        # pages would become resident as it fills: a slow rise a soak run mistakes for a leak)
+        self.buf = np.full(int(capacity), np.nan)
+        self.count = 0
+
+    def append(self, v: float) -> None:
+        self.buf[self.count % len(self.buf)] = v
+        self.count += 1
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def since(self, n: int) -> np.ndarray:
+        """The values added after the first ``n`` (those still held)."""
+        cap = len(self.buf)
+        lo = max(int(n), self.count - cap, 0)
+        if lo >= self.count:
+            return np.empty(0)
+        a, b = lo % cap, self.count % cap
+        if a < b:
+            return self.buf[a:b].copy()
+        return np.concatenate([self.buf[a:], self.buf[:b]])
+
+    def values(self) -> np.ndarray:
+        return self.since(0)
 
 
 class CommandSchedule:
@@ -147,7 +199,8 @@ class Controller:
         # Optional robot.velocity_estimator.VelocityEstimator: where the robot has no velocity
         # sensor, tracking is reported against its estimate (updated at the policy rate).
         self.velocity_estimator = velocity_estimator
-        self.tracking: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
+        # velocity tracking while planning: running sums (command, estimate, ground truth)
+        self._trk = {"n": 0, "se_est": 0.0, "vx_est": 0.0, "n_true": 0, "se_true": 0.0, "se_est_true": 0.0}
         self.planner = planner
         self.command = command or CommandSchedule()
         self.config = (config or ControllerConfig()).validate()
@@ -165,8 +218,9 @@ class Controller:
         self.counts = {"obs_sent": 0, "chunks_accepted": 0, "actions_executed": 0,
                        "actions_skipped": 0, "send_errors": 0}
         self.rejected: dict[str, int] = {}
-        self.latencies: list[float] = []  # plan receipt - observation stamp (s)
-        self.periods: list[float] = []  # wall-clock period of each loop iteration (s)
+        self.latencies = Series(1 << 16)  # plan receipt - observation stamp (s)
+        self.periods = Series()  # wall-clock period of each loop iteration (s), the newest 262144
+        self._window = (0, 0)  # (periods, latencies) counts at the last window_stats()
         self.trace: list[TickRecord] = []
         self._last_wall: float | None = None
         self._pacer = None
@@ -176,19 +230,32 @@ class Controller:
             self._pacer = DeadlinePacer(robot.control_dt)
         self.last_command: LowCmd | None = None
         self.t_start: float | None = None
+        self._remote_resume_prev = False
+        # Optional local control endpoint (robot.control_endpoint.ControlEndpoint): polled
+        # once per tick, after the state is read.
+        self.control = None
 
     # -------------------------------------------------------------------- control
-    def request_stop(self, reason: str) -> None:
-        self.safety.request_stop(reason)
+    def request_stop(self, reason: str, resumable: bool = True) -> None:
+        """Go to DAMPING on the next tick (safe from a signal handler). ``resumable=False``:
+        the controller is ending (a signal), no resume can leave that damping."""
+        self.safety.request_stop(reason, resumable)
+
+    def request_resume(self, reason: str) -> None:
+        """An operator's resume: leave a latched DAMPING on the next tick if the state allows
+        (``robot.safety``); safe from a signal handler."""
+        self.safety.request_resume(reason)
 
     @property
     def mode(self) -> Mode:
         return self.safety.mode
 
-    def run(self, duration: float | None = None, damping_linger_s: float = 0.5,
+    def run(self, duration: float | None = None, damping_linger_s: float | None = 0.5,
             stop_when=None) -> dict:
-        """Run until ``duration`` (robot clock) or a stop; after DAMPING keep sending the
-        damping command for ``damping_linger_s`` so the robot settles, then return."""
+        """Run until ``duration`` (robot clock), ``stop_when`` or a stop. After DAMPING keep
+        sending the damping command for ``damping_linger_s`` so the robot settles, then
+        return; with ``damping_linger_s=None`` stay in the latched DAMPING (an operator may
+        resume) until ``duration`` or a stop that ends the controller (a signal: then 0.5 s)."""
         t0 = self.robot.now()
         t_damp: float | None = None
         while True:
@@ -196,9 +263,14 @@ class Controller:
             t = self.robot.now()
             if self.safety.mode is Mode.DAMPING:
                 t_damp = t if t_damp is None else t_damp
-                if t - t_damp >= damping_linger_s:
+                linger = damping_linger_s
+                if linger is None and not self.safety.fault_resumable:
+                    linger = 0.5  # a signal's stop ends the controller even when faults latch
+                if linger is not None and t - t_damp >= linger:
                     break
-            elif duration is not None and t - t0 >= duration:
+            else:
+                t_damp = None
+            if duration is not None and t - t0 >= duration:
                 break
             if stop_when is not None and stop_when(self):
                 break
@@ -223,10 +295,23 @@ class Controller:
         age = float(age_fn()) if age_fn is not None and state is not None else 0.0
         if state is not None:
             try:
-                if wireless_remote.decode(state.wireless_remote).stop_pressed:
-                    self.safety.request_stop("wireless remote stop (L2+B)")
+                remote = wireless_remote.decode(state.wireless_remote)
             except ValueError:
-                pass
+                remote = None
+            if remote is not None:
+                if remote.stop_pressed:
+                    self.safety.request_stop("wireless remote stop (L2+B)")
+                # resume on the combination's press (not while held): one press, one resume
+                pressed = remote.resume_pressed
+                if pressed and not self._remote_resume_prev and self.safety.mode is Mode.DAMPING:
+                    self.safety.request_resume("wireless remote " + "+".join(wireless_remote.RESUME_COMBO))
+                self._remote_resume_prev = pressed
+        if self.control is not None:
+            try:
+                self.control.poll(self, state, age)
+            except Exception as exc:  # a broken control request must never stop the loop
+                log.warning("control endpoint: %s", exc)
+        was_damping = self.safety.mode is Mode.DAMPING
 
         if (self.velocity_estimator is not None and state is not None
                 and self.tick % self.config.policy_decimation == 0):
@@ -236,13 +321,15 @@ class Controller:
                 log.debug("velocity estimate skipped: %s", exc)
                 v_est = None
             if v_est is not None and self.safety.mode is Mode.PLANNING:
-                self.tracking.append((self._command_at(t), v_est, None if state.base_lin_vel is None
-                                      else np.array(state.base_lin_vel)))
+                self._track(self._command_at(t), np.asarray(v_est, np.float64), state.base_lin_vel)
         fresh = False
         if self.planner is not None and state is not None:
             dec = self.config.policy_decimation
+            planning_modes = self.safety.mode in (Mode.STAND, Mode.PLANNING, Mode.HOLD)
+            if self.tick % dec == 0 and not planning_modes and hasattr(self.planner, "keepalive"):
+                self.planner.keepalive()  # hold the planner's ownership while not observing
             if (self.tick % dec == 0 and (self.tick // dec) % self.config.replan_every == 0
-                    and self.safety.mode in (Mode.STAND, Mode.PLANNING, Mode.HOLD)):
+                    and planning_modes):
                 # Stamped when the state was measured (received), so chunk rows line up with it.
                 sent = self._send_observation(t - age, state)
                 if sent and self.config.lockstep:
@@ -250,6 +337,8 @@ class Controller:
             fresh = self._receive(t, 0.0) or fresh
         target = self._current_target(t)
         cmd = self.safety.step(t, state, target, fresh, age)
+        if was_damping and self.safety.mode is not Mode.DAMPING:
+            self._after_resume()
         if self.safety.mode is Mode.PLANNING and self._t_planning is None:
             self._t_planning = t
         safe, ok = self.filter.apply(cmd, state)
@@ -278,6 +367,13 @@ class Controller:
         if self._pacer is not None:
             self._pacer.wait()
         return safe
+
+    def _after_resume(self) -> None:
+        """An operator resumed from DAMPING: nothing of the old plan is used again."""
+        self.chunk = None
+        self._chunk_last_index = -1
+        self._hist = None
+        self._t_planning = None
 
     def _current_action(self) -> np.ndarray:
         """The action now commanded, in the engine's semantics (the stand pose before planning)."""
@@ -372,9 +468,9 @@ class Controller:
     # -------------------------------------------------------------------- report
     def summary(self) -> dict:
         s = self.safety
-        per = np.asarray(self.periods) if self.periods else np.zeros(1)
+        per = self.periods.values() if self.periods else np.zeros(1)
         err = np.abs(per - self.robot.control_dt)
-        lat = np.asarray(self.latencies) if self.latencies else None
+        lat = self.latencies.values() if self.latencies else None
         return {
             "ticks": self.tick,
             "mode": s.mode.value,
@@ -384,51 +480,257 @@ class Controller:
             "filter": self.filter.stats.as_dict(),
             "period_ms": {"median": float(np.median(per) * 1e3),
                           "p99": float(np.percentile(per, 99) * 1e3)},
+            "period_samples": int(per.size) if self.periods else 0,  # the newest (Series capacity)
             "period_error_ms": {"median": float(np.median(err) * 1e3),
                                 "p99": float(np.percentile(err, 99) * 1e3),
                                 "max": float(err.max() * 1e3)},
             "plan_age_ms": None if lat is None else {
                 "median": float(np.median(lat) * 1e3), "p99": float(np.percentile(lat, 99) * 1e3)},
             "tracking": self._tracking_summary(),
+            "fault": {"latched": s.fault, "resumable": s.fault_resumable if s.fault else None,
+                      "resumes": list(s.resumes)},
+            "planner": self.planner.summary() if hasattr(self.planner, "summary") else None,
         }
+
+    def _track(self, cmd: np.ndarray, est: np.ndarray, true: np.ndarray | None) -> None:
+        k = self._trk
+        k["n"] += 1
+        k["se_est"] += float(np.sum((est[:2] - cmd[:2]) ** 2))
+        k["vx_est"] += float(est[0])
+        if true is not None:
+            true = np.asarray(true, np.float64)
+            k["n_true"] += 1
+            k["se_true"] += float(np.sum((true[:2] - cmd[:2]) ** 2))
+            k["se_est_true"] += float(np.sum((true[:2] - est[:2]) ** 2))
 
     def _tracking_summary(self) -> dict | None:
         """Velocity tracking while planning, against the estimator (and ground truth when a
         simulator provides it)."""
-        if not self.tracking:
+        k = self._trk
+        if not k["n"]:
             return None
-        cmd = np.array([c for c, _, _ in self.tracking])
-        est = np.array([e for _, e, _ in self.tracking])
-        out = {"samples": len(self.tracking),
-               "rmse_xy_estimated": float(np.sqrt(np.mean((est[:, :2] - cmd[:, :2]) ** 2))),
-               "mean_vx_estimated": float(est[:, 0].mean())}
-        if all(v is not None for _, _, v in self.tracking):
-            true = np.array([v for _, _, v in self.tracking])
-            out["rmse_xy_true"] = float(np.sqrt(np.mean((true[:, :2] - cmd[:, :2]) ** 2)))
-            out["estimator_rmse_xy"] = float(np.sqrt(np.mean((true[:, :2] - est[:, :2]) ** 2)))
+        out = {"samples": k["n"], "rmse_xy_estimated": float(np.sqrt(k["se_est"] / (2 * k["n"]))),
+               "mean_vx_estimated": k["vx_est"] / k["n"]}
+        if k["n_true"] == k["n"]:
+            out["rmse_xy_true"] = float(np.sqrt(k["se_true"] / (2 * k["n"])))
+            out["estimator_rmse_xy"] = float(np.sqrt(k["se_est_true"] / (2 * k["n"])))
         return out
+
+    def window_stats(self) -> dict:
+        """Loop period and plan age since the previous call (for long runs: robot/soak.py
+        samples it through the control endpoint), with the counters so far."""
+        p0, l0 = self._window
+        per, lat = self.periods.since(p0), self.latencies.since(l0)
+        self._window = (len(self.periods), len(self.latencies))
+
+        def ms(a: np.ndarray) -> dict | None:
+            if not a.size:
+                return None
+            return {"n": int(a.size), "median": float(np.median(a) * 1e3),
+                    "p99": float(np.percentile(a, 99) * 1e3), "max": float(a.max() * 1e3)}
+
+        return {"ticks": self.tick, "mode": self.safety.mode.value, "period_ms": ms(per),
+                "plan_age_ms": ms(lat), "counts": dict(self.counts),
+                "rejected": sum(self.rejected.values()), "transitions": len(self.safety.transitions)}
+
+
+def go2_profile() -> dict[str, Any]:
+    """The robot profile this controller sends in its hello / claim: what it feeds a planner
+    and what it can execute (planner_runtime.manifest.profile_problems is the check)."""
+    from robot.observation import STATE_DIM, STATE_NAMES
+
+    return {
+        "name": go2.ROBOT_NAME, "state_dim": STATE_DIM, "action_dim": ACTION_DIM,
+        "joint_names": list(go2.JOINT_NAMES), "state_names": list(STATE_NAMES),
+        "policy_dt": go2.POLICY_DT, "control_dt": go2.CONTROL_DT,
+        "action": {"type": "joint_position", "target": "default_joint_pos + scale * action",
+                   "joint_pos_lower": [float(v) for v in go2.JOINT_POS_LOWER],
+                   "joint_pos_upper": [float(v) for v in go2.JOINT_POS_UPPER],
+                   "kp_range": list(KP_RANGE), "kd_range": list(KD_RANGE),
+                   "scale_range": list(SCALE_RANGE)},
+    }
+
+
+def identity_line(identity: dict | None) -> str:
+    """The engine identity in one log line."""
+    if not identity:
+        return "unknown (the service sent no identity)"
+    gs = identity.get("graph_sha256") or "?"
+    ds = identity.get("dataset_sha256") or "none recorded"
+    return (f"method {identity.get('method')}, graph sha256 {gs[:16]}, dataset sha256 {ds[:16]}, "
+            f"created {identity.get('created_utc') or '?'}")
+
+
+@dataclass
+class Negotiation:
+    """The outcome of ``ServiceLink.negotiate``."""
+
+    ok: bool
+    problems: list[str]
+    identity: dict | None
+    meta: dict
+    contract: PlannerContract | None = None
+    owner: str = "unclaimed"  # "owner" | "busy" | "unclaimed"
+
+    def as_dict(self) -> dict:
+        return {"ok": self.ok, "problems": list(self.problems), "owner_at_start": self.owner}
 
 
 class ServiceLink:
-    """``PlannerLink`` over ZeroMQ to ``planner-runtime serve`` (planner_runtime.client)."""
+    """``PlannerLink`` over ZeroMQ to ``planner-runtime serve`` (planner_runtime.client),
+    with the ownership and negotiation rules of the module docstring.
 
-    def __init__(self, endpoint: str, timeout: float = 1.0) -> None:
+    ``send_observation`` raises when this link may not plan now: ``refused`` (negotiation
+    failed: never plans), or no session yet (a claim has been sent without waiting; the
+    observation waits for its grant). A claim is retried every ``claim_retry_s`` while
+    another client owns the planner."""
+
+    def __init__(self, endpoint: str, timeout: float = 1.0, profile: dict | None = None,
+                 claim_retry_s: float = 0.5, clock=time.monotonic) -> None:
         from planner_runtime.client import PlannerClient
 
         self.endpoint = endpoint
         self.client = PlannerClient(endpoint, timeout=timeout)
+        self.profile = profile
+        self.claim_retry_s = float(claim_retry_s)
+        self.clock = clock
+        self.expected_identity: dict | None = None  # from the negotiation; every claim must match
+        self.refused: str | None = None
+        self.negotiation: Negotiation | None = None
+        self._t_claim = -float("inf")
+        self._t_busy_log = -float("inf")
+        self.stats = {"claims_sent": 0, "claims_granted": 0, "renewals": 0, "busy": 0,
+                      "session_lost": 0, "not_owner_drops": 0}
 
     def hello(self, timeout: float | None = None) -> dict:
-        return self.client.hello(timeout)
+        return self.client.hello(timeout, profile=self.profile)
+
+    def negotiate(self, timeout: float = 10.0) -> Negotiation:
+        """Before any motion: hello with the robot profile, check the engine both ways, then
+        claim the planner. Raises PlannerTimeout when the service does not answer; a mismatch
+        sets ``refused`` (the link never plans) and is returned, not raised."""
+        from planner_runtime.client import PlannerBusy, ProfileMismatch
+
+        meta = self.hello(timeout)
+        problems = [f"service: {p}" for p in (meta.get("profile_check") or [])]
+        contract = None
+        try:
+            contract = check_planner_metadata(meta)
+        except ValueError as exc:
+            problems.append(f"controller: {exc}")
+        identity = meta.get("identity") if isinstance(meta.get("identity"), dict) else None
+        if identity is None:
+            problems.append("the service sent no engine identity (an older planner-runtime serve?)")
+        neg = Negotiation(not problems, problems, identity, meta, contract)
+        self.expected_identity = identity
+        if problems:
+            self.refuse("negotiation failed: " + "; ".join(problems))
+        else:
+            try:
+                got = self.client.claim(self.profile, timeout)
+                self.stats["claims_sent"] += 1
+                self._check_identity(got.get("identity"))
+                neg.owner = "owner" if self.refused is None else "unclaimed"
+                self.stats["claims_granted"] += 1
+            except PlannerBusy as exc:
+                neg.owner = "busy"
+                self.stats["busy"] += 1
+                log.warning("planner service %s is busy: %s; the robot will not plan while another "
+                            "client owns it (claims are retried)", self.endpoint, exc.message)
+            except ProfileMismatch as exc:
+                neg.ok = False
+                neg.problems.append(f"service: {exc.message}")
+                self.refuse(f"claim refused: {exc.message}")
+        self.negotiation = neg
+        return neg
+
+    def refuse(self, why: str) -> None:
+        if self.refused is None:
+            self.refused = why
+            log.error("planner %s will not be used: %s. The robot stays out of planning (it stands; "
+                      "the stand watchdog damps it).", self.endpoint, why)
+
+    def _check_identity(self, identity: Any) -> None:
+        if self.expected_identity is not None and identity != self.expected_identity:
+            self.client.session = None
+            self.refuse(f"engine identity changed: negotiated {identity_line(self.expected_identity)}; "
+                        f"now {identity_line(identity if isinstance(identity, dict) else None)}")
+
+    def keepalive(self) -> None:
+        """While the controller sends no observations (passive, stand-up, damping): renew the
+        claim a few times per owner timeout so the planner stays this robot's, or claim it
+        when this link holds no session. Never waits."""
+        c = self.client
+        if self.refused is not None:
+            return
+        if c.session is None:
+            self._claim_if_due()
+            return
+        every = (c.owner_timeout or 1.0) / 3.0
+        now = self.clock()
+        if not c.claim_pending and now - self._t_claim >= every and c.claim_nowait(self.profile) is not None:
+            self._t_claim = now
+            self.stats["renewals"] += 1
+
+    def _claim_if_due(self) -> None:
+        c = self.client
+        now = self.clock()
+        if c.claim_pending or now - self._t_claim < self.claim_retry_s:
+            return
+        if c.claim_nowait(self.profile) is not None:
+            self._t_claim = now
+            self.stats["claims_sent"] += 1
 
     def send_observation(self, obs: Observation) -> None:
+        if self.refused is not None:
+            raise PermissionError(self.refused)
+        if self.client.session is None:
+            self._claim_if_due()
+            self.stats["not_owner_drops"] += 1
+            raise PermissionError(f"observation {obs.seq} not sent: waiting for the planner claim")
         if self.client.send_observation(obs.state, obs.cond, stamp=obs.stamp, seq=obs.seq) is None:
             raise ConnectionError(f"observation {obs.seq} dropped: no connection to {self.endpoint}")
 
     def poll_chunk(self, timeout: float = 0.0) -> ActionChunk | None:
-        return self.client.poll_chunk(timeout)
+        from planner_runtime.client import PlannerBusy, SessionLost
+
+        c = self.client
+        had = c.stats["claims"]
+        try:
+            ch = c.poll_chunk(timeout)
+        except (PlannerBusy, SessionLost) as exc:
+            busy = isinstance(exc, PlannerBusy)
+            self.stats["busy" if busy else "session_lost"] += 1
+            now = self.clock()
+            if now - self._t_busy_log > 5.0:  # a clear line, not one per tick
+                self._t_busy_log = now
+                log.warning("planner %s: %s", self.endpoint, exc.message)
+            raise
+        finally:
+            if c.stats["claims"] != had:  # a claim was granted (or renewed) while draining
+                if not (c.last_claimed or {}).get("renewed"):
+                    self.stats["claims_granted"] += 1
+                self._check_identity(c.identity)
+        if self.refused is not None:
+            return None  # chunks that were already in flight are not used
+        return ch
+
+    def summary(self) -> dict:
+        neg = self.negotiation
+        return {"endpoint": self.endpoint,
+                "identity": self.expected_identity,
+                "negotiation": None if neg is None else neg.as_dict(),
+                "refused": self.refused, "owner": self.client.session is not None,
+                **self.stats}
 
     def close(self) -> None:
+        from planner_runtime.client import PlannerError
+
+        if self.client.session is not None:
+            try:
+                self.client.release(timeout=0.3)
+            except PlannerError:
+                pass  # the service is gone: nothing to release
         self.client.close()
 
 

@@ -10,6 +10,12 @@ Motor order: the SDK's motor index 0-11 is FR, FL, RR, RL (hip, thigh, calf each
 this project's joint order (robot.go2_constants.JOINT_NAMES); ``SDK_TO_OURS`` records that
 identity and the tests check it against the SDK's own leg-ID table.
 
+Before it creates its rt/lowcmd publisher, ``DdsRobot`` looks for other publishers of
+rt/lowcmd on the domain (DDS discovery: the built-in DCPSPublication topic) for
+``lowcmd_check_s`` and refuses to start when it finds one: two processes commanding the same
+motors fight each other (Unitree's own deploy stacks refuse the same way). A dry run only
+warns (it publishes nothing). ``robot.sport_mode`` releases the Go2's own sport mode first.
+
 The channel factory of unitree_sdk2py is a process-wide singleton bound to one DDS domain
 and one network interface; ``init_channels`` refuses a second, different initialization
 instead of silently reusing the first. Always pass the interface ("lo" for a simulator on
@@ -67,6 +73,42 @@ def init_channels(domain_id: int, iface: str) -> None:
         except Exception as exc:  # the SDK raises a bare Exception
             raise DdsError(f"DDS init failed on domain {domain_id} iface {iface!r}: {exc}") from exc
         _factory_args = (int(domain_id), iface)
+
+
+_discovery: dict[int, Any] = {}  # domain -> (participant, built-in publication reader)
+
+
+def topic_publishers(topic: str, domain_id: int, wait_s: float) -> list[dict[str, str]]:
+    """Publications of ``topic`` that DDS discovery finds on ``domain_id`` within ``wait_s``
+    (after ``init_channels``): one dict per writer (participant, writer key, type name).
+
+    Reads cyclonedds' built-in DCPSPublication topic through a participant of its own (kept
+    for the process's life, like the SDK's entities: see ``DdsRobot.close``). Writers that
+    were deleted meanwhile are left out."""
+    from cyclonedds.builtin import BuiltinDataReader, BuiltinTopicDcpsPublication
+    from cyclonedds.core import InstanceState
+    from cyclonedds.domain import DomainParticipant
+
+    with _factory_lock:
+        if domain_id not in _discovery:
+            dp = DomainParticipant(int(domain_id))
+            _discovery[domain_id] = (dp, BuiltinDataReader(dp, BuiltinTopicDcpsPublication))
+        reader = _discovery[domain_id][1]
+    found: dict[str, dict[str, str]] = {}
+    deadline = time.monotonic() + max(0.0, wait_s)
+    while True:
+        for smp in reader.take(N=256):
+            if getattr(smp, "topic_name", None) != topic:
+                continue
+            key = str(smp.key)
+            if smp.sample_info.instance_state == InstanceState.Alive:
+                found[key] = {"participant": str(smp.participant_key), "writer": key,
+                              "type": str(smp.type_name)}
+            else:
+                found.pop(key, None)
+        if time.monotonic() >= deadline:
+            return list(found.values())
+        time.sleep(0.02)
 
 
 def _crc():
@@ -341,7 +383,7 @@ class DdsRobot(RobotInterface):
 
     def __init__(self, domain_id: int = 0, iface: str = "lo", *, dry_run: bool = False,
                  control_dt: float = go2.CONTROL_DT, check_state_crc: bool = True,
-                 spin_s: float = 0.0) -> None:
+                 spin_s: float = 0.0, lowcmd_check_s: float = 1.0) -> None:
         from unitree_sdk2py.core.channel import ChannelPublisher, ChannelSubscriber
         from unitree_sdk2py.idl.unitree_go.msg.dds_ import LowCmd_, LowState_
 
@@ -362,6 +404,19 @@ class DdsRobot(RobotInterface):
         self._msg = new_lowcmd_msg()
         self._crc = LowCmdCrc(self._msg)
         self._pub = None
+        self.other_lowcmd_publishers: list[dict[str, str]] = []
+        if lowcmd_check_s > 0:
+            others = self.other_lowcmd_publishers = topic_publishers(TOPIC_LOWCMD, domain_id, lowcmd_check_s)
+            if others:
+                what = ", ".join(f"participant {o['participant']} ({o['type']})" for o in others)
+                msg = (f"another process already publishes {TOPIC_LOWCMD} on DDS domain {domain_id} "
+                       f"iface {iface!r}: {what}. Two processes commanding the motors fight each other. "
+                       "Stop it first: if it is another controller (a second `planner-runtime "
+                       "controller`, a Unitree example), end it; if it is the Go2's sport mode, "
+                       "release it (`--release-sport-mode`, or the Unitree app).")
+                if not dry_run:
+                    raise DdsError(msg + " Refusing to publish motor commands.")
+                log.warning("%s (dry run: nothing is published, so going on)", msg)
         if not dry_run:
             self._pub = ChannelPublisher(TOPIC_LOWCMD, LowCmd_)
             self._pub.Init()
@@ -423,7 +478,8 @@ class DdsRobot(RobotInterface):
         return {"states_received": self.states_received, "states_bad_crc": self.states_bad_crc,
                 "commands_published": self.commands_published,
                 "commands_dry_run": self.commands_dry_run, "overruns": self.pacer.overruns,
-                "missed_periods": self.pacer.missed, "dry_run": self.dry_run}
+                "missed_periods": self.pacer.missed, "dry_run": self.dry_run,
+                "other_lowcmd_publishers": len(self.other_lowcmd_publishers)}
 
     def close(self) -> None:
         # The DDS entities are deliberately not deleted: deleting a reader or writer while

@@ -47,6 +47,12 @@ JOINT_POS_LOWER = np.array(
 JOINT_POS_UPPER = np.array(
     [v for leg in LEGS for v in (_HIP[1], (_THIGH_FRONT if leg[0] == "F" else _THIGH_REAR)[1], _CALF[1])]
 )
+# Position targets may lie this far (rad) beyond a joint's range: a PD target past the
+# mechanical range only sets the torque towards the stop, and legged RL policies rely on it
+# (the rl_sar PPO policy commands calf targets past the range in 62% of its ticks; clamped to
+# the range it fell in 4 of 8 episodes with pushes, clamped to range + 0.5 rad in 0 of 8).
+# The command filter clamps targets to this band; collection executes the same band.
+TARGET_OVERDRIVE = 0.5
 JOINT_VEL_LIMIT = np.full(NUM_JOINTS, 30.0)  # rad/s
 # Torque limits (N m): hip/thigh 23.7, calf 45.43 (Menagerie actuator ranges).
 TORQUE_LIMIT = np.array([23.7, 23.7, 45.43] * 4)
@@ -82,9 +88,21 @@ LOWCMD_LEVEL_FLAG = 0xFF
 LOWCMD_GPIO = 0
 # Motor mode: 0x01 = servo (FOC) enabled.
 MOTOR_MODE_SERVO = 0x01
-# "No position/velocity target" sentinels used by the SDK examples.
+# "No position/velocity target" sentinels used by the SDK examples: a command meant as "no
+# position control" sends q = POS_STOP_F with kp = 0, "no velocity control" dq = VEL_STOP_F
+# with kd = 0 (passive: both; damping: q = POS_STOP_F, kp = 0, dq = 0, kd > 0).
 POS_STOP_F = 2.146e9
 VEL_STOP_F = 16000.0
+
+# Fall detection: the trunk tilted more than this from upright (the angle between the body
+# z axis and the world's up, from the IMU quaternion) -> damping. 1 rad, as Unitree's Go2
+# deploy stacks drop to passive on a bad orientation.
+FALL_TILT_RAD = 1.0
+
+
+def clamp_target(q: np.ndarray) -> np.ndarray:
+    """A joint position target (SDK order) clamped to the joint range +/- TARGET_OVERDRIVE."""
+    return np.clip(q, JOINT_POS_LOWER - TARGET_OVERDRIVE, JOINT_POS_UPPER + TARGET_OVERDRIVE)
 
 
 def joint_index_map(src_names: list[str] | tuple[str, ...],

@@ -20,7 +20,7 @@ from robot.observation import CONDITION_NAMES, STATE_NAMES
 S, A, C, H, B, N_STEPS, K = 30, 12, 3, 16, 1, 4, 10
 
 
-def go2_manifest() -> dict:
+def go2_manifest(action: dict | None = None) -> dict:
     from planner_runtime import schedule
 
     return {
@@ -39,7 +39,7 @@ def go2_manifest() -> dict:
                        "cond": {"kind": "std", "shift": [0.0] * C, "scale": [1.0] * C}},
         "observation": {"state_names": list(STATE_NAMES), "condition_names": list(CONDITION_NAMES),
                         "action_names": [f"a_{n}" for n in go2.JOINT_NAMES]},
-        "action": PROJECT.as_dict(),
+        "action": PROJECT.as_dict() if action is None else action,
         "control": {"dt": go2.POLICY_DT, "chunk_size": go2.CHUNK_SIZE},
         "robot": {"name": "go2", "profile": None},
         "provenance": {"note": "robot/probe_engine.py: Go2-sized contract graph, tiny weights; not a trained planner"},
@@ -47,14 +47,16 @@ def go2_manifest() -> dict:
     }
 
 
-def build_probe_engine(path: Path) -> Path:
-    """plan = 0.1 prev_plan + 0.001 noise + (x0 Wx + cond Wc) * 0.001: actions near zero."""
+def build_probe_engine(path: Path, seed: int = 0, action: dict | None = None) -> Path:
+    """plan = 0.1 prev_plan + 0.001 noise + (x0 Wx + cond Wc) * 0.001: actions near zero.
+    ``seed`` picks the weights (another seed: another graph checksum, i.e. another engine
+    identity); ``action`` replaces the manifest's action semantics (tests of refusals)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     from planner_runtime.engine_file import attach_manifest
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     D = S + A
     f = TensorProto.FLOAT
     inits = [numpy_helper.from_array(rng.standard_normal((S, D)).astype(np.float32) * 1e-3, "Wx"),
@@ -87,6 +89,6 @@ def build_probe_engine(path: Path) -> Path:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     onnx.checker.check_model(model)
-    attach_manifest(model, go2_manifest())
+    attach_manifest(model, go2_manifest(action))
     path.write_bytes(model.SerializeToString())
     return path

@@ -8,17 +8,32 @@ State machine (every transition is logged with a reason and kept in ``transition
     HOLD --(valid chunk)--> PLANNING
     HOLD --(hold_s)--> STAND                               (ramp back to the default pose)
     STAND --(no valid chunk for stand_timeout_s)--> DAMPING
-    any --(stop: SIGINT/SIGTERM, remote L2+B, non-finite target or state, stale state,
-           fall)--> DAMPING                                (latched: only a restart leaves it)
+    any --(stop: SIGINT/SIGTERM, remote L2+B, non-finite target or state, a planner target
+           beyond the joint limits by more than target_limit_margin, stale state, fall:
+           tilt over fall_tilt_rad)--> DAMPING        (latched)
+    DAMPING --(operator resume, only when the state is fresh, finite and upright)--> STAND_UP
 
-Targets per mode: PASSIVE sends zero torque (kp = kd = tau = 0); STAND_UP interpolates from
-the measured pose to DEFAULT_JOINT_POS over ``stand_up_s`` with the stand gains; STAND
-ramps from wherever the legs were commanded to the default pose (``stand_ramp_s``) with the
-stand gains; PLANNING and HOLD use the planner gains; DAMPING is kp = 0, kd = DAMPING_KD.
+Faults latch: once in DAMPING the machine never leaves it by itself (a planner that comes
+back, a state that becomes fresh again or a robot set upright change nothing). Only an
+explicit operator action leaves it (``request_resume``: the wireless remote's L2 + A or the
+controller's local control command, see robot/controller.py), and only when the reason
+has cleared: a stale, missing or non-finite state or a tilt over ``fall_tilt_rad`` refuses
+the resume with a logged reason. A stop asked for by a signal (the process is ending) is
+not resumable. After a resume the robot stands up from wherever it lies, waits in STAND for
+a planner as at start (``startup_wait_s``), and plans again only on a new valid chunk.
+
+Targets per mode: PASSIVE sends zero torque (kp = kd = tau = 0, q = PosStopF, dq = VelStopF:
+the SDK's "no position / velocity control"); STAND_UP interpolates from the measured pose
+to DEFAULT_JOINT_POS over ``stand_up_s`` with the stand gains; STAND ramps from wherever the
+legs were commanded to the default pose (``stand_ramp_s``) with the stand gains; PLANNING and
+HOLD use the planner gains; DAMPING is kp = 0 with q = PosStopF, kd = DAMPING_KD toward
+dq = 0.
 
 ``CommandFilter`` is the last thing between the controller and the motors: a non-finite
 command is replaced by damping (and the state machine is told), position targets are
-clamped to the joint limits, velocity targets to the velocity limit, gains to sane ranges,
+clamped to the joint range +/- ``go2.TARGET_OVERDRIVE``, velocity targets to the velocity limit, gains to sane ranges;
+a joint with kp = 0 gets q = PosStopF and one with kd = 0 gets dq = VelStopF (whatever the
+command said: those targets are not used, and the SDK's convention says so on the wire),
 and the PD torque predicted from the latest measured state is kept within the torque
 limits by moving the position target towards the measured position (or clamping the
 feed-forward torque and kd where kp = 0). Joints measured beyond the velocity limit may
@@ -30,6 +45,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,7 +86,11 @@ class SafetyConfig:
     stand_timeout_s: float = 3.0  # watchdog STAND without a chunk this long -> DAMPING
     startup_wait_s: float = 60.0  # first STAND (after stand-up) waits this long for a planner
     state_timeout_s: float = 0.1  # no fresh robot state this long -> DAMPING
-    fall_gravity_z: float = -0.5  # projected gravity z above this (tilt > 60 deg) -> DAMPING
+    fall_tilt_rad: float = go2.FALL_TILT_RAD  # trunk tilt from upright above this -> DAMPING
+    # A planner target this far (rad) beyond a joint's range is a broken plan, not a gait:
+    # DAMPING. Smaller excursions are clamped by the command filter to the range +/-
+    # go2.TARGET_OVERDRIVE (0.5 rad), which gaits use; this margin leaves 0.5 rad above that.
+    target_limit_margin: float = 1.0
     planning_kp: float = go2.DEFAULT_KP
     planning_kd: float = go2.DEFAULT_KD
     stand_kp: float = go2.STAND_KP
@@ -92,8 +112,10 @@ class SafetyConfig:
             v = getattr(self, name)
             if not (np.isfinite(v) and 0.0 <= v <= 200.0):
                 raise ValueError(f"SafetyConfig.{name} must be in [0, 200], got {v!r}")
-        if not -1.0 <= self.fall_gravity_z <= 1.0:
-            raise ValueError(f"SafetyConfig.fall_gravity_z must be in [-1, 1], got {self.fall_gravity_z}")
+        if not 0.0 < self.fall_tilt_rad <= math.pi:
+            raise ValueError(f"SafetyConfig.fall_tilt_rad must be in (0, pi], got {self.fall_tilt_rad}")
+        if not self.target_limit_margin >= 0.0:
+            raise ValueError(f"SafetyConfig.target_limit_margin must be >= 0, got {self.target_limit_margin}")
         return self
 
 
@@ -104,10 +126,20 @@ def _pd(q: np.ndarray, kp: float, kd: float) -> LowCmd:
 
 
 def damping_command(kd: float = go2.DAMPING_KD) -> LowCmd:
-    """kp = 0, kd > 0, zero targets: the motors only resist motion (SDK 'damping')."""
+    """No position control (kp = 0, q = PosStopF), velocity control toward 0 with kd > 0:
+    the motors only resist motion (the SDK's 'damping')."""
     n = go2.NUM_JOINTS
-    return LowCmd(q=np.zeros(n), dq=np.zeros(n), kp=np.zeros(n), kd=np.full(n, kd),
+    return LowCmd(q=np.full(n, go2.POS_STOP_F), dq=np.zeros(n), kp=np.zeros(n), kd=np.full(n, kd),
                   tau=np.zeros(n))
+
+
+def tilt_rad(quaternion: np.ndarray) -> float:
+    """Angle (rad) between the trunk's z axis and the world's up, from a w, x, y, z quaternion
+    (any norm): 0 upright, pi/2 on its side, pi upside down."""
+    _w, x, y, _z = (float(v) for v in quaternion)
+    n = float(np.dot(quaternion, quaternion))
+    cos_tilt = 1.0 - 2.0 * (x * x + y * y) / max(n, 1e-12)  # = -projected gravity z
+    return math.acos(min(1.0, max(-1.0, cos_tilt)))
 
 
 def _smoothstep(x: float) -> float:
@@ -134,12 +166,47 @@ class SafetyStateMachine:
         self._last_target: np.ndarray | None = None  # last PD target actually commanded
         self._startup = True  # the first STAND waits for a planner with startup_wait_s
         self._stop_reason: str | None = None
+        self._stop_resumable = True
+        self._resume_reason: str | None = None
+        # Why the robot is in DAMPING (None outside it), whether an operator may resume, and
+        # every resume attempt with its outcome.
+        self.fault: str | None = None
+        self.fault_resumable = True
+        self.resumes: list[dict] = []
 
     # -- events -----------------------------------------------------------------------
-    def request_stop(self, reason: str) -> None:
-        """Latch a stop (signal, remote, fault); applied on the next ``step``."""
+    def request_stop(self, reason: str, resumable: bool = True) -> None:
+        """Latch a stop (signal, remote, fault); applied on the next ``step``. A stop that is
+        not ``resumable`` (the process is ending) can never be left by a resume."""
         if self._stop_reason is None:
             self._stop_reason = reason
+        if not resumable:
+            self._stop_resumable = False
+            self.fault_resumable = False
+
+    def request_resume(self, reason: str) -> None:
+        """Ask to leave DAMPING (an operator action); tried on the next ``step``, which
+        logs and records the outcome in ``resumes``."""
+        self._resume_reason = reason
+
+    def resume_problem(self, state: LowState | None, state_age: float = 0.0) -> str | None:
+        """Why a resume would be refused now (None: it would be accepted)."""
+        if self.mode is not Mode.DAMPING:
+            return f"nothing to resume: the robot is in {self.mode.value}, not damping"
+        if not self.fault_resumable:
+            return f"the stop ({self.fault}) ends the controller; restart it"
+        if state is None:
+            return "no robot state"
+        if state_age > self.config.state_timeout_s:
+            return f"robot state stale for {state_age:.3f} s"
+        arrays = (state.quaternion, state.gyroscope, state.q, state.dq)
+        if not all(np.all(np.isfinite(np.asarray(a, dtype=np.float64))) for a in arrays):
+            return "non-finite robot state"
+        tilt = tilt_rad(np.asarray(state.quaternion, dtype=np.float64))
+        if tilt > self.config.fall_tilt_rad:
+            return (f"the robot is tilted {tilt:.2f} rad (limit {self.config.fall_tilt_rad:.2f}): "
+                    "set it upright (on its belly or feet) first")
+        return None
 
     @property
     def stopped(self) -> bool:
@@ -150,6 +217,11 @@ class SafetyStateMachine:
             return
         tr = Transition(t=t, src=self.mode, dst=dst, reason=reason)
         self.transitions.append(tr)
+        if dst is Mode.DAMPING:
+            self.fault = reason
+            self.fault_resumable = self._stop_resumable
+        elif self.mode is Mode.DAMPING:
+            self.fault = None
         level = logging.WARNING if dst in (Mode.DAMPING, Mode.HOLD) else logging.INFO
         log.log(level, "mode %s -> %s at t=%.3f: %s", self.mode.value, dst.value, t, reason)
         self.mode = dst
@@ -177,6 +249,9 @@ class SafetyStateMachine:
             fault = self._stop_reason or self._check_faults(state, state_age, planner_target)
             if fault is not None:
                 self._go(t, Mode.DAMPING, fault)
+            self._resume_reason = None  # a resume asked for outside DAMPING means nothing
+        elif self._resume_reason is not None:
+            self._try_resume(t, state, state_age)
         if self.mode is Mode.DAMPING:
             return damping_command(cfg.damping_kd)
         if state is None:  # only possible in PASSIVE: wait for the first state
@@ -242,6 +317,23 @@ class SafetyStateMachine:
             return self._emit(_pd(q, cfg.planning_kp, cfg.planning_kd))
         return self._emit(_pd(planner_target, cfg.planning_kp, cfg.planning_kd))
 
+    def _try_resume(self, t: float, state: LowState | None, state_age: float) -> None:
+        why, self._resume_reason = self._resume_reason, None
+        problem = self.resume_problem(state, state_age)
+        self.resumes.append({"t": t, "by": why, "accepted": problem is None,
+                             "fault": self.fault, "refused": problem})
+        if problem is not None:
+            log.warning("resume (%s) refused at t=%.3f: %s; the robot stays in damping", why, t, problem)
+            return
+        assert state is not None
+        fault = self.fault
+        self._stop_reason = None
+        self._t_last_chunk = None
+        self._last_target = None
+        self._startup = True
+        self._ramp_from = np.array(state.q, dtype=np.float64)
+        self._go(t, Mode.STAND_UP, f"operator resume ({why}) after: {fault}")
+
     def _emit(self, cmd: LowCmd) -> LowCmd:
         if np.all(np.isfinite(cmd.q)):
             self._last_target = cmd.q.copy()
@@ -257,14 +349,18 @@ class SafetyStateMachine:
         arrays = (state.quaternion, state.gyroscope, state.q, state.dq)
         if not all(np.all(np.isfinite(np.asarray(a, dtype=np.float64))) for a in arrays):
             return "non-finite robot state"
-        if planner_target is not None and not np.all(np.isfinite(planner_target)):
-            return "non-finite planner target"
+        if planner_target is not None:
+            if not np.all(np.isfinite(planner_target)):
+                return "non-finite planner target"
+            over = np.maximum(go2.JOINT_POS_LOWER - planner_target, planner_target - go2.JOINT_POS_UPPER)
+            j = int(np.argmax(over))
+            if over[j] > cfg.target_limit_margin:
+                return (f"planner target for {go2.JOINT_NAMES[j]} {planner_target[j]:.3f} rad is "
+                        f"{over[j]:.3f} rad beyond its joint range (margin {cfg.target_limit_margin:.2f})")
         if self.mode in (Mode.PLANNING, Mode.HOLD, Mode.STAND) and not self._startup_stand():
-            w, x, y, _z = np.asarray(state.quaternion, dtype=np.float64)
-            n = float(np.dot(state.quaternion, state.quaternion))
-            gz = -(1.0 - 2.0 * (x * x + y * y) / max(n, 1e-12))
-            if gz > cfg.fall_gravity_z:
-                return f"fall: projected gravity z {gz:.2f} > {cfg.fall_gravity_z:.2f}"
+            tilt = tilt_rad(np.asarray(state.quaternion, dtype=np.float64))
+            if tilt > cfg.fall_tilt_rad:
+                return f"fall: trunk tilted {tilt:.2f} rad > {cfg.fall_tilt_rad:.2f} rad"
         return None
 
     def _startup_stand(self) -> bool:
@@ -290,8 +386,9 @@ class FilterStats:
 class CommandFilter:
     """The final gate: nothing non-finite or out of limits reaches the motors."""
 
-    q_lower: np.ndarray = field(default_factory=lambda: go2.JOINT_POS_LOWER.copy())
-    q_upper: np.ndarray = field(default_factory=lambda: go2.JOINT_POS_UPPER.copy())
+    # position targets: the joint range +/- go2.TARGET_OVERDRIVE (see go2_constants)
+    q_lower: np.ndarray = field(default_factory=lambda: go2.JOINT_POS_LOWER - go2.TARGET_OVERDRIVE)
+    q_upper: np.ndarray = field(default_factory=lambda: go2.JOINT_POS_UPPER + go2.TARGET_OVERDRIVE)
     vel_limit: np.ndarray = field(default_factory=lambda: go2.JOINT_VEL_LIMIT.copy())
     torque_limit: np.ndarray = field(default_factory=lambda: go2.TORQUE_LIMIT.copy())
     kp_max: float = 100.0
@@ -307,16 +404,20 @@ class CommandFilter:
                 np.all(np.isfinite(state.q)) and np.all(np.isfinite(state.dq)))):
             self.stats.nonfinite += 1
             return damping_command(self.damping_kd), False
-        q = np.clip(cmd.q, self.q_lower, self.q_upper)
-        if np.any(q != cmd.q):
-            self.stats.pos_clamped += 1
-        dq = np.clip(cmd.dq, -self.vel_limit, self.vel_limit)
-        if np.any(dq != cmd.dq):
-            self.stats.vel_clamped += 1
         kp = np.clip(cmd.kp, 0.0, self.kp_max)
         kd = np.clip(cmd.kd, 0.0, self.kd_max)
         if np.any(kp != cmd.kp) or np.any(kd != cmd.kd):
             self.stats.gain_clamped += 1
+        # Targets without a gain are not used by the motor: the SDK's sentinels go there.
+        pos_ctl, vel_ctl = kp > 0.0, kd > 0.0
+        q = np.clip(cmd.q, self.q_lower, self.q_upper)
+        if np.any((q != cmd.q) & pos_ctl):
+            self.stats.pos_clamped += 1
+        q = np.where(pos_ctl, q, go2.POS_STOP_F)
+        dq = np.clip(cmd.dq, -self.vel_limit, self.vel_limit)
+        if np.any((dq != cmd.dq) & vel_ctl):
+            self.stats.vel_clamped += 1
+        dq = np.where(vel_ctl, dq, go2.VEL_STOP_F)
         tau = np.clip(cmd.tau, -self.torque_limit, self.torque_limit)
         if state is None:
             # No measurement to predict torque from: refuse to drive, only damp.

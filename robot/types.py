@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from robot.go2_constants import NUM_JOINTS
+from robot.go2_constants import NUM_JOINTS, POS_STOP_F, VEL_STOP_F
 
 
 def _z(n: int) -> np.ndarray:
@@ -45,8 +45,10 @@ class LowCmd:
 
     @staticmethod
     def zero_torque() -> LowCmd:
-        """Passive: kp = kd = tau = 0 (the motors apply nothing)."""
-        return LowCmd()
+        """Passive: kp = kd = tau = 0 (the motors apply nothing), with the SDK's "no position /
+        velocity control" sentinels as the targets (PosStopF, VelStopF)."""
+        n = NUM_JOINTS
+        return LowCmd(q=np.full(n, POS_STOP_F), dq=np.full(n, VEL_STOP_F))
 
     def is_finite(self) -> bool:
         return all(np.all(np.isfinite(a)) for a in (self.q, self.dq, self.kp, self.kd, self.tau))

@@ -8,6 +8,11 @@ The 40-byte block (little-endian) as the Go2 firmware fills it:
   [24:40] reserved
 The controller's stop combination is **L2 + B** (the combination Unitree's own examples
 use for damping): both keys held in the same state message sends the robot to DAMPING.
+Its resume combination is **L2 + A** (this project's choice; like the stop it needs L2
+held, so no single key press does either): pressing it while the robot is in a latched
+DAMPING (after a fault or the stop combination) asks the controller to stand the robot up
+again (robot/safety.py says when that is refused). It acts on the press, not while held,
+and never while B is held too (the stop wins).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ KEY_BITS: dict[str, int] = {
          "A", "B", "X", "Y", "up", "right", "down", "left"))
 }
 STOP_COMBO: tuple[str, ...] = ("L2", "B")
+RESUME_COMBO: tuple[str, ...] = ("L2", "A")
 REMOTE_SIZE = 40
 
 
@@ -35,6 +41,10 @@ class RemoteState:
     @property
     def stop_pressed(self) -> bool:
         return all(k in self.keys for k in STOP_COMBO)
+
+    @property
+    def resume_pressed(self) -> bool:
+        return all(k in self.keys for k in RESUME_COMBO) and not self.stop_pressed
 
 
 def decode(raw: bytes | bytearray | list[int]) -> RemoteState:

@@ -17,7 +17,8 @@ continue from the number of episodes already in it, so no episode is generated t
 
 Per 50 Hz tick t (one sample):
   observations  build_state(LowState at t)                    (robot.observation)
-  actions       semantics.to_action(clean expert target)        (the label)
+  actions       semantics.to_action(clean expert target)        (the label; targets clamped to
+                the joint range +/- TARGET_OVERDRIVE as the controller's filter clamps them)
   conditions    the velocity command [vx, vy, yaw]
   executed      the noisy target actually sent: clean + N(0, action_noise^2), in raw/
   rewards/costs reward_cost at the state after the tick (t + 20 ms)
@@ -138,7 +139,7 @@ def expert_overrides(semantics, overrides: dict | None) -> dict:
 def collect_episode(seed: int, index: int, cfg: dict) -> dict:
     """Simulate one episode; returns plain arrays (runs in a worker process)."""
     from robot.actions import NAMED
-    from robot.go2_constants import JOINT_POS_LOWER, JOINT_POS_UPPER, POLICY_DT
+    from robot.go2_constants import POLICY_DT, clamp_target
     from robot.observation import GRAVITY_Z_SLICE, build_condition, build_state, reward_cost
     from sim.commands import random_schedule
     from sim.episode import PHYSICS_PER_TICK
@@ -175,9 +176,11 @@ def collect_episode(seed: int, index: int, cfg: dict) -> dict:
             rew[k - 1], cost[k - 1] = reward_cost(s.base_lin_vel, float(x[2]), float(x[GRAVITY_Z_SLICE]), cond[k - 1])
         c = sched.at(t)
         target, low = expert.act(s, c, t)
-        # the executed target: noisy, and inside the joint range as the controller keeps it
-        noisy = target + noise_rng.normal(0.0, sigma, 12) if sigma > 0 else target
-        low.q = np.clip(noisy, JOINT_POS_LOWER, JOINT_POS_UPPER)
+        # targets inside the band the controller's command filter keeps them in (the joint
+        # range +/- TARGET_OVERDRIVE): the label is the clean target as it would execute, the
+        # executed one adds the noise
+        target = clamp_target(target)
+        low.q = clamp_target(target + noise_rng.normal(0.0, sigma, 12)) if sigma > 0 else target.copy()
         robot.step_policy(low, PHYSICS_PER_TICK)
         obs[k] = x
         act[k] = semantics.to_action(target)

@@ -67,6 +67,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--matrix-conditions", nargs="+", default=None, metavar="COND",
                    help="conditions of the matrix (default: all of sim.eval_matrix.CONDITIONS)")
     p.add_argument("--jobs", type=int, default=2, help="matrix cells run in parallel (default 2)")
+    from sim.gym_eval import add_gym_arguments
+
+    add_gym_arguments(p)  # --env ID: any Gymnasium environment (sim/gym_eval.py)
 
 
 # --------------------------------------------------------------------------- in-process link
@@ -338,6 +341,10 @@ def run(args: argparse.Namespace) -> int:
     from planner_runtime.async_planner import PlannerSpec, state_scale_from_manifest
     from planner_runtime.backends import load_engine
 
+    if getattr(args, "env", None):
+        from sim.gym_eval import run_gym
+
+        return run_gym(args)
     if args.episodes < 1 or args.duration <= 0:
         print("error: --episodes must be >= 1 and --duration > 0", file=sys.stderr)
         return 2

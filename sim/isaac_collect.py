@@ -40,10 +40,9 @@ from typing import Any
 import numpy as np
 
 from robot.go2_constants import (
-    JOINT_POS_LOWER,
-    JOINT_POS_UPPER,
     NUM_JOINTS,
     POLICY_DT,
+    clamp_target,
     target_to_action,
 )
 from robot.observation import (
@@ -94,7 +93,10 @@ def load_expert(spec: str) -> Callable[[], Any]:
 def _act(policy: Any, state: LowState, command: np.ndarray, t: float) -> tuple[np.ndarray, LowCmd]:
     out = policy.act(state, command, t) if hasattr(policy, "act") else policy(state, command, t)
     if isinstance(out, LowCmd):
-        return np.asarray(out.q, dtype=np.float64).copy(), out
+        # a joint without position control has no target (its q is the SDK's PosStopF):
+        # label it with where the joint is
+        held = np.asarray(out.kp) > 0
+        return np.where(held, np.asarray(out.q, dtype=np.float64), np.asarray(state.q, dtype=np.float64)), out
     target, low = out
     return np.asarray(target, dtype=np.float64), low
 
@@ -115,7 +117,7 @@ class _Episode:
         if hasattr(policy, "reset"):
             policy.reset()
         self.rows: dict[str, list] = {k: [] for k in ("obs", "act", "cond", "rew", "cost", *RAW_FIELDS,
-                                                      "target_executed", "time")}
+                                                      "target_executed", "time", "noise_level")}
 
     def __len__(self) -> int:
         return len(self.rows["obs"])
@@ -125,7 +127,7 @@ class _Episode:
 
         r = self.rows
         f32 = np.float32
-        raw = {k: np.asarray(r[k], dtype=f32) for k in (*RAW_FIELDS, "target_executed", "time")}
+        raw = {k: np.asarray(r[k], dtype=f32) for k in (*RAW_FIELDS, "target_executed", "time", "noise_level")}
         return Episode(np.asarray(r["obs"], f32), np.asarray(r["act"], f32), np.asarray(r["cond"], f32),
                        np.asarray(r["rew"], f32), np.asarray(r["cost"], f32), terminal, raw)
 
@@ -190,10 +192,11 @@ def collect(sim: Any, writer: Any, make_policy: Callable[[], Any], config: Colle
             t = sim.now() - ep.t0
             c = ep.schedule.at(t)
             target, low = _act(ep.policy, st, c, t)
-            executed = np.asarray(low.q, dtype=np.float64)
+            # as sim.collect: targets in the command filter's band, the noise on the executed one
+            target = clamp_target(target)
+            executed = np.where(np.asarray(low.kp) > 0, target, np.asarray(low.q, dtype=np.float64))
             if cfg.action_noise > 0:
-                executed = np.clip(target + ep.noise.normal(0.0, cfg.action_noise, NUM_JOINTS),
-                                   JOINT_POS_LOWER, JOINT_POS_UPPER)
+                executed = clamp_target(target + ep.noise.normal(0.0, cfg.action_noise, NUM_JOINTS))
             q[i], dq[i], kp[i], kd[i], tau[i] = executed, low.dq, low.kp, low.kd, low.tau
             r = ep.rows
             r["obs"].append(X[i])
@@ -203,6 +206,7 @@ def collect(sim: Any, writer: Any, make_policy: Callable[[], Any], config: Colle
                 r[name].append(getattr(st, name))
             r["target_executed"].append(executed)
             r["time"].append(t)
+            r["noise_level"].append(cfg.action_noise)
         sim.write_commands(q, dq, kp, kd, tau)
         sim.step(int(sim.decimation))
     wall = time.monotonic() - wall0

@@ -11,6 +11,7 @@ ablation), and the other methods as their modules register).
 ``DiffusionSampler`` (its ``forward`` is the fused graph, ``.step`` the step graph).
 Knobs go to the method's builder (e.g. ``budget``, ``gamma``, ``clip`` for MPDiffuser).
 Weights are the EMA weights (``ema=False``: the raw weights); the module is in eval mode with gradients off.
+``build_sampler_components`` also returns the checkpoints the method read (what export records).
 
 A builder is ``fn(cks: dict[component, checkpoint dict], *, n_samples, **knobs) ->
 DiffusionSampler``; entries are "module:function" strings imported on first use, so adding
@@ -93,20 +94,52 @@ def require(cks: Mapping[str, dict[str, Any]], *names: str) -> list[dict[str, An
     return [cks[n] for n in names]
 
 
+class _UsedComponents(Mapping[str, dict[str, Any]]):
+    """The checkpoints a builder is offered; records which ones it reads (``cks[name]``)."""
+
+    def __init__(self, cks: Mapping[str, dict[str, Any]]) -> None:
+        self._cks = dict(cks)
+        self.used: list[str] = []
+
+    def __getitem__(self, name: str) -> dict[str, Any]:
+        ck = self._cks[name]
+        if name not in self.used:
+            self.used.append(name)
+        return ck
+
+    def __iter__(self):
+        return iter(self._cks)
+
+    def __len__(self) -> int:
+        return len(self._cks)
+
+
 def build_sampler(source: Any, method: str, graph: str = "fused", n_samples: int = 1,
                   ema: bool = True, **knobs: Any) -> nn.Module:
+    return build_sampler_components(source, method, graph, n_samples, ema, **knobs)[0]
+
+
+def build_sampler_components(source: Any, method: str, graph: str = "fused", n_samples: int = 1,
+                             ema: bool = True, **knobs: Any
+                             ) -> tuple[nn.Module, dict[str, dict[str, Any]]]:
+    """``build_sampler`` plus the checkpoints the method actually used (name -> checkpoint),
+    in the order it read them: exactly the components its sampler is built from (a folder
+    may hold others: a ranker an N = 1 engine does not use, another method's networks)."""
     if graph not in GRAPHS:
         raise ValueError(f"graph must be one of {GRAPHS}, got {graph!r}")
     cks = load_components(source)
     if not ema:  # evaluate the raw (non-averaged) weights instead
         cks = {k: {**ck, "ema": ck["model"]} for k, ck in cks.items()}
-    check_compatible(cks)
-    sampler = _resolve(method)(cks, n_samples=n_samples, **knobs)
+    offered = _UsedComponents(cks)
+    builder = _resolve(method)
+    sampler = builder(offered, n_samples=n_samples, **knobs)
+    used = {n: cks[n] for n in offered.used}
+    check_compatible(used or cks)  # only what is composed must agree
     sampler.eval()
     for p in sampler.parameters():
         p.requires_grad_(False)
     if graph == "fused":
-        return FusedSampler(sampler).eval()
+        return FusedSampler(sampler).eval(), used
     if graph == "step":
-        return StepSampler(sampler).eval()
-    return sampler
+        return StepSampler(sampler).eval(), used
+    return sampler, used

@@ -12,12 +12,15 @@ with ``torch.load(path, weights_only=True)`` (no pickled classes, no code execut
     dims            {"S", "A", "C", "H"}
     schedule        {"num_levels": K, "kind": "cosine" | "linear"}
     normalizers     {"traj": {kind, shift[S+A], scale[S+A]}, "cond": {kind, shift[C], scale[C]}}
-    config          the full training config (dict)
+    config          the full training config (dict; ``steps`` is the run's total, ``run_id``
+                    the training run that saved it: ``export`` refuses unfinished ones)
     step            optimizer steps taken
     model           state_dict of the trained weights
     ema             state_dict of the EMA weights (use these for evaluation and export)
     optimizer       AdamW state_dict (resume)
-    dataset         {"path", "sha256", "train_windows", "val_windows"}
+    dataset         {"path", "sha256", "train_windows", "val_windows", "action_semantics",
+                     "dt", "robot", "state_names", "action_names", "condition_names",
+                     "has_costs"}  (export.data.WindowData.provenance; older ones lack some)
     versions        {"torch", "python", "planner_runtime"}
     history         list of logged metric rows (also in metrics.jsonl)
 

@@ -8,7 +8,8 @@ strings imported on first use: adding a method is one entry here, no if/elif any
 
 :func:`train_method` is the whole pipeline: load the dataset, make windows, train every
 selected component into ``out_dir`` (``<component>.pt``, metrics, curves), write
-``config.json`` and ``summary.json``.
+``config.json`` (with the run's ``run_id``, also stored in each checkpoint's config) and
+``summary.json``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import importlib
 import importlib.util
 import json
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,6 +126,20 @@ def _init_overrides(ck: dict[str, Any]) -> dict[str, Any]:
     return over
 
 
+def _run_id(out: Path, resume: bool) -> str:
+    """This run's id, stored in ``config.json`` and in every checkpoint's config: a checkpoint
+    whose id differs from ``config.json``'s was saved by an earlier run (``export`` refuses it
+    unless forced). A resumed run keeps the id of the run it continues."""
+    if resume:
+        try:
+            old = json.loads((out / "config.json").read_text()).get("run_id")
+        except (OSError, ValueError, AttributeError):
+            old = None
+        if isinstance(old, str) and old:
+            return old
+    return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+
+
 def train_method(method: str, cfg: dict[str, Any], data_path: str | Path, out_dir: str | Path, *,
                  resume: bool = False, progress: bool = True,
                  init_from: str | Path | None = None) -> dict[str, Any]:
@@ -140,6 +156,7 @@ def train_method(method: str, cfg: dict[str, Any], data_path: str | Path, out_di
     spec = method_spec(method)
     out = Path(out_dir)
     t0 = time.perf_counter()
+    cfg = {**cfg, "run_id": _run_id(out, resume)}
     want = cfg.get("components")
     if isinstance(want, str):
         want = [w for w in want.split(",") if w]

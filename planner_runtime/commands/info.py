@@ -71,9 +71,28 @@ def run(args: argparse.Namespace) -> int:
               + (f" ({act['source']})" if act.get("source") else ""))
         print(f"            default pose {json.dumps(act['default_joint_pos'])}")
         print(f"            scale {json.dumps(act['scale'])}")
+        _print_system(manifest)
         prov = manifest.get("provenance", {})
         print(f"provenance  dataset sha256 {prov.get('dataset_sha256')}  created {prov.get('created_utc')}")
         print(f"            versions {json.dumps(prov.get('versions', {}), sort_keys=True)}")
         print("checksums   OK (verified)")
         print(f"profile     {compat['profile']} ({source}): {compat['message']}")
     return 0 if compat.get("ok") is not False else 3
+
+
+def _print_system(manifest: dict) -> None:
+    """The control dt (and where it came from), the names, and every override."""
+    ctl, obs = manifest["control"], manifest["observation"]
+    print(f"control     dt {ctl['dt']} s ({ctl.get('dt_source', 'source not recorded')}), "
+          f"chunk {ctl['chunk_size']}")
+    for label, key in (("states", "state_names"), ("actions", "action_names"),
+                       ("conditions", "condition_names")):
+        names = obs.get(key) or []
+        print(f"{label:11s} {', '.join(names) if names else '(none)'}")
+    over = manifest.get("overrides") or {}
+    if not over:
+        print("overrides   none (every value from the data or the robot profile)")
+    for key, o in over.items():
+        data = o.get("data")
+        said = "nothing" if data is None else data
+        print(f"overrides   {key} = {o.get('value')} (the data said {said}; by {o.get('by', '?')})")

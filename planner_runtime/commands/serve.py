@@ -46,6 +46,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--malloc-fastbins", action="store_true",
                    help="keep glibc malloc's fastbins (by default the service turns them off: merging "
                         "them after each engine run cost ~0.3 ms per plan here; see docs/service.md)")
+    p.add_argument("--owner-timeout", type=float, default=1.0, metavar="S",
+                   help="the client that owns the planner (its claim, or its first observation) loses "
+                        "it after S seconds without its observations (default 1.0; inf: only a "
+                        "release or a lost connection ends it); others get a 'busy' error meanwhile")
     p.add_argument("--log-json", action="store_true", help="structured logs: one JSON object per line on stderr")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--curve-secret-key", default=None, metavar="FILE",
@@ -73,7 +77,7 @@ def build_server(args: Any) -> Any:
             raise ValueError("--curve-public-keys needs --curve-secret-key (the server's certificate)")
         server = PlannerServer(engine, spec, bind=args.bind, seed=args.seed,
                                cold_threshold=args.cold_threshold, send_steps=args.send_steps,
-                               curve=curve)
+                               curve=curve, owner_timeout=getattr(args, "owner_timeout", 1.0))
         ms = server.planner.warm_up()
         logging.getLogger("planner_runtime.serve").info(
             "engine warm-up: first call %.1f ms, last %.1f ms", ms[0], ms[-1],

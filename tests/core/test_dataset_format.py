@@ -98,6 +98,35 @@ def test_reader_rejects_corrupt_and_mismatched_files(tmp_path):
         load_dataset(p)
     with h5py.File(p, "a") as f:
         f.attrs["state_names"] = json.dumps(["a", "b"])
-        del f["costs"]
-    with pytest.raises(DatasetError, match="missing dataset 'costs'"):
+        del f["rewards"]
+    with pytest.raises(DatasetError, match="missing dataset 'rewards'"):
         load_dataset(p)
+
+
+def test_costs_are_optional(tmp_path):
+    """A file written without costs reads back with zero costs and has_costs False; the
+    writer refuses costs it cannot store, a resume with the other setting, and a bad dt."""
+    rng = np.random.default_rng(4)
+    p = tmp_path / "nocost.h5"
+    ep = _episode(rng, 5)
+    ep.raw = {}
+    with DatasetWriter(p, **NAMES, dt=0.05, costs=False) as w:
+        w.append(Episode(ep.observations, ep.actions, ep.conditions, ep.rewards, None))
+        with pytest.raises(DatasetError, match="created without them"):
+            w.append(Episode(ep.observations, ep.actions, ep.conditions, ep.rewards,
+                             np.ones(5, np.float32)))
+    with h5py.File(p, "r") as f:
+        assert "costs" not in f
+    d = load_dataset(p)
+    assert d.has_costs is False and d.costs.shape == (5,) and not d.costs.any()
+    assert np.array_equal(d.rewards, ep.rewards)
+    with pytest.raises(DatasetError, match="has no costs"):
+        DatasetWriter(p, **NAMES, dt=0.05)
+    with_costs = tmp_path / "cost.h5"
+    with DatasetWriter(with_costs, **NAMES, dt=0.05) as w:
+        with pytest.raises(DatasetError, match="no costs but the file records them"):
+            w.append(Episode(ep.observations, ep.actions, ep.conditions, ep.rewards, None))
+    assert load_dataset(p, checksum=False).has_costs is False
+    for bad in (0.0, -0.1, float("nan")):
+        with pytest.raises(DatasetError, match="dt must be"):
+            DatasetWriter(tmp_path / "bad.h5", **NAMES, dt=bad)

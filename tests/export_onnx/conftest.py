@@ -114,7 +114,7 @@ class EngineCache:
         if key not in self._done:
             s = make_sampler(method, n_samples, clip=clip)
             path = self.root / f"{method}_{graph}_n{n_samples}_clip{clip}.onnx"
-            export_engine(s, path, graph=graph, meta=generic_meta(S, A, C, warm_level=WARM))
+            export_engine(s, path, graph=graph, meta=generic_meta(S, A, C, warm_level=WARM, control_dt=0.1))
             self._done[key] = (path, s)
         return self._done[key]
 
@@ -130,10 +130,13 @@ def plan_inputs_fn():
 
 
 def write_checkpoints(out: Path, S: int, A: int, C: int, H: int, K: int = 10, seed: int = 0,
-                      sha: str = "ab" * 32, extra: dict | None = None) -> Path:
+                      sha: str = "ab" * 32, extra: dict | None = None, data: dict | None = None,
+                      step: int = 0, config: dict | None = None) -> Path:
     """Random-init planner + dynamics checkpoints in the trainer's format (no training).
 
     ``extra``: more components, name -> nn.Module with ``config()`` (e.g. DADP's models).
+    ``data``: more keys of the "dataset" block (dt, robot, names: what the trainer records);
+    ``step`` / ``config``: the checkpoints' step and more training-config keys (e.g. steps).
     """
     from export.data import Normalizer, Normalizers
     from export.models.unet import TemporalUnet
@@ -151,8 +154,9 @@ def write_checkpoints(out: Path, S: int, A: int, C: int, H: int, K: int = 10, se
             "method": "mpdiffuser", "component": comp, "model_class": type(net).__name__,
             "model_config": net.config(), "dims": {"S": S, "A": A, "C": C, "H": H},
             "schedule": {"num_levels": K, "kind": "cosine"}, "normalizers": norms.to_dict(),
-            "config": {"test": True, "component": comp}, "step": 0, "model": net.state_dict(),
-            "ema": net.state_dict(), "dataset": {"path": "synthetic", "sha256": sha},
+            "config": {"test": True, "component": comp, **(config or {})}, "step": step,
+            "model": net.state_dict(), "ema": net.state_dict(),
+            "dataset": {"path": "synthetic", "sha256": sha, **(data or {})},
             "versions": versions(),
         })
     return out

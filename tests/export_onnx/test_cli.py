@@ -19,7 +19,9 @@ def test_export_cli_writes_go2_engine(go2_step_engine):
     eng = load_engine(go2_step_engine, profile=go2_profile())
     m = eng.manifest
     assert m["robot"]["name"] == "go2" and m["dims"] == {"S": 30, "A": 12, "C": 3, "H": 16, "B": 1}
-    assert m["action"]["scale"] == [0.25] * 12 and m["control"] == {"dt": 0.02, "chunk_size": 4}
+    assert m["action"]["scale"] == [0.25] * 12 and m["control"]["dt"] == 0.02 and m["control"]["chunk_size"] == 4
+    # the test checkpoints recorded no dt: the Go2 profile's, and the manifest says so
+    assert m["control"]["dt_source"].startswith("go2 profile") and m["overrides"] == {}
     # the test data recorded no semantics: the trot expert's, and the manifest says so
     assert (m["action"]["kp"], m["action"]["kd"]) == (30.0, 0.7) and "recorded none" in m["action"]["source"]
     assert m["diffusion"]["warm_levels"] == [7, 6, 5, 4, 3, 2, 1, 0]
@@ -78,11 +80,19 @@ def test_export_cli_other_method_with_knobs(tmp_path, capsys, write_checkpoints_
     d = write_checkpoints_fn(tmp_path, 5, 2, 1, 8, extra={"inverse": inv})
     out = tmp_path / "dadp.onnx"
     assert main(["export", "--checkpoints", str(d), "--method", "dadp_i", "--graph", "step",
+                 "--knob", "lambda=0.5", "--knob", "guide_steps=2", "-o", str(out), "--json"]) == 2
+    assert "recorded no control dt" in capsys.readouterr().err  # and no Go2 default for it
+    assert main(["export", "--checkpoints", str(d), "--method", "dadp_i", "--graph", "step", "--dt", "0.05",
                  "--knob", "lambda=0.5", "--knob", "guide_steps=2", "-o", str(out), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     m = rep["engines"][str(out)]
     assert m["method"]["name"] == "dadp_i" and m["robot"]["name"] == "generic"
     assert m["method"]["knobs"]["lambda"] == 0.5 and m["method"]["knobs"]["guide_steps"] == 2
+    assert m["control"]["dt"] == 0.05 and m["overrides"]["control.dt"] == {"value": 0.05, "data": None,
+                                                                          "by": "--dt 0.05"}
+    # exactly the components dadp_i uses: its planner and inverse model, not the dynamics
+    assert set(m["provenance"]["checkpoints"]) == {"planner", "inverse"}
+    assert m["provenance"]["ignored"] == ["dynamics.pt"]
     eng = load_engine(out)
     assert eng.plan(np.zeros((1, 5)), np.zeros((1, 1)), np.zeros((1, 8, 7)), np.ones((1, 8, 7)),
                     np.array([4, 2, 0])).plan.shape == (1, 8, 7)

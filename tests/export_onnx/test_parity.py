@@ -140,7 +140,7 @@ def test_x0_prediction_networks_parity(tmp_path, plan_inputs_fn, graph):
     assert torch.allclose(back, direct, atol=1e-5)
     s = MPDiffuserSampler(pl, dyn, _norms(3), S, A, C, H, K, clip=1.0).eval()
     path = tmp_path / f"x0_{graph}.onnx"
-    export_engine(s, path, graph=graph, meta=generic_meta(S, A, C, warm_level=WARM))
+    export_engine(s, path, graph=graph, meta=generic_meta(S, A, C, warm_level=WARM, control_dt=0.1))
     inp = plan_inputs_fn(1, cold=False)
     ref, _, _ = reference(s, inp)
     out = load_engine(path, threads=1).plan(**inp, cfg_w=2.0)

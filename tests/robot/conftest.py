@@ -42,9 +42,9 @@ def child_env() -> dict:
     return env
 
 
-def start_service(engine: Path, endpoint: str) -> subprocess.Popen:
+def start_service(engine: Path, endpoint: str, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "planner_runtime.cli", "serve", "--engine", str(engine),
-           "--bind", endpoint, "--threads", "1", "--log-level", "warning"]
+           "--bind", endpoint, "--threads", "1", "--log-level", "warning", *extra]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=child_env())
 

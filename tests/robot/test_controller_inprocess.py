@@ -256,12 +256,21 @@ def test_cli_controller_sim_without_planner_stands_then_damps():
 
     cmd = [sys.executable, "-m", "planner_runtime.cli", "controller", "--sim", "--passive", "0.1",
            "--stand-up", "0.5", "--startup-wait", "0.3", "--json"]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=child_env())
+    res = subprocess.run(cmd + ["--on-fault", "exit"], capture_output=True, text=True, timeout=120,
+                         env=child_env())
     assert res.returncode == 0, res.stderr[-2000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert [tr["to"] for tr in out["transitions"]] == ["stand_up", "stand", "damping"]
     assert "no planner" in out["transitions"][-1]["reason"]
     assert out["filter"]["nonfinite"] == 0 and out["ticks"] > 400
+    # the default latches: the controller stays in damping (no resume by itself) until --duration
+    res = subprocess.run(cmd + ["--duration", "2.5"], capture_output=True, text=True, timeout=120,
+                         env=child_env())
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert [tr["to"] for tr in out["transitions"]] == ["stand_up", "stand", "damping"]
+    assert out["mode"] == "damping" and "no planner" in out["fault"]["latched"] and out["fault"]["resumable"]
+    assert out["ticks"] > 1000  # 2.5 s at 500 Hz: it kept damping after 0.9 s instead of exiting
     bad = subprocess.run(cmd[:5] + ["--command", "0.5", "0", "0", "--schedule", "0:0.5,0,0"],
                          capture_output=True, text=True, timeout=120, env=child_env())
     assert bad.returncode == 2 and "not both" in bad.stderr

@@ -214,3 +214,48 @@ def test_fast_lowstate_crc_equals_the_sdk_crc_on_random_states():
                       wireless_remote=wireless_remote.encode(("L2", "B"), lx=0.3))
         fill_lowstate(msg, st, packer)
         assert msg.crc == CRC().Crc(msg)
+
+
+def test_stop_sentinels_survive_the_crc_and_dds_path():
+    """Damping and passive commands carry PosStopF / VelStopF (exact in float32): the fast
+    and the SDK CRC agree on them, a receiver verifies them and reads the sentinels back."""
+    from unitree_sdk2py.utils.crc import CRC
+
+    from robot.dds_bridge import LowCmdCrc
+    from robot.safety import damping_command
+
+    msg = new_lowcmd_msg()
+    packer = LowCmdCrc(msg)
+    for cmd in (damping_command(), LowCmd.zero_torque()):
+        fill_lowcmd(msg, cmd, packer)
+        assert msg.crc == CRC().Crc(msg) == independent_crc(msg)
+        assert check_lowcmd(msg) is None
+        back = lowcmd_from_msg(msg)
+        assert np.all(back.q == go2.POS_STOP_F) and np.all(back.kp == 0.0)
+        np.testing.assert_array_equal(back.dq, cmd.dq)
+        np.testing.assert_array_equal(back.kd, cmd.kd)
+    assert np.float32(go2.POS_STOP_F) == go2.POS_STOP_F and np.float32(go2.VEL_STOP_F) == go2.VEL_STOP_F
+
+
+def test_mujoco_ignores_the_sentinel_targets_as_the_firmware_does():
+    """The harness applies a sentinel command exactly as the same command with harmless
+    targets: kp = 0 / kd = 0 make the targets irrelevant (and nothing overflows)."""
+    pytest.importorskip("mujoco")
+    from robot.safety import damping_command
+    from sim.mujoco_harness import MujocoGo2
+
+    def after(cmd: LowCmd) -> np.ndarray:
+        sim = MujocoGo2()
+        sim.reset(joint_pos=go2.DEFAULT_JOINT_POS, height=0.45)  # dropped from standing height
+        sim.write_command(cmd)
+        sim.step(250)
+        st = sim.read_state()
+        assert np.all(np.isfinite(st.q)) and np.all(np.isfinite(st.dq))
+        return np.concatenate([sim.data.qpos, sim.data.qvel])
+
+    damp = damping_command()
+    plain = LowCmd(q=np.zeros(12), dq=damp.dq.copy(), kp=damp.kp.copy(), kd=damp.kd.copy(), tau=damp.tau.copy())
+    np.testing.assert_allclose(after(damp), after(plain), atol=1e-9)
+    np.testing.assert_allclose(after(LowCmd.zero_torque()), after(LowCmd()), atol=1e-9)
+    # and the damping really damps: the legs fold slower than with zero torque
+    assert not np.allclose(after(damp), after(LowCmd.zero_torque()), atol=1e-3)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import child_env, free_port, start_service, wait_service
+from .conftest import child_env, free_port, start_service, wait_service  # noqa: F401
 
 pytestmark = [pytest.mark.dds, pytest.mark.timeout(180)]
 pytest.importorskip("unitree_sdk2py")
@@ -99,7 +99,7 @@ def test_sim_in_the_loop_then_planner_kill9_hold_stand_damping(dds_domain, stand
     srv, ep = service
     robot = stand_in_factory("--dds-start-pose", "lying")
     ctl = ControllerProc(dds_domain, "--planner", ep, "--command", "0.3", "0", "0",
-                         "--stand-timeout", "1.5", "--duration", "60", *SAFE_FAST)
+                         "--stand-timeout", "1.5", "--duration", "60", "--on-fault", "exit", *SAFE_FAST)
     assert ctl.wait_for("-> planning", 60), "".join(ctl.lines[-20:])
     time.sleep(2.0)  # plan for a while: the height check below looks at the last 1.5 s
     # ... and until the service has planned 40 times (a count, not a duration: a loaded CI
@@ -129,7 +129,7 @@ def test_sim_in_the_loop_then_planner_kill9_hold_stand_damping(dds_domain, stand
 
 def test_dry_run_publishes_nothing_and_remote_stop_goes_to_damping(dds_domain, stand_in_factory):
     robot = stand_in_factory("--dds-start-pose", "stand", "--dds-remote-stop-at", "3.0")
-    ctl = ControllerProc(dds_domain, "--dry-run", "--duration", "30", *SAFE_FAST)
+    ctl = ControllerProc(dds_domain, "--dry-run", "--duration", "30", "--on-fault", "exit", *SAFE_FAST)
     summary = ctl.result(timeout=60)
     stats = robot.stop()
     assert summary["robot"]["dry_run"] is True
@@ -153,3 +153,114 @@ def test_bad_crc_and_nan_commands_never_reach_the_motors(dds_domain, stand_in_fa
     assert stats["bad_crc"] >= n // 2 and stats["non_finite"] >= n // 2
     assert stats["cmds_applied"] == 0
     assert stats["max_abs_tau_ff_applied"] == 0.0 and stats["max_kp_applied"] == 0.0
+
+
+def _child(*args: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=child_env())
+    lines = []
+    for _ in range(10):  # the SDK prints a few lines of its own first
+        lines.append(proc.stdout.readline())
+        if '"ready"' in lines[-1]:
+            return proc
+        if not lines[-1]:
+            break
+    proc.kill()
+    raise RuntimeError(f"{args[0]} did not start: {lines!r} {proc.stderr.read()[-2000:]}")
+
+
+def test_fault_latches_over_dds_and_an_operator_resume_plans_again(dds_domain, stand_in_factory,
+                                                                   service, go2_engine, tmp_path):
+    from robot.control_endpoint import send
+
+    srv, ep = service
+    robot = stand_in_factory("--dds-start-pose", "stand")
+    control = f"ipc://{tmp_path}/ctl.sock"
+    ctl = ControllerProc(dds_domain, "--planner", ep, "--control", control, "--stand-timeout", "1.0",
+                         "--duration", "120", *SAFE_FAST)
+    try:
+        assert ctl.wait_for("-> planning", 60), "".join(ctl.lines[-20:])
+        assert served_plans(ep, at_least=20, timeout=60.0) >= 20
+        t_kill = time.monotonic()
+        os.kill(srv.pid, signal.SIGKILL)
+        srv.wait(10)
+        assert ctl.wait_for("-> damping", 30), "".join(ctl.lines[-20:])
+        # the planner comes back (the same engine): the robot stays in damping by itself
+        srv2 = start_service(go2_engine, ep)
+        try:
+            wait_service(ep)
+            time.sleep(2.0)
+            st = send(control, "status", timeout=10.0)
+            assert st["mode"] == "damping" and "watchdog" in st["fault"] and st["resumable"], st
+            got = send(control, "resume", timeout=10.0)
+            assert got["ok"] and got["mode"] == "stand_up", got
+            n_planning = sum("-> planning" in ln for ln in ctl.lines)
+            deadline = time.monotonic() + 60
+            while sum("-> planning" in ln for ln in ctl.lines) == n_planning and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert sum("-> planning" in ln for ln in ctl.lines) == n_planning + 1, "".join(ctl.lines[-20:])
+            ctl.proc.send_signal(signal.SIGTERM)
+            summary = ctl.result(timeout=60)
+        finally:
+            srv2.kill()
+            srv2.wait(10)
+    finally:
+        if ctl.proc.poll() is None:
+            ctl.proc.kill()
+    stats = robot.stop()
+    after = [tr for tr in summary["transitions"] if tr["t"] >= t_kill]
+    assert [tr["to"] for tr in after] == ["hold", "stand", "damping", "stand_up", "stand", "planning",
+                                          "damping"], after
+    assert "operator resume (control endpoint) after: watchdog" in after[3]["reason"]
+    assert "signal SIGTERM" in after[-1]["reason"] and summary["fault"]["resumable"] is False
+    assert [r["accepted"] for r in summary["fault"]["resumes"]] == [True]
+    # re-claimed the restarted service, with the engine identity it negotiated at start
+    pl = summary["planner"]
+    assert pl["claims_granted"] >= 2 and pl["refused"] is None and pl["owner"]
+    assert stats["bad_crc"] == 0 and stats["non_finite"] == 0 and not stats["fell"]
+
+
+def test_another_rt_lowcmd_publisher_refuses_the_start(dds_domain):
+    squatter = _child(str(Path(__file__).with_name("_lowcmd_probe.py")), "squat", str(dds_domain), "30")
+    try:
+        res = subprocess.run([sys.executable, "-m", "planner_runtime.cli", "controller", "--iface", "lo",
+                              "--domain-id", str(dds_domain), "--json"],
+                             capture_output=True, text=True, timeout=60, env=child_env())
+    finally:
+        squatter.kill()
+        squatter.wait(10)
+    assert res.returncode == 2 and res.stdout == "", res.stderr[-2000:]
+    assert "another process already publishes rt/lowcmd" in res.stderr
+    assert "--release-sport-mode" in res.stderr and "Refusing to publish" in res.stderr
+
+
+def test_release_sport_mode_then_every_stop_command_carries_the_sentinels(dds_domain, stand_in_factory,
+                                                                         tmp_path):
+    """--release-sport-mode against a stand-in motion-switcher service (unitree_sdk2py's own
+    RPC server class on loopback DDS; see _motion_switcher_standin.py), then the commands the
+    controller publishes, as a third process receives them: passive and damping ones carry
+    PosStopF / VelStopF wherever the gain is 0, and the simulated Go2 applies them."""
+    robot = stand_in_factory("--dds-start-pose", "stand")
+    here = Path(__file__).parent
+    switcher = _child(str(here / "_motion_switcher_standin.py"), str(dds_domain), "normal",
+                      str(tmp_path / "switcher.json"))
+    recorder = _child(str(here / "_lowcmd_probe.py"), "record", str(dds_domain), "12")
+    try:
+        ctl = ControllerProc(dds_domain, "--release-sport-mode", "--startup-wait", "0.5",
+                             "--on-fault", "exit", *SAFE_FAST)
+        summary = ctl.result(timeout=60)
+        rec_out, _ = recorder.communicate(timeout=30)
+    finally:
+        for p in (switcher, recorder):
+            if p.poll() is None:
+                p.terminate()
+            p.wait(10)
+    stats = robot.stop()
+    sw = json.loads((tmp_path / "switcher.json").read_text())
+    assert summary["sport_mode"] == {"before": "normal", "after": "", "release_calls": 1, "dry_run": False}
+    assert sw["releases"] == 1 and sw["checks"] >= 2 and sw["mode"] == ""
+    assert [tr["to"] for tr in summary["transitions"]] == ["stand_up", "stand", "damping"]
+    rec = json.loads(rec_out.strip().splitlines()[-1])
+    assert rec["bad"] == 0 and rec["passive"] > 50 and rec["damping"] > 50 and rec["pd"] > 100, rec
+    assert rec["q_without_stop_sentinel"] == 0 and rec["dq_without_stop_sentinel"] == 0, rec
+    assert stats["cmds_applied"] > 100 and stats["non_finite"] == 0 and stats["bad_crc"] == 0

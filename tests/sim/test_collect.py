@@ -175,7 +175,7 @@ def test_ppo_collection_records_its_semantics_and_mixed_quality(tmp_path, capsys
     legged-gym semantics (the labels reproduce the executed targets up to the noise), one
     noise level per episode from --noise-levels, the physics recorded per run."""
     from robot.actions import LEGGED_GYM
-    from robot.go2_constants import JOINT_POS_LOWER, JOINT_POS_UPPER
+    from robot.go2_constants import JOINT_POS_UPPER, TARGET_OVERDRIVE
 
     path = tmp_path / "ppo.h5"
     rc, rep = _collect(path, capsys, "--episodes", "4", "--workers", "2", "--seed", "3", "--expert", "ppo",
@@ -187,7 +187,8 @@ def test_ppo_collection_records_its_semantics_and_mixed_quality(tmp_path, capsys
     assert levels <= {0.0, 0.1} and len(levels) == 2
     for s, e in ds.episode_bounds():
         executed = ds.raw["target_executed"][s:e].astype(float)
-        clean = np.clip(LEGGED_GYM.to_target(ds.actions[s:e]), JOINT_POS_LOWER, JOINT_POS_UPPER)
+        clean = LEGGED_GYM.to_target(ds.actions[s:e])
+        assert np.all(clean <= JOINT_POS_UPPER + TARGET_OVERDRIVE + 1e-5)
         err = np.abs(executed - clean).max()
         assert (err < 1e-5) if ds.raw["noise_level"][s] == 0.0 else (0.05 < err < 0.8), (err, ds.raw["noise_level"][s])
     run = ds.provenance["runs"][0]

@@ -1,0 +1,427 @@
+"""`planner-runtime eval --env ID`: closed-loop evaluation on any Gymnasium environment.
+
+    planner-runtime eval --env InvertedPendulum-v5 --engine pend=pend.onnx --episodes 10 \\
+        [--condition 0.0 | --condition-hook my_hooks.py:condition] [--policy random] [--json]
+    planner-runtime eval --env InvertedPendulum-v5 --policy my_hooks.py:policy --episodes 50 \\
+        --record data/pend.h5          # collect a dataset from a policy, in the project's format
+
+Any environment with Box observation and action spaces works. Each engine plans in
+lockstep with the environment (``sim.evaluate.LockstepPlannerLink``: the runtime's
+``AsyncPlanner`` warm-start bookkeeping on the caller's thread, stamps on the simulated
+clock t = step * dt): an observation is sent, the chunk it answers is executed for the
+engine's chunk size (``--chunk`` to change), actions picked by the chunk's own timing rule
+(``ActionChunk.index_at``), then the next observation is planned. The engine must fit the
+environment: S = the observation size, A = the action size, and the manifest's control dt
+= the environment's ``dt`` (``env.unwrapped.dt``), else it is refused. Actions outside the
+action space's bounds are counted, then clipped before ``env.step``.
+
+The condition: ``--condition V ...`` (a constant vector of the engine's C), or
+``--condition-hook MODULE:FUNCTION`` (or ``path/file.py:FUNCTION``) called as
+``fn(observation, step) -> [C]``; for an engine whose only condition is the constant
+``none`` column of data without conditions (``planner_runtime.dataset_import``), zeros.
+
+Reference policies (``--policy``, repeatable): ``random`` (uniform over the action space,
+seeded) or ``MODULE:FUNCTION`` / ``path/file.py:FUNCTION`` called as ``fn(observation) ->
+action``; they run on the same seeds. ``--record OUT.h5`` writes the reference policy's
+episodes (one policy) as a new dataset: states obs0.., actions act0.., the condition used
+(``none`` = 0 without one), rewards, no costs, terminals (terminated) and timeouts
+(truncated), dt = the environment's, robot = the environment id.
+
+Per policy: episodes, returns (mean, std, min, max), episode length, failures (terminated),
+actions outside the bounds before clipping (fraction, and the most extreme value relative to
+the bounds), and for engines plans, cold starts, inference ms and the dynamics consistency of
+the executed chunks (predicted vs reached state, RMS in normalizer units, per step ahead).
+``--diversity N`` adds the spread of N plans from the first state of each episode
+(``planner_runtime.diversity``), at the engine's temperature or ``--temperature``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def add_gym_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Gymnasium environments (--env)")
+    g.add_argument("--env", default=None, metavar="ID",
+                   help="evaluate on this Gymnasium environment (Box spaces) instead of the MuJoCo Go2")
+    g.add_argument("--env-kwargs", default=None, metavar="JSON", help="keyword arguments for gymnasium.make")
+    g.add_argument("--max-steps", type=int, default=None, help="time limit in steps (default: the env's)")
+    g.add_argument("--condition", type=float, nargs="+", default=None, metavar="V",
+                   help="constant condition vector (the engine's C values)")
+    g.add_argument("--condition-hook", default=None, metavar="MOD:FN",
+                   help="condition per step: fn(observation, step) -> [C] (module or path/file.py)")
+    g.add_argument("--policy", action="append", default=[], metavar="random|MOD:FN",
+                   help="reference policy run on the same seeds: random, or fn(observation) -> action")
+    g.add_argument("--record", default=None, metavar="OUT.h5",
+                   help="write the reference policy's episodes as a dataset (one --policy)")
+    g.add_argument("--temperature", type=float, default=None, help="override the engine's noise temperature")
+    g.add_argument("--diversity", type=int, default=0, metavar="N",
+                   help="also measure the spread of N plans from each episode's first state")
+
+
+# --------------------------------------------------------------------------- hooks
+def load_hook(ref: str) -> Callable[..., Any]:
+    """``module:function`` or ``path/to/file.py:function`` -> the callable."""
+    if ":" not in ref:
+        raise ValueError(f"a hook is MODULE:FUNCTION or FILE.py:FUNCTION, got {ref!r}")
+    mod_ref, name = ref.rsplit(":", 1)
+    if mod_ref.endswith(".py"):
+        path = Path(mod_ref)
+        if not path.is_file():
+            raise ValueError(f"hook file not found: {path}")
+        spec = importlib.util.spec_from_file_location(f"_prt_hook_{path.stem}", path)
+        if spec is None or spec.loader is None:
+            raise ValueError(f"cannot load hook file {path}")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    else:
+        mod = importlib.import_module(mod_ref)
+    fn = getattr(mod, name, None)
+    if not callable(fn):
+        raise ValueError(f"{ref}: {name!r} is not a callable in {mod_ref}")
+    return fn
+
+
+def make_env(args: argparse.Namespace):
+    """The Gymnasium environment, checked: Box observation and action spaces."""
+    try:
+        import gymnasium as gym
+        from gymnasium.spaces import Box
+    except ImportError as exc:
+        raise ValueError("eval --env needs gymnasium: pip install 'planner-runtime[sim]' "
+                         "(or pip install 'gymnasium[mujoco]')") from exc
+    kw = json.loads(args.env_kwargs) if args.env_kwargs else {}
+    if args.max_steps is not None:
+        kw["max_episode_steps"] = int(args.max_steps)
+    try:
+        env = gym.make(args.env, **kw)
+    except Exception as exc:  # unknown id, missing extra (box2d, ...), bad kwargs
+        raise ValueError(f"cannot make Gymnasium environment {args.env!r}: {type(exc).__name__}: {exc}") from exc
+    for what, space in (("observation", env.observation_space), ("action", env.action_space)):
+        if not isinstance(space, Box) or len(space.shape) != 1:
+            env.close()
+            raise ValueError(f"{args.env}: the {what} space must be a 1-D Box, got {space}")
+    return env
+
+
+def env_dt(env) -> float | None:
+    dt = getattr(env.unwrapped, "dt", None)
+    try:
+        return None if dt is None else float(dt)
+    except (TypeError, ValueError):
+        return None
+
+
+def condition_fn(args: argparse.Namespace, C: int, names: list[str] | None) -> Callable[[np.ndarray, int], np.ndarray]:
+    """The condition for (observation, step): constant, a hook, or the ``none`` column."""
+    if args.condition is not None and args.condition_hook is not None:
+        raise ValueError("give --condition or --condition-hook, not both")
+    if args.condition_hook is not None:
+        hook = load_hook(args.condition_hook)
+
+        def from_hook(obs: np.ndarray, step: int) -> np.ndarray:
+            c = np.asarray(hook(obs, step), np.float32).reshape(-1)
+            if c.shape != (C,) or not np.all(np.isfinite(c)):
+                raise ValueError(f"--condition-hook returned {c.shape} (finite: {bool(np.all(np.isfinite(c)))}), "
+                                 f"expected {C} finite values")
+            return c
+        return from_hook
+    if args.condition is not None:
+        c = np.asarray(args.condition, np.float32)
+        if c.shape != (C,):
+            raise ValueError(f"--condition has {c.size} values; the engine's condition has C={C}"
+                             + (f" ({', '.join(names)})" if names else ""))
+        return lambda obs, step: c
+    if names in (None, ["none"]) and (names is not None or C == 1):
+        z = np.zeros(C, np.float32)
+        return lambda obs, step: z
+    raise ValueError(f"the engine is conditioned on {C} values ({', '.join(names or [])}): give them with "
+                     "--condition V ... or --condition-hook MOD:FN")
+
+
+def recorded_condition(args: argparse.Namespace) -> Callable[[np.ndarray, int], np.ndarray]:
+    """The condition recorded with a reference policy's episodes: --condition, the hook's
+    value (any fixed size), or the constant ``none`` column (0)."""
+    if args.condition is not None and args.condition_hook is not None:
+        raise ValueError("give --condition or --condition-hook, not both")
+    if args.condition_hook is not None:
+        hook = load_hook(args.condition_hook)
+        return lambda obs, step: np.asarray(hook(obs, step), np.float32).reshape(-1)
+    c = np.asarray(args.condition if args.condition is not None else [0.0], np.float32)
+    return lambda obs, step: c
+
+
+def reference_policy(ref: str, env, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+    if ref == "random":
+        space = env.action_space
+        rng = np.random.default_rng(seed)
+        return lambda obs: rng.uniform(space.low, space.high).astype(np.float32)
+    fn = load_hook(ref)
+    return lambda obs: np.asarray(fn(obs), np.float32).reshape(-1)
+
+
+# --------------------------------------------------------------------------- episodes
+def _bounds_stats(acts: list[np.ndarray], low: np.ndarray, high: np.ndarray) -> dict[str, Any]:
+    a = np.asarray(acts, np.float64).reshape(len(acts), -1)
+    span = np.where(np.isfinite(high - low), high - low, 1.0)
+    below = (low - a) / span
+    above = (a - high) / span
+    out = (a < low - 1e-6) | (a > high + 1e-6)
+    return {"actions_out_of_bounds": float(out.any(axis=1).mean()) if len(a) else 0.0,
+            "action_min": a.min(axis=0).tolist() if len(a) else None,
+            "action_max": a.max(axis=0).tolist() if len(a) else None,
+            "worst_excess": float(max(below.max(initial=-np.inf), above.max(initial=-np.inf)))}
+
+
+def run_episode(env, seed: int, act_fn: Callable[[np.ndarray, int], np.ndarray],
+                cond_fn: Callable[[np.ndarray, int], np.ndarray], record: bool = False) -> dict[str, Any]:
+    """One episode; ``act_fn(obs, step)`` gives the raw action (clipped here before env.step)."""
+    low, high = env.action_space.low.astype(np.float64), env.action_space.high.astype(np.float64)
+    obs, _ = env.reset(seed=seed)
+    ret, steps, terminated, truncated = 0.0, 0, False, False
+    acts: list[np.ndarray] = []
+    rows: dict[str, list] = {"observations": [], "actions": [], "conditions": [], "rewards": []}
+    while not (terminated or truncated):
+        o = np.asarray(obs, np.float32)
+        c = cond_fn(o, steps)
+        a = np.asarray(act_fn(o, steps), np.float64).reshape(-1)
+        if not np.all(np.isfinite(a)):
+            raise RuntimeError(f"non-finite action at step {steps}: {a}")
+        acts.append(a)
+        a_exec = np.clip(a, low, high)
+        obs, r, terminated, truncated, _ = env.step(a_exec.astype(env.action_space.dtype))
+        ret += float(r)
+        steps += 1
+        if record:
+            rows["observations"].append(o)
+            rows["actions"].append(a_exec.astype(np.float32))
+            rows["conditions"].append(np.asarray(c, np.float32))
+            rows["rewards"].append(float(r))
+    m = {"return": ret, "length": steps, "terminated": bool(terminated), **_bounds_stats(acts, low, high)}
+    if record:
+        m["_rows"] = rows
+    return m
+
+
+class EngineActor:
+    """An engine as ``act_fn``: plans in lockstep on the simulated clock, executes ``chunk``
+    actions of each plan, records predicted vs reached states for the consistency metric."""
+
+    def __init__(self, engine, spec, cond_fn, seed: int, dt: float) -> None:
+        from sim.evaluate import LockstepPlannerLink
+
+        self.link = LockstepPlannerLink(engine, spec, seed=seed)
+        self.spec, self.cond_fn, self.dt = spec, cond_fn, dt
+        self.chunk = None
+        self.seq = 0
+        self.pred: dict[int, np.ndarray] = {}  # step -> predicted state (of executed rows)
+        self.reached: dict[int, np.ndarray] = {}
+        self.ahead: dict[int, int] = {}  # step -> steps ahead of its plan
+
+    def __call__(self, obs: np.ndarray, step: int) -> np.ndarray:
+        from planner_runtime.protocol import Observation
+
+        t = step * self.dt
+        self.reached[step] = obs
+        i = None if self.chunk is None else self.chunk.index_at(t)
+        if i is None or i >= self.spec.chunk:
+            self.link.send_observation(Observation(self.seq, t, obs, self.cond_fn(obs, step)))
+            self.seq += 1
+            self.chunk = self.link.poll_chunk()
+            i = self.chunk.index_at(t)
+            assert i == 0, i
+        self.pred[step + 1] = np.asarray(self.chunk.states[i], np.float64)
+        self.ahead[step + 1] = i + 1
+        return np.asarray(self.chunk.actions[i], np.float64)
+
+    def consistency(self, scale: np.ndarray) -> list[float | None]:
+        errs: list[list[float]] = [[] for _ in range(self.spec.chunk)]
+        for k, p in self.pred.items():
+            if k in self.reached:
+                errs[self.ahead[k] - 1].append(float(np.sqrt(np.mean(((p - self.reached[k]) / scale) ** 2))))
+        return [float(np.mean(e)) if e else None for e in errs]
+
+
+def summarize(ms: list[dict[str, Any]]) -> dict[str, Any]:
+    r = np.array([m["return"] for m in ms], np.float64)
+    out: dict[str, Any] = {
+        "episodes": len(ms), "return_mean": float(r.mean()), "return_std": float(r.std()),
+        "return_min": float(r.min()), "return_max": float(r.max()),
+        "length_mean": float(np.mean([m["length"] for m in ms])),
+        "terminated": int(sum(m["terminated"] for m in ms)),
+        "actions_out_of_bounds": float(np.mean([m["actions_out_of_bounds"] for m in ms])),
+        "worst_excess": float(max(m["worst_excess"] for m in ms)),
+        "action_min": np.min([m["action_min"] for m in ms], axis=0).tolist(),
+        "action_max": np.max([m["action_max"] for m in ms], axis=0).tolist(),
+    }
+    for k in ("plans", "cold_starts"):
+        if k in ms[0]:
+            out[k] = int(sum(m[k] for m in ms))
+    inf = [v for m in ms for v in m.get("_infer_ms", [])]
+    if inf:
+        out["infer_ms_median"] = float(np.nanmedian(inf))
+        out["infer_ms_p99"] = float(np.nanpercentile(inf, 99))
+    cons = [m["consistency"] for m in ms if m.get("consistency")]
+    if cons:
+        arr = np.array([[np.nan if v is None else v for v in c] for c in cons], dtype=float)
+        with np.errstate(all="ignore"):
+            per = np.nanmean(arr, axis=0)
+        out["consistency_per_step"] = [None if np.isnan(v) else float(v) for v in per]
+        out["consistency_mean"] = float(np.nanmean(arr))
+    return out
+
+
+def _record(path: str, env_id: str, dt: float, eps: list[dict[str, Any]], cond_names: list[str],
+            policy: str, seed: int) -> dict[str, Any]:
+    from planner_runtime.dataset import DatasetError, DatasetWriter, Episode
+
+    out = Path(path)
+    if out.exists():
+        raise DatasetError(f"{out} exists: --record writes a new dataset")
+    rows0 = eps[0]["_rows"]
+    S, A = len(rows0["observations"][0]), len(rows0["actions"][0])
+    with DatasetWriter(out, [f"obs{i}" for i in range(S)], [f"act{i}" for i in range(A)], cond_names, dt,
+                       robot=env_id, costs=False,
+                       provenance={"collector": "planner-runtime eval --env --record", "env": env_id,
+                                   "policy": policy, "seed": seed}) as w:
+        for m in eps:
+            rw = m["_rows"]
+            w.append(Episode(np.asarray(rw["observations"], np.float32), np.asarray(rw["actions"], np.float32),
+                             np.asarray(rw["conditions"], np.float32), np.asarray(rw["rewards"], np.float32),
+                             None, terminal=m["terminated"]))
+    return {"path": str(out), "episodes": len(eps), "samples": int(sum(m["length"] for m in eps))}
+
+
+# --------------------------------------------------------------------------- command
+def run_gym(args: argparse.Namespace) -> int:
+    from planner_runtime.async_planner import PlannerSpec, state_scale_from_manifest
+    from planner_runtime.backends import load_engine
+    from planner_runtime.dataset import DatasetError
+
+    if args.episodes < 1:
+        print("error: --episodes must be >= 1", file=sys.stderr)
+        return 2
+    if not args.engine and not args.policy:
+        print("error: eval --env needs an engine (--engine NAME=PATH) or a reference policy (--policy)",
+              file=sys.stderr)
+        return 2
+    if args.record and len(args.policy) != 1:
+        print("error: --record writes the episodes of exactly one --policy", file=sys.stderr)
+        return 2
+    try:
+        env = make_env(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    dt = env_dt(env)
+    obs_dim, act_dim = int(env.observation_space.shape[0]), int(env.action_space.shape[0])
+    seeds = [args.seed + i for i in range(args.episodes)]
+    t_start = time.monotonic()
+    results: dict[str, Any] = {}
+    report: dict[str, Any] = {"env": args.env, "dt": dt, "obs_dim": obs_dim, "act_dim": act_dim,
+                              "action_low": env.action_space.low.tolist(),
+                              "action_high": env.action_space.high.tolist(),
+                              "episodes": args.episodes, "seeds": [seeds[0], seeds[-1]], "results": results}
+    try:
+        for ref in args.policy:
+            if args.record and dt is None:
+                raise ValueError(f"{args.env} has no dt (env.unwrapped.dt): cannot record a dataset")
+            cfn = recorded_condition(args)
+            ms = []
+            for s in seeds:
+                pol = reference_policy(ref, env, s)
+                ms.append(run_episode(env, s, lambda o, k, pol=pol: pol(o), cfn, record=bool(args.record)))
+            results[f"policy:{ref}"] = summarize(ms)
+            if args.record:
+                C = len(ms[0]["_rows"]["conditions"][0])
+                names = ["none"] if args.condition is None and args.condition_hook is None else \
+                    [f"cond{i}" for i in range(C)]
+                report["recorded"] = _record(args.record, args.env, dt, ms, names, ref, seeds[0])
+        for item in args.engine:
+            name, path = item.split("=", 1) if "=" in item else (Path(item).stem, item)
+            engine = load_engine(path, threads=args.threads)
+            m = engine.manifest
+            spec = PlannerSpec.from_manifest(m, chunk=args.chunk, cfg_w=args.cfg_w,
+                                             temperature=args.temperature)
+            if (spec.S, spec.A) != (obs_dim, act_dim):
+                raise ValueError(f"engine {name}: S={spec.S}, A={spec.A} but {args.env} has "
+                                 f"{obs_dim} observations and {act_dim} actions")
+            if dt is not None and abs(spec.dt - dt) > 1e-9 * max(1.0, dt):
+                raise ValueError(f"engine {name}: control dt {spec.dt} s (manifest) but {args.env} steps "
+                                 f"{dt} s: the plans' timing would be wrong")
+            step_dt = spec.dt if dt is None else dt
+            names = list(m["observation"].get("condition_names") or [])
+            cfn = condition_fn(args, spec.C, names)
+            scale = state_scale_from_manifest(m, spec.S)
+            ms = []
+            for i, s in enumerate(seeds):
+                actor = EngineActor(engine, spec, cfn, seed=i, dt=step_dt)
+                ep = run_episode(env, s, actor, cfn)
+                ep.update(plans=len(actor.link.chunks), cold_starts=int(sum(bool(c.cold) for c in actor.link.chunks)),
+                          consistency=actor.consistency(scale), _infer_ms=actor.link.infer_ms)
+                ms.append(ep)
+            res = summarize(ms)
+            res.update(engine=path, method=m["method"]["name"], manifest_dt=spec.dt, chunk=spec.chunk,
+                       temperature=spec.temperature, robot=m["robot"]["name"],
+                       state_names=m["observation"]["state_names"],
+                       action_names=m["observation"]["action_names"],
+                       condition_names=names)
+            if args.diversity:
+                res["diversity"] = _diversity(env, engine, spec, cfn, seeds, args.diversity)
+            results[name] = res
+            engine.close()
+    except (ValueError, DatasetError, OSError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        env.close()
+    report["wall_s"] = time.monotonic() - t_start
+    if args.json:
+        print(json.dumps(report))
+    else:
+        _print(report)
+    return 0
+
+
+def _diversity(env, engine, spec, cfn, seeds: list[int], n: int) -> dict[str, Any]:
+    from planner_runtime.diversity import spread_over_states
+
+    states, conds = [], []
+    for s in seeds:
+        obs, _ = env.reset(seed=s)
+        o = np.asarray(obs, np.float32)
+        states.append(o)
+        conds.append(cfn(o, 0))
+    return {"cold": spread_over_states(engine, spec, states, conds, n),
+            "warm": spread_over_states(engine, spec, states, conds, n, warm=True)}
+
+
+def _print(report: dict[str, Any]) -> None:
+    print(f"{report['env']}: dt {report['dt']} s, {report['obs_dim']} observations, {report['act_dim']} actions, "
+          f"{report['episodes']} episodes (seeds {report['seeds'][0]}..{report['seeds'][1]})")
+    cols = ("return_mean", "return_std", "length_mean", "terminated", "actions_out_of_bounds",
+            "consistency_mean", "infer_ms_median")
+    print(f"{'policy':24s}" + "".join(f"{c[:18]:>19s}" for c in cols))
+    for n, r in report["results"].items():
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            cells.append(f"{'-':>19s}" if v is None else f"{v:19.3f}" if isinstance(v, float) else f"{v!s:>19s}")
+        print(f"{n[:24]:24s}" + "".join(cells))
+        if "diversity" in r:
+            for mode, d in r["diversity"].items():
+                print(f"{'':24s} spread of {d['n']} plans ({mode}, temperature {d['temperature']:g}): "
+                      f"{d['spread']:.4f} (first action {d['spread_first_action']:.4f})")
+    if report.get("recorded"):
+        rec = report["recorded"]
+        print(f"recorded {rec['episodes']} episodes, {rec['samples']} samples -> {rec['path']}")
