@@ -418,16 +418,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_table(results: dict[str, dict], cols: tuple[str, ...], first: str, name_w: int, col_w: int) -> None:
+    """One row per method, one right-aligned column per metric ('-' where missing)."""
+    print(f"{first:{name_w}s}" + "".join(f"{c[:col_w - 1]:>{col_w}s}" for c in cols))
+    for n, r in results.items():
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            cells.append(f"{'-':>{col_w}s}" if v is None else f"{v:{col_w}.3f}" if isinstance(v, float)
+                         else f"{v!s:>{col_w}s}")
+        print(f"{n[:name_w]:{name_w}s}" + "".join(cells))
+
+
 def _print_table(report: dict) -> None:
     cols = ("falls", "tracking_rmse_xy", "tracking_vs_expert", "tracking_vs_ppo", "stride_vx_rmse", "yaw_rmse",
             "cost_mean", "consistency_mean", "infer_ms_median", "infer_ms_p99")
     print(f"{report['episodes']} episodes x {report['duration_s']} s, seed {report['seed']}")
-    print(f"{'method':28s}" + "".join(f"{c[:16]:>17s}" for c in cols))
-    for n, r in report["results"].items():
-        cells = []
-        for c in cols:
-            v = r.get(c)
-            cells.append(f"{'-':>17s}" if v is None else f"{v:17.3f}" if isinstance(v, float) else f"{v!s:>17s}")
-        print(f"{n[:28]:28s}" + "".join(cells))
+    print_table(report["results"], cols, "method", 28, 17)
     if report.get("plot"):
         print(f"plot: {report['plot']}")

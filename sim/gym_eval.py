@@ -411,16 +411,13 @@ def _print(report: dict[str, Any]) -> None:
           f"{report['episodes']} episodes (seeds {report['seeds'][0]}..{report['seeds'][1]})")
     cols = ("return_mean", "return_std", "length_mean", "terminated", "actions_out_of_bounds",
             "consistency_mean", "infer_ms_median")
-    print(f"{'policy':24s}" + "".join(f"{c[:18]:>19s}" for c in cols))
+    from sim.evaluate import print_table
+
+    print_table(report["results"], cols, "policy", 24, 19)
     for n, r in report["results"].items():
-        cells = []
-        for c in cols:
-            v = r.get(c)
-            cells.append(f"{'-':>19s}" if v is None else f"{v:19.3f}" if isinstance(v, float) else f"{v!s:>19s}")
-        print(f"{n[:24]:24s}" + "".join(cells))
         if "diversity" in r:
             for mode, d in r["diversity"].items():
-                print(f"{'':24s} spread of {d['n']} plans ({mode}, temperature {d['temperature']:g}): "
+                print(f"{n[:24]:24s} spread of {d['n']} plans ({mode}, temperature {d['temperature']:g}): "
                       f"{d['spread']:.4f} (first action {d['spread_first_action']:.4f})")
     if report.get("recorded"):
         rec = report["recorded"]
