@@ -26,10 +26,7 @@ LAZY_ONLY = {
     "planner_runtime": {"h5py", "tqdm"},
 }
 # Known violations, allowed for now: (file, imported module). Each is printed on every run.
-ALLOWED = {
-    # `planner-runtime controller --sim` runs an in-process MuJoCo Go2 (lazy import).
-    ("robot/cli_controller.py", "sim.mujoco_harness"),
-}
+ALLOWED: set[tuple[str, str]] = set()
 
 
 def _package_of(rel: Path) -> list[str]:

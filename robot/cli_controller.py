@@ -169,14 +169,13 @@ def run(args: argparse.Namespace) -> int:
             control = ControlEndpoint(args.control)
             log.warning("control endpoint %s (resume | stop | status)", control.endpoint)
         if args.sim:
-            from sim.mujoco_harness import MujocoGo2, SimConfig
+            from robot.interface import load_simulator
 
             if args.dry_run:
                 raise ValueError("--dry-run applies to the DDS robot; --sim writes no motor commands anyway")
             if args.release_sport_mode:
                 raise ValueError("--release-sport-mode applies to the DDS robot")
-            robot = MujocoGo2(SimConfig(model=args.model))
-            robot.reset(joint_pos=go2.LYING_JOINT_POS if args.start_pose == "lying" else None)
+            robot = load_simulator("mujoco")(args.model, go2.LYING_JOINT_POS if args.start_pose == "lying" else None)
         else:
             from robot.dds_bridge import DdsRobot, init_channels
 

@@ -36,3 +36,20 @@ class RobotInterface(ABC):
 
     def close(self) -> None:  # noqa: B027
         """Release resources."""
+
+
+SIMULATOR_GROUP = "planner_runtime.simulators"
+
+
+def load_simulator(name: str = "mujoco"):
+    """A simulated Go2 factory registered under the ``planner_runtime.simulators`` entry-point
+    group (pyproject.toml: ``mujoco = "sim.mujoco_harness:simulated_go2"``). The robot stack
+    names no simulator module: the simulator registers itself, so ``controller --sim`` works
+    where the ``[sim]`` extra is installed and says what is missing elsewhere."""
+    from importlib.metadata import entry_points
+
+    found = {ep.name: ep for ep in entry_points(group=SIMULATOR_GROUP)}
+    if name not in found:
+        raise RuntimeError(f"no simulated robot {name!r} is installed (entry points in {SIMULATOR_GROUP}: "
+                           f"{sorted(found) or 'none'}); install the [sim] extra: pip install -e '.[sim]'")
+    return found[name].load()

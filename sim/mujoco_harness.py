@@ -409,3 +409,11 @@ class MujocoGo2(RobotInterface):
 
     def close(self) -> None:
         pass
+
+
+def simulated_go2(model: str = "project", joint_pos: np.ndarray | None = None) -> MujocoGo2:
+    """The in-process MuJoCo Go2 for ``controller --sim`` (registered as the ``mujoco`` entry
+    point of ``planner_runtime.simulators``), reset to ``joint_pos`` (default pose if None)."""
+    robot = MujocoGo2(SimConfig(model=model))
+    robot.reset(joint_pos=joint_pos)
+    return robot
