@@ -129,6 +129,20 @@ def test_release_hands_the_planner_over_at_once(owned_server, make_obs):
         assert srv.health()["ownership"]["owner"]["explicit"]
 
 
+def _rebind(start, tries: int = 40):
+    """Start a server on the port a stopped one just released: ZeroMQ closes that socket in
+    its I/O thread after stop() returns, so the bind can fail for a few milliseconds."""
+    from planner_runtime.server import ServerConfigError
+
+    for i in range(tries):
+        try:
+            return start()
+        except ServerConfigError as exc:
+            if "Address already in use" not in str(exc) or i == tries - 1:
+                raise
+            time.sleep(0.05)
+
+
 def test_a_session_survives_a_new_connection_but_not_a_restart(engine, spec, endpoint, make_obs):
     x, cond = make_obs()
     srv = PlannerServer(engine, spec, bind=endpoint, owner_timeout=60.0).start()
@@ -141,7 +155,7 @@ def test_a_session_survives_a_new_connection_but_not_a_restart(engine, spec, end
         a2.session = a.session
         assert a2.wait_chunk(a2.send_observation(x, cond)) is not None
         srv.stop()
-        srv = PlannerServer(engine, spec, bind=endpoint, owner_timeout=60.0).start()
+        srv = _rebind(lambda: PlannerServer(engine, spec, bind=endpoint, owner_timeout=60.0).start())
         a.hello(timeout=10.0)  # reconnected
         seq = a.send_observation(x, cond)
         with pytest.raises(SessionLost, match="claim the planner again"):
