@@ -54,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="x_0 also as U-Net input channels (the Go2 default)")
     p.add_argument("--checkpoints", type=Path, default=None, help="bench trained checkpoints instead")
     p.add_argument("--method", default="mpdiffuser", help="sampler method (with --checkpoints)")
+    p.add_argument("--prefix", type=int, default=2, metavar="N",
+                   help="committed-prefix rows held in every timed plan (real-time chunking; "
+                        "default 2 = a 40 ms delay at 50 Hz; 0 = none)")
     p.add_argument("--exporter", default="torchscript", choices=("torchscript", "dynamo"))
     p.add_argument("--engine", type=Path, default=None,
                    help="engine for the service section (default: the sampler section's fused graph)")
@@ -99,7 +102,7 @@ def go2_sampler(dim: int, mults: tuple[int, ...], kernel: int, act: str = "silu"
     return s.eval().requires_grad_(False)
 
 
-def _inputs(s: Any, seed: int = 1) -> dict[str, np.ndarray]:
+def _inputs(s: Any, seed: int = 1, prefix: int = 0) -> dict[str, Any]:
     from planner_runtime.schedule import warm_levels
 
     rng = np.random.default_rng(seed)
@@ -108,7 +111,8 @@ def _inputs(s: Any, seed: int = 1) -> dict[str, np.ndarray]:
             "cond": rng.normal(size=(B, s.C)).astype(np.float32),
             "prev_plan": rng.normal(size=(B, s.H, s.D)).astype(np.float32),
             "noise": rng.normal(size=(B, s.H, s.D)).astype(np.float32),
-            "levels": warm_levels(GO2["warm"])}
+            "levels": warm_levels(GO2["warm"]),
+            "prefix": rng.normal(size=(B, s.H, s.A)).astype(np.float32), "n_prefix": int(prefix)}
 
 
 def bench_sampler(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[float]], Path]:
@@ -146,25 +150,26 @@ def bench_sampler(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, l
         export_engine(s, paths[g], graph=g, meta=meta, exporter=args.exporter)
     export_s = time.perf_counter() - t0
     engines = {g: load_engine(p, provider=args.provider, threads=args.threads) for g, p in paths.items()}
-    inp = _inputs(s)
+    inp = _inputs(s, prefix=args.prefix)
     t_args = [torch.as_tensor(inp[k]) for k in ("x0", "cond", "prev_plan", "noise", "levels")]
     w = torch.tensor([2.0])
+    t_prefix = (torch.as_tensor(inp["prefix"]), torch.tensor([inp["n_prefix"]], dtype=torch.int64))
 
     calls: dict[str, Any] = {}
 
     def eager() -> None:
         with torch.no_grad():
-            s(*t_args, w)
+            s(*t_args, w, *t_prefix)
 
     calls["torch_eager"] = eager
     calls["ort_fused"] = lambda: engines["fused"].plan(**inp, cfg_w=2.0)
     calls["ort_step"] = lambda: engines["step"].plan(**inp, cfg_w=2.0)
     if args.device == "cuda":
-        calls["torch_cuda_graph"] = _cuda_graph_call(s, t_args, w)
+        calls["torch_cuda_graph"] = _cuda_graph_call(s, t_args, w, t_prefix)
 
     # correctness first: a benchmark of a wrong graph is worthless
     with torch.no_grad():
-        ref = s(*t_args, w)[0].numpy()
+        ref = s(*t_args, w, *t_prefix)[0].numpy()
     err = {g: float(np.abs(e.plan(**inp).plan - ref).max()) for g, e in engines.items()}
 
     for _ in range(args.warmup):
@@ -203,6 +208,7 @@ def bench_sampler(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, l
         "provider": engines["fused"].backend,
         "threads": args.threads,
         "exporter": args.exporter,
+        "committed_prefix_rows": int(args.prefix),
         "export_s": round(export_s, 1),
         "graph_nodes": {g: _node_count(p) for g, p in paths.items()},
         "max_abs_err_vs_torch": err,
@@ -224,13 +230,13 @@ def _node_count(path: Path) -> int:
     return len(onnx.load(path).graph.node)
 
 
-def _cuda_graph_call(s: Any, t_args: list, w: Any) -> Any:
+def _cuda_graph_call(s: Any, t_args: list, w: Any, extra: tuple = ()) -> Any:
     """torch CUDA-graph baseline: the sampler captured once, replayed per call (GPU only)."""
     import torch
 
     dev = torch.device("cuda")
     sc = s.to(dev)
-    static = [a.to(dev) for a in t_args] + [w.to(dev)]
+    static = [a.to(dev) for a in t_args] + [w.to(dev)] + [a.to(dev) for a in extra]
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.no_grad(), torch.cuda.stream(stream):

@@ -206,11 +206,13 @@ def example_inputs(module: nn.Module, graph: str, n_steps: int, warm_level: int,
     prev = torch.randn(B, s.H, s.D, generator=g)
     noise = torch.randn(B, s.H, s.D, generator=g)
     w = torch.tensor([2.0])
+    prefix = torch.randn(B, s.H, s.A, generator=g)
+    n_prefix = torch.tensor([2], dtype=torch.int64)
     if graph == "fused":
-        return x0, cond, prev, noise, torch.as_tensor(warm_levels(n_steps)), w
+        return x0, cond, prev, noise, torch.as_tensor(warm_levels(n_steps)), w, prefix, n_prefix
     tau = torch.randn(B, s.H, s.D, generator=g)
     k = torch.tensor([warm_level], dtype=torch.int64)
-    return x0, cond, prev, noise, tau, k, k - 1, torch.tensor([1], dtype=torch.int64), w
+    return x0, cond, prev, noise, tau, k, k - 1, torch.tensor([1], dtype=torch.int64), w, prefix, n_prefix
 
 
 def to_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], graph: str,

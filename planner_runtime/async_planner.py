@@ -18,6 +18,10 @@ Per plan the runtime only does bookkeeping; the update math is inside the engine
   the thread draws the next plan's noise while idle, after a result went out (one draw per
   plan, in order, so a seed gives the same sequence), to keep it off the latency path.
 
+Committed prefix (real-time chunking, ``planner_runtime.chunking``): an observation may carry
+the actions the robot executes while its plan is computed; they go to the engine as the
+prefix it holds fixed (rows 0..n-1 of the plan), and the chunk says how many (``prefix``).
+
 Every result is an ``ActionChunk`` stamped with plan id, the observation seq it answers,
 t0 (= the observation's stamp), dt, valid_until (= t0 + n_send * dt) and timings in ms.
 """
@@ -357,7 +361,11 @@ class AsyncPlanner:
         t_call = self._clock()
         # Inputs are checked already (the observation on receipt, levels at start-up, noise
         # and the previous plan by construction): the engine skips its per-call checks.
-        out = self._plan(x0, cond, prev, noise, levels, sp.cfg_w)
+        n_prefix = 0 if obs.committed is None else min(len(obs.committed), H)
+        if n_prefix:  # real-time chunking: the committed actions are held as rows 0..n-1
+            out = self._plan(x0, cond, prev, noise, levels, sp.cfg_w, obs.committed, n_prefix)
+        else:
+            out = self._plan(x0, cond, prev, noise, levels, sp.cfg_w)
         t_done = self._clock()
         chosen = out.chosen()
         if chosen.shape != (H, D) or chosen.dtype != np.float32 or not all_finite(chosen):
@@ -377,7 +385,7 @@ class AsyncPlanner:
         chunk = ActionChunk(plan_id=plan_id, obs_seq=obs.seq, t0=obs.stamp, dt=sp.dt,
                             actions=chosen[:n, sp.S:], states=chosen[:n, : sp.S],
                             chunk=sp.chunk, valid_until=obs.stamp + n * sp.dt, cold=cold,
-                            timings=timings)
+                            timings=timings, prefix=n_prefix)
         st = self.stats
         st["plans"] += 1
         st["cold" if cold else "warm"] += 1

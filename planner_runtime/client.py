@@ -17,9 +17,8 @@ answered with a ``busy`` error, raised by ``poll_chunk`` as ``PlannerBusy``; an 
 whose session the service no longer holds raises ``SessionLost``; in both cases
 ``session`` is None afterwards and the caller decides whether to claim again.
 
-``ChunkTracker`` holds the chunk being executed and answers "which action applies now":
-actions whose time has passed are skipped, expired or stale chunks are rejected, and plan
-age and observation->chunk latency are tracked.
+Executing the chunks (which action applies now, how a late chunk takes over, the committed
+actions to send with the next observation) is ``planner_runtime.chunking.ChunkExecutor``.
 """
 
 from __future__ import annotations
@@ -163,12 +162,14 @@ class PlannerClient:
 
     # ------------------------------------------------------------ observations and chunks
     def send_observation(self, state: np.ndarray, cond: np.ndarray, stamp: float | None = None,
-                         seq: int | None = None) -> int | None:
+                         seq: int | None = None, committed: np.ndarray | None = None) -> int | None:
         """Queue an observation without blocking; returns its seq, or None if dropped
-        (no connection to the server right now)."""
+        (no connection to the server right now). ``committed``: the actions the robot runs
+        while this plan is computed ([n, A]; planner_runtime.chunking)."""
         self._seq = self._seq + 1 if seq is None else int(seq)
         obs = Observation(self._seq, self.clock() if stamp is None else float(stamp),
-                          P.as_f32(state), P.as_f32(cond))
+                          P.as_f32(state), P.as_f32(cond),
+                          None if committed is None else P.as_f32(committed))
         msg = obs.to_msg()
         if self.session is not None:
             msg["session"] = self.session
@@ -372,69 +373,6 @@ class PlannerClient:
         """Make the next plan start cold (e.g. after the robot was repositioned)."""
         self.request({"type": "reset"}, timeout)
         self._newest = None
-
-
-class ChunkTracker:
-    """The chunk being executed, and the timing rules for using it (client clock)."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic, history: int = 1000):
-        self.clock = clock
-        self.current: ActionChunk | None = None
-        self._last_index: int | None = None
-        self.latencies: deque[float] = deque(maxlen=history)  # t_received - t0, seconds
-        self.stats = {"accepted": 0, "rejected_expired": 0, "rejected_stale": 0,
-                      "skipped_actions": 0, "no_action": 0}
-
-    def offer(self, chunk: ActionChunk | None, now: float | None = None) -> bool:
-        """Adopt ``chunk`` unless it has expired or answers an older observation than the
-        current one. Returns True if adopted."""
-        if chunk is None:
-            return False
-        now = self.clock() if now is None else now
-        if chunk.expired(now):
-            self.stats["rejected_expired"] += 1
-            return False
-        if self.current is not None and (chunk.obs_seq, chunk.plan_id) <= (self.current.obs_seq, self.current.plan_id):
-            self.stats["rejected_stale"] += 1
-            return False
-        self.current = chunk
-        self._last_index = None
-        self.stats["accepted"] += 1
-        rx = chunk.received_at if chunk.received_at is not None else now
-        self.latencies.append(rx - chunk.t0)
-        return True
-
-    def action(self, now: float | None = None) -> np.ndarray | None:
-        """The action that applies at ``now``; None when there is no valid one (no chunk,
-        expired, or past its last row): the caller's watchdog decides what to do then."""
-        now = self.clock() if now is None else now
-        ch = self.current
-        i = None if ch is None else ch.index_at(now)
-        if i is None:
-            self.stats["no_action"] += 1
-            return None
-        if self._last_index is not None and i > self._last_index + 1:
-            self.stats["skipped_actions"] += i - self._last_index - 1
-        elif self._last_index is None and i > 0:
-            self.stats["skipped_actions"] += i  # rows whose time passed before the chunk came
-        self._last_index = i
-        assert ch is not None
-        return ch.actions[i]
-
-    def plan_age(self, now: float | None = None) -> float | None:
-        """Seconds since the current plan's observation was measured (None: no plan)."""
-        if self.current is None:
-            return None
-        return (self.clock() if now is None else now) - self.current.t0
-
-    def latency_stats(self) -> dict[str, float]:
-        """Median / p99 / max of observation -> chunk latency in ms (empty if none yet)."""
-        if not self.latencies:
-            return {}
-        a = np.asarray(self.latencies) * 1e3
-        return {"median_ms": float(np.median(a)), "p99_ms": float(np.percentile(a, 99)),
-                "max_ms": float(a.max()), "n": float(a.size)}
-
 
 def wait_for_service(client: PlannerClient, proc: Any, timeout: float) -> dict[str, Any]:
     """The metadata of a service started as ``proc`` (a ``subprocess.Popen``) once it answers

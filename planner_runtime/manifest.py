@@ -57,7 +57,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from planner_runtime.engine import FUSED_INPUTS, FUSED_OUTPUTS, STEP_INPUTS, STEP_OUTPUTS
+from planner_runtime.engine import FUSED_OUTPUTS, STEP_OUTPUTS, graph_inputs
 
 FORMAT = "planner-runtime-engine"
 FORMAT_VERSION = 1
@@ -156,9 +156,11 @@ def validate(manifest: Any) -> dict[str, Any]:
     if kind not in GRAPH_KINDS:
         raise ManifestError(f"manifest field 'graph.kind' must be one of {GRAPH_KINDS}, got {kind!r}")
     n = _int(graph, "n_steps", "graph", 1)
-    want_in, want_out = (FUSED_INPUTS, FUSED_OUTPUTS) if kind == "fused" else (STEP_INPUTS, STEP_OUTPUTS)
-    if tuple(_list(graph, "inputs", "graph", item=str)) != want_in:
-        raise ManifestError(f"manifest field 'graph.inputs' must be {list(want_in)} for a {kind} graph")
+    want_out = FUSED_OUTPUTS if kind == "fused" else STEP_OUTPUTS
+    allowed_in = graph_inputs(kind)
+    if tuple(_list(graph, "inputs", "graph", item=str)) not in allowed_in:
+        raise ManifestError(f"manifest field 'graph.inputs' must be {list(allowed_in[0])} for a {kind} "
+                            f"graph (or {list(allowed_in[1])}, exported before committed-prefix inputs)")
     if tuple(_list(graph, "outputs", "graph", item=str)) != want_out:
         raise ManifestError(f"manifest field 'graph.outputs' must be {list(want_out)} for a {kind} graph")
 

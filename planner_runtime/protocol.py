@@ -21,6 +21,7 @@ carry an int ``req`` that the reply echoes):
     metadata     server -> client: the manifest's public part (``manifest``, without the
                  normalizer), state_dim, action_dim, cond_dim, horizon, dt, chunk, send_steps,
                  K, cold_levels, warm_levels, cfg_w, temperature, backend, graph, protocol,
+                 inpaints (whether the engine holds committed actions),
                  ``identity`` (the engine's identity: graph_sha256, plan_sha256, method,
                  format_version, robot, dataset_sha256, created_utc), owner_timeout_s, and
                  ``profile_check`` (list of mismatches, empty when it fits) when a profile
@@ -33,12 +34,15 @@ carry an int ``req`` that the reply echoes):
     release      client -> server: give ownership up (optional ``session``)
     observation  client -> server: seq (int >= 0), stamp (client monotonic seconds, when the
                  state was measured), state [S] and cond [C] (float32/float64 arrays),
-                 optional ``session`` (the token from ``claimed``)
+                 optional ``session`` (the token from ``claimed``), optional ``committed``
+                 [n <= horizon, A] (the actions the robot runs at stamp, stamp + dt, ...
+                 while this plan is computed: held as the plan's first n rows)
     chunk        server -> client: plan_id, seq (the observation it answers), t0 (= that
                  observation's stamp), dt, actions [n, A] (row i applies at t0 + i*dt),
                  states [n, S] (row i is the state predicted for t0 + (i + 1)*dt), chunk
                  (how many actions to execute before the next plan replaces them),
-                 valid_until (= t0 + n*dt), cold (bool), timings (ms: infer_ms, prep_ms,
+                 valid_until (= t0 + n*dt), cold (bool), prefix (rows that are the
+                 observation's committed actions), timings (ms: infer_ms, prep_ms,
                  plan_ms, queue_ms and the engine's own)
     ping         client -> server: liveness / health query
     health       server -> client: status ("ok", "engine_failing", "planner_stopped"),
@@ -336,26 +340,42 @@ class Observation:
     stamp: float  # seconds, client's monotonic clock: the time the state was measured
     state: np.ndarray  # [S]
     cond: np.ndarray  # [C]
+    # Real-time chunking (planner_runtime.chunking): the actions the robot executes at
+    # stamp, stamp + dt, ... while this plan is computed ([n, A], raw). The engine holds
+    # them fixed as the plan's first n rows. Absent (None) on the wire when there are none.
+    committed: np.ndarray | None = None
 
     def to_msg(self) -> dict[str, Any]:
-        return {"type": "observation", "seq": int(self.seq), "stamp": float(self.stamp),
-                "state": pack_array(as_f32(self.state)), "cond": pack_array(as_f32(self.cond))}
+        msg = {"type": "observation", "seq": int(self.seq), "stamp": float(self.stamp),
+               "state": pack_array(as_f32(self.state)), "cond": pack_array(as_f32(self.cond))}
+        if self.committed is not None and len(self.committed):
+            msg["committed"] = pack_array(as_f32(self.committed))
+        return msg
 
     @classmethod
     def from_msg(cls, msg: dict[str, Any], state_dim: int | None = None,
-                 cond_dim: int | None = None) -> Observation:
+                 cond_dim: int | None = None, action_dim: int | None = None,
+                 max_committed: int | None = None) -> Observation:
         seq = _field(msg, "seq", (int,))
         if seq < 0:
             raise ProtocolError(E_BAD_FIELD, f"observation: seq must be >= 0, got {seq}")
         stamp = _finite("stamp", _field(msg, "stamp", (int, float)), msg)
+        committed = None
         try:
             state = unpack_array(_field(msg, "state", (dict,)), "state", shape=(state_dim,))
             cond = unpack_array(_field(msg, "cond", (dict,)), "cond", shape=(cond_dim,))
             state, cond = _engine_f32(state, "state"), _engine_f32(cond, "cond")
+            if msg.get("committed") is not None:
+                committed = unpack_array(_field(msg, "committed", (dict,)), "committed",
+                                         shape=(None, action_dim))
+                committed = _engine_f32(committed, "committed")
+                if max_committed is not None and len(committed) > max_committed:
+                    raise ProtocolError(E_BAD_SHAPE, f"committed: {len(committed)} rows, the engine "
+                                        f"plans {max_committed}")
         except ProtocolError as exc:
             exc.seq = seq
             raise
-        return cls(seq, stamp, state, cond)
+        return cls(seq, stamp, state, cond, committed)
 
 
 @dataclass
@@ -373,12 +393,13 @@ class ActionChunk:
     cold: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     received_at: float | None = None  # set by the client on receipt
+    prefix: int = 0  # leading rows that are the observation's committed actions, held fixed
 
     def to_msg(self) -> dict[str, Any]:
         return {"type": "chunk", "plan_id": self.plan_id, "seq": self.obs_seq, "t0": self.t0,
                 "dt": self.dt, "actions": pack_array(as_f32(self.actions)),
                 "states": pack_array(as_f32(self.states)), "chunk": self.chunk,
-                "valid_until": self.valid_until, "cold": self.cold,
+                "valid_until": self.valid_until, "cold": self.cold, "prefix": int(self.prefix),
                 "timings": {k: float(v) for k, v in self.timings.items()}}
 
     @classmethod
@@ -394,6 +415,7 @@ class ActionChunk:
                    actions=actions, states=states, chunk=_field(msg, "chunk", (int,)),
                    valid_until=_finite("valid_until", _field(msg, "valid_until", (int, float)), msg),
                    cold=bool(_field(msg, "cold", (bool,))),
+                   prefix=int(msg["prefix"]) if isinstance(msg.get("prefix"), int) else 0,
                    timings={str(k): float(v) for k, v in timings.items()
                             if isinstance(v, (int, float))})
 

@@ -166,7 +166,8 @@ def public_metadata(engine: Engine, spec: PlannerSpec, planner: AsyncPlanner) ->
         "candidates": spec.B, "dt": spec.dt, "chunk": spec.chunk, "send_steps": planner.send_steps,
         "K": spec.K, "cold_levels": spec.cold_levels.tolist(), "warm_levels": spec.warm_levels.tolist(),
         "cfg_w": spec.cfg_w, "temperature": spec.temperature,
-        "cold_threshold": planner.cold_threshold, "manifest": manifest,
+        "cold_threshold": planner.cold_threshold, "inpaints": bool(getattr(engine, "inpaints", False)),
+        "manifest": manifest,
         "identity": engine_identity(engine.manifest),
     }
 
@@ -383,7 +384,12 @@ class PlannerServer:
         t = msg["type"]
         req = msg.get("req") if isinstance(msg.get("req"), int) else None
         if t == "observation":
-            obs = P.Observation.from_msg(msg, self.spec.S, self.spec.C)
+            obs = P.Observation.from_msg(msg, self.spec.S, self.spec.C, self.spec.A, self.spec.H)
+            if obs.committed is not None and not getattr(self.engine, "inpaints", False):
+                raise P.ProtocolError(
+                    P.E_BAD_FIELD, "committed: this engine was exported without the committed-prefix "
+                    "inputs; re-export it (planner-runtime export) or run the controller with "
+                    "--merge aligned", req, obs.seq)
             self._admit(ident, msg, "observation", req, obs.seq)
             self.planner.submit(obs, tag=ident)
         elif t == "hello":

@@ -42,9 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk", type=int, default=None,
                    help="at most this many actions of a chunk are executed (default: the engine's "
                         "chunk size from the planner's metadata, else 4)")
-    p.add_argument("--replan-every", type=int, default=None,
-                   help="policy ticks between observations sent to the planner (default: the chunk "
-                        "size: execute a chunk while the next plan is computed)")
+    from planner_runtime.chunking import add_chunking_arguments
+
+    add_chunking_arguments(p)
     p.add_argument("--grace", type=float, default=0.2, help="watchdog: s without a valid chunk -> hold")
     p.add_argument("--hold", type=float, default=0.5, help="watchdog: s of hold -> return to stand")
     p.add_argument("--stand-timeout", type=float, default=3.0,
@@ -110,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
                               startup_wait_s=args.startup_wait, state_timeout_s=args.state_timeout)
         chunk = args.chunk or go2.CHUNK_SIZE
         config = ControllerConfig(max_actions=chunk, replan_every=args.replan_every or chunk,
-                                  realtime=True, safety=safety).validate()
+                                  realtime=True, safety=safety, merge=args.merge,
+                                  start_state=args.start_state, fixed_delay=args.delay_ticks).validate()
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -158,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
                     # The engine's manifest is the authority on how many actions a plan is good for.
                     config.max_actions = meta["chunk"]
                     config.replan_every = args.replan_every or meta["chunk"]
+                if isinstance(meta.get("send_steps"), int):
+                    config.horizon = meta["send_steps"]  # rows per chunk: the admission rule
                 log.info("planner %s: %s engine, H=%s chunk=%s", args.planner, meta.get("graph"),
                          meta.get("horizon"), meta.get("chunk"))
             else:

@@ -7,9 +7,10 @@ deadline) or an in-process simulator (its ``wait_tick`` advances physics; with
 
 Every control tick: read the state, (every ``policy_decimation`` ticks) send an observation
 built by ``robot.observation`` to the planner, take the newest valid chunk, pick the action
-whose time slot contains now (actions stamped t0 + i*dt; earlier ones are skipped, at most
-``max_actions`` of a chunk are executed, then the last is held), let the safety state
-machine decide the command, pass it through the command filter and write it.
+that applies now, let the safety state machine decide the command, pass it through the
+command filter and write it. Which action applies, how a late chunk takes over and which
+committed actions go out with an observation are the runtime's chunk rules
+(``planner_runtime.chunking.ChunkExecutor``; ``ControllerConfig.merge``), not code here.
 
 All times are the robot's clock (``robot.now()``): monotonic seconds over DDS, simulated
 seconds in-process. Observation stamps use the same clock, and the service only echoes
@@ -40,6 +41,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from planner_runtime.chunking import DEFAULT_MERGE, ChunkAdmissionError, ChunkConfig, ChunkExecutor
 from planner_runtime.protocol import ActionChunk, Observation
 from robot import go2_constants as go2
 from robot import wireless_remote
@@ -143,7 +145,14 @@ class CommandSchedule:
 @dataclass
 class ControllerConfig:
     policy_decimation: int = 10  # control ticks per policy tick (500 Hz / 50 Hz)
-    max_actions: int = go2.CHUNK_SIZE  # actions of one chunk executed before holding
+    max_actions: int = go2.CHUNK_SIZE  # actions executed per plan (the chunk size)
+    # Real-time chunking (planner_runtime.chunking): how a late chunk takes over, what the
+    # plan starts from, and the delay planned for (None: measured turnaround).
+    # merge None: inpaint when the planner can hold a committed prefix, else aligned (logged)
+    merge: str | None = None
+    start_state: str = "measured"
+    fixed_delay: int | None = None
+    horizon: int | None = None  # rows the engine plans (the admission rule); None: unchecked
     # Policy ticks between observations sent: the paper's action chunking executes c = 4
     # actions per plan while the next plan is computed (Appendix O). 1 replans every tick.
     replan_every: int = go2.CHUNK_SIZE
@@ -170,12 +179,18 @@ class ControllerConfig:
         if not self.lockstep_timeout_s > 0:
             raise ValueError(f"lockstep_timeout_s must be > 0, got {self.lockstep_timeout_s}")
         ConditionBuilder(self.condition_names)  # refuses a layout it cannot build
+        self.chunking(self.merge or DEFAULT_MERGE)  # refuses a merge / start state it does not know
         bad = self.semantics.check()
         if bad:
             raise ValueError("action semantics the Go2 controller cannot execute: " + "; ".join(bad))
         self.safety = replace(self.safety, planning_kp=self.semantics.kp, planning_kd=self.semantics.kd)
         self.safety.validate()
         return self
+
+    def chunking(self, merge: str) -> ChunkConfig:
+        return ChunkConfig(merge=merge, execute=self.max_actions, replan_every=self.replan_every,
+                           start_state=self.start_state,
+                           fixed_delay=self.fixed_delay, max_future_s=self.max_future_s).validate()
 
 
 @dataclass
@@ -212,12 +227,10 @@ class Controller:
         self.filter = CommandFilter(damping_kd=self.config.safety.damping_kd)
         self.tick = 0
         self.seq = 0
-        self.chunk: ActionChunk | None = None
-        self._chunk_last_index = -1
+        self.merge = self._choose_merge()
+        self.executor = self._new_executor()
         self._t_planning: float | None = None
-        self.counts = {"obs_sent": 0, "chunks_accepted": 0, "actions_executed": 0,
-                       "actions_skipped": 0, "send_errors": 0}
-        self.rejected: dict[str, int] = {}
+        self._counts = {"obs_sent": 0, "chunks_accepted": 0, "send_errors": 0}
         self.latencies = Series(1 << 16)  # plan receipt - observation stamp (s)
         self.periods = Series()  # wall-clock period of each loop iteration (s), the newest 262144
         self._window = (0, 0)  # (periods, latencies) counts at the last window_stats()
@@ -328,8 +341,10 @@ class Controller:
             planning_modes = self.safety.mode in (Mode.STAND, Mode.PLANNING, Mode.HOLD)
             if self.tick % dec == 0 and not planning_modes and hasattr(self.planner, "keepalive"):
                 self.planner.keepalive()  # hold the planner's ownership while not observing
-            if (self.tick % dec == 0 and (self.tick // dec) % self.config.replan_every == 0
-                    and planning_modes):
+            if not self.config.lockstep:  # an answer that arrived since: before deciding to observe
+                fresh = self._receive(t, 0.0)
+            if (self.tick % dec == 0 and planning_modes
+                    and self.executor.due(self.tick // dec, t - age)):
                 # Stamped when the state was measured (received), so chunk rows line up with it.
                 sent = self._send_observation(t - age, state)
                 if sent and self.config.lockstep:
@@ -368,10 +383,47 @@ class Controller:
             self._pacer.wait()
         return safe
 
+    def _new_executor(self) -> ChunkExecutor:
+        dt = self.robot.control_dt * self.config.policy_decimation
+        return ChunkExecutor(self.config.chunking(self.merge), dt=dt, horizon=self.config.horizon)
+
+    def _choose_merge(self) -> str:
+        """The configured merge, or (None) inpaint when the planner can hold a committed
+        prefix and aligned when it cannot; asking for inpaint from one that cannot is an error."""
+        can = bool(getattr(self.planner, "inpaints", False))
+        m = self.config.merge
+        if m == "inpaint" and not can and self.planner is not None:
+            raise ValueError("merge 'inpaint' needs an engine with the committed-prefix inputs; this "
+                             "planner's engine has none (re-export it, or use --merge aligned)")
+        if m is None:
+            m = DEFAULT_MERGE if can or self.planner is None else "aligned"
+            if m != DEFAULT_MERGE:
+                log.warning("the planner's engine cannot hold a committed prefix (exported before "
+                            "real-time chunking): chunks merge 'aligned'")
+        return m
+
+    @property
+    def chunk(self) -> ActionChunk | None:
+        """The chunk being executed."""
+        return self.executor.current
+
+    @property
+    def rejected(self) -> dict[str, int]:
+        return self.executor.rejected
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Observations sent, chunks accepted, send errors, and the chunk rules' executed and
+        skipped actions."""
+        return {**self._counts, "actions_executed": self.executor.stats["executed"],
+                "actions_skipped": self.executor.stats["skipped"]}
+
     def _after_resume(self) -> None:
         """An operator resumed from DAMPING: nothing of the old plan is used again."""
-        self.chunk = None
-        self._chunk_last_index = -1
+        old = self.executor
+        self.executor = self._new_executor()
+        self.executor.rejected.update(old.rejected)
+        self.executor.delay.samples.extend(old.delay.samples)  # the measured turnaround still holds
         self._hist = None
         self._t_planning = None
 
@@ -392,14 +444,25 @@ class Controller:
             x = build_state(state)
             self._tick_state = x
             prev = self._hist if self._hist is not None else (x, self._current_action())
-            obs = Observation(seq=self.seq, stamp=t, state=x,
-                              cond=self.condition(self._command_at(t), prev[0], prev[1]))
+            try:
+                d, committed, forecast = self.executor.observation_plan(t, x)
+            except ChunkAdmissionError as exc:
+                self.safety.request_stop(f"planner too slow for this engine: measured turnaround "
+                                         f"{self.executor.delay.seconds() or 0.0:.3f} s; {exc}")
+                return False
+            stamp, x_plan = t, x
+            if forecast is not None:  # plan from the state forecast for the plan's first tick
+                stamp, x_plan = t + d * self.executor.dt, forecast
+            obs = Observation(seq=self.seq, stamp=stamp, state=x_plan,
+                              cond=self.condition(self._command_at(t), prev[0], prev[1]),
+                              committed=committed)
+            self.executor.sent(self.seq, t, self.tick // self.config.policy_decimation, x_plan)
             self.planner.send_observation(obs)
             self.seq += 1
-            self.counts["obs_sent"] += 1
+            self._counts["obs_sent"] += 1
             return True
         except Exception as exc:  # a planner problem must never stop the loop
-            self.counts["send_errors"] += 1
+            self._counts["send_errors"] += 1
             log.debug("observation not sent: %s", exc)
             return False
 
@@ -422,48 +485,20 @@ class Controller:
                     return accepted
 
     def _reject(self, reason: str) -> bool:
-        self.rejected[reason] = self.rejected.get(reason, 0) + 1
-        return False
+        return self.executor._reject(reason)
 
     def _accept(self, t: float, chunk: ActionChunk) -> bool:
-        a = np.asarray(chunk.actions)
-        if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] != ACTION_DIM:
-            return self._reject("bad_shape")
-        if not np.all(np.isfinite(a)):
-            return self._reject("non_finite")
-        if not (np.isfinite(chunk.t0) and np.isfinite(chunk.dt) and chunk.dt > 0):
-            return self._reject("bad_timing")
-        if chunk.obs_seq >= self.seq:
-            return self._reject("unknown_seq")
-        if self.chunk is not None and chunk.obs_seq < self.chunk.obs_seq:
-            return self._reject("older_than_current")
-        if chunk.t0 > t + self.config.max_future_s:
-            return self._reject("from_future")
-        if chunk.expired(t):
-            return self._reject("expired")
-        if chunk.index_at(t) is None:
-            return self._reject("no_action_for_now")
-        self.chunk = chunk
-        self._chunk_last_index = -1
-        self.counts["chunks_accepted"] += 1
+        if not self.executor.offer(chunk, t, next_seq=self.seq, action_dim=ACTION_DIM):
+            return False
+        self._counts["chunks_accepted"] += 1
         self.latencies.append(t - chunk.t0)
         return True
 
     def _current_target(self, t: float) -> np.ndarray | None:
-        c = self.chunk
-        if c is None:
-            return None
-        if c.expired(t):
-            self.chunk = None
-            return None
-        i = int((t - c.t0) / c.dt + 1e-9)
-        i = max(0, min(i, self.config.max_actions - 1, len(c.actions) - 1))
-        if i > self._chunk_last_index:
-            # Actions whose slot passed before they could run are skipped, not replayed.
-            self.counts["actions_skipped"] += max(0, i - self._chunk_last_index - 1)
-            self.counts["actions_executed"] += 1
-            self._chunk_last_index = i
-        return self.config.semantics.to_target(c.actions[i])
+        a = self.executor.action(t)
+        if self.tick % self.config.policy_decimation == 0 and self.safety.mode is Mode.PLANNING:
+            self.executor.record(t, a)  # one record per policy tick: switch jumps, jerk
+        return None if a is None else self.config.semantics.to_target(a)
 
     # -------------------------------------------------------------------- report
     def summary(self) -> dict:
@@ -475,8 +510,11 @@ class Controller:
             "ticks": self.tick,
             "mode": s.mode.value,
             "transitions": [tr.as_dict() for tr in s.transitions],
-            "counts": dict(self.counts),
+            "counts": self.counts,
             "chunks_rejected": dict(self.rejected),
+            "chunking": {"merge": self.merge, "start_state": self.config.start_state,
+                         "delay_ticks": self.executor.delay.ticks(),
+                         **self.executor.switch_metrics(self.config.semantics.scale)},
             "filter": self.filter.stats.as_dict(),
             "period_ms": {"median": float(np.median(per) * 1e3),
                           "p99": float(np.percentile(per, 99) * 1e3)},
@@ -605,6 +643,11 @@ class ServiceLink:
     def hello(self, timeout: float | None = None) -> dict:
         return self.client.hello(timeout, profile=self.profile)
 
+    @property
+    def inpaints(self) -> bool:
+        """Whether the negotiated engine holds a committed prefix (real-time chunking)."""
+        return bool(self.negotiation is not None and self.negotiation.meta.get("inpaints"))
+
     def negotiate(self, timeout: float = 10.0) -> Negotiation:
         """Before any motion: hello with the robot profile, check the engine both ways, then
         claim the planner. Raises PlannerTimeout when the service does not answer; a mismatch
@@ -688,7 +731,8 @@ class ServiceLink:
             self._claim_if_due()
             self.stats["not_owner_drops"] += 1
             raise PermissionError(f"observation {obs.seq} not sent: waiting for the planner claim")
-        if self.client.send_observation(obs.state, obs.cond, stamp=obs.stamp, seq=obs.seq) is None:
+        if self.client.send_observation(obs.state, obs.cond, stamp=obs.stamp, seq=obs.seq,
+                                        committed=obs.committed) is None:
             raise ConnectionError(f"observation {obs.seq} dropped: no connection to {self.endpoint}")
 
     def poll_chunk(self, timeout: float = 0.0) -> ActionChunk | None:

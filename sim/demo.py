@@ -10,6 +10,10 @@ standing in on loopback DDS:
 The controller stands the robot up, plans through a command schedule, then goes to damping.
 Tracking is measured on the simulator's ground-truth base velocity (written by the stand-in
 with ``--dds-trace``) over the planning phase; the demo prints the metrics and writes a plot.
+Chunks are executed by the runtime's chunk rules (``--merge``, ``--start-state``,
+``--replan-every``, passed to the controller). ``--cpu-hog N`` runs N busy processes beside
+the stack (the load a Jetson's other work puts on the planner); ``--runs N`` repeats the whole
+demo and reports the falls of all runs.
 """
 
 from __future__ import annotations
@@ -40,9 +44,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--domain-id", type=int, default=None,
                    help="DDS domain id (default: a random one in 100-199, isolated from robots)")
     p.add_argument("--port", type=int, default=None, help="planner port on 127.0.0.1 (default: free one)")
-    p.add_argument("--latency-margin", type=int, default=1,
-                   help="extra plan rows the controller may execute while the next plan is in flight "
-                        "(controller --chunk = engine chunk + margin, --replan-every = engine chunk)")
+    from planner_runtime.chunking import add_chunking_arguments
+
+    add_chunking_arguments(p)
+    p.add_argument("--cpu-hog", type=int, default=0, metavar="N",
+                   help="busy-loop processes running beside the stack for the whole demo (default 0)")
+    p.add_argument("--runs", type=int, default=1, help="repeat the demo this many times (default 1)")
     p.add_argument("--out", default="demo_out", help="directory for the plot, logs and JSON (default demo_out)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
@@ -102,7 +109,45 @@ def trace_metrics(trace: dict, t0: float, t1: float | None, schedule) -> tuple[d
     return m, tr
 
 
+def _hogs(n: int) -> list[subprocess.Popen]:
+    """``n`` processes that keep a core busy (pure Python arithmetic, no I/O)."""
+    code = "import os\nos.nice(0)\nx = 0\nwhile True:\n    x = (x * 1103515245 + 12345) % 2147483648\n"
+    return [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL) for _ in range(max(0, n))]
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.runs < 1 or args.cpu_hog < 0:
+        print("error: --runs must be >= 1 and --cpu-hog >= 0", file=sys.stderr)
+        return 2
+    if args.runs == 1:
+        return _run_once(args, Path(args.out))
+    reports, codes = [], []
+    say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    for i in range(args.runs):
+        out = Path(args.out) / f"run{i:02d}"
+        say(f"[demo] run {i + 1}/{args.runs}")
+        codes.append(_run_once(args, out, quiet=True))
+        rp = out / "demo_report.json"
+        reports.append(json.loads(rp.read_text()) if rp.is_file() else None)
+    falls = sum(bool(r is None or r["fell"]) for r in reports)
+    summary = {"runs": args.runs, "falls": falls, "cpu_hog": args.cpu_hog,
+               "failed_to_run": sum(r is None for r in reports),
+               "vx_rmse": [None if r is None else r["metrics"]["vx_rmse"] for r in reports],
+               "max_tilt_deg": [None if r is None else r["metrics"]["max_tilt_deg"] for r in reports],
+               "plan_age_p99_ms": [None if r is None else (r["controller"]["plan_age_ms"] or {}).get("p99")
+                                   for r in reports]}
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "demo_runs.json").write_text(json.dumps(summary, indent=2, default=float))
+    if args.json:
+        print(json.dumps(summary, default=float))
+    else:
+        print(f"[demo] {args.runs} runs with {args.cpu_hog} CPU hog(s): {falls} fell "
+              f"({summary['failed_to_run']} did not run); per-run vx RMSE {summary['vx_rmse']}")
+    return 0 if falls == 0 else 1
+
+
+def _run_once(args: argparse.Namespace, out: Path, quiet: bool = False) -> int:
     from planner_runtime.server import free_tcp_port
     from robot.controller import CommandSchedule
     from sim.plots import plot_episode
@@ -122,7 +167,6 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     domain = args.domain_id if args.domain_id is not None else int(np.random.default_rng().integers(100, 200))
     port = args.port or free_tcp_port()
@@ -131,9 +175,10 @@ def run(args: argparse.Namespace) -> int:
     trace_path = Path(tempfile.mkdtemp(prefix="demo_")) / "trace.npz"
     logs = {n: open(out / f"{n}.log", "w") for n in ("serve", "sim", "controller")}  # noqa: SIM115
     procs: dict[str, subprocess.Popen] = {}
-    say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    say = (lambda *a: print(*a, file=sys.stderr)) if args.json or quiet else print
+    hogs = _hogs(args.cpu_hog)
     try:
-        say(f"[demo] engine {engine}")
+        say(f"[demo] engine {engine}" + (f"; {args.cpu_hog} CPU hog(s) running" if hogs else ""))
         procs["serve"] = subprocess.Popen(_cli("serve", "--engine", str(engine), "--bind", endpoint,
                                                "--threads", "1"), stdout=logs["serve"],
                                           stderr=subprocess.STDOUT, env=env)
@@ -145,8 +190,12 @@ def run(args: argparse.Namespace) -> int:
         chunk = int(meta.get("chunk") or 4)
         say(f"[demo] planner service ready at {endpoint} (chunk {chunk}); simulated Go2 on DDS domain {domain}")
         ctl_cmd = _cli("controller", "--iface", "lo", "--domain-id", str(domain), "--planner", endpoint,
-                       "--chunk", str(chunk + max(0, args.latency_margin)), "--replan-every", str(chunk),
+                       "--start-state", args.start_state,
                        "--schedule", args.schedule, "--duration", str(args.duration + 4.0), "--json")
+        for flag, v in (("--merge", args.merge), ("--replan-every", args.replan_every),
+                        ("--delay-ticks", args.delay_ticks)):
+            if v is not None:
+                ctl_cmd += [flag, str(v)]
         say("[demo] controller: passive -> stand-up -> planning -> damping ...")
         res = subprocess.run(ctl_cmd, capture_output=True, text=True, env=env,
                              timeout=args.duration + 120.0)
@@ -159,6 +208,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     finally:
         codes = {n: _stop(p) for n, p in procs.items()}
+        for h in hogs:
+            _stop(h, 2.0)
         for f in logs.values():
             f.close()
     if not trace_path.is_file():
@@ -178,10 +229,13 @@ def run(args: argparse.Namespace) -> int:
     report = {"engine": str(engine), "schedule": args.schedule, "planning_s": float(tr.t[-1]) if len(tr.t) else 0.0,
               "fell": metrics["fell"], "metrics": metrics, "controller": {
                   k: summary.get(k) for k in ("mode", "counts", "chunks_rejected", "plan_age_ms",
-                                              "period_error_ms", "transitions", "tracking")},
+                                              "period_error_ms", "transitions", "tracking", "chunking")},
+              "cpu_hog": args.cpu_hog,
               "plot": str(png), "exit_codes": codes}
     (out / "demo_report.json").write_text(json.dumps(report, indent=2, default=float))
-    if args.json:
+    if quiet:
+        pass
+    elif args.json:
         print(json.dumps(report, default=float))
     else:
         print(f"[demo] planned for {report['planning_s']:.1f} s; fell: {metrics['fell']}")
@@ -192,5 +246,10 @@ def run(args: argparse.Namespace) -> int:
         pa = summary.get("plan_age_ms") or {}
         print(f"[demo] plan age at receipt median {pa.get('median', float('nan')):.1f} ms, "
               f"p99 {pa.get('p99', float('nan')):.1f} ms; chunks {summary['counts'].get('chunks_accepted')}")
+        ck = summary.get("chunking") or {}
+        if ck:
+            print(f"[demo] chunk rules: merge {ck.get('merge')}, start state {ck.get('start_state')}, "
+                  f"delay {ck.get('delay_ticks')} ticks; switch jump mean {ck.get('switch_jump_mean') or 0:.3f} "
+                  f"/ max {ck.get('switch_jump_max') or 0:.3f} rad")
         print(f"[demo] plot: {png}; report: {out / 'demo_report.json'}")
     return 0 if not metrics["fell"] else 1

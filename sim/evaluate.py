@@ -14,6 +14,17 @@ per-episode budget), dynamics-consistency error of the executed chunks (the plan
 predicted states vs the states the robot reached while executing the plan's actions, RMS
 over state dimensions in units of the engine's normalizer scale, per step ahead), plan
 latency. ``--json`` prints one object; ``--plot`` writes tracking curves and bars.
+
+Latency (``--latency MS`` or ``--latency LO HI``, drawn per plan): still lockstep and
+deterministic, but each plan becomes available to the controller only that much simulated
+time after its observation; meanwhile the controller keeps executing the chunk it has, by
+the runtime's chunk rules (``planner_runtime.chunking``, ``--merge``, ``--start-state``).
+A plan warm-starts from the newest plan already available at its observation. Added
+metrics: the chunk-switch discontinuity (largest and mean joint-target jump at a switch,
+largest jump between other ticks, RMS jerk of the joint targets) and the forecast error of
+the state at the tick each plan's first free action runs: the plan's own states over the
+committed prefix (the dynamics model's forecast) and the previous plan's prediction (both
+RMS over state dimensions in normalizer units).
 """
 
 from __future__ import annotations
@@ -55,6 +66,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mass-delta", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="kg added to the trunk, sampled per episode")
     p.add_argument("--chunk", type=int, default=None, help="actions executed per plan (default: manifest)")
+    p.add_argument("--latency", type=float, nargs="+", default=None, metavar="MS",
+                   help="simulated plan latency in ms: one value, or LO HI drawn per plan (default 0)")
+    from planner_runtime.chunking import add_chunking_arguments
+
+    add_chunking_arguments(p)
     p.add_argument("--cfg-w", type=float, default=None, help="override the engine's CFG weight")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -66,7 +82,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="models of the matrix (default: project menagerie menagerie-fitted)")
     p.add_argument("--matrix-conditions", nargs="+", default=None, metavar="COND",
                    help="conditions of the matrix (default: all of sim.eval_matrix.CONDITIONS)")
-    p.add_argument("--jobs", type=int, default=2, help="matrix cells run in parallel (default 2)")
+    p.add_argument("--jobs", type=int, default=2, help="matrix / sweep cells run in parallel (default 2)")
+    p.add_argument("--latency-sweep", default=None, metavar="DIR",
+                   help="run the latency sweep (latencies x chunk rules, sim.latency_sweep) into DIR")
+    p.add_argument("--sweep-latencies", type=float, nargs="+", default=None, metavar="MS",
+                   help="latencies of the sweep (default 0 20 40 80)")
+    p.add_argument("--sweep-rules", nargs="+", default=None, metavar="RULE",
+                   help="chunk rules of the sweep (default: all of sim.latency_sweep.RULES)")
     from sim.gym_eval import add_gym_arguments
 
     add_gym_arguments(p)  # --env ID: any Gymnasium environment (sim/gym_eval.py)
@@ -75,26 +97,56 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- in-process link
 class LockstepPlannerLink:
     """``robot.controller.PlannerLink`` that plans synchronously with the runtime's planner
-    (warm-start bookkeeping of ``planner_runtime.async_planner``) on the caller's thread."""
+    (warm-start bookkeeping of ``planner_runtime.async_planner``) on the caller's thread.
 
-    def __init__(self, engine, spec, seed: int = 0) -> None:
+    With ``latency`` (seconds: (lo, hi), drawn per plan from ``rng``) a plan is released to
+    the controller only once ``clock()`` (the simulated time) reaches its observation's send
+    time plus the latency; it warm-starts from the newest plan released by then."""
+
+    def __init__(self, engine, spec, seed: int = 0, latency: tuple[float, float] = (0.0, 0.0),
+                 clock=None, rng: np.random.Generator | None = None) -> None:
         from planner_runtime.async_planner import AsyncPlanner
 
         self.planner = AsyncPlanner(engine, spec, seed=seed)
-        self._last = None
-        self._pending = None
+        self.inpaints = bool(getattr(engine, "inpaints", False))
+        self.latency = (float(latency[0]), float(latency[1]))
+        self.clock = clock
+        self.rng = rng or np.random.default_rng(seed)
+        self._released_last = None  # warm-start record of the newest released plan
+        self._queue: list = []  # (release time, chunk, warm-start record), in send order
         self.chunks: list = []  # every chunk produced, for consistency metrics
+        self.sent_at: list[float] = []  # per chunk: when its observation was sent
+        self.obs_states: list[np.ndarray] = []  # per chunk: the state its observation carried
+        self.released_at: list[float] = []  # per chunk: when it became available
         self.infer_ms: list[float] = []
 
+    def _now(self) -> float:
+        return 0.0 if self.clock is None else float(self.clock())
+
     def send_observation(self, obs) -> None:
-        chunk, self._last = self.planner.plan_once(obs, self._last)
-        self._pending = chunk
+        now = self._now()
+        self._release(now)
+        chunk, last = self.planner.plan_once(obs, self._released_last)
+        lo, hi = self.latency
+        lat = lo if hi <= lo else float(self.rng.uniform(lo, hi))
+        self._queue.append((now + lat, chunk, last))
+        if lat <= 0:
+            self._released_last = last
         self.chunks.append(chunk)
+        self.sent_at.append(now)
+        self.obs_states.append(np.asarray(obs.state, np.float64))
+        self.released_at.append(now + lat)
         self.infer_ms.append(float(chunk.timings.get("infer_ms", np.nan)))
 
+    def _release(self, now: float):
+        out = None
+        while self._queue and self._queue[0][0] <= now + 1e-9:
+            _, out, self._released_last = self._queue.pop(0)
+            out.received_at = now
+        return out
+
     def poll_chunk(self, timeout: float = 0.0):
-        c, self._pending = self._pending, None
-        return c
+        return self._release(self._now())
 
     def close(self) -> None:
         pass
@@ -177,14 +229,21 @@ def run_planner_episode(engine, spec, index: int, args, state_scale: np.ndarray,
 
     robot, sched = _episode_setup(args.seed, index, args)
     contract = contract or engine_contract(engine.manifest)
-    link = LockstepPlannerLink(engine, spec, seed=index)
+    lat = latency_range(args)
+    link = LockstepPlannerLink(engine, spec, seed=index, latency=lat, clock=robot.now,
+                               rng=np.random.default_rng([args.seed, index, 7]))
     # The simulated robot starts standing: no passive phase, a short stand-up, then planning.
     safety = SafetyConfig(passive_s=0.0, stand_up_s=0.5)
     ctrl = Controller(robot, link, command=sched.at,
-                      config=ControllerConfig(lockstep=True, max_actions=spec.chunk,
-                                              replan_every=spec.chunk, safety=safety,
+                      config=ControllerConfig(lockstep=lat[1] <= 0, max_actions=spec.chunk,
+                                              replan_every=getattr(args, "replan_every", None) or spec.chunk,
+                                              safety=safety,
                                               semantics=contract.semantics,
-                                              condition_names=contract.condition_names))
+                                              condition_names=contract.condition_names,
+                                              merge=getattr(args, "merge", None),
+                                              start_state=getattr(args, "start_state", "measured"),
+                                              fixed_delay=getattr(args, "delay_ticks", None),
+                                              horizon=spec.H))
     rows: dict[str, list] = {k: [] for k in ("t", "command", "base_lin_vel", "gyro", "gravity_z", "base_pos")}
     states: dict[int, np.ndarray] = {}  # policy tick index since planning began -> state
     fell, fall_time, t_plan0 = False, None, None
@@ -225,8 +284,21 @@ def run_planner_episode(engine, spec, index: int, args, state_scale: np.ndarray,
     m["plans"] = len(link.chunks)
     m["cold_starts"] = int(sum(bool(c.cold) for c in link.chunks))
     m["consistency"] = _consistency(link.chunks, states, t_plan0, spec, state_scale)
-    m["controller"] = {"rejected": ctrl.rejected, "counts": ctrl.counts}
+    m["controller"] = {"rejected": dict(ctrl.rejected), "counts": ctrl.counts}
+    m.update(ctrl.executor.switch_metrics(contract.semantics.scale))
+    m.update(_forecast_errors(link, states, t_plan0, spec, state_scale))
+    m["merge"], m["delay_ticks"] = ctrl.merge, ctrl.executor.delay.ticks()
     return m, tr
+
+
+def latency_range(args) -> tuple[float, float]:
+    """--latency in seconds as (lo, hi); (0, 0) when not given."""
+    v = getattr(args, "latency", None)
+    if not v:
+        return 0.0, 0.0
+    if len(v) > 2 or any(not np.isfinite(x) or x < 0 for x in v) or v[-1] < v[0]:
+        raise ValueError(f"--latency takes MS or LO HI (0 <= LO <= HI), got {v}")
+    return v[0] / 1e3, v[-1] / 1e3
 
 
 def _consistency(chunks, states: dict[int, np.ndarray], t_plan0: float, spec,
@@ -245,6 +317,51 @@ def _consistency(chunks, states: dict[int, np.ndarray], t_plan0: float, spec,
                 continue
             errs[i].append(float(np.sqrt(np.mean(((pred[i] - real) / scale) ** 2))))
     return [float(np.mean(e)) if e else None for e in errs]
+
+
+def _forecast_errors(link, states: dict[int, np.ndarray], t_plan0: float, spec,
+                     scale: np.ndarray) -> dict[str, float | None]:
+    """Errors of estimates of the state at the tick each plan's first free action runs (the
+    first policy tick at or after its release), RMS over state dims in normalizer units, mean
+    over plans: ``stale`` = the state measured when the observation was sent (no forecast);
+    ``plan`` = that state plus the change the previous plan predicts over the delay (the
+    ``--start-state forecast`` rule, planner_runtime.chunking); ``dynamics`` = the plan's own
+    state after its committed prefix (the dynamics model over the committed actions);
+    ``sent`` = the forecast start state an observation carried (``--start-state forecast``)
+    against the state at the tick it was made for."""
+    dt = spec.dt
+
+    def tick(x: float) -> int:
+        return int(round((x - t_plan0) / dt))
+
+    def err(a, b) -> float:
+        return float(np.sqrt(np.mean(((np.asarray(a) - b) / scale) ** 2)))
+
+    def planned(j: int, k: int):
+        c = link.chunks[j]
+        i = k - tick(c.t0)
+        if i == 0:
+            return link.obs_states[j]
+        return np.asarray(c.states[i - 1]) if 1 <= i <= len(c.states) else None
+
+    out: dict[str, list[float]] = {"stale": [], "plan": [], "dynamics": [], "sent": []}
+    for j, c in enumerate(link.chunks):
+        k_send = tick(link.sent_at[j])
+        k_start = int(np.ceil((link.released_at[j] - t_plan0) / dt - 1e-6))
+        real, measured = states.get(k_start), states.get(k_send)
+        if real is None or measured is None or k_start <= k_send:
+            continue
+        out["stale"].append(err(measured, real))
+        if c.t0 > link.sent_at[j] + 1e-9 and states.get(tick(c.t0)) is not None:
+            out["sent"].append(err(link.obs_states[j], states[tick(c.t0)]))  # a forecast start state
+        i = k_start - tick(c.t0) - 1  # states row i is for t0 + (i + 1) dt
+        if c.prefix and 0 <= i < min(len(c.states), c.prefix):
+            out["dynamics"].append(err(c.states[i], real))
+        if j > 0:
+            a, b = planned(j - 1, k_start), planned(j - 1, k_send)
+            if a is not None and b is not None:
+                out["plan"].append(err(measured + (a - b), real))
+    return {f"forecast_err_{k}": float(np.mean(v)) if v else None for k, v in out.items()}
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -272,6 +389,18 @@ def summarize(metrics: list[dict]) -> dict:
         v = [m[k] for m in ok if m.get(k) is not None]
         if v:
             out[k] = float(np.median(v)) if k.endswith("median") else float(np.max(v))
+    # chunk switches: the largest jump of any episode; means of the rest
+    for k, agg in (("switch_jump_max", np.max), ("switch_jump_mean", np.mean), ("step_jump_max", np.max),
+                   ("step_jump_mean", np.mean),
+                   ("jerk_rms", np.mean), ("forecast_err_stale", np.mean),
+                   ("forecast_err_plan", np.mean), ("forecast_err_dynamics", np.mean),
+                   ("forecast_err_sent", np.mean)):
+        v = [m[k] for m in ok if m.get(k) is not None]
+        if v:
+            out[k] = float(agg(v))
+    merges = {m.get("merge") for m in ok if m.get("merge")}
+    if merges:
+        out["merge"] = ",".join(sorted(merges))
     return out
 
 
@@ -352,12 +481,17 @@ def run(args: argparse.Namespace) -> int:
         from sim.eval_matrix import run_matrix
 
         return run_matrix(args)
+    if args.latency_sweep:
+        from sim.latency_sweep import run_sweep
+
+        return run_sweep(args)
     err = check_model_argument(args.model)
     if err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
         physics_ranges(args)
+        latency_range(args)
         engines = _engines(args)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -407,6 +541,8 @@ def run(args: argparse.Namespace) -> int:
               "conditions": {"model": args.model, "pushes": args.pushes, "randomize": args.randomize,
                              "friction": args.friction, "mass_delta": args.mass_delta,
                              "actuator_lag_ms": args.actuator_lag, "command": args.command,
+                             "latency_ms": args.latency, "merge": args.merge,
+                             "start_state": args.start_state, "delay_ticks": args.delay_ticks,
                              "physics_ranges": {k: v for k, v in asdict(physics_ranges(args)).items() if v is not None}},
               "results": results}
     if args.plot:
@@ -432,7 +568,9 @@ def print_table(results: dict[str, dict], cols: tuple[str, ...], first: str, nam
 
 def _print_table(report: dict) -> None:
     cols = ("falls", "tracking_rmse_xy", "tracking_vs_expert", "tracking_vs_ppo", "stride_vx_rmse", "yaw_rmse",
-            "cost_mean", "consistency_mean", "infer_ms_median", "infer_ms_p99")
+            "cost_mean", "consistency_mean", "switch_jump_max", "switch_jump_mean", "jerk_rms",
+            "forecast_err_stale", "forecast_err_plan", "forecast_err_dynamics", "infer_ms_median",
+            "infer_ms_p99")
     print(f"{report['episodes']} episodes x {report['duration_s']} s, seed {report['seed']}")
     print_table(report["results"], cols, "method", 28, 17)
     if report.get("plot"):

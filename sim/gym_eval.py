@@ -10,7 +10,7 @@ lockstep with the environment (``sim.evaluate.LockstepPlannerLink``: the runtime
 ``AsyncPlanner`` warm-start bookkeeping on the caller's thread, stamps on the simulated
 clock t = step * dt): an observation is sent, the chunk it answers is executed for the
 engine's chunk size (``--chunk`` to change), actions picked by the chunk's own timing rule
-(``ActionChunk.index_at``), then the next observation is planned. The engine must fit the
+(``planner_runtime.chunking``), then the next observation is planned. The engine must fit the
 environment: S = the observation size, A = the action size, and the manifest's control dt
 = the environment's ``dt`` (``env.unwrapped.dt``), else it is refused. Actions outside the
 action space's bounds are counted, then clipped before ``env.step``.
@@ -215,14 +215,17 @@ def run_episode(env, seed: int, act_fn: Callable[[np.ndarray, int], np.ndarray],
 
 class EngineActor:
     """An engine as ``act_fn``: plans in lockstep on the simulated clock, executes ``chunk``
-    actions of each plan, records predicted vs reached states for the consistency metric."""
+    actions of each plan by the runtime's chunk rules (planner_runtime.chunking, the fixed
+    ``hold`` schedule), records predicted vs reached states for the consistency metric."""
 
     def __init__(self, engine, spec, cond_fn, seed: int, dt: float) -> None:
+        from planner_runtime.chunking import ChunkConfig, ChunkExecutor
         from sim.evaluate import LockstepPlannerLink
 
         self.link = LockstepPlannerLink(engine, spec, seed=seed)
         self.spec, self.cond_fn, self.dt = spec, cond_fn, dt
-        self.chunk = None
+        self.executor = ChunkExecutor(ChunkConfig(merge="hold", execute=spec.chunk,
+                                                  replan_every=spec.chunk), dt=dt, horizon=spec.H)
         self.seq = 0
         self.pred: dict[int, np.ndarray] = {}  # step -> predicted state (of executed rows)
         self.reached: dict[int, np.ndarray] = {}
@@ -233,16 +236,20 @@ class EngineActor:
 
         t = step * self.dt
         self.reached[step] = obs
-        i = None if self.chunk is None else self.chunk.index_at(t)
-        if i is None or i >= self.spec.chunk:
+        ex = self.executor
+        if ex.due(step, t):
             self.link.send_observation(Observation(self.seq, t, obs, self.cond_fn(obs, step)))
+            ex.sent(self.seq, t, step, obs)
             self.seq += 1
-            self.chunk = self.link.poll_chunk()
-            i = self.chunk.index_at(t)
-            assert i == 0, i
-        self.pred[step + 1] = np.asarray(self.chunk.states[i], np.float64)
+            ex.offer(self.link.poll_chunk(), t, next_seq=self.seq)
+        a = ex.action(t)
+        chunk = ex.current
+        if a is None or chunk is None:
+            raise RuntimeError(f"no action at step {step}: refused chunks {ex.rejected}")
+        i = int(round((t - chunk.t0) / self.dt))
+        self.pred[step + 1] = np.asarray(chunk.states[i], np.float64)
         self.ahead[step + 1] = i + 1
-        return np.asarray(self.chunk.actions[i], np.float64)
+        return np.asarray(a, np.float64)
 
     def consistency(self, scale: np.ndarray) -> list[float | None]:
         errs: list[list[float]] = [[] for _ in range(self.spec.chunk)]

@@ -9,16 +9,37 @@ graph shapes:
 
 Fused (``FusedSampler(s)``, or ``s(...)`` directly):
     forward(x0 [B, S], cond [B, C], prev_plan [B, H, D], noise [B, H, D],
-            levels [n + 1] int64, cfg_w [1] f32) -> plan [B, H, D] raw, score [B], best [1] int64
+            levels [n + 1] int64, cfg_w [1] f32, prefix [B, H, A] f32, n_prefix [1] int64)
+      -> plan [B, H, D] raw, score [B], best [1] int64
     The loop over n = levels.shape[0] - 1 steps is unrolled in Python: n is fixed when the
     graph is traced/exported; the level values stay graph inputs (coefficients gathered).
 
 Step (``StepSampler(s)``):
     forward(x0, cond, prev_plan, noise, tau [B, H, D] normalized, level [1] i64,
-            next_level [1] i64, start [1] i64, cfg_w [1]) -> tau_next [B, H, D] normalized,
-            plan [B, H, D] raw (unnormalized clean estimate x0_hat)
+            next_level [1] i64, start [1] i64, cfg_w [1], prefix, n_prefix)
+      -> tau_next [B, H, D] normalized, plan [B, H, D] raw (unnormalized clean estimate x0_hat)
     With start = 1 the iterate is q_sample(normalize(prev_plan), noise, level) and ``tau`` is
     ignored (selected with Where, so a NaN there cannot leak through).
+
+Committed-prefix inpainting (real-time chunking): the actions of rows t < n_prefix are the
+ones the robot executes while the plan is computed; they are held fixed at every reverse
+step, in the base class (so every method gets it): after the first iterate and after each
+step, the action channels of those rows are replaced by the committed actions noised to the
+iterate's level with the plan's own noise (q_sample(normalize(prefix), noise, k'); at
+level 0 exactly the committed actions), and the returned plan carries them bit for bit.
+States are not held: the method's own networks (MPDiffuser's dynamics model) denoise the
+states that follow from the committed actions, which is the forecast of the state at the
+first free row. ``n_prefix = 0`` (rows of ``prefix`` ignored) is the plain sampler. The
+prefix is optional (``prefix=None``) in torch; the exported graphs always take it.
+
+With a forecaster (``set_forecaster``: a one-step state model, export/models/forecaster.py)
+the prefix is handled by forecasting instead: the forecaster is rolled from x_0 over the
+n_prefix committed actions, the forecast replaces the selected state dimensions of x_0
+(``forecast_states``; the others stay as measured), the warm-start plan is shifted by
+n_prefix more rows, and the method samples an ordinary plan from that execution-time state.
+The returned plan has the committed actions (with the forecaster's states) as rows
+0..n_prefix-1 and the new plan from row n_prefix on (its last n_prefix rows fall off the
+horizon), so the contract is the same: row t applies at t0 + t dt.
 
 Temperature: the runtime (or caller) scales ``noise`` by sqrt(temperature) before the call;
 with DDIM (eta = 0) no further noise is added, so temperature only widens the start.
@@ -54,6 +75,21 @@ class DiffusionSampler(nn.Module):
         self.norm_cond = Normalize(norms.cond)
         # minmax data lives in [-1, 1]: clip x0_hat there; std data is not clipped by default
         self.clip = clip if clip is not None else norms.traj.clip
+        self.forecaster: nn.Module | None = None
+        self.forecast_states: list[int] = []
+        self.register_buffer("forecast_mask", torch.zeros(S, dtype=torch.bool), persistent=False)
+
+    def set_forecaster(self, net: nn.Module, states: list[int] | None = None) -> None:
+        """Handle a committed prefix by forecasting the execution-time state with ``net``;
+        ``states``: the state dimensions the forecast replaces (None: all)."""
+        idx = list(range(self.S)) if states is None else sorted({int(i) for i in states})
+        if not idx or idx[0] < 0 or idx[-1] >= self.S:
+            raise ValueError(f"forecast states must be a non-empty subset of 0..{self.S - 1}, got {states}")
+        self.forecaster = net
+        self.forecast_states = idx
+        mask = torch.zeros(self.S, dtype=torch.bool)
+        mask[idx] = True
+        self.forecast_mask = mask
 
     # ---- hooks ---------------------------------------------------------------------------
     def denoise_step(self, tau: torch.Tensor, level: torch.Tensor, next_level: torch.Tensor,
@@ -71,36 +107,121 @@ class DiffusionSampler(nn.Module):
 
     def knobs(self) -> dict:
         """The method's sampling knobs (plain types) for the engine manifest."""
-        return {"clip": self.clip}
+        k: dict = {"clip": self.clip, "prefix": "forecast" if self.forecaster is not None else "inpaint"}
+        if self.forecaster is not None:
+            k["forecast_states"] = list(self.forecast_states)
+        return k
 
     # ---- shared --------------------------------------------------------------------------
     def start(self, prev_plan: torch.Tensor, noise: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         """First iterate: the shifted previous plan noised to ``level`` (cold: zeros at K)."""
         return q_sample(self.sched, self.norm_traj(prev_plan), noise, level)
 
+    # ---- committed-prefix inpainting ------------------------------------------------------
+    def _prefix(self, prefix: torch.Tensor | None, n_prefix: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(normalized committed actions [B, H, A], row mask [1, H, 1]) or None (no prefix)."""
+        if prefix is None or n_prefix is None:
+            return None
+        S = self.S
+        un = (prefix - self.norm_traj.shift[S:]) / self.norm_traj.scale[S:]
+        rows = torch.arange(self.H, device=prefix.device).reshape(1, self.H, 1)
+        mask = (rows < n_prefix.reshape(1, 1, 1)).to(prefix.dtype)  # float: Where's condition via > 0
+        return un, mask
+
+    def _hold(self, tau: torch.Tensor, held: tuple[torch.Tensor, torch.Tensor] | None,
+              noise: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """The iterate at ``level`` with the committed rows' actions replaced by the
+        committed actions noised to that level (the plan's own noise)."""
+        if held is None:
+            return tau
+        un, mask = held
+        S = self.S
+        u = torch.where(mask > 0, q_sample(self.sched, un, noise[..., S:], level), tau[..., S:])
+        return torch.cat([tau[..., :S], u], dim=-1)
+
+    def _exact(self, plan: torch.Tensor, prefix: torch.Tensor | None,
+               held: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        """A raw plan whose committed rows carry the committed actions exactly."""
+        if held is None or prefix is None:
+            return plan
+        mask = held[1]
+        S = self.S
+        return torch.cat([plan[..., :S], torch.where(mask > 0, prefix, plan[..., S:])], dim=-1)
+
+    # ---- committed prefix by forecasting -------------------------------------------------
+    def _forecast(self, x0n: torch.Tensor, prefix: torch.Tensor, n_prefix: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_0 for the plan [B, S] normalized: the forecast after n_prefix committed actions
+        in the forecast dimensions, measured elsewhere; the committed rows [B, H, D] raw)."""
+        S, H = self.S, self.H
+        assert self.forecaster is not None
+        un = (prefix - self.norm_traj.shift[S:]) / self.norm_traj.scale[S:]
+        n = n_prefix.reshape(1, 1)
+        x = x0n
+        states = []
+        for t in range(H):  # unrolled; steps at or past n_prefix leave the state as it is
+            x = torch.where(n > t, self.forecaster(x, un[:, t]), x)
+            states.append(x)
+        xs = torch.stack(states, dim=1) * self.norm_traj.scale[:S] + self.norm_traj.shift[:S]
+        return torch.where(self.forecast_mask, x, x0n), torch.cat([xs, prefix], dim=-1)
+
+    def _shift_rows(self, plan: torch.Tensor, n_prefix: torch.Tensor, sign: int) -> torch.Tensor:
+        """Rows t + n_prefix (sign +1, the end repeated) or t - n_prefix (sign -1, the start
+        repeated) of a [B, H, D] plan."""
+        idx = torch.clamp(torch.arange(self.H, device=plan.device) + sign * n_prefix.reshape(1),
+                          0, self.H - 1)
+        return torch.index_select(plan, 1, idx)
+
+    def _compose(self, inner: torch.Tensor, pre: torch.Tensor, n_prefix: torch.Tensor) -> torch.Tensor:
+        """Rows t < n_prefix from ``pre``, row t >= n_prefix from ``inner[t - n_prefix]``."""
+        rows = torch.arange(self.H, device=inner.device).reshape(1, self.H, 1)
+        return torch.where(rows < n_prefix.reshape(1, 1, 1), pre, self._shift_rows(inner, n_prefix, -1))
+
     def forward(self, x0: torch.Tensor, cond: torch.Tensor, prev_plan: torch.Tensor,
-                noise: torch.Tensor, levels: torch.Tensor, cfg_w: torch.Tensor
+                noise: torch.Tensor, levels: torch.Tensor, cfg_w: torch.Tensor,
+                prefix: torch.Tensor | None = None, n_prefix: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The fused graph: (plan [B, H, D] raw, score [B], best [1] int64)."""
         x0n, yn = self.norm_x0(x0), self.norm_cond(cond)
+        if self.forecaster is not None and prefix is not None and n_prefix is not None:
+            x0f, pre = self._forecast(x0n, prefix, n_prefix)
+            n = int(levels.shape[0]) - 1
+            tau = self.start(self._shift_rows(prev_plan, n_prefix, 1), noise, levels[0:1])
+            for i in range(n):
+                tau, _ = self.denoise_step(tau, levels[i:i + 1], levels[i + 1:i + 2], x0f, yn, cfg_w)
+            plan = self._compose(self.norm_traj.inverse(tau), pre, n_prefix)
+            score, best = self.rank(plan, x0, cond)
+            return plan, score, best
+        held = self._prefix(prefix, n_prefix)
         n = int(levels.shape[0]) - 1  # static at export time
-        tau = self.start(prev_plan, noise, levels[0:1])
+        tau = self._hold(self.start(prev_plan, noise, levels[0:1]), held, noise, levels[0:1])
         for i in range(n):
             tau, _ = self.denoise_step(tau, levels[i:i + 1], levels[i + 1:i + 2], x0n, yn, cfg_w)
-        plan = self.norm_traj.inverse(tau)
+            tau = self._hold(tau, held, noise, levels[i + 1:i + 2])
+        plan = self._exact(self.norm_traj.inverse(tau), prefix, held)
         score, best = self.rank(plan, x0, cond)
         return plan, score, best
 
     def step(self, x0: torch.Tensor, cond: torch.Tensor, prev_plan: torch.Tensor,
              noise: torch.Tensor, tau: torch.Tensor, level: torch.Tensor,
-             next_level: torch.Tensor, start: torch.Tensor, cfg_w: torch.Tensor
+             next_level: torch.Tensor, start: torch.Tensor, cfg_w: torch.Tensor,
+             prefix: torch.Tensor | None = None, n_prefix: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, torch.Tensor]:
         """The step graph: (tau_next normalized, plan raw = unnormalized x0_hat)."""
         x0n, yn = self.norm_x0(x0), self.norm_cond(cond)
-        first = self.start(prev_plan, noise, level)
+        if self.forecaster is not None and prefix is not None and n_prefix is not None:
+            x0f, pre = self._forecast(x0n, prefix, n_prefix)
+            first = self.start(self._shift_rows(prev_plan, n_prefix, 1), noise, level)
+            tau = torch.where(start.reshape(1, 1, 1) > 0, first, tau)
+            tau_next, x0_hat = self.denoise_step(tau, level, next_level, x0f, yn, cfg_w)
+            return tau_next, self._compose(self.norm_traj.inverse(x0_hat), pre, n_prefix)
+        held = self._prefix(prefix, n_prefix)
+        first = self._hold(self.start(prev_plan, noise, level), held, noise, level)
         tau = torch.where(start.reshape(1, 1, 1) > 0, first, tau)
         tau_next, x0_hat = self.denoise_step(tau, level, next_level, x0n, yn, cfg_w)
-        return tau_next, self.norm_traj.inverse(x0_hat)
+        tau_next = self._hold(tau_next, held, noise, next_level)
+        return tau_next, self._exact(self.norm_traj.inverse(x0_hat), prefix, held)
 
 
 class FusedSampler(nn.Module):
@@ -111,9 +232,10 @@ class FusedSampler(nn.Module):
         self.sampler = sampler
 
     def forward(self, x0: torch.Tensor, cond: torch.Tensor, prev_plan: torch.Tensor,
-                noise: torch.Tensor, levels: torch.Tensor, cfg_w: torch.Tensor
+                noise: torch.Tensor, levels: torch.Tensor, cfg_w: torch.Tensor,
+                prefix: torch.Tensor | None = None, n_prefix: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.sampler(x0, cond, prev_plan, noise, levels, cfg_w)
+        return self.sampler(x0, cond, prev_plan, noise, levels, cfg_w, prefix, n_prefix)
 
 
 class StepSampler(nn.Module):
@@ -125,6 +247,8 @@ class StepSampler(nn.Module):
 
     def forward(self, x0: torch.Tensor, cond: torch.Tensor, prev_plan: torch.Tensor,
                 noise: torch.Tensor, tau: torch.Tensor, level: torch.Tensor,
-                next_level: torch.Tensor, start: torch.Tensor, cfg_w: torch.Tensor
+                next_level: torch.Tensor, start: torch.Tensor, cfg_w: torch.Tensor,
+                prefix: torch.Tensor | None = None, n_prefix: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.sampler.step(x0, cond, prev_plan, noise, tau, level, next_level, start, cfg_w)
+        return self.sampler.step(x0, cond, prev_plan, noise, tau, level, next_level, start, cfg_w,
+                                 prefix, n_prefix)

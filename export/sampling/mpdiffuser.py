@@ -174,27 +174,57 @@ def _ranker(cks: dict, kw: dict, n_samples: int, gamma: float, budget: float) ->
                         gamma, budget)
 
 
+def attach_forecaster(sampler, cks: dict, forecast_states: str = "all") -> None:
+    """Give ``sampler`` the 'forecaster' checkpoint when there is one (real-time chunking by
+    forecasting; without it a committed prefix is inpainted). ``forecast_states``: "all",
+    "none" (do not use it), or comma-separated state-name prefixes (e.g. "q_rel_") whose
+    dimensions the forecast replaces, by the names the training data recorded."""
+    from export.train.checkpoint import CheckpointError, build_model
+
+    spec = str(forecast_states).strip()
+    if spec == "none" or "forecaster" not in list(cks):  # iterating records no use
+        return
+    fc = cks["forecaster"]
+    if spec == "all":
+        sampler.set_forecaster(build_model(fc), None)
+        return
+    names = list((fc.get("dataset") or {}).get("state_names") or [])
+    if len(names) != sampler.S:
+        raise CheckpointError("forecast_states by name needs the state names the forecaster's data "
+                              "recorded; this checkpoint has none (use forecast_states=all)")
+    prefixes = [p for p in spec.split(",") if p]
+    idx = [i for i, n in enumerate(names) if any(n.startswith(p) for p in prefixes)]
+    if not idx:
+        raise ValueError(f"forecast_states={spec!r} matches no state name; names: {names}")
+    sampler.set_forecaster(build_model(fc), idx)
+
+
 def build_mpdiffuser(cks: dict, *, n_samples: int = 1, gamma: float = 0.997, budget: float = 10.0,
-                     clip: float | None = None) -> MPDiffuserSampler:
-    """Needs components 'planner' and 'dynamics' (and 'ranker' when n_samples > 1)."""
+                     clip: float | None = None, forecast_states: str = "all") -> MPDiffuserSampler:
+    """Needs components 'planner' and 'dynamics' (and 'ranker' when n_samples > 1); uses
+    'forecaster' when present (``attach_forecaster``)."""
     from export.sampling.registry import require
     from export.train.checkpoint import build_model, sampler_kwargs
 
     pl, dyn = require(cks, "planner", "dynamics")
     kw = sampler_kwargs(pl)
-    return MPDiffuserSampler(build_model(pl), build_model(dyn), clip=clip,
-                             ranker=_ranker(cks, kw, n_samples, gamma, budget),
-                             n_samples=n_samples, **kw)
+    s = MPDiffuserSampler(build_model(pl), build_model(dyn), clip=clip,
+                          ranker=_ranker(cks, kw, n_samples, gamma, budget),
+                          n_samples=n_samples, **kw)
+    attach_forecaster(s, cks, forecast_states)
+    return s
 
 
 def build_planner_only(cks: dict, *, n_samples: int = 1, gamma: float = 0.997, budget: float = 10.0,
-                       clip: float | None = None) -> PlannerOnlySampler:
-    """Needs component 'planner' (and 'ranker' when n_samples > 1)."""
+                       clip: float | None = None, forecast_states: str = "all") -> PlannerOnlySampler:
+    """Needs component 'planner' (and 'ranker' when n_samples > 1); 'forecaster' as above."""
     from export.sampling.registry import require
     from export.train.checkpoint import build_model, sampler_kwargs
 
     (pl,) = require(cks, "planner")
     kw = sampler_kwargs(pl)
-    return PlannerOnlySampler(build_model(pl), clip=clip,
-                              ranker=_ranker(cks, kw, n_samples, gamma, budget),
-                              n_samples=n_samples, **kw)
+    s = PlannerOnlySampler(build_model(pl), clip=clip,
+                           ranker=_ranker(cks, kw, n_samples, gamma, budget),
+                           n_samples=n_samples, **kw)
+    attach_forecaster(s, cks, forecast_states)
+    return s

@@ -56,11 +56,12 @@ def register_model_class(cls: type[nn.Module], name: str | None = None) -> type[
 
 
 def _register_builtin() -> None:
+    from export.models.forecaster import ForecasterNet
     from export.models.mlp import MLP
     from export.models.unet import TemporalUnet
     from export.sampling.mpdiffuser import RankerNet
 
-    for c in (TemporalUnet, RankerNet, MLP):
+    for c in (TemporalUnet, RankerNet, MLP, ForecasterNet):
         MODEL_CLASSES.setdefault(c.__name__, c)
 
 

@@ -49,6 +49,9 @@ DEFAULTS: dict[str, Any] = {
     "components": None,
     "ranker": {"steps": 5000, "batch_size": 256, "lr": 1e-3,
                "model": {"hidden": [128, 128], "act": "mish"}},
+    # the real-time chunking forecaster (export/models/forecaster.py): small and quick
+    "forecaster": {"steps": 6000, "batch_size": 512, "lr": 1e-3, "forecast_steps": 4,
+                   "model": {"hidden": [256, 256], "act": "silu"}},
 }
 
 

@@ -8,6 +8,10 @@ dynamics  eps^dyn(x^k | u^k, k, x_0, y): the whole window is noised to one level
           states' noise only; loss over the state channels; same condition dropout.
 ranker    r_hat(x_t, u_t, y), c_hat(x_t, u_t, y): MSE to the dataset's per-step reward and
           cost on the training split's samples (normalized inputs, raw targets).
+forecaster  x_{t+1} = f(x_t, u_t) (export/models/forecaster.py), for real-time chunking: rolled
+          over ``forecast_steps`` (4) steps of each training window from its x_0 with the
+          recorded actions, MSE to the recorded states (normalized units) over the valid
+          steps. Optional: an engine built without it holds a committed prefix by inpainting.
 The planner and dynamics networks predict the noise (``prediction = "eps"``, default) or the
 clean trajectory (``"x0"``; the checkpoint records which and ``build_model`` converts to eps
 for the samplers, see ``sampling/common.EpsFromX0``).
@@ -96,7 +100,50 @@ class RankerTask(TrainTask):
         return lr + lc, {"reward_mse": float(lr.detach()), "cost_mse": float(lc.detach())}
 
 
+class ForecasterTask(TrainTask):
+    component = "forecaster"
+    model_class = "ForecasterNet"
+
+    def __init__(self, cfg: dict[str, Any], data: WindowData):
+        super().__init__(cfg, data)
+        self.steps = int(cfg.get("forecast_steps", 4))
+        if not 1 <= self.steps <= data.H:
+            raise ValueError(f"forecast_steps must be in [1, H={data.H}], got {self.steps}")
+        rng = np.random.default_rng(int(cfg.get("seed", 0)))
+        b = data.train.sample(min(20000, max(1, len(data.train))), rng)
+        d = b["traj"][:, 0, : data.S] - b["x0"]  # one-step changes, normalized units
+        self.step_scale = np.maximum(d[b["valid"][:, 0] > 0].std(0), 1e-4).tolist()
+
+    def build_model(self) -> nn.Module:
+        from export.models.forecaster import ForecasterNet
+
+        m = dict(self.cfg.get("model", {}))
+        return ForecasterNet(self.data.S, self.data.A, self.step_scale,
+                             hidden=m.get("hidden", (256, 256)), act=m.get("act", "silu"))
+
+    def has_val(self) -> bool:
+        return len(self.data.val) > 0
+
+    def batch(self, split, batch_size, rng):
+        from export.train.diffusion import to_tensors
+
+        ws = self.data.train if split == "train" else self.data.val
+        return to_tensors(ws.sample(batch_size, rng))
+
+    def loss(self, model, batch, gen):
+        S = self.data.S
+        x, traj, valid = batch["x0"], batch["traj"], batch["valid"]
+        total, per = 0.0, []
+        for k in range(self.steps):
+            x = model(x, traj[:, k, S:])
+            err = ((x - traj[:, k, :S]) ** 2).mean(-1) * valid[:, k]
+            e = err.sum() / valid[:, k].sum().clamp(min=1.0)
+            per.append(float(e.detach()))
+            total = total + e
+        return total / self.steps, {f"mse_step{k + 1}": v for k, v in enumerate(per)}
+
+
 def tasks(cfg_for: Any, data: WindowData) -> list[TrainTask]:
     """The method's components in training order; ``cfg_for(name)`` gives each its config."""
     return [PlannerTask(cfg_for("planner"), data), DynamicsTask(cfg_for("dynamics"), data),
-            RankerTask(cfg_for("ranker"), data)]
+            RankerTask(cfg_for("ranker"), data), ForecasterTask(cfg_for("forecaster"), data)]

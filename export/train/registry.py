@@ -37,7 +37,7 @@ class MethodSpec:
 
 METHODS: dict[str, MethodSpec] = {
     "mpdiffuser": MethodSpec("export.train.mpdiffuser:tasks", "mpdiffuser",
-                             components=("planner", "dynamics", "ranker")),
+                             components=("planner", "dynamics", "ranker", "forecaster")),
 }
 
 

@@ -138,6 +138,8 @@ class OrtEngine(Engine):
             want = {"x0": [B, S], "cond": [B, C], "prev_plan": [B, H, D], "noise": [B, H, D],
                     "tau": [B, H, D], "level": [1], "next_level": [1], "start": [1], "cfg_w": [1],
                     "tau_next": [B, H, D], "plan": [B, H, D]}
+        if self.inpaints:
+            want.update(prefix=[B, H, self.A], n_prefix=[1])
         got: dict[str, list[Any]] = {}
         for vi in list(model.graph.input) + list(model.graph.output):
             dims = vi.type.tensor_type.shape.dim
@@ -170,8 +172,10 @@ class OrtEngine(Engine):
         }
 
     def plan(self, x0: np.ndarray, cond: np.ndarray, prev_plan: np.ndarray, noise: np.ndarray,
-             levels: np.ndarray, cfg_w: float | None = None) -> PlanOutput:
+             levels: np.ndarray, cfg_w: float | None = None, prefix: Any = None,
+             n_prefix: int = 0) -> PlanOutput:
         feeds = self._common(x0, cond, prev_plan, noise, cfg_w)
+        feeds.update(self.prefix_inputs(prefix, n_prefix))
         lv = validate_levels(np.asarray(levels), self.K)
         if self.kind == "fused" and lv.size != self.n_steps + 1:
             raise ValueError(
@@ -181,13 +185,18 @@ class OrtEngine(Engine):
         return self._run(feeds, lv)
 
     def plan_trusted(self, x0: np.ndarray, cond: np.ndarray, prev_plan: np.ndarray,
-                     noise: np.ndarray, levels: np.ndarray, cfg_w: float) -> PlanOutput:
+                     noise: np.ndarray, levels: np.ndarray, cfg_w: float, prefix: Any = None,
+                     n_prefix: int = 0) -> PlanOutput:
         """``plan`` without the per-call input checks (see ``Engine.plan_trusted``)."""
         w = self._cfg_arrays.get(cfg_w)
         if w is None:
             w = self._cfg_arrays[cfg_w] = np.array([cfg_w], np.float32)
-        return self._run({"x0": x0, "cond": cond, "prev_plan": prev_plan, "noise": noise, "cfg_w": w},
-                         levels)
+        feeds = {"x0": x0, "cond": cond, "prev_plan": prev_plan, "noise": noise, "cfg_w": w}
+        if self.inpaints:
+            feeds.update(self.prefix_inputs(prefix, n_prefix))
+        elif n_prefix:
+            self.prefix_inputs(prefix, n_prefix)  # raises: this engine cannot hold a prefix
+        return self._run(feeds, levels)
 
     def _run(self, feeds: dict[str, np.ndarray], lv: np.ndarray) -> PlanOutput:
         if self.kind != "fused":

@@ -165,12 +165,14 @@ class TensorRTEngine(Engine):
             raise EngineError("TensorRT execute_async_v3 failed")
 
     def plan(self, x0: np.ndarray, cond: np.ndarray, prev_plan: np.ndarray, noise: np.ndarray,
-             levels: np.ndarray, cfg_w: float | None = None) -> PlanOutput:
+             levels: np.ndarray, cfg_w: float | None = None, prefix: Any = None,
+             n_prefix: int = 0) -> PlanOutput:
         lv = validate_levels(np.asarray(levels), self.K)
         w = self.manifest["diffusion"]["cfg_w"] if cfg_w is None else float(cfg_w)
+        held = self.prefix_inputs(prefix, n_prefix)  # {} for an engine without the inputs
         t0 = time.perf_counter()
         for name, v in (("x0", x0), ("cond", cond), ("prev_plan", prev_plan), ("noise", noise),
-                        ("cfg_w", [w])):
+                        ("cfg_w", [w]), *held.items()):
             self._put(name, v)
         if self.kind == "fused":
             if lv.size != self.n_steps + 1:

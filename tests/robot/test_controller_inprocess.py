@@ -185,16 +185,32 @@ def test_actions_follow_chunk_stamps_and_past_actions_are_skipped():
     assert ctl.counts["actions_skipped"] > 0
 
 
-def test_at_most_max_actions_of_a_chunk_run_then_the_last_is_held():
+def test_hold_runs_at_most_max_actions_of_a_chunk_then_holds_the_last():
     rows = np.repeat(np.arange(16)[:, None] / 10.0, 12, axis=1)
 
     def every_fifth(o):
         return chunk_for(o, rows, valid=0.5) if o.seq % 5 == 0 else None
 
-    sim, link, ctl = planning_controller(every_fifth, max_actions=4)
+    sim, link, ctl = planning_controller(every_fifth, max_actions=4, merge="hold")
     ctl.run(stop_when=lambda c: c.robot.now() > 2.0)
     got = np.round([go2.target_to_action(r.q_target)[0] for r in ctl.trace if r.mode == "planning"], 6)
     assert got.max() == pytest.approx(0.3) and set(got) == {0.0, 0.1, 0.2, 0.3}
+
+
+def test_aligned_keeps_running_a_chunk_while_the_next_is_late():
+    """The runtime's default rule for an engine without the prefix inputs: a chunk keeps
+    running on its time-aligned rows past the chunk size until the next one arrives, and
+    the next observation waits for the previous one's answer."""
+    rows = np.repeat(np.arange(16)[:, None] / 10.0, 12, axis=1)
+
+    def answer(o):  # observations every 8 ticks: the chunk of 4 is over long before the next
+        return chunk_for(o, rows, valid=0.32)
+
+    sim, link, ctl = planning_controller(answer, max_actions=4, replan_every=8, horizon=16)
+    assert ctl.merge == "aligned"
+    ctl.run(stop_when=lambda c: c.robot.now() > 2.0)
+    got = np.round([go2.target_to_action(r.q_target)[0] for r in ctl.trace if r.mode == "planning"], 6)
+    assert got.max() == pytest.approx(0.7) and {0.4, 0.5, 0.6, 0.7} <= set(got)  # past the chunk size
 
 
 def test_chunking_replans_every_fourth_policy_tick_and_runs_the_chunk_in_order():

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from planner_runtime import protocol as P
-from planner_runtime.client import ChunkTracker, PlannerClient, PlannerTimeout, ServerError
+from planner_runtime.chunking import ChunkConfig, ChunkExecutor
+from planner_runtime.client import PlannerClient, PlannerTimeout, ServerError
 from planner_runtime.server import PlannerServer, ServerConfigError, is_loopback_endpoint
 
 
@@ -180,30 +181,30 @@ def test_client_disconnect_mid_plan_and_a_new_client(rec_server, recording, spec
         assert c2.ping()["plans"] == 2
 
 
-def test_chunk_tracker_skips_past_actions_and_rejects_expired(client, spec, make_obs):
-    t = [100.0]
-    tracker = ChunkTracker(clock=lambda: t[0])
+def test_chunk_executor_skips_past_actions_and_rejects_expired(client, spec, make_obs):
+    """Chunks from a real service through the runtime's chunk rules (aligned rows)."""
+    ex = ChunkExecutor(ChunkConfig(merge="aligned", execute=spec.chunk), dt=spec.dt, horizon=spec.H)
     client.hello()
     x, cond = make_obs()
     seq = client.send_observation(x, cond, stamp=100.0)
     ch = client.wait_chunk(seq)
-    t[0] = 100.0 + 2.5 * spec.dt  # 2 rows' time has passed when the chunk arrives
-    assert tracker.offer(ch)
-    np.testing.assert_array_equal(tracker.action(), ch.actions[2])
-    assert tracker.stats["skipped_actions"] == 2
-    t[0] += 2 * spec.dt
-    np.testing.assert_array_equal(tracker.action(), ch.actions[4])
-    assert tracker.stats["skipped_actions"] == 3
-    assert tracker.plan_age() == pytest.approx(4.5 * spec.dt)
-    assert not tracker.offer(ch)  # the same plan again: stale
-    assert tracker.stats["rejected_stale"] == 1
+    t = 100.0 + 2.5 * spec.dt  # 2 rows' time has passed when the chunk arrives
+    ch.received_at = t
+    assert ex.offer(ch, t)
+    np.testing.assert_array_equal(ex.action(t), ch.actions[2])
+    assert ex.stats["skipped"] == 2
+    t += 2 * spec.dt
+    np.testing.assert_array_equal(ex.action(t), ch.actions[4])  # past the chunk size: still aligned
+    assert ex.stats["skipped"] == 3
+    assert ex.plan_age(t) == pytest.approx(4.5 * spec.dt)
+    assert not ex.offer(ch, t)  # the same plan again: stale
+    assert ex.rejected["older_than_current"] == 1
     seq2 = client.send_observation(x, cond, stamp=50.0)
     old = client.wait_chunk(seq2)
-    t[0] = 50.0 + spec.H * spec.dt  # past valid_until
-    assert not tracker.offer(old) and tracker.stats["rejected_expired"] == 1
-    t[0] = ch.valid_until
-    assert tracker.action() is None  # the current chunk has run out: caller's watchdog acts
-    assert tracker.latency_stats()["n"] == 1
+    assert not ex.offer(old, 50.0 + spec.H * spec.dt)  # past valid_until
+    assert ex.rejected["expired"] == 1
+    assert ex.action(ch.valid_until) is None  # the current chunk has run out: caller's watchdog acts
+    assert ex.latency_stats()["n"] == 1 and ex.latency_stats()["median_ms"] == pytest.approx(2.5 * spec.dt * 1e3)
 
 
 def test_loopback_rule(engine, spec):
@@ -311,4 +312,67 @@ def test_requests_racing_the_sampler_send_are_never_lost(engine, spec, endpoint,
     finally:
         a.close()
         b.close()
+        srv.stop()
+
+
+def test_committed_actions_are_held_as_the_plans_first_rows(client, spec, make_obs):
+    """Real-time chunking through the real service: an observation's committed actions come
+    back exactly as the chunk's first rows, and the chunk says how many."""
+    client.hello()
+    assert client.hello()["inpaints"] is True
+    x, c = make_obs()
+    committed = np.random.default_rng(3).normal(size=(2, spec.A)).astype(np.float32)
+    seq = client.send_observation(x, c, stamp=10.0, committed=committed)
+    ch = client.wait_chunk(seq)
+    assert ch.prefix == 2
+    np.testing.assert_array_equal(ch.actions[:2], committed)
+    seq = client.send_observation(x, c, stamp=10.0 + 4 * spec.dt)
+    ch2 = client.wait_chunk(seq)
+    assert ch2.prefix == 0 and not np.array_equal(ch2.actions[:2], committed)
+
+
+@pytest.mark.parametrize("rows,code", [
+    (np.full((2, 3), np.nan, np.float32), P.E_NOT_FINITE),
+    ("wide", P.E_BAD_SHAPE),
+    ("long", P.E_BAD_SHAPE),
+])
+def test_bad_committed_actions_get_an_error_and_the_service_goes_on(client, spec, make_obs, rows, code):
+    client.hello()
+    x, c = make_obs()
+    if isinstance(rows, str):
+        rows = np.zeros((2, spec.A + 1) if rows == "wide" else (spec.H + 1, spec.A), np.float32)
+    else:
+        rows = np.full((2, spec.A), np.nan, np.float32)
+    client.send_observation(x, c, stamp=1.0, committed=rows)
+    with pytest.raises(ServerError) as ei:
+        client.poll_chunk(5.0)
+    assert ei.value.code == code
+    seq = client.send_observation(x, c, stamp=2.0)
+    assert client.wait_chunk(seq).obs_seq == seq
+
+
+def test_an_engine_without_prefix_inputs_refuses_committed_actions(tmp_path, endpoint):
+    """An engine exported before real-time chunking (the contract's first input list): the
+    service says so in its hello and refuses committed actions with what to do."""
+    from planner_runtime.async_planner import PlannerSpec
+    from planner_runtime.backends import load_engine
+
+    from .conftest import build_contract_graph
+
+    eng = load_engine(build_contract_graph(tmp_path / "v1.onnx"))
+    assert not eng.inpaints
+    sp = PlannerSpec.from_manifest(eng.manifest)
+    srv = PlannerServer(eng, sp, bind=endpoint).start()
+    try:
+        with PlannerClient(endpoint, timeout=5.0) as cl:
+            assert cl.hello()["inpaints"] is False
+            x = np.zeros(sp.S, np.float32)
+            cl.send_observation(x, np.zeros(sp.C, np.float32), stamp=1.0,
+                                committed=np.zeros((1, sp.A), np.float32))
+            with pytest.raises(ServerError, match="re-export") as ei:
+                cl.poll_chunk(5.0)
+            assert ei.value.code == P.E_BAD_FIELD
+            seq = cl.send_observation(x, np.zeros(sp.C, np.float32), stamp=2.0)
+            assert cl.wait_chunk(seq).prefix == 0
+    finally:
         srv.stop()

@@ -1,0 +1,169 @@
+"""The latency sweep: ``planner-runtime eval`` over plan latencies x chunk rules.
+
+    planner-runtime eval --latency-sweep runs/latency --episodes 20 --duration 20
+
+Every cell is one ``planner-runtime eval --json --no-expert --latency MS <rule>`` run (a
+subprocess, ``--jobs`` at a time) on the same seeds, with the first ``--engine`` (default:
+the embedded Go2 engine). Rules are the chunk rules of ``planner_runtime.chunking``; ``hold``
+is the behaviour before real-time chunking. Writes ``sweep.json`` (all cell reports),
+``sweep.md`` (the table) and ``sweep.png`` (falls, tracking and chunk-switch jumps against
+latency, one line per rule), and prints the goal verdict: at 40 ms the default rule tracks
+within 1.2x of itself at 0 ms, at 80 ms it does not fall, and at 20-40 ms its mean
+chunk-switch jump is at least 2x smaller than ``hold``'s.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+LATENCIES_MS = (0.0, 20.0, 40.0, 80.0)
+RULES: dict[str, list[str]] = {
+    "hold": ["--merge", "hold"],
+    "aligned": ["--merge", "aligned"],
+    "inpaint": ["--merge", "inpaint"],
+    "forecast": ["--merge", "aligned", "--start-state", "forecast", "--replan-every", "1"],
+    "forecast+blend": ["--merge", "blend", "--start-state", "forecast", "--replan-every", "1"],
+}
+# At 0 ms (lockstep) every rule with the same replan interval executes the same actions:
+# only one of them is run there.
+SAME_AT_ZERO = {"aligned": "hold", "inpaint": "hold", "forecast+blend": "forecast"}
+TRACKING_GOAL = 1.2  # at 40 ms, x the same rule's tracking at 0 ms
+JUMP_GOAL = 2.0  # at 20-40 ms, hold's mean switch jump / the rule's
+
+
+def _cell_cmd(latency: float, rule: str, args) -> list[str]:
+    cmd = [sys.executable, "-m", "planner_runtime.cli", "eval", "--no-expert", "--latency", f"{latency:g}",
+           *RULES[rule], "--model", str(args.model), "--episodes", str(args.episodes),
+           "--duration", str(args.duration), "--seed", str(args.seed), "--no-progress", "--json"]
+    if args.randomize:
+        cmd.append("--randomize")
+    for e in args.engine[:1]:
+        cmd += ["--engine", e]
+    return cmd
+
+
+def _result(cell: dict) -> dict:
+    res = cell.get("results") or {}
+    return next(iter(res.values()), {}) if res else {}
+
+
+def run_sweep(args) -> int:
+    out = Path(args.latency_sweep)
+    out.mkdir(parents=True, exist_ok=True)
+    lats = [float(x) for x in (args.sweep_latencies or LATENCIES_MS)]
+    rules = args.sweep_rules or list(RULES)
+    bad = [r for r in rules if r not in RULES]
+    if bad:
+        print(f"error: unknown rule(s) {bad}; known: {list(RULES)}", file=sys.stderr)
+        return 2
+    cells = [(lat, r) for lat in lats for r in rules
+             if not (lat == 0 and SAME_AT_ZERO.get(r) in rules)]
+    t0 = time.monotonic()
+    done = 0
+
+    def one(cell: tuple[float, str]) -> tuple[tuple[float, str], dict]:
+        nonlocal done
+        lat, r = cell
+        res = subprocess.run(_cell_cmd(lat, r, args), capture_output=True, text=True)
+        done += 1
+        print(f"[sweep] {done}/{len(cells)} {lat:g} ms / {r}: exit {res.returncode} "
+              f"({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
+        if res.returncode != 0:
+            return cell, {"error": res.stderr[-2000:]}
+        return cell, json.loads(res.stdout.strip().splitlines()[-1])
+
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        results = dict(pool.map(one, cells))
+    # the rules not run at 0 ms share their twin's cell
+    for lat, r in [(0.0, r) for r in rules if (0.0, r) not in results and 0.0 in lats]:
+        twin = SAME_AT_ZERO[r]
+        results[(lat, r)] = {**results[(lat, twin)], "same_as": twin}
+    report = {"episodes": args.episodes, "duration_s": args.duration, "seed": args.seed,
+              "model": str(args.model), "randomize": bool(args.randomize),
+              "engine": args.engine[0] if args.engine else "default (go2.onnx)",
+              "wall_s": time.monotonic() - t0, "latencies_ms": lats, "rules": rules,
+              "cells": [{"latency_ms": lat, "rule": r, **results[(lat, r)]}
+                        for lat in lats for r in rules]}
+    report["goals"] = {r: verdict(report, r) for r in rules}
+    (out / "sweep.json").write_text(json.dumps(report, indent=1, default=float))
+    (out / "sweep.md").write_text(table(report))
+    plot(report, out / "sweep.png")
+    print(table(report))
+    for r, g in report["goals"].items():
+        print(f"goals for {r}: {json.dumps(g, default=float)}")
+    return 0 if all("results" in c for c in report["cells"]) else 1
+
+
+def _cell(report: dict, lat: float, rule: str) -> dict:
+    for c in report["cells"]:
+        if c["latency_ms"] == lat and c["rule"] == rule:
+            return _result(c)
+    return {}
+
+
+def verdict(report: dict, rule: str) -> dict:
+    """The issue's goals for one rule (None where the sweep lacks the cells)."""
+    r0, r40, r80 = (_cell(report, x, rule) for x in (0.0, 40.0, 80.0))
+    t0, t40 = r0.get("tracking_rmse_xy"), r40.get("tracking_rmse_xy")
+    ratio = t40 / t0 if t0 and t40 is not None else None
+    jumps = {}
+    for lat in (20.0, 40.0):
+        h, m = _cell(report, lat, "hold").get("switch_jump_mean"), _cell(report, lat, rule).get("switch_jump_mean")
+        jumps[f"{lat:g}ms"] = h / m if h and m else None
+    return {"tracking_40_vs_0": ratio, "tracking_met": ratio is not None and ratio <= TRACKING_GOAL,
+            "falls_80": r80.get("falls"), "falls_80_met": r80.get("falls") == 0,
+            "jump_reduction_vs_hold": jumps,
+            "jump_met": all(v is not None and v >= JUMP_GOAL for v in jumps.values())}
+
+
+def table(report: dict) -> str:
+    """Markdown: one row per (latency, rule): falls, tracking, switch jumps, jerk, forecasts."""
+    head = ("| latency | rule | falls | tracking RMSE (m/s) | switch jump mean / max (rad) | "
+            "other-tick jump mean (rad) | jerk RMS (rad/s^3) | forecast error stale / plan / dynamics |\n"
+            "|---|---|---|---|---|---|---|---|\n")
+    rows = []
+
+    def f(v, fmt=".3f"):
+        return "-" if v is None else format(v, fmt)
+
+    for c in report["cells"]:
+        r = _result(c)
+        if not r:
+            rows.append(f"| {c['latency_ms']:g} ms | {c['rule']} | error | | | | | |")
+            continue
+        rows.append(
+            f"| {c['latency_ms']:g} ms | {c['rule']}{' (= ' + c['same_as'] + ')' if c.get('same_as') else ''} "
+            f"| {r.get('falls')}/{r.get('episodes')} | {f(r.get('tracking_rmse_xy'))} "
+            f"| {f(r.get('switch_jump_mean'))} / {f(r.get('switch_jump_max'))} | {f(r.get('step_jump_mean'))} "
+            f"| {f(r.get('jerk_rms'), '.0f')} | {f(r.get('forecast_err_stale'))} / "
+            f"{f(r.get('forecast_err_plan'))} / {f(r.get('forecast_err_dynamics'))} |")
+    return head + "\n".join(rows) + "\n"
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lats = report["latencies_ms"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for r in report["rules"]:
+        vals = [_cell(report, lat, r) for lat in lats]
+        for ax, key in zip(axes, ("falls", "tracking_rmse_xy", "switch_jump_mean"), strict=True):
+            ax.plot(lats, [v.get(key, float("nan")) if v.get(key) is not None else float("nan")
+                           for v in vals], "o-", label=r)
+    axes[0].set(title=f"falls of {report['episodes']} episodes", xlabel="plan latency (ms)")
+    axes[1].set(title="velocity-tracking RMSE xy", xlabel="plan latency (ms)", ylabel="m/s")
+    axes[2].set(title="mean joint-target jump at a chunk switch", xlabel="plan latency (ms)", ylabel="rad")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{report['engine']} on the {report['model']} Go2, {report['episodes']} x "
+                 f"{report['duration_s']:g} s episodes per point", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
