@@ -66,21 +66,8 @@ def run_matrix(args) -> int:
         return 2
     cells = [(m, c) for m in models for c in conds]
     t0 = time.monotonic()
-    done = 0
-
-    def one(cell: tuple[str, str]) -> tuple[tuple[str, str], dict]:
-        nonlocal done
-        m, c = cell
-        res = subprocess.run(_cell_cmd(m, CONDITIONS[c], args), capture_output=True, text=True)
-        done += 1
-        print(f"[matrix] {done}/{len(cells)} {m} / {c}: exit {res.returncode} "
-              f"({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
-        if res.returncode != 0:
-            return cell, {"error": res.stderr[-2000:]}
-        return cell, json.loads(res.stdout.strip().splitlines()[-1])
-
-    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        results = dict(pool.map(one, cells))
+    results = run_cells(cells, lambda cell: _cell_cmd(cell[0], CONDITIONS[cell[1]], args), args.jobs,
+                        "matrix", lambda cell: f"{cell[0]} / {cell[1]}")
     engines = [e.split("=", 1)[0] if "=" in e else Path(e).stem for e in args.engine]
     report = {"episodes": args.episodes, "duration_s": args.duration, "seed": args.seed,
               "wall_s": time.monotonic() - t0, "engines": engines,
@@ -98,6 +85,26 @@ def run_matrix(args) -> int:
         g = report["goal"]
         print(f"goal for {g['engine']}: met in {g['cells_met']} of {g['cells']} cells")
     return 0 if all("results" in c for c in report["cells"]) else 1
+
+
+def run_cells(cells: list, command, jobs: int, tag: str, label) -> dict:
+    """Run one ``planner-runtime eval --json`` subprocess per cell, ``jobs`` at a time, with
+    a progress line per finished cell; cell -> its JSON report (or {"error": stderr tail})."""
+    t0 = time.monotonic()
+    done = 0
+
+    def one(cell):
+        nonlocal done
+        res = subprocess.run(command(cell), capture_output=True, text=True)
+        done += 1
+        print(f"[{tag}] {done}/{len(cells)} {label(cell)}: exit {res.returncode} "
+              f"({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
+        if res.returncode != 0:
+            return cell, {"error": res.stderr[-2000:]}
+        return cell, json.loads(res.stdout.strip().splitlines()[-1])
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        return dict(pool.map(one, cells))
 
 
 def table(report: dict) -> str:

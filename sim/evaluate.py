@@ -56,6 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="randomize physics per episode over sim.physics.RANDOMIZED (--friction/--mass-delta/--actuator-lag override their ranges)")
     p.add_argument("--actuator-lag", type=float, default=None, metavar="MS",
                    help="a fixed first-order actuator torque lag (ms)")
+    p.add_argument("--obs-latency", type=float, default=None, metavar="MS",
+                   help="a fixed observation latency (ms): every method reads the state this old")
     p.add_argument("--episodes", type=int, default=20, help="episodes per method (default 20)")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of planning per episode")
     p.add_argument("--seed", type=int, default=EVAL_SEED, help=f"base seed (default {EVAL_SEED})")
@@ -166,6 +168,8 @@ def physics_ranges(args):
         r = replace(r, trunk_mass_delta=tuple(args.mass_delta))
     if args.actuator_lag is not None:
         r = replace(r, actuator_lag=(args.actuator_lag / 1e3, args.actuator_lag / 1e3))
+    if getattr(args, "obs_latency", None) is not None:
+        r = replace(r, obs_latency=(args.obs_latency / 1e3, args.obs_latency / 1e3))
     return r.validate()
 
 
@@ -247,6 +251,7 @@ def run_planner_episode(engine, spec, index: int, args, state_scale: np.ndarray,
     rows: dict[str, list] = {k: [] for k in ("t", "command", "base_lin_vel", "gyro", "gravity_z", "base_pos")}
     states: dict[int, np.ndarray] = {}  # policy tick index since planning began -> state
     fell, fall_time, t_plan0 = False, None, None
+    dec = ctrl.config.policy_decimation
     t_limit = robot.now() + 4.0 + args.duration + 10.0  # stand-up + duration + slack
     while robot.now() < t_limit:
         tick = ctrl.tick
@@ -260,13 +265,13 @@ def run_planner_episode(engine, spec, index: int, args, state_scale: np.ndarray,
                 t_plan0 = robot.now()
             else:
                 continue
-        if tick % 10 != 9:  # sample once per 50 Hz tick, after its last physics step
+        if tick % dec != dec - 1:  # sample once per policy tick, after its last physics step
             continue
         t = robot.now() - t_plan0
         if t > args.duration:
             break
         s = robot.read_state()
-        k = int(round(t / 0.02))
+        k = int(round(t / spec.dt))
         states[k] = build_state(s)
         rows["t"].append(t)
         rows["command"].append(sched.at(t))
@@ -307,7 +312,7 @@ def _consistency(chunks, states: dict[int, np.ndarray], t_plan0: float, spec,
     / scale, over the chunks whose actions were executed while planning."""
     errs: list[list[float]] = [[] for _ in range(spec.chunk)]
     for c in chunks:
-        k0 = int(round((c.t0 - t_plan0) / 0.02))
+        k0 = int(round((c.t0 - t_plan0) / spec.dt))
         if k0 < 0 or c.states is None:
             continue
         pred = np.asarray(c.states)
@@ -540,7 +545,8 @@ def run(args: argparse.Namespace) -> int:
               "cost_budget": COST_BUDGET, "wall_s": time.monotonic() - t_start,
               "conditions": {"model": args.model, "pushes": args.pushes, "randomize": args.randomize,
                              "friction": args.friction, "mass_delta": args.mass_delta,
-                             "actuator_lag_ms": args.actuator_lag, "command": args.command,
+                             "actuator_lag_ms": args.actuator_lag, "obs_latency_ms": args.obs_latency,
+                             "command": args.command,
                              "latency_ms": args.latency, "merge": args.merge,
                              "start_state": args.start_state, "delay_ticks": args.delay_ticks,
                              "physics_ranges": {k: v for k, v in asdict(physics_ranges(args)).items() if v is not None}},

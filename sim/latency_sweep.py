@@ -15,11 +15,11 @@ chunk-switch jump is at least 2x smaller than ``hold``'s.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from sim.eval_matrix import run_cells
 
 LATENCIES_MS = (0.0, 20.0, 40.0, 80.0)
 RULES: dict[str, list[str]] = {
@@ -64,21 +64,8 @@ def run_sweep(args) -> int:
     cells = [(lat, r) for lat in lats for r in rules
              if not (lat == 0 and SAME_AT_ZERO.get(r) in rules)]
     t0 = time.monotonic()
-    done = 0
-
-    def one(cell: tuple[float, str]) -> tuple[tuple[float, str], dict]:
-        nonlocal done
-        lat, r = cell
-        res = subprocess.run(_cell_cmd(lat, r, args), capture_output=True, text=True)
-        done += 1
-        print(f"[sweep] {done}/{len(cells)} {lat:g} ms / {r}: exit {res.returncode} "
-              f"({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
-        if res.returncode != 0:
-            return cell, {"error": res.stderr[-2000:]}
-        return cell, json.loads(res.stdout.strip().splitlines()[-1])
-
-    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        results = dict(pool.map(one, cells))
+    results = run_cells(cells, lambda cell: _cell_cmd(cell[0], cell[1], args), args.jobs, "sweep",
+                        lambda cell: f"{cell[0]:g} ms / {cell[1]}")
     # the rules not run at 0 ms share their twin's cell
     for lat, r in [(0.0, r) for r in rules if (0.0, r) not in results and 0.0 in lats]:
         twin = SAME_AT_ZERO[r]

@@ -34,13 +34,20 @@ def test_default_engine_manifest_matches_the_go2_profile():
     # the paper's Go2 setting: MPDiffuser's dynamics/planner alternation, 4 actions per plan
     assert m["method"]["name"] == "mpdiffuser" and m["method"]["knobs"]["alternation"] is True
     assert m["control"]["chunk_size"] == 4 and m["control"]["dt"] == 0.02
-    assert set(m["provenance"]["checkpoints"]) == {"planner", "dynamics"}
+    assert set(m["provenance"]["checkpoints"]) == {"planner", "dynamics", "forecaster"}
     assert m["diffusion"]["K"] == 10 and m["diffusion"]["warm_levels"][0] == 7
     # provenance: the sha256 of the dataset it was trained on, and that data's action semantics
     prov = json.loads((ENGINE.parent / "PROVENANCE.json").read_text())
     assert m["provenance"]["dataset_sha256"] == prov["dataset_sha256"]
     assert m["action"]["name"] == "legged-gym" and m["action"]["source"] == "training dataset"
     assert (m["action"]["kp"], m["action"]["kd"]) == (20.0, 0.5)
+    # real-time chunking: it takes the committed prefix and plans from the forecast joint positions
+    assert m["graph"]["inputs"][-2:] == ["prefix", "n_prefix"]
+    knobs = m["method"]["knobs"]
+    names = m["observation"]["state_names"]
+    assert knobs["prefix"] == "forecast"
+    assert [names[i] for i in knobs["forecast_states"]] == [n for n in names if n.startswith("q_rel_")]
+    assert "forecaster" in m["provenance"]["checkpoints"]
 
 
 def test_eval_default_engine_walks_forward_without_falling():

@@ -161,7 +161,7 @@ def forecasting_sampler(method: str = "mpdiffuser", states=None):
 def forecast_engines(tmp_path_factory):
     from export.onnx_export import export_engine, generic_meta
 
-    from .conftest import K, WARM
+    from .conftest import WARM
 
     root = tmp_path_factory.mktemp("forecast")
     out = {}
@@ -169,7 +169,6 @@ def forecast_engines(tmp_path_factory):
     for g in ("fused", "step"):
         export_engine(s, root / f"{g}.onnx", graph=g, meta=generic_meta(S, A, 2, warm_level=WARM, control_dt=0.1))
         out[g] = root / f"{g}.onnx"
-    del K
     return s, out
 
 
@@ -220,13 +219,12 @@ def test_forecast_plans_from_the_forecast_state_and_shifts_the_plan(plan_inputs_
     assert torch.equal(got[:, :n, S:], torch.as_tensor(pre)[:, :n])
 
 
-def test_forecast_states_by_name_and_refusals(tmp_path):
+def test_forecast_states_by_name_and_refusals():
     from export.sampling.mpdiffuser import attach_forecaster
 
     from .conftest import make_sampler
 
-    class Cks(dict):
-        pass
+    Cks = dict
 
     s = make_sampler("planner")
     fc = {"model_class": "ForecasterNet", "model_config": {"S": S, "A": A, "step_scale": [1.0] * S, "hidden": [8]},

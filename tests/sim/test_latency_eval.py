@@ -91,3 +91,36 @@ def test_bad_latency_arguments_are_refused(bad, capsys):
 
     assert main(["eval", "--no-expert", "--episodes", "1", *bad]) == 2
     assert "--latency" in capsys.readouterr().err
+
+
+def test_observation_latency_is_a_physics_condition_of_every_method():
+    p = argparse.ArgumentParser()
+    ev.add_arguments(p)
+    r = ev.physics_ranges(p.parse_args(["--obs-latency", "40"]))
+    assert r.obs_latency == (0.04, 0.04)
+    assert ev.physics_ranges(p.parse_args([])).obs_latency is None
+
+
+def test_demo_runs_count_every_fall(monkeypatch, tmp_path, capsys):
+    """``demo --runs N`` totals the runs' reports (the runs themselves: tests/e2e)."""
+    import json
+
+    from sim import demo
+
+    fell = iter([False, True, False])
+
+    def fake_once(args, out, quiet=False):
+        out.mkdir(parents=True)
+        f = next(fell)
+        (out / "demo_report.json").write_text(json.dumps({
+            "fell": f, "metrics": {"vx_rmse": 0.1, "max_tilt_deg": 70.0 if f else 9.0},
+            "controller": {"plan_age_ms": {"p99": 40.0}}}))
+        return int(f)
+
+    monkeypatch.setattr(demo, "_run_once", fake_once)
+    p = argparse.ArgumentParser()
+    demo.add_arguments(p)
+    assert demo.run(p.parse_args(["--runs", "3", "--out", str(tmp_path), "--json"])) == 1
+    s = json.loads(capsys.readouterr().out)
+    assert s["runs"] == 3 and s["falls"] == 1 and s["max_tilt_deg"] == [9.0, 70.0, 9.0]
+    assert demo.run(p.parse_args(["--runs", "0"])) == 2
