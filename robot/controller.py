@@ -37,11 +37,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from planner_runtime.chunking import DEFAULT_MERGE, ChunkAdmissionError, ChunkConfig, ChunkExecutor
+from planner_runtime.link import PlannerLink
 from planner_runtime.protocol import ActionChunk, Observation
 from robot import go2_constants as go2
 from robot import wireless_remote
@@ -52,18 +53,6 @@ from robot.safety import CommandFilter, Mode, SafetyConfig, SafetyStateMachine, 
 from robot.types import LowCmd, LowState
 
 log = logging.getLogger("robot.controller")
-
-
-class PlannerLink(Protocol):
-    """What the controller needs from a planner connection (non-blocking)."""
-
-    def send_observation(self, obs: Observation) -> None: ...
-
-    def poll_chunk(self, timeout: float = 0.0) -> ActionChunk | None:
-        """The newest chunk received (waiting up to ``timeout`` s), or None."""
-        ...
-
-    def close(self) -> None: ...
 
 
 class Series:

@@ -96,64 +96,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_gym_arguments(p)  # --env ID: any Gymnasium environment (sim/gym_eval.py)
 
 
-# --------------------------------------------------------------------------- in-process link
-class LockstepPlannerLink:
-    """``robot.controller.PlannerLink`` that plans synchronously with the runtime's planner
-    (warm-start bookkeeping of ``planner_runtime.async_planner``) on the caller's thread.
-
-    With ``latency`` (seconds: (lo, hi), drawn per plan from ``rng``) a plan is released to
-    the controller only once ``clock()`` (the simulated time) reaches its observation's send
-    time plus the latency; it warm-starts from the newest plan released by then."""
-
-    def __init__(self, engine, spec, seed: int = 0, latency: tuple[float, float] = (0.0, 0.0),
-                 clock=None, rng: np.random.Generator | None = None) -> None:
-        from planner_runtime.async_planner import AsyncPlanner
-
-        self.planner = AsyncPlanner(engine, spec, seed=seed)
-        self.inpaints = bool(getattr(engine, "inpaints", False))
-        self.latency = (float(latency[0]), float(latency[1]))
-        self.clock = clock
-        self.rng = rng or np.random.default_rng(seed)
-        self._released_last = None  # warm-start record of the newest released plan
-        self._queue: list = []  # (release time, chunk, warm-start record), in send order
-        self.chunks: list = []  # every chunk produced, for consistency metrics
-        self.sent_at: list[float] = []  # per chunk: when its observation was sent
-        self.obs_states: list[np.ndarray] = []  # per chunk: the state its observation carried
-        self.released_at: list[float] = []  # per chunk: when it became available
-        self.infer_ms: list[float] = []
-
-    def _now(self) -> float:
-        return 0.0 if self.clock is None else float(self.clock())
-
-    def send_observation(self, obs) -> None:
-        now = self._now()
-        self._release(now)
-        chunk, last = self.planner.plan_once(obs, self._released_last)
-        lo, hi = self.latency
-        lat = lo if hi <= lo else float(self.rng.uniform(lo, hi))
-        self._queue.append((now + lat, chunk, last))
-        if lat <= 0:
-            self._released_last = last
-        self.chunks.append(chunk)
-        self.sent_at.append(now)
-        self.obs_states.append(np.asarray(obs.state, np.float64))
-        self.released_at.append(now + lat)
-        self.infer_ms.append(float(chunk.timings.get("infer_ms", np.nan)))
-
-    def _release(self, now: float):
-        out = None
-        while self._queue and self._queue[0][0] <= now + 1e-9:
-            _, out, self._released_last = self._queue.pop(0)
-            out.received_at = now
-        return out
-
-    def poll_chunk(self, timeout: float = 0.0):
-        return self._release(self._now())
-
-    def close(self) -> None:
-        pass
-
-
 # --------------------------------------------------------------------------- episodes
 def physics_ranges(args):
     """The physics ranges an eval run asks for (one definition for every method)."""
@@ -226,6 +168,7 @@ def engine_contract(manifest: dict):
 def run_planner_episode(engine, spec, index: int, args, state_scale: np.ndarray,
                         contract=None) -> tuple[dict, object]:
     """Controller + lockstep planner on one episode; metrics over the planning phase."""
+    from planner_runtime.link import InProcessPlanner
     from robot.controller import Controller, ControllerConfig
     from robot.observation import build_state
     from robot.safety import Mode, SafetyConfig
@@ -234,7 +177,7 @@ def run_planner_episode(engine, spec, index: int, args, state_scale: np.ndarray,
     robot, sched = _episode_setup(args.seed, index, args)
     contract = contract or engine_contract(engine.manifest)
     lat = latency_range(args)
-    link = LockstepPlannerLink(engine, spec, seed=index, latency=lat, clock=robot.now,
+    link = InProcessPlanner(engine, spec, seed=index, latency=lat, clock=robot.now,
                                rng=np.random.default_rng([args.seed, index, 7]))
     # The simulated robot starts standing: no passive phase, a short stand-up, then planning.
     safety = SafetyConfig(passive_s=0.0, stand_up_s=0.5)

@@ -6,7 +6,7 @@
         --record data/pend.h5          # collect a dataset from a policy, in the project's format
 
 Any environment with Box observation and action spaces works. Each engine plans in
-lockstep with the environment (``sim.evaluate.LockstepPlannerLink``: the runtime's
+lockstep with the environment (``planner_runtime.link.InProcessPlanner``: the runtime's
 ``AsyncPlanner`` warm-start bookkeeping on the caller's thread, stamps on the simulated
 clock t = step * dt): an observation is sent, the chunk it answers is executed for the
 engine's chunk size (``--chunk`` to change), actions picked by the chunk's own timing rule
@@ -220,9 +220,9 @@ class EngineActor:
 
     def __init__(self, engine, spec, cond_fn, seed: int, dt: float) -> None:
         from planner_runtime.chunking import ChunkConfig, ChunkExecutor
-        from sim.evaluate import LockstepPlannerLink
+        from planner_runtime.link import InProcessPlanner
 
-        self.link = LockstepPlannerLink(engine, spec, seed=seed)
+        self.link = InProcessPlanner(engine, spec, seed=seed)
         self.spec, self.cond_fn, self.dt = spec, cond_fn, dt
         self.executor = ChunkExecutor(ChunkConfig(merge="hold", execute=spec.chunk,
                                                   replan_every=spec.chunk), dt=dt, horizon=spec.H)

@@ -14,7 +14,7 @@ from export.trt_ops import ENGINE_OPS, TRT_MAX_OPSET, TRT_SUPPORTED  # noqa: E40
 NEEDED = {
     "Add", "ArgMax", "ArgMin", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape", "Conv",
     "ConvTranspose", "Cos", "Div", "Equal", "Exp", "Expand", "Gather", "Gemm", "Greater",
-    "Identity", "InstanceNormalization", "LessOrEqual", "MatMul", "Mul", "Pow", "ReduceSum",
+    "Identity", "InstanceNormalization", "Less", "LessOrEqual", "MatMul", "Mul", "Pow", "ReduceSum",
     "Reshape", "Shape", "Sigmoid", "Sin", "Slice", "Softplus", "Split", "Squeeze", "Sub", "Tanh",
     "Transpose", "Unsqueeze", "Where",
 }
@@ -47,13 +47,13 @@ def test_inplace_slice_assignment_is_refused(tmp_path):
     from export.onnx_export import ExportError, check_graph, to_onnx
 
     class Inplace(torch.nn.Module):
-        def forward(self, x0, cond, prev_plan, noise, levels, cfg_w):
+        def forward(self, x0, cond, prev_plan, noise, levels, cfg_w, prefix, n_prefix):
             out = prev_plan.clone()
-            out[:, 0, :] = noise[:, 0, :] * cfg_w
+            out[:, 0, :] = noise[:, 0, :] * cfg_w + prefix[:, 0, :1] * n_prefix
             return out, cond[:, 0], levels[:1]
 
     args = (torch.zeros(1, 2), torch.zeros(1, 1), torch.zeros(1, 4, 3), torch.ones(1, 4, 3),
-            torch.tensor([2, 1, 0]), torch.tensor([2.0]))
+            torch.tensor([2, 1, 0]), torch.tensor([2.0]), torch.zeros(1, 4, 1), torch.tensor([1]))
     model = to_onnx(Inplace(), args, "fused")
     assert any(n.op_type.startswith("Scatter") for n in model.graph.node)
     with pytest.raises(ExportError, match="Scatter"):

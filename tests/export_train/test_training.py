@@ -121,12 +121,13 @@ def test_resume_continues_identically_and_ema_schedule(linear_data, tmp_path):
 
 def test_cli_json_and_errors(linear_data, tmp_path, capsys):
     conf = tmp_path / "c.json"
-    conf.write_text(json.dumps(deep_merge(TINY, {"ranker": {"steps": 10}})))
+    conf.write_text(json.dumps(deep_merge(TINY, {"ranker": {"steps": 10}, "forecaster": {"steps": 10}})))
     rc = train_main(["--data", str(linear_data), "--out", str(tmp_path / "o"), "--config", str(conf),
                      "--steps", "10", "--set", "model.dim=8", "--no-progress", "--json"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["method"] == "mpdiffuser" and len(out["components"]) == 3
+    assert out["method"] == "mpdiffuser"
+    assert [c["component"] for c in out["components"]] == ["planner", "dynamics", "ranker", "forecaster"]
     assert load_checkpoint(tmp_path / "o" / "planner.pt")["model_config"]["dim"] == 8
     assert train_main(["--data", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "x")]) == 2
     assert "dataset file not found" in capsys.readouterr().err

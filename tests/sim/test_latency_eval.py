@@ -25,11 +25,12 @@ def engine():
 
 def run_episode(engine, monkeypatch, *argv: str):
     """One eval episode; returns (metrics, link, controller)."""
+    import planner_runtime.link as pl
     import robot.controller as rc
 
     seen: dict = {}
 
-    class Link(ev.LockstepPlannerLink):
+    class Link(pl.InProcessPlanner):
         def __init__(self, *a, **k):
             super().__init__(*a, **k)
             seen["link"] = self
@@ -39,7 +40,7 @@ def run_episode(engine, monkeypatch, *argv: str):
             super().__init__(*a, **k)
             seen["ctl"] = self
 
-    monkeypatch.setattr(ev, "LockstepPlannerLink", Link)
+    monkeypatch.setattr(pl, "InProcessPlanner", Link)
     monkeypatch.setattr(rc, "Controller", Ctl)
     p = argparse.ArgumentParser()
     ev.add_arguments(p)
