@@ -93,7 +93,10 @@ class Series:
 
 
 class CommandSchedule:
-    """Piecewise-constant velocity command [vx, vy, yaw] over time since planning began."""
+    """Piecewise-constant velocity command [vx, vy, yaw] over time since planning began: the
+    one schedule of the controller, collection and evaluation (``sim.commands`` draws random
+    ones). ``times[i]`` is when ``commands[i]`` starts; before the first segment the command
+    is zero."""
 
     def __init__(self, segments: list[tuple[float, float, float, float]] | None = None) -> None:
         segs = sorted(segments or [(0.0, 0.0, 0.0, 0.0)], key=lambda s: s[0])
@@ -103,10 +106,18 @@ class CommandSchedule:
         if segs[0][0] > 0.0:
             segs.insert(0, (0.0, 0.0, 0.0, 0.0))
         self.segments = [tuple(float(v) for v in s) for s in segs]
+        self.times = np.array([s[0] for s in self.segments], np.float64)
+        self.commands = np.array([s[1:] for s in self.segments], np.float64).reshape(-1, 3)
 
     @classmethod
     def constant(cls, vx: float, vy: float, yaw: float) -> CommandSchedule:
         return cls([(0.0, vx, vy, yaw)])
+
+    @classmethod
+    def from_arrays(cls, times: Any, commands: Any) -> CommandSchedule:
+        """From start times [K] and commands [K, 3]."""
+        c = np.asarray(commands, np.float64).reshape(-1, 3)
+        return cls([(float(t), *map(float, row)) for t, row in zip(np.asarray(times).reshape(-1), c, strict=True)])
 
     @classmethod
     def parse(cls, text: str) -> CommandSchedule:
@@ -124,11 +135,10 @@ class CommandSchedule:
         return cls(segs)
 
     def __call__(self, t: float) -> np.ndarray:
-        cur = self.segments[0]
-        for s in self.segments:
-            if s[0] <= t:
-                cur = s
-        return np.array(cur[1:], dtype=np.float64)
+        i = int(np.searchsorted(self.times, t, side="right")) - 1
+        return self.commands[max(i, 0)].copy()
+
+    at = __call__
 
 
 @dataclass

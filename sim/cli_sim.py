@@ -65,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from robot.actions import PROJECT
+    from robot.controller import CommandSchedule
     from sim.collect import make_expert
-    from sim.commands import CommandSchedule, random_schedule
+    from sim.commands import random_schedule
     from sim.episode import aggregate, episode_metrics, expert_policy, run_episode
     from sim.evaluate import physics_ranges
     from sim.mujoco_harness import MujocoGo2, SimConfig
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
                         sensor_noise=args.sensor_noise, push_interval=(3.0, 6.0) if args.pushes else None)
         robot = MujocoGo2(cfg)
         if args.command is not None:
-            sched = CommandSchedule.constant(args.command)
+            sched = CommandSchedule.constant(*args.command)
         else:
             sched = random_schedule(np.random.default_rng(10_000 + seed), args.duration)
         tr = run_episode(robot, expert_policy(make_expert(args.expert, PROJECT, overrides)), sched, args.duration)

@@ -1,4 +1,5 @@
-"""Seeded random velocity-command schedules for collection and evaluation.
+"""Seeded random velocity-command schedules for collection and evaluation
+(``robot.controller.CommandSchedule``, the one schedule type).
 
 A schedule is piecewise constant: a new (vx, vy, yaw-rate) command every 2-5 s, drawn
 uniformly from vx -0.3..0.8 m/s, vy +/-0.2 m/s, yaw +/-0.8 rad/s (issue 2). Some segments
@@ -7,31 +8,14 @@ are pure forward, pure turning or standing still so the data covers those modes 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+
+from robot.controller import CommandSchedule
 
 VX_RANGE = (-0.3, 0.8)
 VY_RANGE = (-0.2, 0.2)
 YAW_RANGE = (-0.8, 0.8)
 HOLD_RANGE = (2.0, 5.0)
-
-
-@dataclass
-class CommandSchedule:
-    """Piecewise-constant commands: ``times[i]`` is when ``commands[i]`` starts."""
-
-    times: np.ndarray  # [K] start times (s), times[0] = 0
-    commands: np.ndarray  # [K, 3]
-
-    def at(self, t: float) -> np.ndarray:
-        i = int(np.searchsorted(self.times, t, side="right")) - 1
-        return self.commands[max(i, 0)]
-
-    @staticmethod
-    def constant(command: np.ndarray | list[float]) -> CommandSchedule:
-        c = np.asarray(command, dtype=np.float64).reshape(1, 3)
-        return CommandSchedule(np.zeros(1), c)
 
 
 def random_schedule(rng: np.random.Generator, duration: float, *, vx: tuple[float, float] = VX_RANGE,
@@ -57,4 +41,4 @@ def random_schedule(rng: np.random.Generator, duration: float, *, vx: tuple[floa
         times.append(t)
         cmds.append(c)
         t += float(rng.uniform(*hold))
-    return CommandSchedule(np.array(times), np.array(cmds))
+    return CommandSchedule.from_arrays(np.array(times), np.array(cmds))

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from robot.controller import CommandSchedule
 from robot.go2_constants import POLICY_DT
 from robot.types import LowCmd, LowState
-from sim.commands import CommandSchedule
 
 PHYSICS_PER_TICK = int(round(POLICY_DT / 0.002))
 

@@ -116,7 +116,8 @@ def physics_ranges(args):
 
 
 def _episode_setup(seed: int, index: int, args) -> tuple:
-    from sim.commands import CommandSchedule, random_schedule
+    from robot.controller import CommandSchedule
+    from sim.commands import random_schedule
     from sim.mujoco_harness import MujocoGo2, SimConfig
 
     ss = np.random.SeedSequence([seed, index])
@@ -127,7 +128,7 @@ def _episode_setup(seed: int, index: int, args) -> tuple:
     robot = MujocoGo2(SimConfig(**kw))
     robot.reset()
     horizon = args.duration + 5.0
-    sched = (CommandSchedule.constant(np.array(args.command)) if args.command is not None
+    sched = (CommandSchedule.constant(*args.command) if args.command is not None
              else random_schedule(np.random.default_rng(s_sched), horizon))
     return robot, sched
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from robot.controller import CommandSchedule
 from robot.go2_constants import DEFAULT_JOINT_POS
-from sim.commands import CommandSchedule, random_schedule
+from sim.commands import random_schedule
 from sim.episode import episode_metrics, expert_policy, run_episode
 from sim.expert import TrotExpert, leg_fk, leg_ik, leg_jacobian
 from sim.mujoco_harness import MujocoGo2, SimConfig
@@ -46,7 +47,7 @@ def test_random_schedule_ranges_and_seeding():
 
 def test_expert_walks_forward_short_episode():
     robot = MujocoGo2(SimConfig(seed=0))
-    tr = run_episode(robot, expert_policy(TrotExpert()), CommandSchedule.constant([0.5, 0.0, 0.0]), 5.0)
+    tr = run_episode(robot, expert_policy(TrotExpert()), CommandSchedule.constant(0.5, 0.0, 0.0), 5.0)
     m = episode_metrics(tr, settle=2.0)
     assert not m["fell"]
     assert tr.base_pos[-1, 0] - tr.base_pos[0, 0] > 1.5  # ~0.5 m/s after a 0.4 s start
@@ -59,7 +60,7 @@ def test_expert_walks_forward_short_episode():
 
 def test_expert_turns_in_place():
     robot = MujocoGo2(SimConfig(seed=1))
-    tr = run_episode(robot, expert_policy(TrotExpert()), CommandSchedule.constant([0.0, 0.0, 0.6]), 4.0)
+    tr = run_episode(robot, expert_policy(TrotExpert()), CommandSchedule.constant(0.0, 0.0, 0.6), 4.0)
     m = episode_metrics(tr, settle=2.0)
     assert not m["fell"]
     assert abs(m["mean_yaw_rate_settled"] - 0.6) < 0.1

@@ -10,10 +10,10 @@ import mujoco
 import numpy as np
 import pytest
 
+from robot.controller import CommandSchedule
 from robot.go2_constants import DEFAULT_JOINT_POS, JOINT_NAMES
 from robot.types import LowCmd
 from sim import physics
-from sim.commands import CommandSchedule
 from sim.episode import episode_metrics, expert_policy, run_episode
 from sim.mujoco_harness import MujocoGo2, SimConfig
 from sim.physics import FITTED, RANDOMIZED, Physics, PhysicsRanges
@@ -56,7 +56,7 @@ def test_trot_expert_walks_on_menagerie():
     from sim.expert import TrotExpert
 
     robot = MujocoGo2(SimConfig(model="menagerie"))
-    tr = run_episode(robot, expert_policy(TrotExpert()), CommandSchedule.constant([0.5, 0.0, 0.0]), 4.0)
+    tr = run_episode(robot, expert_policy(TrotExpert()), CommandSchedule.constant(0.5, 0.0, 0.0), 4.0)
     m = episode_metrics(tr)
     assert not m["fell"] and m["mean_vx_settled"] > 0.3
 
@@ -65,7 +65,7 @@ def test_ppo_policy_walks_on_the_fitted_model():
     from sim.ppo_policy import PPOPolicy
 
     robot = MujocoGo2(SimConfig(model="menagerie-fitted"))
-    tr = run_episode(robot, expert_policy(PPOPolicy()), CommandSchedule.constant([0.5, 0.0, 0.0]), 4.0)
+    tr = run_episode(robot, expert_policy(PPOPolicy()), CommandSchedule.constant(0.5, 0.0, 0.0), 4.0)
     m = episode_metrics(tr)
     assert not m["fell"] and 0.3 < m["mean_vx_settled"] < 0.7
 
