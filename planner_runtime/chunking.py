@@ -181,7 +181,7 @@ class ChunkExecutor:
     def prefix_ticks(self) -> int:
         """The delay to plan for now (ticks), after the admission rule; 0 when the merge does
         not use it."""
-        if self.config.merge not in ("inpaint",) and self.config.start_state != "forecast":
+        if self.config.merge != "inpaint" and self.config.start_state != "forecast":
             return 0
         d = self.delay.ticks()
         if self.horizon is not None:

@@ -192,10 +192,8 @@ class OrtEngine(Engine):
         if w is None:
             w = self._cfg_arrays[cfg_w] = np.array([cfg_w], np.float32)
         feeds = {"x0": x0, "cond": cond, "prev_plan": prev_plan, "noise": noise, "cfg_w": w}
-        if self.inpaints:
-            feeds.update(self.prefix_inputs(prefix, n_prefix))
-        elif n_prefix:
-            self.prefix_inputs(prefix, n_prefix)  # raises: this engine cannot hold a prefix
+        # {} for an engine without the prefix inputs (which raises when n_prefix > 0)
+        feeds.update(self.prefix_inputs(prefix, n_prefix))
         return self._run(feeds, levels)
 
     def _run(self, feeds: dict[str, np.ndarray], lv: np.ndarray) -> PlanOutput:
