@@ -9,15 +9,16 @@ Sections (``--what``, comma-separated, default ``sampler``; ``all`` = every sect
   alike. Median, p99 and the speed-up over eager torch. Models are random-init with the
   given size (latency does not depend on the weights) unless ``--checkpoints`` is given.
   ``--device cuda`` adds a torch CUDA-graph baseline (GPU machines only).
-- cadence: ``planner_runtime.bench_engine.cadence_bench``: one engine (``--engine``, else the
-  sampler section's fused graph, else the embedded default) back to back vs paced at its
-  chunk period with sleep (as the service runs) vs with a busy wait.
-- service: ``planner_runtime.bench_service.run_bench(engine_path, ...)`` (the service's
-  end-to-end ZeroMQ latency; written by the service).
-- controller: ``robot.bench_loop.run_bench(...)`` (500 Hz loop jitter; written by the
-  controller).
-Sections whose module is absent report ``"not available"``. ``--plot DIR`` writes a latency
-histogram PNG per section that has samples.
+- cadence: ``planner_runtime.bench.cadence.cadence_bench``: one engine (``--engine``, else
+  the sampler section's fused graph, else the embedded default) back to back vs paced at
+  its chunk period with sleep (as the service runs) vs with a busy wait.
+- service: ``planner_runtime.bench.service.run_bench`` (the service's end-to-end ZeroMQ
+  latency against the sampler alone and a bare-server floor, same run).
+- controller: ``robot.bench_loop.run_bench`` (500 Hz loop jitter and the watchdog's times
+  after the planner is killed).
+Only the sampler section needs torch; the others run on the robot's computer. Summaries go
+through ``planner_runtime.bench.stats.summary``. A section whose dependencies are missing
+reports ``"not available"``. ``--plot DIR`` writes a latency histogram PNG per section.
 """
 
 from __future__ import annotations
@@ -32,12 +33,14 @@ from typing import Any
 
 import numpy as np
 
+from planner_runtime.bench.stats import histogram_png, summary
+
 HELP = "latency of the sampler (fused/step ONNX vs eager torch), the service and the controller loop"
 GO2 = {"S": 30, "A": 12, "C": 3, "H": 16, "K": 10, "warm": 7}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--what", default="sampler", help="sections: sampler,service,controller or all")
+    p.add_argument("--what", default="sampler", help="sections: sampler,cadence,service,controller or all")
     p.add_argument("--iters", type=int, default=200, help="timed calls per variant")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--threads", type=int, default=1, help="ORT intra-op and torch threads")
@@ -62,22 +65,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="engine for the service section (default: the sampler section's fused graph)")
     p.add_argument("--keep", type=Path, default=None, help="directory to keep the exported engines in")
     p.add_argument("--plot", type=Path, default=None, help="directory for latency histogram PNGs")
-    p.add_argument("--cpu-latency-us", type=int, default=None, metavar="US",
-                   help="service section: serve --cpu-latency-us US (system-wide PM QoS limit)")
-    p.add_argument("--malloc-fastbins", action="store_true",
-                   help="service section: keep glibc malloc's fastbins (serve --malloc-fastbins)")
     p.add_argument("--requests", type=int, default=500, metavar="N",
                    help="service section: timed requests (default 500; the 95%% interval narrows with more)")
     p.add_argument("--rate-hz", type=float, default=None, metavar="R",
                    help="service section: pace the requests at R Hz, e.g. 12.5 (the Go2's replanning "
                         "rate: every 4th 50 Hz tick); default back to back")
+    p.add_argument("--service-cpus", default=None, metavar="LIST",
+                   help="service section: pin the service (serve --cpus) and the sampler-only worker, e.g. 2,3")
+    p.add_argument("--client-cpus", default=None, metavar="LIST",
+                   help="service section: pin the bench client (the controller's stand-in), e.g. 0")
+    p.add_argument("--block", type=int, default=25,
+                   help="service section, back to back: this many requests, then as many sampler-only "
+                        "and floor plans (default 25)")
+    p.add_argument("--no-floor", action="store_true",
+                   help="service section: skip the floor (a bare one-thread ZeroMQ server around the same plan)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def stats(ms: list[float]) -> dict[str, float]:
-    a = np.asarray(ms, dtype=np.float64)
-    return {"median_ms": round(float(np.median(a)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3),
-            "mean_ms": round(float(a.mean()), 3), "min_ms": round(float(a.min()), 3), "n": int(a.size)}
 
 
 def go2_sampler(dim: int, mults: tuple[int, ...], kernel: int, act: str = "silu", seed: int = 0,
@@ -196,12 +198,12 @@ def bench_sampler(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, l
     finally:
         if gc_was_on:
             gc.enable()
-    res = {k: stats(v) for k, v in samples.items()}
+    res = {k: summary(v, suffix="_ms", digits=3) for k, v in samples.items()}
     # CPU time of the calling thread (all work runs on it with 1 thread): a load-robust
     # estimate of the unloaded latency on a shared machine; wall time is what a robot sees.
     for k, v in cpu.items():
-        res[k]["cpu_median_ms"] = round(float(np.median(v)), 3)
-        res[k]["cpu_p99_ms"] = round(float(np.percentile(v, 99)), 3)
+        c = summary(v, digits=3)
+        res[k]["cpu_median_ms"], res[k]["cpu_p99_ms"] = c["median"], c["p99"]
     eager_s = res["torch_eager"]
     report = {
         "model": model_desc,
@@ -254,61 +256,23 @@ def _cuda_graph_call(s: Any, t_args: list, w: Any, extra: tuple = ()) -> Any:
     return call
 
 
-def _plot(samples: dict[str, list[float]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    hi = max(np.percentile(v, 99.5) for v in samples.values())
-    bins = np.linspace(0, hi * 1.05, 80)
-    for k, v in samples.items():
-        ax.hist(np.clip(v, 0, bins[-1]), bins=bins, alpha=0.5,
-                label=f"{k} (p50 {np.median(v):.1f}, p99 {np.percentile(v, 99):.1f} ms)")
-    ax.set_xlabel("latency per plan (ms)")
-    ax.set_ylabel("count")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def _external(section: str, engine: Path | None, args: argparse.Namespace) -> dict[str, Any]:
-    """Sections written by other parts of the project; absent -> "not available"."""
+    """The service and controller sections; missing dependencies -> "not available"."""
+    plot = None if args.plot is None else str(args.plot / f"{section}_latency.png")
     try:
         if section == "service":
-            from planner_runtime.bench_service import run_bench as svc
+            from planner_runtime.bench.service import run_bench as svc
 
             if engine is None:
                 return {"status": "not available", "reason": "no engine: run the sampler section or pass --engine"}
-            kw = {"threads": args.threads, "provider": args.provider,
-                  "cpu_latency_us": getattr(args, "cpu_latency_us", None),
-                  "malloc_fastbins": getattr(args, "malloc_fastbins", False),
-                  "n": args.requests, "rate_hz": args.rate_hz}
-            if args.plot:
-                kw["histogram"] = str(args.plot / "service_latency.png")
-            return dict(svc(str(engine), **_accepted(svc, kw)))
+            return svc(str(engine), n=args.requests, histogram=plot, threads=args.threads,
+                       provider=args.provider, rate_hz=args.rate_hz, service_cpus=args.service_cpus,
+                       client_cpus=args.client_cpus, block=args.block, floor=not args.no_floor)
         from robot.bench_loop import run_bench as ctl
 
-        kw = {"engine_path": str(engine)} if engine is not None else {}
-        if args.plot:
-            kw["histogram"] = str(args.plot / "controller_jitter.png")
-        return dict(ctl(**_accepted(ctl, kw)))
+        return ctl(engine_path=None if engine is None else str(engine), histogram=plot)
     except ImportError as exc:
         return {"status": "not available", "reason": str(exc)}
-
-
-def _accepted(fn: Any, kw: dict[str, Any]) -> dict[str, Any]:
-    """Only the keywords ``fn`` takes: the other sections' signatures are theirs to evolve."""
-    import inspect
-
-    params = inspect.signature(fn).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return kw
-    return {k: v for k, v in kw.items() if k in params}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -320,9 +284,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: unknown --what section(s) {sorted(unknown)}", file=sys.stderr)
         return 2
     rate = args.rate_hz
-    if args.requests < 1 or (rate is not None and not 0 < rate < float("inf")):
-        print(f"error: --requests must be >= 1 and --rate-hz a finite rate > 0 "
-              f"(got {args.requests}, {rate})", file=sys.stderr)
+    if args.requests < 1 or args.block < 1 or (rate is not None and not 0 < rate < float("inf")):
+        print(f"error: --requests must be >= 1, --block >= 1 and --rate-hz a finite rate > 0 "
+              f"(got {args.requests}, {args.block}, {rate})", file=sys.stderr)
         return 2
     import os
 
@@ -335,13 +299,12 @@ def run(args: argparse.Namespace) -> int:
         report["sampler"] = rep
         engine = engine or fused
         if args.plot:
-            png = args.plot / "sampler_latency.png"
-            _plot(samples, png, "Go2 MPDiffuser plan latency (warm start 7 steps, CFG)")
-            rep["plot"] = str(png)
+            rep["plot"] = histogram_png(samples, args.plot / "sampler_latency.png",
+                                        "Go2 MPDiffuser plan latency (warm start 7 steps, CFG)")
         if not args.json:
             _print_sampler(rep)
     if "cadence" in what:
-        from planner_runtime.bench_engine import cadence_bench
+        from planner_runtime.bench.cadence import cadence_bench
         from planner_runtime.engines import default_engine_path
 
         cad = cadence_bench(engine or default_engine_path(), n=args.iters, threads=args.threads,
@@ -349,21 +312,22 @@ def run(args: argparse.Namespace) -> int:
         samples_c = cad.pop("samples_ms")
         report["cadence"] = cad
         if args.plot:
-            png = args.plot / "cadence_latency.png"
-            _plot(samples_c, png, f"plan latency at the chunk period ({cad['period_ms']:.0f} ms) vs back to back")
-            cad["plot"] = str(png)
+            cad["plot"] = histogram_png(samples_c, args.plot / "cadence_latency.png",
+                                        f"plan latency at the chunk period ({cad['period_ms']:.0f} ms) vs back to back")
         if not args.json:
             print("cadence: " + ", ".join(f"{k} {cad[k]['median_ms']:.2f} / {cad[k]['p99_ms']:.2f} ms"
                                           for k in ("back_to_back", "paced_sleep", "paced_spin")))
     for sec in ("service", "controller"):
         if sec in what:
             report[sec] = _external(sec, engine, args)
-            if args.plot and isinstance(report[sec].get("samples_ms"), list):
-                png = args.plot / f"{sec}_latency.png"
-                _plot({sec: report[sec]["samples_ms"]}, png, f"{sec} latency")
-                report[sec]["plot"] = str(png)
-            if not args.json:
-                print(f"{sec}: {json.dumps({k: v for k, v in report[sec].items() if k != 'samples_ms'})}")
+            if args.json:
+                continue
+            if sec == "service" and "status" not in report[sec]:
+                from planner_runtime.bench.service import format_report
+
+                print("service:\n" + format_report(report[sec]))
+            else:
+                print(f"{sec}: {json.dumps(report[sec])}")
     report["load_average_after"] = list(os.getloadavg())
     if "sampler" in what and args.keep is None:  # exported engines were temporary
         import shutil

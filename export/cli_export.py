@@ -257,16 +257,17 @@ def run(args: argparse.Namespace) -> int:
             if len(graphs) > 1:
                 out = out.with_name(f"{out.stem}.{g}{out.suffix or '.onnx'}")
             m = export_engine(sampler, out, graph=g, meta=meta, exporter=args.exporter, opset=args.opset)
-            written[str(out)] = m
+            written[str(out)] = m.to_dict()
             if not args.json:
-                print(f"wrote {out}: {m['method']['name']} {g} graph, "
-                      f"S={m['dims']['S']} A={m['dims']['A']} C={m['dims']['C']} H={m['dims']['H']} "
-                      f"B={m['dims']['B']}, dt {m['control']['dt']} s ({m['control']['dt_source']}), "
-                      f"components {', '.join(m['provenance']['checkpoints'])}, "
-                      f"sha256 {m['checksums']['graph_sha256'][:16]}...")
-                for key, o in m["overrides"].items():
+                d = m.dims
+                print(f"wrote {out}: {m.method.name} {g} graph, "
+                      f"S={d.S} A={d.A} C={d.C} H={d.H} "
+                      f"B={d.B}, dt {m.control.dt} s ({m.control.dt_source}), "
+                      f"components {', '.join(m.provenance['checkpoints'])}, "
+                      f"sha256 {m.checksums.graph_sha256[:16]}...")
+                for key, o in m.overrides.items():
                     print(f"  override {key} = {o['value']} (the data says {o['data']})")
-                for pr in m["provenance"].get("forced", []):
+                for pr in m.provenance.get("forced", ()):
                     print(f"  forced: {pr}")
     except (ExportError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="mpdiffuser", help="method to train (default mpdiffuser)")
     p.add_argument("--data", required=True, help="dataset file (planner-runtime HDF5 format)")
     p.add_argument("--out", required=True, help="output directory for checkpoints and logs")
-    p.add_argument("--config", help="JSON config file (see export/train/config.py)")
+    p.add_argument("--config", help="JSON config file (keys: export/train/config.py; unknown keys are refused)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config entry (dotted key, JSON value); repeatable")
     p.add_argument("--steps", type=int, help="training steps per component (shortcut for --set steps=N)")
@@ -43,10 +43,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from export.train.config import apply_overrides, load_config
+    from export.train.config import user_config
 
-    try:
-        cfg = apply_overrides(load_config(args.config), args.overrides)
+    try:  # every key of the file and of each --set checked here (a typo names itself)
+        cfg = user_config(args.config, args.overrides)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

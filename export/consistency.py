@@ -53,10 +53,3 @@ def consistency_error(env: SteppableEnv, x0: np.ndarray, plan: np.ndarray, S: in
         diff = diff / np.asarray(scale, np.float64)
     return np.linalg.norm(diff, axis=-1)
 
-
-def consistency_report(env: SteppableEnv, x0s: np.ndarray, plans: np.ndarray, S: int,
-                       scale: np.ndarray | None = None) -> dict[str, object]:
-    """Errors of N plans: per-step mean [H], overall mean, final-step mean, and all [N, H]."""
-    errs = np.stack([consistency_error(env, x0, p, S, scale) for x0, p in zip(x0s, plans, strict=True)])
-    return {"per_step": errs.mean(0).tolist(), "mean": float(errs.mean()),
-            "final": float(errs[:, -1].mean()), "n": int(errs.shape[0]), "all": errs}

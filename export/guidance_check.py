@@ -2,10 +2,11 @@
 
     python -m export.guidance_check [--steps 1500] [--out DIR] [--json]
 
-Writes the linear system's dataset (``export/linear_system.py``), trains with the project's
-trainers (``train_method``): the planner + forward + value models (dadp_f), the inverse model
-(dadp_i), the transition and reward models (dmemm) and MPDiffuser's dynamics diffusion model,
-then samples 64 cold-start plans from the same noise with each sampler and reports the true
+Writes the planar linear system's dataset (``export.synthetic.write_planar_dataset``),
+trains with the project's trainers (``train_method``): the planner + forward + value models
+(dadp_f), the inverse model (dadp_i), the transition and reward models (dmemm) and
+MPDiffuser's dynamics diffusion model, then samples 64 cold-start plans from the same noise
+with each sampler and reports the true
 dynamics error of the plans (mean over rows of ||x_{t+1} - A x_t - B u_t||^2, raw units), the
 true inverse error (||u_t - B^-1 (x_{t+1} - A x_t)||^2), and each sampler's own model energy.
 All guided samplers share the one planner, so the differences are the guidance alone.
@@ -40,7 +41,7 @@ def _train(method: str, data: Path, out: Path, steps: int, components: str | Non
 def run_check(steps: int, out: Path, n_plans: int = 64, seed: int = 1) -> dict[str, Any]:
     import torch
 
-    from export import linear_system as lsys
+    from export import synthetic
     from export.dydiff import DyDiff
     from export.sampling.registry import build_sampler, load_components
     from export.train.checkpoint import build_model, normalizers
@@ -49,7 +50,8 @@ def run_check(steps: int, out: Path, n_plans: int = 64, seed: int = 1) -> dict[s
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    data = lsys.write_dataset(out / "linear.h5")
+    lsys = synthetic.planar_system()
+    data = synthetic.write_planar_dataset(out / "linear.h5")
     _train("dadp_f", data, out, steps, None)
     _train("dadp_i", data, out, steps, "inverse")
     _train("dmemm", data, out, steps, "transition,reward")
@@ -84,8 +86,8 @@ def run_check(steps: int, out: Path, n_plans: int = 64, seed: int = 1) -> dict[s
         s = build_sampler(comp, method, graph="sampler", **knobs)
         with torch.no_grad():
             plan = s(**inp)[0].numpy()
-        row = {"forward_err": float(lsys.true_forward_error(x0, plan).mean()),
-               "inverse_err": float(lsys.true_inverse_error(x0, plan).mean())}
+        row = {"forward_err": float(lsys.forward_error(x0, plan).mean()),
+               "inverse_err": float(lsys.inverse_error(x0, plan).mean())}
         if hasattr(s, "dynamics_error"):
             row["model_energy"] = float(s.dynamics_error(inp["x0"], torch.from_numpy(plan)).mean())
         else:  # DMEMM: the transition model's mean log-likelihood per plan
@@ -101,13 +103,13 @@ def run_check(steps: int, out: Path, n_plans: int = 64, seed: int = 1) -> dict[s
     L, n = 64, 16
 
     def policy(x: np.ndarray) -> np.ndarray:
-        return (-x @ lsys.POLICY_GAIN.T).astype(np.float32)
+        return (-x @ synthetic.PLANAR_POLICY_GAIN.T).astype(np.float32)
 
     starts = x0[:n]
     truth = np.zeros((n, L + 1, S), np.float32)
     truth[:, 0] = starts
     for t in range(L):
-        truth[:, t + 1] = lsys.step(truth[:, t], policy(truth[:, t]))
+        truth[:, t + 1] = lsys.next_state(truth[:, t], policy(truth[:, t]))
     res = dd.rollout(starts, policy, np.zeros(1, np.float32), length=L, rounds=2, avg_weight=0.5)
     dydiff = {f"round {i}" + (" (one-step model)" if i == 0 else ""):
               float(np.mean(np.sum((st - truth) ** 2, -1))) for i, st in enumerate(res.round_states)}

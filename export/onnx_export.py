@@ -111,10 +111,10 @@ def go2_meta(action_semantics: dict[str, Any] | None = None, history: tuple[str,
     (``robot.actions.PROJECT``), and the manifest says so (``source``). ``history``: the
     condition's history blocks (robot.observation.HISTORY_BLOCKS) the networks were trained with.
     ``control_dt`` not given: the Go2 profile's policy dt (``dt_source`` says so)."""
-    from export.robot_profiles import go2_profile
     from robot import go2_constants as g
     from robot.actions import PROJECT, ActionSemantics
-    from robot.observation import observation_spec
+    from robot.controller import go2_profile
+    from robot.observation import condition_names, observation_spec
 
     obs = observation_spec(history)
     if action_semantics is None:
@@ -126,7 +126,7 @@ def go2_meta(action_semantics: dict[str, Any] | None = None, history: tuple[str,
         kw["control_dt"] = float(g.POLICY_DT)
         kw["dt_source"] = "go2 profile (robot.go2_constants.POLICY_DT)"
     kw.setdefault("chunk_size", int(g.CHUNK_SIZE))
-    return EngineMeta(robot="go2", observation=obs, action=action, profile=go2_profile(history), **kw)
+    return EngineMeta(robot="go2", observation=obs, action=action, profile=go2_profile(condition_names(history)), **kw)
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
@@ -270,8 +270,9 @@ def check_graph(model: onnx.ModelProto) -> None:
 
 def export_engine(module: nn.Module, path: str | Path, graph: str = "fused",
                   n_steps: int | None = None, meta: EngineMeta | None = None,
-                  exporter: str = "torchscript", opset: int = DEFAULT_OPSET) -> dict[str, Any]:
-    """Export a sampler (bare, FusedSampler or StepSampler) as an engine; return its manifest."""
+                  exporter: str = "torchscript", opset: int = DEFAULT_OPSET) -> mf.Manifest:
+    """Export a sampler (bare, FusedSampler or StepSampler) as an engine; return its manifest
+    (``build_manifest``'s dict, parsed and stored by ``attach_manifest``)."""
     from export.sampling.base import FusedSampler, StepSampler
 
     if graph not in ("fused", "step"):
@@ -284,18 +285,18 @@ def export_engine(module: nn.Module, path: str | Path, graph: str = "fused",
         raise ExportError(f"a fused graph unrolls n_steps = warm_level steps; got n_steps {n}, "
                           f"warm_level {meta.warm_level}")
     wrapper = FusedSampler(s) if graph == "fused" else StepSampler(s)
-    manifest = build_manifest(s, graph, n, meta)
+    written = build_manifest(s, graph, n, meta)
     args = example_inputs(s, graph, n, meta.warm_level)
     model = to_onnx(wrapper, args, graph, exporter, opset)
     model.producer_name = "planner-runtime export"
-    model.doc_string = f"{manifest['method']['name']} {graph} graph (planner-runtime engine)"
     check_graph(model)
-    manifest = attach_manifest(model, manifest)
+    manifest = attach_manifest(model, written)  # the one parse, before it is stored
+    model.doc_string = f"{manifest.method.name} {graph} graph (planner-runtime engine)"
     onnx.checker.check_model(model)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
     onnx.save_model(model, tmp)
     tmp.replace(p)
-    log.info("wrote %s: %s %s graph, %d nodes", p, manifest["method"]["name"], graph, len(model.graph.node))
+    log.info("wrote %s: %s %s graph, %d nodes", p, manifest.method.name, graph, len(model.graph.node))
     return manifest

@@ -40,6 +40,7 @@ import numpy as np
 
 from planner_runtime import schedule
 from planner_runtime.engine import Engine
+from planner_runtime.manifest import Manifest
 from planner_runtime.protocol import ActionChunk, Observation, all_finite
 
 log = logging.getLogger("planner_runtime.planner")
@@ -67,16 +68,16 @@ class PlannerSpec:
     state_scale: np.ndarray  # [S], for the far-observation test
 
     @classmethod
-    def from_manifest(cls, manifest: Mapping[str, Any], *, chunk: int | None = None,
+    def from_manifest(cls, manifest: Manifest, *, chunk: int | None = None,
                       steps: int | None = None, warm_level: int | None = None,
                       cfg_w: float | None = None, temperature: float | None = None) -> PlannerSpec:
-        """Build from a validated manifest; ``steps``/``warm_level`` only for step graphs."""
-        d, g, f = manifest["dims"], manifest["graph"], manifest["diffusion"]
-        K = int(f["K"])
-        cold = np.asarray(f["cold_levels"], np.int64)
-        warm = np.asarray(f["warm_levels"], np.int64)
-        if g["kind"] == "fused" and (steps is not None or warm_level is not None):
-            n = int(g["n_steps"])
+        """Build from a parsed manifest; ``steps``/``warm_level`` only for step graphs."""
+        d, g, f = manifest.dims, manifest.graph, manifest.diffusion
+        K = f.K
+        cold = np.asarray(f.cold_levels, np.int64)
+        warm = np.asarray(f.warm_levels, np.int64)
+        if g.kind == "fused" and (steps is not None or warm_level is not None):
+            n = g.n_steps
             if (steps is not None and steps != n) or (warm_level is not None and warm_level != n):
                 raise ValueError(
                     f"this is a fused engine with {n} unrolled steps: --steps/--warm-level can only "
@@ -87,45 +88,54 @@ class PlannerSpec:
             if not 1 <= warm_level <= K:
                 raise ValueError(f"warm level must be in [1, K={K}], got {warm_level}")
             warm = schedule.warm_levels(warm_level)
-        H = int(d["H"])
-        c = int(manifest["control"]["chunk_size"]) if chunk is None else int(chunk)
+        H = d.H
+        c = manifest.control.chunk_size if chunk is None else int(chunk)
         if not 1 <= c <= H:
             raise ValueError(f"chunk size must be in [1, H={H}], got {c}")
-        S = int(d["S"])
-        temp = float(f["temperature"] if temperature is None else temperature)
-        w = float(f["cfg_w"] if cfg_w is None else cfg_w)
+        S = d.S
+        temp = float(f.temperature if temperature is None else temperature)
+        w = float(f.cfg_w if cfg_w is None else cfg_w)
         if not (math.isfinite(temp) and temp >= 0):
             raise ValueError(f"temperature must be a finite number >= 0, got {temp}")
         if not math.isfinite(w):
             raise ValueError(f"cfg_w must be finite, got {w}")
-        return cls(S=S, A=int(d["A"]), C=int(d["C"]), H=H, B=int(d["B"]), K=K,
-                   dt=float(manifest["control"]["dt"]), chunk=c, graph=str(g["kind"]),
+        return cls(S=S, A=d.A, C=d.C, H=H, B=d.B, K=K,
+                   dt=float(manifest.control.dt), chunk=c, graph=g.kind,
                    cold_levels=schedule.validate_levels(cold, K),
                    warm_levels=schedule.validate_levels(warm, K),
                    cfg_w=w, temperature=temp,
                    state_scale=state_scale_from_manifest(manifest, S))
 
 
-def state_scale_from_manifest(manifest: Mapping[str, Any], S: int) -> np.ndarray:
+def state_scale_from_manifest(manifest: Manifest, S: int) -> np.ndarray:
     """Per-dimension state scale from the normalizer (``traj.scale[:S]`` or ``scale[:S]``)."""
-    norm = manifest.get("normalizer") or {}
+    norm = manifest.normalizer or {}
     for block in (norm.get("traj"), norm):
-        if isinstance(block, Mapping) and isinstance(block.get("scale"), list) and len(block["scale"]) >= S:
+        if isinstance(block, Mapping) and isinstance(block.get("scale"), tuple) and len(block["scale"]) >= S:
             sc = np.asarray(block["scale"][:S], np.float64)
             if np.all(np.isfinite(sc)) and np.all(sc > 0):
                 return sc
     return np.ones(S)
 
 
-def shift_plan(plan: np.ndarray, steps: int) -> np.ndarray:
-    """Drop the first ``steps`` rows of ``[..., H, D]`` and pad by repeating the last row."""
+def shift_plan(plan: np.ndarray, steps: int, out: np.ndarray | None = None) -> np.ndarray:
+    """The warm-start shift: row t of the result is row ``min(t + steps, H - 1)`` of ``plan``
+    ``[..., H, D]`` (the first ``steps`` rows dropped, the end padded with the last row).
+
+    ``steps`` must be in [0, H] (H: every row is the last one). ``out``: an array to fill
+    instead of a new one (it may have more leading dimensions than ``plan``: each candidate
+    of a [B, H, D] input gets the same shifted plan). The graph side has the same rule in
+    torch (``export.sampling.common.shift_plan``); a test checks that the two agree.
+    """
     H = plan.shape[-2]
-    if not 0 <= steps < H:
-        raise ValueError(f"shift must be in [0, H={H}), got {steps}")
-    if steps == 0:
-        return plan.copy()
-    tail = np.repeat(plan[..., -1:, :], steps, axis=-2)
-    return np.concatenate([plan[..., steps:, :], tail], axis=-2)
+    if not 0 <= steps <= H:
+        raise ValueError(f"shift steps must be in [0, H={H}], got {steps}")
+    if out is None:
+        out = np.empty_like(plan)
+    out[..., : H - steps, :] = plan[..., steps:, :]
+    if steps:
+        out[..., H - steps:, :] = plan[..., -1:, :]
+    return out
 
 
 @dataclass
@@ -345,10 +355,7 @@ class AsyncPlanner:
             levels = sp.cold_levels
         else:
             assert last is not None
-            # warm start: the previous plan shifted by s rows, the end padded with its last row
-            prev[:, : H - s] = last.plan[s:]
-            if s:
-                prev[:, H - s:] = last.plan[-1]
+            shift_plan(last.plan, s, out=prev)  # warm start: the previous plan shifted by s rows
             levels = sp.warm_levels
         noise = self._take_noise()
         # [1, S] / [1, C] copies (obs.state/cond may be read-only views of the message),

@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from planner_runtime.bench.stats import summary
 from planner_runtime.protocol import ActionChunk
 
 MERGES = ("inpaint", "aligned", "blend", "replace", "hold")
@@ -385,11 +386,7 @@ class ChunkExecutor:
 
     def latency_stats(self) -> dict[str, float]:
         """Median / p99 / max of measured -> received turnaround in ms (empty if none)."""
-        if not self.latencies:
-            return {}
-        a = np.asarray(self.latencies) * 1e3
-        return {"median_ms": float(np.median(a)), "p99_ms": float(np.percentile(a, 99)),
-                "max_ms": float(a.max()), "n": float(a.size)}
+        return summary(self.latencies, scale=1e3, suffix="_ms")
 
     def switch_metrics(self, scale: Any = 1.0) -> dict[str, float | None]:
         """Over the newest ``history`` recorded ticks (actions times ``scale``: joint-target units on the Go2):

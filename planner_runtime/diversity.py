@@ -31,14 +31,15 @@ from typing import Any
 import numpy as np
 
 from planner_runtime.async_planner import AsyncPlanner, PlannerSpec
+from planner_runtime.manifest import Manifest
 from planner_runtime.protocol import Observation
 
 
-def traj_scale(manifest: Mapping[str, Any], D: int) -> np.ndarray:
+def traj_scale(manifest: Manifest, D: int) -> np.ndarray:
     """Per-dimension scale of a trajectory row [x (S), u (A)] from the normalizer (1 if absent)."""
-    block = (manifest.get("normalizer") or {}).get("traj") or {}
+    block = (manifest.normalizer or {}).get("traj") or {}
     sc = block.get("scale") if isinstance(block, Mapping) else None
-    if isinstance(sc, list) and len(sc) == D:
+    if isinstance(sc, tuple) and len(sc) == D:
         a = np.asarray(sc, np.float64)
         if np.all(np.isfinite(a)) and np.all(a > 0):
             return a
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     idx = np.linspace(0, len(ds) - 1, a.states).astype(int)
     states = [ds.observations[i] for i in idx]
-    names = list(engine.manifest["observation"]["condition_names"])
+    names = list(engine.manifest.observation.condition_names)
     try:
         conds = [condition_from_dataset(ds, int(i), names) for i in idx]
     except ValueError as exc:
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     temps = a.temperature or [spec.temperature]
     rows = [spread_over_states(engine, spec, states, conds, a.n, t, a.warm) for t in temps]
-    rep = {"engine": a.engine, "method": engine.manifest["method"]["name"], "B": spec.B,
+    rep = {"engine": a.engine, "method": engine.manifest.method.name, "B": spec.B,
            "cfg_w": spec.cfg_w, "dataset": a.dataset, "results": rows}
     engine.close()
     if a.json:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +79,8 @@ def _read_bytes(path: str | Path) -> bytes:
 
 # ---------------------------------------------------------------- ONNX
 
-def load_onnx(path: str | Path, verify: bool = True) -> tuple[Any, dict[str, Any]]:
-    """Parse an ONNX engine; return (ModelProto, validated manifest).
+def load_onnx(path: str | Path, verify: bool = True) -> tuple[Any, mf.Manifest]:
+    """Parse an ONNX engine; return (ModelProto, parsed manifest).
 
     Refuses a file that is not ONNX (or truncated), has no manifest, has an invalid or
     unknown-version manifest, or whose graph does not match its checksum.
@@ -105,7 +106,7 @@ def load_onnx(path: str | Path, verify: bool = True) -> tuple[Any, dict[str, Any
         raise EngineError(f"{path}: {exc}") from exc
     if verify:
         got = onnx_graph_sha256(model)
-        want = manifest["checksums"]["graph_sha256"]
+        want = manifest.checksums.graph_sha256
         if got != want:
             raise EngineError(
                 f"{path}: graph checksum mismatch (manifest {want[:16]}..., file {got[:16]}...): "
@@ -114,43 +115,58 @@ def load_onnx(path: str | Path, verify: bool = True) -> tuple[Any, dict[str, Any
     return model, manifest
 
 
-def attach_manifest(model: Any, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Set ``checksums.graph_sha256`` from the graph, validate, store in metadata_props."""
-    manifest = json.loads(json.dumps(manifest))  # deep copy, and proves it is plain JSON
-    manifest.setdefault("checksums", {})["graph_sha256"] = onnx_graph_sha256(model)
-    mf.validate(manifest)
+def _plain_copy(manifest: mf.Manifest | Mapping[str, Any]) -> dict[str, Any]:
+    """A mutable deep copy of a manifest being written (and proof a dict is plain JSON)."""
+    if isinstance(manifest, mf.Manifest):
+        return manifest.to_dict()
+    out: dict[str, Any] = json.loads(json.dumps(manifest))
+    return out
+
+
+def attach_manifest(model: Any, manifest: mf.Manifest | Mapping[str, Any]) -> mf.Manifest:
+    """Set ``checksums.graph_sha256`` from the graph, parse, store in metadata_props."""
+    d = _plain_copy(manifest)
+    d.setdefault("checksums", {})["graph_sha256"] = onnx_graph_sha256(model)
+    parsed = mf.parse(d)
     keep = [p for p in model.metadata_props if p.key != mf.ONNX_METADATA_KEY]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)
     entry = model.metadata_props.add()
     entry.key = mf.ONNX_METADATA_KEY
-    entry.value = mf.to_json(manifest)
-    return manifest
+    entry.value = parsed.to_json()
+    return parsed
 
 
 # ---------------------------------------------------------------- .plan container
 
-def pack_plan(manifest: dict[str, Any], engine_bytes: bytes) -> bytes:
-    """Container bytes for a TensorRT engine; sets ``checksums.plan_sha256``."""
-    manifest = json.loads(json.dumps(manifest))
-    manifest.setdefault("checksums", {})["plan_sha256"] = sha256_hex(engine_bytes)
-    mf.validate(manifest)
-    js = mf.to_json(manifest).encode("utf-8")
-    return b"".join([
+def _pack(manifest: mf.Manifest | Mapping[str, Any], engine_bytes: bytes) -> tuple[mf.Manifest, bytes]:
+    d = _plain_copy(manifest)
+    d.setdefault("checksums", {})["plan_sha256"] = sha256_hex(engine_bytes)
+    parsed = mf.parse(d)
+    js = parsed.to_json().encode("utf-8")
+    return parsed, b"".join([
         _HEAD.pack(PLAN_MAGIC, PLAN_CONTAINER_VERSION, len(js)), js,
         _LEN.pack(len(engine_bytes)), engine_bytes,
     ])
 
 
-def write_plan(path: str | Path, manifest: dict[str, Any], engine_bytes: bytes) -> None:
+def pack_plan(manifest: mf.Manifest | Mapping[str, Any], engine_bytes: bytes) -> bytes:
+    """Container bytes for a TensorRT engine; sets ``checksums.plan_sha256``."""
+    return _pack(manifest, engine_bytes)[1]
+
+
+def write_plan(path: str | Path, manifest: mf.Manifest | Mapping[str, Any], engine_bytes: bytes) -> mf.Manifest:
+    """Write a .plan container; return the manifest it holds."""
     p = Path(path)
     tmp = p.with_name(p.name + ".tmp")
-    tmp.write_bytes(pack_plan(manifest, engine_bytes))
+    parsed, data = _pack(manifest, engine_bytes)
+    tmp.write_bytes(data)
     tmp.replace(p)  # never leave a half-written engine under the final name
+    return parsed
 
 
-def unpack_plan(data: bytes, name: str = "<plan>", verify: bool = True) -> tuple[dict[str, Any], bytes]:
-    """Split container bytes into (validated manifest, engine bytes)."""
+def unpack_plan(data: bytes, name: str = "<plan>", verify: bool = True) -> tuple[mf.Manifest, bytes]:
+    """Split container bytes into (parsed manifest, engine bytes)."""
     if len(data) < _HEAD.size:
         raise EngineError(f"{name}: file too short for a planner-runtime .plan ({len(data)} bytes): truncated")
     magic, version, mlen = _HEAD.unpack_from(data, 0)
@@ -178,20 +194,20 @@ def unpack_plan(data: bytes, name: str = "<plan>", verify: bool = True) -> tuple
         )
     engine = data[pos:]
     if verify:
-        want = manifest["checksums"].get("plan_sha256")
-        if not isinstance(want, str):
+        want = manifest.checksums.plan_sha256
+        if want is None:
             raise EngineError(f"{name}: manifest is missing field 'checksums.plan_sha256'")
         if sha256_hex(engine) != want:
             raise EngineError(f"{name}: TensorRT engine checksum mismatch: the file is corrupt")
     return manifest, engine
 
 
-def read_plan(path: str | Path, verify: bool = True) -> tuple[dict[str, Any], bytes]:
+def read_plan(path: str | Path, verify: bool = True) -> tuple[mf.Manifest, bytes]:
     return unpack_plan(_read_bytes(path), str(path), verify)
 
 
-def read_manifest(path: str | Path, verify: bool = True) -> dict[str, Any]:
-    """The validated manifest of any engine file (checksums verified unless verify=False)."""
+def read_manifest(path: str | Path, verify: bool = True) -> mf.Manifest:
+    """The parsed manifest of any engine file (checksums verified unless verify=False)."""
     if engine_kind(path) == "onnx":
         return load_onnx(path, verify)[1]
     return read_plan(path, verify)[0]

@@ -254,7 +254,7 @@ _tls = threading.local()
 def _packer() -> msgpack.Packer:
     """This thread's packer. ``msgpack.packb`` builds a packer with a fresh 256 KiB buffer
     per call; after an engine run that allocation alone cost ~60 us here (glibc merges its
-    freed small blocks on the first large request, see ``malloc_tuning``). Kept per thread:
+    freed small blocks on the first large request). Kept per thread:
     the socket and planner threads encode concurrently."""
     p = getattr(_tls, "packer", None)
     if p is None:

@@ -53,7 +53,6 @@ from planner_runtime import __version__
 from planner_runtime import protocol as P
 from planner_runtime.async_planner import AsyncPlanner, PlannerSpec
 from planner_runtime.engine import Engine
-from planner_runtime.malloc_tuning import fastbins_disabled
 from planner_runtime.manifest import engine_identity, profile_problems
 
 if TYPE_CHECKING:
@@ -66,8 +65,6 @@ log = logging.getLogger("planner_runtime.server")
 ZMQ_MAXMSGSIZE = 4 * P.MAX_MESSAGE_BYTES
 DEFAULT_BIND = "tcp://127.0.0.1:5555"
 LOG_BAD_PER_S = 10
-# Metadata fields not sent to clients: internal to the graph or bulky.
-PRIVATE_MANIFEST_KEYS = ("normalizer",)
 # Seconds without the owner's observations after which another client may take the planner
 # (serve --owner-timeout). The controller sends one every 80 ms while it plans.
 DEFAULT_OWNER_TIMEOUT = 1.0
@@ -158,7 +155,6 @@ def setup_logging(json_lines: bool = False, level: int = logging.INFO) -> None:
 
 
 def public_metadata(engine: Engine, spec: PlannerSpec, planner: AsyncPlanner) -> dict[str, Any]:
-    manifest = {k: v for k, v in engine.manifest.items() if k not in PRIVATE_MANIFEST_KEYS}
     return {
         "type": "metadata", "server_version": __version__, "protocol": P.PROTOCOL_VERSION,
         "backend": engine.backend, "graph": spec.graph,
@@ -167,7 +163,7 @@ def public_metadata(engine: Engine, spec: PlannerSpec, planner: AsyncPlanner) ->
         "K": spec.K, "cold_levels": spec.cold_levels.tolist(), "warm_levels": spec.warm_levels.tolist(),
         "cfg_w": spec.cfg_w, "temperature": spec.temperature,
         "cold_threshold": planner.cold_threshold, "inpaints": bool(getattr(engine, "inpaints", False)),
-        "manifest": manifest,
+        "manifest": engine.manifest.public_dict(),  # without the private fields (normalizer)
         "identity": engine_identity(engine.manifest),
     }
 
@@ -559,7 +555,6 @@ class PlannerServer:
             "busy": self.planner.busy, "pending": self.planner.pending,
             "counters": dict(self.counters), "error_counts": dict(self.error_counts),
             "pid": os.getpid(), "torch_loaded": "torch" in sys.modules,
-            "malloc_fastbins_off": fastbins_disabled(),
             "ownership": {"owner": self.owner_info(), "owner_timeout_s": self.metadata["owner_timeout_s"],
                           **self.ownership},
         }
@@ -620,23 +615,3 @@ class PlannerServer:
         self._serving = False
         log.info("stopped after %d plans", self.planner.stats["plans"], extra={"event": "stop"})
 
-
-def start_server(engine_path: str, bind: str = DEFAULT_BIND, *, threads: int | None = 1,
-                 provider: str | None = None, chunk: int | None = None, seed: int = 0,
-                 cold_threshold: float = 1.0, owner_timeout: float = DEFAULT_OWNER_TIMEOUT,
-                 **spec_overrides: Any) -> PlannerServer:
-    """Load an engine and serve it from a background thread (tests, in-process demos).
-
-    ``spec_overrides``: steps, warm_level, cfg_w, temperature (see PlannerSpec.from_manifest).
-    Call ``.stop()`` and then ``.engine.close()`` when done.
-    """
-    from planner_runtime.backends import load_engine
-
-    engine = load_engine(engine_path, provider=provider, threads=threads)
-    try:
-        spec = PlannerSpec.from_manifest(engine.manifest, chunk=chunk, **spec_overrides)
-        return PlannerServer(engine, spec, bind=bind, seed=seed, cold_threshold=cold_threshold,
-                             owner_timeout=owner_timeout).start()
-    except Exception:
-        engine.close()
-        raise

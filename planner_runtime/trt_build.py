@@ -18,6 +18,7 @@ from typing import Any
 
 from planner_runtime.engine import EngineError
 from planner_runtime.engine_file import load_onnx, sha256_hex, write_plan
+from planner_runtime.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,8 @@ def _device_name() -> str:
 
 def build_plan(onnx_path: str | Path, out_path: str | Path, fp16: bool = False,
                timing_cache: str | Path | None = None, workspace_mb: int = 1024,
-               verbose: bool = False) -> dict[str, Any]:
-    """Build ``out_path`` (.plan container) from an ONNX engine; return the new manifest."""
+               verbose: bool = False) -> Manifest:
+    """Build ``out_path`` (.plan container) from an ONNX engine; return its manifest (as stored)."""
     from planner_runtime.backends.tensorrt import import_tensorrt
 
     trt = import_tensorrt()
@@ -102,11 +103,12 @@ def build_plan(onnx_path: str | Path, out_path: str | Path, fp16: bool = False,
     if cache_path is not None:
         cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
     device = _device_name()
-    manifest["tensorrt"] = {
+    written = manifest.to_dict()
+    written["tensorrt"] = {
         "version": trt.__version__, "fp16": bool(fp16), "fp32_pinned_layers": pinned,
         "device": device, "onnx_sha256": sha256_hex(onnx_bytes),
-        "onnx_graph_sha256": manifest["checksums"]["graph_sha256"], "build_s": round(build_s, 2),
+        "onnx_graph_sha256": manifest.checksums.graph_sha256, "build_s": round(build_s, 2),
     }
-    write_plan(out_path, manifest, engine_bytes)
+    stored = write_plan(out_path, written, engine_bytes)
     log.info("built %s in %.1f s (%d bytes, fp16=%s)", out_path, build_s, len(engine_bytes), fp16)
-    return manifest
+    return stored

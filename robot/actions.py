@@ -49,7 +49,7 @@ class ActionSemantics:
                 "scale": [float(v) for v in self.scale], "kp": float(self.kp), "kd": float(self.kd)}
 
     @staticmethod
-    def from_dict(d: dict[str, Any], where: str = "action semantics") -> ActionSemantics:
+    def from_dict(d: object, where: str = "action semantics") -> ActionSemantics:
         """Parse a recorded block (dataset attribute or manifest ``action``); ValueError names
         what is missing or malformed. A scalar scale is broadcast to every joint."""
         if not isinstance(d, dict):
@@ -72,20 +72,24 @@ class ActionSemantics:
         return ActionSemantics(str(d.get("name", "recorded")), names, pose, scale, kp, kd)
 
     def check(self) -> list[str]:
-        """What keeps the Go2 controller from executing these semantics (empty: it can)."""
-        bad = []
-        if list(self.joint_names) != list(go2.JOINT_NAMES):
-            bad.append(f"joint order {list(self.joint_names)} is not the Go2 SDK order {list(go2.JOINT_NAMES)}")
-            return bad
-        if np.any(self.default_joint_pos < go2.JOINT_POS_LOWER) or np.any(self.default_joint_pos > go2.JOINT_POS_UPPER):
-            bad.append("default_joint_pos lies outside the Go2 joint limits")
-        if np.any(self.scale < SCALE_RANGE[0]) or np.any(self.scale > SCALE_RANGE[1]):
-            bad.append(f"action scale outside {SCALE_RANGE}")
-        if not KP_RANGE[0] <= self.kp <= KP_RANGE[1]:
-            bad.append(f"kp {self.kp} outside {KP_RANGE}")
-        if not KD_RANGE[0] <= self.kd <= KD_RANGE[1]:
-            bad.append(f"kd {self.kd} outside {KD_RANGE}")
-        return bad
+        """What keeps the Go2 controller from executing these semantics (empty: it can): the
+        engine-vs-robot rule (``planner_runtime.manifest.action_problems``) against
+        ``go2_execution_profile``."""
+        from planner_runtime import manifest as mf
+
+        return mf.action_problems(mf.parse_action(self.as_dict()), go2_execution_profile())
+
+
+def go2_execution_profile() -> dict[str, Any]:
+    """The part of the Go2 robot profile (``planner_runtime.manifest`` schema) that says what
+    its controller executes: the SDK joint order and joint-position targets with gains and
+    scale in the ranges above and a default pose within the joint limits."""
+    return {"joint_names": list(go2.JOINT_NAMES),
+            "action": {"type": "joint_position", "target": "default_joint_pos + scale * action",
+                       "joint_pos_lower": [float(v) for v in go2.JOINT_POS_LOWER],
+                       "joint_pos_upper": [float(v) for v in go2.JOINT_POS_UPPER],
+                       "kp_range": list(KP_RANGE), "kd_range": list(KD_RANGE),
+                       "scale_range": list(SCALE_RANGE)}}
 
 
 PROJECT = ActionSemantics("project", go2.JOINT_NAMES, go2.DEFAULT_JOINT_POS.copy(),

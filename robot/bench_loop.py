@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from planner_runtime.bench.stats import histogram_png, summary
 from planner_runtime.server import free_tcp_port
 
 log = logging.getLogger("robot.bench_loop")
@@ -41,28 +42,18 @@ def _env() -> dict:
     return env
 
 
-def _stats_ms(x: np.ndarray) -> dict[str, float]:
-    if x.size == 0:
-        return {"median": float("nan"), "p99": float("nan"), "max": float("nan"), "n": 0}
-    return {"median": float(np.median(x) * 1e3), "p99": float(np.percentile(x, 99) * 1e3),
-            "max": float(x.max() * 1e3), "n": int(x.size)}
-
-
 def _pick_engine(engine_path: str | None, workdir: Path) -> tuple[Path, str]:
     from robot.probe_engine import build_probe_engine
 
     if engine_path:
         try:
             from planner_runtime.backends import load_engine
-            from robot.controller import check_planner_metadata
+            from robot.controller import check_engine
 
             eng = load_engine(engine_path, provider="cpu", threads=1)
             m = eng.manifest
             eng.close()
-            d = m.get("dims", {})
-            check_planner_metadata({"state_dim": d.get("S"), "action_dim": d.get("A"),
-                                    "cond_dim": d.get("C"), "dt": m.get("control", {}).get("dt"),
-                                    "manifest": m})
+            check_engine(m)
             return Path(engine_path), "given"
         except Exception as exc:  # not a Go2 engine: measure with the probe engine instead
             log.warning("engine %s not usable for the Go2 controller (%s); using the probe engine",
@@ -122,7 +113,8 @@ def _run_inner(engine_path: str | None = None, measure_s: float = 10.0, domain_i
              "--bind", ep, "--threads", "1", "--log-level", "warning"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
         procs.append(srv)
-        if '"ready"' not in robot_proc.stdout.readline():
+        ready = robot_proc.stdout.readline() if robot_proc.stdout is not None else ""
+        if '"ready"' not in ready:
             raise RuntimeError("the DDS stand-in robot did not start")
         if rt_priority:
             from robot.realtime import set_realtime
@@ -162,8 +154,8 @@ def _run_inner(engine_path: str | None = None, measure_s: float = 10.0, domain_i
 
         err = np.abs(periods - 0.002)
         out.update({
-            "period_ms": _stats_ms(periods),
-            "period_error_ms": _stats_ms(err),
+            "period_ms": summary(periods, scale=1e3),
+            "period_error_ms": summary(err, scale=1e3),
             "overruns_over_1ms": int(np.sum(err > 0.001)),
             "chunks_accepted": chunks_during,
             "hold_events_before_kill": holds_before_kill,
@@ -177,8 +169,8 @@ def _run_inner(engine_path: str | None = None, measure_s: float = 10.0, domain_i
             "robot": robot.stats(),
         })
         if histogram:
-            _plot(periods, Path(histogram))
-            out["histogram"] = histogram
+            out["histogram"] = histogram_png({"loop period": periods * 1e3}, histogram, "500 Hz controller loop",
+                                             "control loop period (ms), target 2.0", target=2.0)
     finally:
         for p in reversed(procs):
             if p.poll() is None:
@@ -200,25 +192,6 @@ def _run_inner(engine_path: str | None = None, measure_s: float = 10.0, domain_i
                 # Collapsing in damping (kp = 0) is expected; falling before it is not.
                 out["stand_in"]["fell_after_kill_s"] = st["fell_at"] - out["t_kill"]
     return out
-
-
-def _plot(periods: np.ndarray, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ms = periods * 1e3
-    ax.hist(np.clip(ms, 0, np.percentile(ms, 99.9)), bins=100)
-    ax.axvline(2.0, color="k", lw=0.8)
-    ax.set_xlabel("control loop period (ms), target 2.0")
-    ax.set_ylabel("count")
-    ax.set_title(f"500 Hz loop: median {np.median(ms):.3f} ms, p99 {np.percentile(ms, 99):.3f} ms")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:

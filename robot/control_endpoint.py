@@ -98,7 +98,7 @@ class ControlEndpoint:
 
 def send(endpoint: str, cmd: str, timeout: float = 2.0) -> dict[str, Any] | None:
     """Send one command to a controller's control endpoint; its reply, or None on timeout."""
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context = zmq.Context.instance()
     s = ctx.socket(zmq.REQ)
     s.setsockopt(zmq.LINGER, 0)
     try:

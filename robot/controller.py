@@ -36,21 +36,26 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from planner_runtime.bench.stats import summary
 from planner_runtime.chunking import DEFAULT_MERGE, ChunkAdmissionError, ChunkConfig, ChunkExecutor
 from planner_runtime.link import PlannerLink
 from planner_runtime.protocol import ActionChunk, Observation
 from robot import go2_constants as go2
 from robot import wireless_remote
-from robot.actions import KD_RANGE, KP_RANGE, PROJECT, SCALE_RANGE, ActionSemantics
+from robot.actions import PROJECT, ActionSemantics, go2_execution_profile
 from robot.interface import RobotInterface
 from robot.observation import ACTION_DIM, CONDITION_NAMES, ConditionBuilder, build_state
 from robot.safety import CommandFilter, Mode, SafetyConfig, SafetyStateMachine, damping_command
 from robot.types import LowCmd, LowState
+
+if TYPE_CHECKING:
+    from robot.control_endpoint import ControlEndpoint
 
 log = logging.getLogger("robot.controller")
 
@@ -117,7 +122,8 @@ class CommandSchedule:
     def from_arrays(cls, times: Any, commands: Any) -> CommandSchedule:
         """From start times [K] and commands [K, 3]."""
         c = np.asarray(commands, np.float64).reshape(-1, 3)
-        return cls([(float(t), *map(float, row)) for t, row in zip(np.asarray(times).reshape(-1), c, strict=True)])
+        return cls([(float(t), float(vx), float(vy), float(yaw))
+                    for t, (vx, vy, yaw) in zip(np.asarray(times).reshape(-1), c, strict=True)])
 
     @classmethod
     def parse(cls, text: str) -> CommandSchedule:
@@ -199,7 +205,7 @@ class TickRecord:
     mode: str
     q_target: np.ndarray
     kp: float
-    q: np.ndarray
+    q: np.ndarray | None  # None: no state on this tick
     base_lin_vel: np.ndarray | None
 
 
@@ -243,9 +249,8 @@ class Controller:
         self.last_command: LowCmd | None = None
         self.t_start: float | None = None
         self._remote_resume_prev = False
-        # Optional local control endpoint (robot.control_endpoint.ControlEndpoint): polled
-        # once per tick, after the state is read.
-        self.control = None
+        # Optional local control endpoint: polled once per tick, after the state is read.
+        self.control: ControlEndpoint | None = None
 
     # -------------------------------------------------------------------- control
     def request_stop(self, reason: str, resumable: bool = True) -> None:
@@ -438,7 +443,13 @@ class Controller:
         since = 0.0 if self._t_planning is None else t - self._t_planning
         return self.command(since)
 
+    def _linked_planner(self) -> PlannerLink:
+        if self.planner is None:
+            raise RuntimeError("Controller: no planner link (constructed with planner=None)")
+        return self.planner
+
     def _send_observation(self, t: float, state: LowState) -> bool:
+        planner = self._linked_planner()
         try:
             x = build_state(state)
             self._tick_state = x
@@ -456,7 +467,7 @@ class Controller:
                               cond=self.condition(self._command_at(t), prev[0], prev[1]),
                               committed=committed)
             self.executor.sent(self.seq, t, self.tick // self.config.policy_decimation, x_plan)
-            self.planner.send_observation(obs)
+            planner.send_observation(obs)
             self.seq += 1
             self._counts["obs_sent"] += 1
             return True
@@ -466,12 +477,13 @@ class Controller:
             return False
 
     def _receive(self, t: float, timeout: float, want_seq: int | None = None) -> bool:
+        planner = self._linked_planner()
         accepted = False
         deadline = time.monotonic() + timeout
         while True:
             left = max(0.0, deadline - time.monotonic())
             try:
-                chunk = self.planner.poll_chunk(left)
+                chunk = planner.poll_chunk(left)
             except Exception as exc:
                 self._reject(f"receive_error:{type(exc).__name__}")
                 log.debug("chunk receive failed: %s", exc)
@@ -515,18 +527,15 @@ class Controller:
                          "delay_ticks": self.executor.delay.ticks(),
                          **self.executor.switch_metrics(self.config.semantics.scale)},
             "filter": self.filter.stats.as_dict(),
-            "period_ms": {"median": float(np.median(per) * 1e3),
-                          "p99": float(np.percentile(per, 99) * 1e3)},
+            "period_ms": summary(per, scale=1e3),
             "period_samples": int(per.size) if self.periods else 0,  # the newest (Series capacity)
-            "period_error_ms": {"median": float(np.median(err) * 1e3),
-                                "p99": float(np.percentile(err, 99) * 1e3),
-                                "max": float(err.max() * 1e3)},
-            "plan_age_ms": None if lat is None else {
-                "median": float(np.median(lat) * 1e3), "p99": float(np.percentile(lat, 99) * 1e3)},
+            "period_error_ms": summary(err, scale=1e3),
+            "plan_age_ms": None if lat is None else summary(lat, scale=1e3),
             "tracking": self._tracking_summary(),
             "fault": {"latched": s.fault, "resumable": s.fault_resumable if s.fault else None,
                       "resumes": list(s.resumes)},
-            "planner": self.planner.summary() if hasattr(self.planner, "summary") else None,
+            "planner": (self.planner.summary()
+                        if self.planner is not None and hasattr(self.planner, "summary") else None),
         }
 
     def _track(self, cmd: np.ndarray, est: np.ndarray, true: np.ndarray | None) -> None:
@@ -560,32 +569,28 @@ class Controller:
         per, lat = self.periods.since(p0), self.latencies.since(l0)
         self._window = (len(self.periods), len(self.latencies))
 
-        def ms(a: np.ndarray) -> dict | None:
-            if not a.size:
-                return None
-            return {"n": int(a.size), "median": float(np.median(a) * 1e3),
-                    "p99": float(np.percentile(a, 99) * 1e3), "max": float(a.max() * 1e3)}
-
-        return {"ticks": self.tick, "mode": self.safety.mode.value, "period_ms": ms(per),
-                "plan_age_ms": ms(lat), "counts": dict(self.counts),
+        return {"ticks": self.tick, "mode": self.safety.mode.value,
+                "period_ms": summary(per, scale=1e3) or None, "plan_age_ms": summary(lat, scale=1e3) or None, "counts": dict(self.counts),
                 "rejected": sum(self.rejected.values()), "transitions": len(self.safety.transitions)}
 
 
-def go2_profile() -> dict[str, Any]:
-    """The robot profile this controller sends in its hello / claim: what it feeds a planner
-    and what it can execute (planner_runtime.manifest.profile_problems is the check)."""
+def go2_profile(condition_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """The one Go2 robot profile (planner_runtime.manifest.profile_problems is the check): what
+    this controller feeds a planner and what it can execute. The controller sends it in its
+    hello / claim; the exporter stores it in a Go2 engine's manifest with the engine's own
+    ``condition_names`` (the controller builds any layout ``ConditionBuilder`` knows, so it
+    sends none)."""
     from robot.observation import STATE_DIM, STATE_NAMES
 
-    return {
+    profile: dict[str, Any] = {
         "name": go2.ROBOT_NAME, "state_dim": STATE_DIM, "action_dim": ACTION_DIM,
-        "joint_names": list(go2.JOINT_NAMES), "state_names": list(STATE_NAMES),
-        "policy_dt": go2.POLICY_DT, "control_dt": go2.CONTROL_DT,
-        "action": {"type": "joint_position", "target": "default_joint_pos + scale * action",
-                   "joint_pos_lower": [float(v) for v in go2.JOINT_POS_LOWER],
-                   "joint_pos_upper": [float(v) for v in go2.JOINT_POS_UPPER],
-                   "kp_range": list(KP_RANGE), "kd_range": list(KD_RANGE),
-                   "scale_range": list(SCALE_RANGE)},
+        "state_names": list(STATE_NAMES), "policy_dt": go2.POLICY_DT, "control_dt": go2.CONTROL_DT,
+        **go2_execution_profile(),  # joint_names and action: what it can execute
     }
+    if condition_names is not None:
+        names = list(ConditionBuilder(tuple(condition_names)).names)
+        profile.update(condition_dim=len(names), condition_names=names)
+    return profile
 
 
 def identity_line(identity: dict | None) -> str:
@@ -786,34 +791,39 @@ class PlannerContract:
 
 
 def check_planner_metadata(meta: dict) -> PlannerContract:
-    """Refuse a planner whose engine does not match this robot profile (ValueError naming
-    every mismatch): dimensions, policy dt, observation and condition layout, and the action
-    semantics (joint order, default pose, scale, PD gains) this controller must execute."""
-    from robot.observation import STATE_DIM, STATE_NAMES
+    """``check_engine`` on the manifest a service's hello reply carries (its public part)."""
+    return check_engine(meta.get("manifest"))
 
+
+def check_engine(manifest: Any) -> PlannerContract:
+    """Refuse an engine this controller cannot run (ValueError naming every mismatch);
+    ``manifest``: a ``planner_runtime.manifest.Manifest`` or its (public) JSON object.
+
+    The rule is the engine-vs-robot one, ``planner_runtime.manifest.profile_problems``, against
+    ``go2_profile()``: dimensions (state_dim, action_dim), policy dt (and the 500 Hz command
+    period), state names, and the action semantics (joint order, default pose within the
+    joint limits, scale and PD gains in the ranges this controller executes). Besides, the
+    engine's condition layout must be one ``ConditionBuilder`` can build. Returns the
+    semantics (``robot.actions.ActionSemantics``) and condition layout to run it with."""
+    from planner_runtime import manifest as mf
+
+    try:
+        m = mf.parse(manifest, public=True)
+    except mf.ManifestError as exc:
+        raise ValueError(f"planner engine does not match the Go2 controller: {exc}") from exc
     bad = []
-    man = meta.get("manifest") or {}
-    obs = man.get("observation") or {}
-    cond_names = tuple(obs.get("condition_names") or CONDITION_NAMES)
+    cond_names = m.observation.condition_names
     try:
-        cond_dim = ConditionBuilder(cond_names).dim
+        ConditionBuilder(cond_names)
     except ValueError as exc:
         bad.append(str(exc))
-        cond_dim = len(CONDITION_NAMES)
-    for key, want in (("state_dim", STATE_DIM), ("action_dim", ACTION_DIM), ("cond_dim", cond_dim)):
-        if meta.get(key) != want:
-            bad.append(f"{key} {meta.get(key)!r} != {want}")
-    dt = meta.get("dt")
-    if not isinstance(dt, (int, float)) or abs(float(dt) - go2.POLICY_DT) > 1e-6:
-        bad.append(f"dt {dt!r} != {go2.POLICY_DT}")
+    bad += mf.profile_problems(m, go2_profile())
     sem = None
-    try:
-        sem = ActionSemantics.from_dict(man.get("action"), "engine manifest 'action'")
-        bad += sem.check()
-    except ValueError as exc:
-        bad.append(str(exc))
-    if "state_names" in obs and list(obs["state_names"]) != list(STATE_NAMES):
-        bad.append("observation state_names differ from robot.observation.STATE_NAMES")
+    if not bad:
+        try:
+            sem = ActionSemantics.from_dict(m.action.to_dict(), "engine manifest 'action'")
+        except ValueError as exc:
+            bad.append(str(exc))
     if bad or sem is None:
         raise ValueError("planner engine does not match the Go2 controller: " + "; ".join(bad))
     return PlannerContract(sem, cond_names)

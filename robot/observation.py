@@ -36,7 +36,7 @@ ACTION_NAMES: tuple[str, ...] = tuple(f"a_{n}" for n in JOINT_NAMES)
 STATE_DIM = len(STATE_NAMES)
 CONDITION_DIM = len(CONDITION_NAMES)
 ACTION_DIM = len(ACTION_NAMES)
-GRAVITY_Z_SLICE = 5  # index of projected gravity z in the state (cost: z > -0.95)
+GRAVITY_Z_SLICE = 5  # index of projected gravity z in the state (cost: see tilt_cost)
 OBS_SPEC_VERSION = 1
 
 
@@ -136,18 +136,27 @@ def observation_spec(history: tuple[str, ...] | list[str] = ()) -> dict:
     }
 
 
+TILT_COST_GRAVITY_Z = -0.95  # cost 1 while projected gravity z is above this (~18 deg tilt)
+
+
+def tilt_cost(gravity_z: np.ndarray | float) -> np.ndarray:
+    """The paper's Go2 cost, elementwise: 1.0 where the projected gravity z is above
+    ``TILT_COST_GRAVITY_Z`` (torso tilted more than ~18 deg), else 0.0 (float64)."""
+    return (np.asarray(gravity_z) > TILT_COST_GRAVITY_Z).astype(np.float64)
+
+
 def reward_cost(base_lin_vel: np.ndarray, ang_vel_z: float, gravity_z: float,
                 command: np.ndarray) -> tuple[float, float]:
     """The paper's Go2 reward and cost for one step.
 
     reward = exp(-|v_xy - c_xy|^2 / 0.25) + 0.5 exp(-(w_z - c_yaw)^2 / 0.25)  (Isaac Lab's
     velocity-tracking terms, std 0.5, with their 1 : 0.5 weighting), in [0, 1.5].
-    cost = 1 when the projected gravity z > -0.95 (torso tilted more than ~18 deg), else 0.
+    cost = ``tilt_cost(gravity_z)``: 1 when the torso is tilted more than ~18 deg, else 0.
     """
     c = np.asarray(command, dtype=np.float64)
     v = np.asarray(base_lin_vel, dtype=np.float64)
     e_lin = float(np.sum((v[:2] - c[:2]) ** 2))
     e_yaw = float((ang_vel_z - c[2]) ** 2)
     reward = float(np.exp(-e_lin / 0.25) + 0.5 * np.exp(-e_yaw / 0.25))
-    cost = 1.0 if gravity_z > -0.95 else 0.0
+    cost = float(tilt_cost(gravity_z))
     return reward, cost

@@ -159,7 +159,7 @@ class SafetyStateMachine:
         self.config = (config or SafetyConfig()).validate()
         self.mode = Mode.PASSIVE
         self.transitions: list[Transition] = []
-        self._t_mode = None  # time the current mode was entered
+        self._t_mode: float | None = None  # time the current mode was entered (set by step)
         self._t_start: float | None = None
         self._t_last_chunk: float | None = None
         self._ramp_from: np.ndarray | None = None
@@ -227,6 +227,19 @@ class SafetyStateMachine:
         self.mode = dst
         self._t_mode = t
 
+    def _mode_age(self, t: float) -> float:
+        """Seconds since the current mode was entered."""
+        if self._t_mode is None:
+            raise RuntimeError("SafetyStateMachine: the mode has no start time before the first step()")
+        return t - self._t_mode
+
+    def _ramp_to_default(self, a: float) -> np.ndarray:
+        """The pose the fraction ``a`` of the way from the ramp's start pose to the default pose."""
+        if self._ramp_from is None:
+            raise RuntimeError(f"SafetyStateMachine: {self.mode.value} has no pose to ramp from "
+                               "(set when the mode is entered)")
+        return (1.0 - a) * self._ramp_from + a * go2.DEFAULT_JOINT_POS
+
     @property
     def last_chunk_time(self) -> float | None:
         return self._t_last_chunk
@@ -257,7 +270,7 @@ class SafetyStateMachine:
         if state is None:  # only possible in PASSIVE: wait for the first state
             self._t_mode = t
             return LowCmd.zero_torque()  # _check_faults guarantees a state outside DAMPING
-        dt_mode = t - self._t_mode
+        dt_mode = self._mode_age(t)
 
         if self.mode is Mode.PASSIVE:
             if dt_mode >= cfg.passive_s:
@@ -267,28 +280,28 @@ class SafetyStateMachine:
                 return LowCmd.zero_torque()
 
         if self.mode is Mode.STAND_UP:
-            dt_mode = t - self._t_mode
+            dt_mode = self._mode_age(t)
             if dt_mode >= cfg.stand_up_s:
                 self._startup = True
                 self._ramp_from = go2.DEFAULT_JOINT_POS.copy()
                 self._go(t, Mode.STAND, f"stand-up done after {cfg.stand_up_s:.2f} s")
             else:
                 a = _smoothstep(dt_mode / cfg.stand_up_s)
-                q = (1.0 - a) * self._ramp_from + a * go2.DEFAULT_JOINT_POS
+                q = self._ramp_to_default(a)
                 return self._emit(_pd(q, cfg.stand_kp, cfg.stand_kd))
 
         if self.mode is Mode.STAND:
             if chunk_fresh and planner_target is not None:
                 self._go(t, Mode.PLANNING, "valid chunk received")
             else:
-                dt_mode = t - self._t_mode
+                dt_mode = self._mode_age(t)
                 limit = cfg.startup_wait_s if self._startup else cfg.stand_timeout_s
                 if dt_mode >= limit:
                     what = "no planner after stand-up" if self._startup else "watchdog"
                     self._go(t, Mode.DAMPING, f"{what}: no valid chunk for {dt_mode:.2f} s in stand")
                     return damping_command(cfg.damping_kd)
                 a = _smoothstep(dt_mode / cfg.stand_ramp_s) if cfg.stand_ramp_s > 0 else 1.0
-                q = (1.0 - a) * self._ramp_from + a * go2.DEFAULT_JOINT_POS
+                q = self._ramp_to_default(a)
                 kp = (1.0 - a) * cfg.planning_kp + a * cfg.stand_kp if not self._startup else cfg.stand_kp
                 kd = (1.0 - a) * cfg.planning_kd + a * cfg.stand_kd if not self._startup else cfg.stand_kd
                 return self._emit(_pd(q, kp, kd))
@@ -296,18 +309,18 @@ class SafetyStateMachine:
         if self.mode is Mode.HOLD:
             if chunk_fresh and planner_target is not None:
                 self._go(t, Mode.PLANNING, "valid chunk received again")
-            elif t - self._t_mode >= cfg.hold_s:
+            elif self._mode_age(t) >= cfg.hold_s:
                 self._startup = False
                 self._ramp_from = (self._last_target.copy() if self._last_target is not None
                                    else np.array(state.q, dtype=np.float64))
-                self._go(t, Mode.STAND, f"watchdog: held for {t - self._t_mode:.2f} s, returning to stand")
+                self._go(t, Mode.STAND, f"watchdog: held for {self._mode_age(t):.2f} s, returning to stand")
                 return self.step(t, state, None, False, state_age)
             else:
                 q = self._last_target if self._last_target is not None else state.q
                 return self._emit(_pd(q, cfg.planning_kp, cfg.planning_kd))
 
         # PLANNING
-        since = t - (self._t_last_chunk if self._t_last_chunk is not None else self._t_mode)
+        since = t - self._t_last_chunk if self._t_last_chunk is not None else self._mode_age(t)
         if since > cfg.grace_s or planner_target is None:
             why = (f"watchdog: no valid chunk for {since:.3f} s (grace {cfg.grace_s:.3f} s)"
                    if planner_target is not None

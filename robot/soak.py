@@ -247,10 +247,10 @@ def run(args: argparse.Namespace) -> int:
             samples.append(s)
             if now - last_print >= max(60.0, args.interval):
                 last_print = now
-                c = s["controller"] or {}
-                say(f"[soak] t={s['t']:6.0f} s mode {c.get('mode')} rss serve {s['rss_mb'].get('serve') or 0:.1f} "
+                stats = s["controller"] or {}
+                say(f"[soak] t={s['t']:6.0f} s mode {stats.get('mode')} rss serve {s['rss_mb'].get('serve') or 0:.1f} "
                     f"controller {s['rss_mb'].get('controller') or 0:.1f} robot {s['rss_mb'].get('robot') or 0:.1f} MB; "
-                    f"plan age p99 {((c.get('plan_age_ms') or {}).get('p99') or float('nan')):.1f} ms")
+                    f"plan age p99 {((stats.get('plan_age_ms') or {}).get('p99') or float('nan')):.1f} ms")
         client.close()
         ctl_out, _ = procs["controller"].communicate(timeout=60)
         lines = (ctl_out or "").strip().splitlines()
@@ -260,14 +260,14 @@ def run(args: argparse.Namespace) -> int:
         return 1
     finally:
         for n in ("controller", "robot", "serve"):
-            p = procs.get(n)
-            if p is not None and p.poll() is None:
-                p.send_signal(signal.SIGTERM)
+            proc = procs.get(n)
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
                 try:
-                    p.wait(30)
+                    proc.wait(30)
                 except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(10)
+                    proc.kill()
+                    proc.wait(10)
         for f in logs.values():
             f.close()
     robot_stats = None

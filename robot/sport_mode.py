@@ -17,13 +17,22 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger("robot.sport_mode")
 
 
 class SportModeError(RuntimeError):
     pass
+
+
+class MotionSwitcher(Protocol):
+    """What ``release_sport_mode`` needs of unitree_sdk2py's ``MotionSwitcherClient``: each
+    call returns the SDK's (RPC code, data) pair."""
+
+    def CheckMode(self) -> tuple[int, Any]: ...  # noqa: N802 (the SDK's names)
+
+    def ReleaseMode(self) -> tuple[int, Any]: ...  # noqa: N802
 
 
 def _mode_name(code: int, data: Any, what: str) -> str:
@@ -37,17 +46,19 @@ def _mode_name(code: int, data: Any, what: str) -> str:
 
 
 def release_sport_mode(*, timeout: float = 3.0, attempts: int = 5, settle_s: float = 1.0,
-                       dry_run: bool = False, client: Any = None) -> dict[str, Any]:
+                       dry_run: bool = False, client: MotionSwitcher | None = None) -> dict[str, Any]:
     """Make sure no high-level motion mode owns the motors. Returns {"before", "after",
     "release_calls", "dry_run"}; raises ``SportModeError`` when the service does not answer
     or the mode will not go."""
     if client is None:
         from unitree_sdk2py.comm.motion_switcher.motion_switcher_client import MotionSwitcherClient
 
-        client = MotionSwitcherClient()
-        client.SetTimeout(float(timeout))
-        client.Init()
-    before = name = _mode_name(*client.CheckMode(), "CheckMode")
+        sdk_client = MotionSwitcherClient()
+        sdk_client.SetTimeout(float(timeout))
+        sdk_client.Init()
+        client = sdk_client
+    code, data = client.CheckMode()
+    before = name = _mode_name(code, data, "CheckMode")
     out: dict[str, Any] = {"before": before, "after": before, "release_calls": 0, "dry_run": dry_run}
     if not before:
         log.info("sport mode: no high-level mode active")
@@ -63,7 +74,8 @@ def release_sport_mode(*, timeout: float = 3.0, attempts: int = 5, settle_s: flo
         if code != 0:
             log.warning("ReleaseMode returned RPC code %d", code)
         time.sleep(settle_s)
-        name = _mode_name(*client.CheckMode(), "CheckMode")
+        code, data = client.CheckMode()
+        name = _mode_name(code, data, "CheckMode")
         if not name:
             out["after"] = ""
             log.warning("sport mode %r released", before)

@@ -64,11 +64,13 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from planner_runtime.config import from_mapping
     from robot.actions import PROJECT
     from robot.controller import CommandSchedule
     from sim.collect import make_expert
     from sim.commands import random_schedule
     from sim.episode import aggregate, episode_metrics, expert_policy, run_episode
+    from sim.eval_config import EvalConfig
     from sim.evaluate import physics_ranges
     from sim.mujoco_harness import MujocoGo2, SimConfig
 
@@ -79,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         overrides = json.loads(args.expert_config) if args.expert_config else None
         make_expert(args.expert, PROJECT, overrides)
-        ranges = physics_ranges(argparse.Namespace(randomize=args.randomize, friction=args.friction,
-                                                   mass_delta=args.mass_delta, actuator_lag=None))
+        ranges = physics_ranges(from_mapping(EvalConfig, {"randomize": args.randomize, "friction": args.friction,
+                                                          "mass_delta": args.mass_delta}, "planner-runtime sim options"))
     except (ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -4,7 +4,10 @@
         --engine planner-only=runs/planner_only.onnx --reference trot ppo --episodes 20 --duration 20
 
 Every cell is one ``planner-runtime eval --json`` run (a subprocess, ``--jobs`` at a time) on
-the same seeds, so every method in a cell sees the same episodes. Writes ``matrix.json`` (all
+the same seeds, so every method in a cell sees the same episodes. A cell's config is the
+eval defaults with the matrix run's methods, episodes, duration and seed (:data:`FORWARDED`),
+then the cell's model and condition (:data:`CONDITIONS`: changed ``EvalConfig`` fields,
+checked by ``sim.eval_config.with_changes``). Writes ``matrix.json`` (all
 cell reports), ``matrix.md`` (the table) and ``matrix.png`` (falls and tracking per cell), and
 prints the goal verdict of the first engine: 0 falls, tracking RMSE <= 1.3x the PPO policy's,
 and no episode over the cost budget, in every cell.
@@ -12,36 +15,61 @@ and no episode over the cost budget, in every cell.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
+
+from planner_runtime.config import ConfigError
+from sim.eval_config import EvalConfig, to_argv, with_changes
 
 MODELS = ("project", "menagerie", "menagerie-fitted")
-CONDITIONS: dict[str, list[str]] = {
-    "nominal": [],
-    "randomized": ["--randomize"],
-    "friction 0.4-0.5": ["--friction", "0.4", "0.5"],
-    "+3 kg": ["--mass-delta", "3", "3"],
-    "pushes": ["--pushes"],
-    "actuator lag 15 ms": ["--actuator-lag", "15"],
+CONDITIONS: dict[str, dict[str, Any]] = {  # condition -> the EvalConfig fields it changes
+    "nominal": {},
+    "randomized": {"randomize": True},
+    "friction 0.4-0.5": {"friction": (0.4, 0.5)},
+    "+3 kg": {"mass_delta": (3.0, 3.0)},
+    "pushes": {"pushes": True},
+    "actuator lag 15 ms": {"actuator_lag": 15.0},
 }
+# the options of the matrix run that its cells take over (the others keep their defaults)
+FORWARDED = ("engine", "no_expert", "reference", "episodes", "duration", "seed")
 TRACKING_GOAL = 1.3  # x the PPO policy's tracking RMSE
 
 
-def _cell_cmd(model: str, cond: list[str], args) -> list[str]:
-    cmd = [sys.executable, "-m", "planner_runtime.cli", "eval", "--model", model, *cond,
-           "--episodes", str(args.episodes), "--duration", str(args.duration), "--seed", str(args.seed),
-           "--no-progress", "--json"]
-    if args.no_expert:
-        cmd.append("--no-expert")
-    else:
-        cmd += ["--reference", *args.reference]
-    for e in args.engine:
-        cmd += ["--engine", e]
-    return cmd
+# options that steer the matrix / sweep run itself, not its cells
+RUN_OPTIONS = ("json", "plot", "no_progress", "matrix", "matrix_models", "matrix_conditions", "jobs",
+               "latency_sweep", "sweep_latencies", "sweep_rules", "threads")
+
+
+def cell_base(cfg: EvalConfig, forwarded: tuple[str, ...], where: str) -> EvalConfig:
+    """The config every cell of a matrix or sweep run starts from: the eval defaults with the
+    ``forwarded`` options of ``cfg``, no progress bar, one JSON report on stdout. Any other
+    option the run was given is refused (ConfigError): a cell would not apply it."""
+    defaults = EvalConfig()
+    ignored = [k for k in dataclasses.asdict(defaults)
+               if k not in forwarded and k not in RUN_OPTIONS and getattr(cfg, k) != getattr(defaults, k)]
+    if ignored:
+        raise ConfigError(f"{where}: --{', --'.join(k.replace('_', '-') for k in ignored)} would not reach "
+                          f"the cells (they take only --{', --'.join(k.replace('_', '-') for k in forwarded)}); "
+                          "run a single eval for other settings")
+    return with_changes(EvalConfig(no_progress=True, json=True),
+                        {k: getattr(cfg, k) for k in forwarded}, where)
+
+
+def cell_config(base: EvalConfig, model: str, condition: str) -> EvalConfig:
+    """One cell: ``base`` (:func:`cell_base`) on ``model`` under ``condition``."""
+    return with_changes(base, {"model": model, **CONDITIONS[condition]},
+                        f"matrix cell {model!r} / {condition!r}")
+
+
+def cell_command(cell: EvalConfig) -> list[str]:
+    """The subprocess that runs one cell."""
+    return [sys.executable, "-m", "planner_runtime.cli", "eval", *to_argv(cell)]
 
 
 def verdict(cell: dict, engine: str) -> dict:
@@ -55,21 +83,27 @@ def verdict(cell: dict, engine: str) -> dict:
                         and not r.get("episodes_over_budget"))}
 
 
-def run_matrix(args) -> int:
-    out = Path(args.matrix)
+def run_matrix(cfg: EvalConfig) -> int:
+    out = Path(str(cfg.matrix))
     out.mkdir(parents=True, exist_ok=True)
-    models = args.matrix_models or list(MODELS)
-    conds = args.matrix_conditions or list(CONDITIONS)
+    models = list(cfg.matrix_models or MODELS)
+    conds = list(cfg.matrix_conditions or CONDITIONS)
     bad = [c for c in conds if c not in CONDITIONS]
     if bad:
         print(f"error: unknown condition(s) {bad}; known: {list(CONDITIONS)}", file=sys.stderr)
         return 2
     cells = [(m, c) for m in models for c in conds]
+    try:
+        base = cell_base(cfg, FORWARDED, "matrix")
+        configs = {cell: cell_config(base, *cell) for cell in cells}
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     t0 = time.monotonic()
-    results = run_cells(cells, lambda cell: _cell_cmd(cell[0], CONDITIONS[cell[1]], args), args.jobs,
+    results = run_cells(cells, lambda cell: cell_command(configs[cell]), cfg.jobs,
                         "matrix", lambda cell: f"{cell[0]} / {cell[1]}")
-    engines = [e.split("=", 1)[0] if "=" in e else Path(e).stem for e in args.engine]
-    report = {"episodes": args.episodes, "duration_s": args.duration, "seed": args.seed,
+    engines = [e.split("=", 1)[0] if "=" in e else Path(e).stem for e in cfg.engine]
+    report = {"episodes": cfg.episodes, "duration_s": cfg.duration, "seed": cfg.seed,
               "wall_s": time.monotonic() - t0, "engines": engines,
               "cells": [{"model": m, "condition": c, **results[(m, c)]} for m, c in cells]}
     if engines:

@@ -9,7 +9,7 @@ the same seeds and command schedules as the reference. Schedules come from
 ``SeedSequence([seed, i])`` with a base seed (10000) that data collection does not use.
 
 Per method: falls, velocity-tracking RMSE (per tick and stride-averaged, 1 s settling after
-each command change), cost (50 Hz ticks with projected gravity z > -0.95, against the
+each command change), cost (50 Hz ticks with ``robot.observation.tilt_cost``, against the
 per-episode budget), dynamics-consistency error of the executed chunks (the plan's
 predicted states vs the states the robot reached while executing the plan's actions, RMS
 over state dimensions in units of the engine's normalizer scale, per step ahead), plan
@@ -25,6 +25,9 @@ largest jump between other ticks, RMS jerk of the joint targets) and the forecas
 the state at the tick each plan's first free action runs: the plan's own states over the
 committed prefix (the dynamics model's forecast) and the previous plan's prediction (both
 RMS over state dimensions in normalizer units).
+
+The options are one typed config, ``sim.eval_config.EvalConfig``, built once from the
+command line (:func:`run`); everything below reads that config.
 """
 
 from __future__ import annotations
@@ -38,97 +41,50 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.physics import add_model_argument, check_model_argument
+from planner_runtime.bench.stats import summary
+from planner_runtime.config import ConfigError
+from robot.observation import tilt_cost
+from sim.eval_config import EvalConfig, config_from_args
+from sim.eval_config import add_arguments as add_arguments  # the CLI's options (sim/eval_config.py)
+from sim.physics import check_model_argument
 
 HELP = "closed-loop evaluation in MuJoCo: falls, tracking, cost, dynamics consistency, latency"
-EVAL_SEED = 10000
 COST_BUDGET = 10.0
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--engine", action="append", default=[], metavar="NAME=PATH",
-                   help="an engine to evaluate (repeatable); default: the embedded Go2 engine")
-    p.add_argument("--no-expert", action="store_true", help="skip the reference policies")
-    p.add_argument("--reference", nargs="+", choices=("trot", "ppo"), default=["trot"],
-                   help="reference policies run on the same episodes (default: trot; ppo = the PPO walking policy)")
-    add_model_argument(p)
-    p.add_argument("--randomize", action="store_true",
-                   help="randomize physics per episode over sim.physics.RANDOMIZED (--friction/--mass-delta/--actuator-lag override their ranges)")
-    p.add_argument("--actuator-lag", type=float, default=None, metavar="MS",
-                   help="a fixed first-order actuator torque lag (ms)")
-    p.add_argument("--obs-latency", type=float, default=None, metavar="MS",
-                   help="a fixed observation latency (ms): every method reads the state this old")
-    p.add_argument("--episodes", type=int, default=20, help="episodes per method (default 20)")
-    p.add_argument("--duration", type=float, default=20.0, help="seconds of planning per episode")
-    p.add_argument("--seed", type=int, default=EVAL_SEED, help=f"base seed (default {EVAL_SEED})")
-    p.add_argument("--command", type=float, nargs=3, default=None, metavar=("VX", "VY", "YAW"),
-                   help="a constant command instead of random schedules")
-    p.add_argument("--pushes", action="store_true", help="random pushes during episodes")
-    p.add_argument("--friction", type=float, nargs=2, default=None, metavar=("LO", "HI"))
-    p.add_argument("--mass-delta", type=float, nargs=2, default=None, metavar=("LO", "HI"),
-                   help="kg added to the trunk, sampled per episode")
-    p.add_argument("--chunk", type=int, default=None, help="actions executed per plan (default: manifest)")
-    p.add_argument("--latency", type=float, nargs="+", default=None, metavar="MS",
-                   help="simulated plan latency in ms: one value, or LO HI drawn per plan (default 0)")
-    from planner_runtime.chunking import add_chunking_arguments
-
-    add_chunking_arguments(p)
-    p.add_argument("--cfg-w", type=float, default=None, help="override the engine's CFG weight")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--plot", default=None, metavar="PNG", help="write tracking curves and bars here")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--matrix", default=None, metavar="DIR",
-                   help="run the robustness matrix (models x conditions, sim.eval_matrix) into DIR")
-    p.add_argument("--matrix-models", nargs="+", default=None, metavar="MODEL",
-                   help="models of the matrix (default: project menagerie menagerie-fitted)")
-    p.add_argument("--matrix-conditions", nargs="+", default=None, metavar="COND",
-                   help="conditions of the matrix (default: all of sim.eval_matrix.CONDITIONS)")
-    p.add_argument("--jobs", type=int, default=2, help="matrix / sweep cells run in parallel (default 2)")
-    p.add_argument("--latency-sweep", default=None, metavar="DIR",
-                   help="run the latency sweep (latencies x chunk rules, sim.latency_sweep) into DIR")
-    p.add_argument("--sweep-latencies", type=float, nargs="+", default=None, metavar="MS",
-                   help="latencies of the sweep (default 0 20 40 80)")
-    p.add_argument("--sweep-rules", nargs="+", default=None, metavar="RULE",
-                   help="chunk rules of the sweep (default: all of sim.latency_sweep.RULES)")
-    from sim.gym_eval import add_gym_arguments
-
-    add_gym_arguments(p)  # --env ID: any Gymnasium environment (sim/gym_eval.py)
-
-
 # --------------------------------------------------------------------------- episodes
-def physics_ranges(args):
+def physics_ranges(cfg: EvalConfig):
     """The physics ranges an eval run asks for (one definition for every method)."""
     from dataclasses import replace
 
     from sim.physics import RANDOMIZED, PhysicsRanges
 
-    r = RANDOMIZED if args.randomize else PhysicsRanges()
-    if args.friction is not None:
-        r = replace(r, foot_friction=tuple(args.friction))
-    if args.mass_delta is not None:
-        r = replace(r, trunk_mass_delta=tuple(args.mass_delta))
-    if args.actuator_lag is not None:
-        r = replace(r, actuator_lag=(args.actuator_lag / 1e3, args.actuator_lag / 1e3))
-    if getattr(args, "obs_latency", None) is not None:
-        r = replace(r, obs_latency=(args.obs_latency / 1e3, args.obs_latency / 1e3))
+    r = RANDOMIZED if cfg.randomize else PhysicsRanges()
+    if cfg.friction is not None:
+        r = replace(r, foot_friction=cfg.friction)
+    if cfg.mass_delta is not None:
+        r = replace(r, trunk_mass_delta=cfg.mass_delta)
+    if cfg.actuator_lag is not None:
+        r = replace(r, actuator_lag=(cfg.actuator_lag / 1e3, cfg.actuator_lag / 1e3))
+    if cfg.obs_latency is not None:
+        r = replace(r, obs_latency=(cfg.obs_latency / 1e3, cfg.obs_latency / 1e3))
     return r.validate()
 
 
-def _episode_setup(seed: int, index: int, args) -> tuple:
+def _episode_setup(index: int, cfg: EvalConfig) -> tuple:
     from robot.controller import CommandSchedule
     from sim.commands import random_schedule
     from sim.mujoco_harness import MujocoGo2, SimConfig
 
-    ss = np.random.SeedSequence([seed, index])
+    ss = np.random.SeedSequence([cfg.seed, index])
     s_sim, s_sched = (int(x.generate_state(1)[0]) for x in ss.spawn(2))
-    kw = {"seed": s_sim, "model": args.model, "physics": physics_ranges(args)}
-    if args.pushes:
+    kw = {"seed": s_sim, "model": cfg.model, "physics": physics_ranges(cfg)}
+    if cfg.pushes:
         kw["push_interval"] = (4.0, 8.0)
     robot = MujocoGo2(SimConfig(**kw))
     robot.reset()
-    horizon = args.duration + 5.0
-    sched = (CommandSchedule.constant(*args.command) if args.command is not None
+    horizon = cfg.duration + 5.0
+    sched = (CommandSchedule.constant(*cfg.command) if cfg.command is not None
              else random_schedule(np.random.default_rng(s_sched), horizon))
     return robot, sched
 
@@ -141,62 +97,56 @@ def _trace(rows: dict, fell: bool, fall_time: float | None):
                         a["base_pos"], fell, fall_time)
 
 
-def run_expert_episode(index: int, args, which: str = "trot") -> tuple[dict, object]:
+def run_expert_episode(index: int, cfg: EvalConfig, which: str = "trot") -> tuple[dict, object]:
     """A reference policy on the episode: the trot expert (its own project semantics) or
     the PPO walking policy (its legged-gym semantics)."""
     from robot.actions import PROJECT
     from sim.collect import make_expert
     from sim.episode import episode_metrics, expert_policy, run_episode
 
-    robot, sched = _episode_setup(args.seed, index, args)
-    tr = run_episode(robot, expert_policy(make_expert(which, PROJECT)), sched, args.duration)
+    robot, sched = _episode_setup(index, cfg)
+    tr = run_episode(robot, expert_policy(make_expert(which, PROJECT)), sched, cfg.duration)
     m = episode_metrics(tr)
-    m["cost"] = float(np.sum(tr.gravity_z > -0.95))
+    m["cost"] = float(np.sum(tilt_cost(tr.gravity_z)))
     return m, tr
 
 
-def engine_contract(manifest: dict):
-    """The engine's action semantics and condition layout, checked as the controller checks a
-    service's hello (robot.controller.check_planner_metadata): ValueError when the Go2
-    controller cannot run it."""
-    from robot.controller import check_planner_metadata
-
-    d = manifest["dims"]
-    return check_planner_metadata({"state_dim": d["S"], "action_dim": d["A"], "cond_dim": d["C"],
-                                   "dt": manifest["control"]["dt"], "manifest": manifest})
-
-
-def run_planner_episode(engine, spec, index: int, args, state_scale: np.ndarray,
-                        contract=None) -> tuple[dict, object]:
-    """Controller + lockstep planner on one episode; metrics over the planning phase."""
+def run_planner_episode(engine, spec, index: int, cfg: EvalConfig, state_scale: np.ndarray,
+                        contract=None, on_setup=None) -> tuple[dict, object]:
+    """Controller + lockstep planner on one episode; metrics over the planning phase.
+    ``on_setup(robot, index)`` is called once the episode's simulator exists."""
     from planner_runtime.link import InProcessPlanner
-    from robot.controller import Controller, ControllerConfig
+    from robot.controller import Controller, ControllerConfig, check_engine
     from robot.observation import build_state
     from robot.safety import Mode, SafetyConfig
     from sim.episode import episode_metrics
 
-    robot, sched = _episode_setup(args.seed, index, args)
-    contract = contract or engine_contract(engine.manifest)
-    lat = latency_range(args)
+    robot, sched = _episode_setup(index, cfg)
+    if on_setup is not None:
+        on_setup(robot, index)
+    # the engine's action semantics and condition layout, checked as the controller checks a
+    # service's hello: ValueError when the Go2 controller cannot run it
+    contract = contract or check_engine(engine.manifest)
+    lat = latency_range(cfg)
     link = InProcessPlanner(engine, spec, seed=index, latency=lat, clock=robot.now,
-                               rng=np.random.default_rng([args.seed, index, 7]))
+                               rng=np.random.default_rng([cfg.seed, index, 7]))
     # The simulated robot starts standing: no passive phase, a short stand-up, then planning.
     safety = SafetyConfig(passive_s=0.0, stand_up_s=0.5)
     ctrl = Controller(robot, link, command=sched.at,
                       config=ControllerConfig(lockstep=lat[1] <= 0, max_actions=spec.chunk,
-                                              replan_every=getattr(args, "replan_every", None) or spec.chunk,
+                                              replan_every=cfg.replan_every or spec.chunk,
                                               safety=safety,
                                               semantics=contract.semantics,
                                               condition_names=contract.condition_names,
-                                              merge=getattr(args, "merge", None),
-                                              start_state=getattr(args, "start_state", "measured"),
-                                              fixed_delay=getattr(args, "delay_ticks", None),
+                                              merge=cfg.merge,
+                                              start_state=cfg.start_state,
+                                              fixed_delay=cfg.delay_ticks,
                                               horizon=spec.H))
     rows: dict[str, list] = {k: [] for k in ("t", "command", "base_lin_vel", "gyro", "gravity_z", "base_pos")}
     states: dict[int, np.ndarray] = {}  # policy tick index since planning began -> state
     fell, fall_time, t_plan0 = False, None, None
     dec = ctrl.config.policy_decimation
-    t_limit = robot.now() + 4.0 + args.duration + 10.0  # stand-up + duration + slack
+    t_limit = robot.now() + 4.0 + cfg.duration + 10.0  # stand-up + duration + slack
     while robot.now() < t_limit:
         tick = ctrl.tick
         ctrl.step()
@@ -212,7 +162,7 @@ def run_planner_episode(engine, spec, index: int, args, state_scale: np.ndarray,
         if tick % dec != dec - 1:  # sample once per policy tick, after its last physics step
             continue
         t = robot.now() - t_plan0
-        if t > args.duration:
+        if t > cfg.duration:
             break
         s = robot.read_state()
         k = int(round(t / spec.dt))
@@ -227,9 +177,9 @@ def run_planner_episode(engine, spec, index: int, args, state_scale: np.ndarray,
         return {"fell": True, "never_planned": True, "duration": 0.0}, None
     tr = _trace(rows, fell, fall_time)
     m = episode_metrics(tr)
-    m["cost"] = float(np.sum(tr.gravity_z > -0.95))
-    m["infer_ms_median"] = float(np.nanmedian(link.infer_ms)) if link.infer_ms else None
-    m["infer_ms_p99"] = float(np.nanpercentile(link.infer_ms, 99)) if link.infer_ms else None
+    m["cost"] = float(np.sum(tilt_cost(tr.gravity_z)))
+    inf = summary(link.infer_ms)
+    m["infer_ms_median"], m["infer_ms_p99"] = inf.get("median"), inf.get("p99")
     m["plans"] = len(link.chunks)
     m["cold_starts"] = int(sum(bool(c.cold) for c in link.chunks))
     m["consistency"] = _consistency(link.chunks, states, t_plan0, spec, state_scale)
@@ -240,9 +190,9 @@ def run_planner_episode(engine, spec, index: int, args, state_scale: np.ndarray,
     return m, tr
 
 
-def latency_range(args) -> tuple[float, float]:
+def latency_range(cfg: EvalConfig) -> tuple[float, float]:
     """--latency in seconds as (lo, hi); (0, 0) when not given."""
-    v = getattr(args, "latency", None)
+    v = cfg.latency
     if not v:
         return 0.0, 0.0
     if len(v) > 2 or any(not np.isfinite(x) or x < 0 for x in v) or v[-1] < v[0]:
@@ -398,9 +348,9 @@ def plot(results: dict[str, dict], traces: dict[str, object], path: str) -> Path
     return out
 
 
-def _engines(args) -> list[tuple[str, str]]:
+def _engines(cfg: EvalConfig) -> list[tuple[str, str]]:
     items = []
-    for e in args.engine:
+    for e in cfg.engine:
         if "=" in e:
             name, path = e.split("=", 1)
         else:
@@ -414,34 +364,46 @@ def _engines(args) -> list[tuple[str, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``planner-runtime eval``: the parsed options as an :class:`EvalConfig`, then :func:`run_eval`."""
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return run_eval(cfg)
+
+
+def run_eval(cfg: EvalConfig) -> int:
+    """The evaluation ``cfg`` asks for (Go2, matrix, sweep or Gymnasium); the exit status."""
     from tqdm import tqdm
 
     from planner_runtime.async_planner import PlannerSpec, state_scale_from_manifest
     from planner_runtime.backends import load_engine
+    from robot.controller import check_engine
 
-    if getattr(args, "env", None):
+    if cfg.env:
         from sim.gym_eval import run_gym
 
-        return run_gym(args)
-    if args.episodes < 1 or args.duration <= 0:
+        return run_gym(cfg)
+    if cfg.episodes < 1 or cfg.duration <= 0:
         print("error: --episodes must be >= 1 and --duration > 0", file=sys.stderr)
         return 2
-    if args.matrix:
+    if cfg.matrix:
         from sim.eval_matrix import run_matrix
 
-        return run_matrix(args)
-    if args.latency_sweep:
+        return run_matrix(cfg)
+    if cfg.latency_sweep:
         from sim.latency_sweep import run_sweep
 
-        return run_sweep(args)
-    err = check_model_argument(args.model)
+        return run_sweep(cfg)
+    err = check_model_argument(cfg.model)
     if err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
-        physics_ranges(args)
-        latency_range(args)
-        engines = _engines(args)
+        physics_ranges(cfg)
+        latency_range(cfg)
+        engines = _engines(cfg)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -449,55 +411,78 @@ def run(args: argparse.Namespace) -> int:
     traces: dict[str, object] = {}
     per_episode: dict[str, list[dict]] = {}
     t_start = time.monotonic()
-    refs = [] if args.no_expert else list(dict.fromkeys(args.reference))
+    refs = [] if cfg.no_expert else list(dict.fromkeys(cfg.reference))
     for which in refs:
         name = "expert" if which == "trot" else "ppo"
         ms = []
-        for i in tqdm(range(args.episodes), desc=name, disable=args.no_progress, file=sys.stderr):
-            m, tr = run_expert_episode(i, args, which)
+        for i in tqdm(range(cfg.episodes), desc=name, disable=cfg.no_progress, file=sys.stderr):
+            m, tr = run_expert_episode(i, cfg, which)
             ms.append(m)
             if i == 0:
                 traces[name] = tr
         results[name] = summarize(ms)
         per_episode[name] = ms
+    if cfg.ranker_data and not cfg.ranker_check:
+        print("error: --ranker-data needs --ranker-check", file=sys.stderr)
+        return 2
+    writer = None
     for name, path in engines:
         try:
-            engine = load_engine(path, threads=args.threads)
-            spec = PlannerSpec.from_manifest(engine.manifest, chunk=args.chunk, cfg_w=args.cfg_w)
-            contract = engine_contract(engine.manifest)
+            engine = load_engine(path, threads=cfg.threads)
+            spec = PlannerSpec.from_manifest(engine.manifest, chunk=cfg.chunk, cfg_w=cfg.cfg_w)
+            contract = check_engine(engine.manifest)
         except Exception as exc:
             print(f"error: engine {name} ({path}): {exc}", file=sys.stderr)
             return 2
         scale = state_scale_from_manifest(engine.manifest, spec.S)
+        scorer = None
+        if cfg.ranker_check and spec.B > 1:  # an N = 1 engine runs as the closed-loop baseline
+            from sim.ranker_check import CandidateScorer, open_writer
+
+            try:
+                if cfg.ranker_data and writer is None:
+                    writer = open_writer(cfg.ranker_data, engine.manifest, cfg)
+                scorer = CandidateScorer(engine, contract.semantics, engine.manifest.method.knobs.get("gamma", 0.997),
+                                         list(contract.condition_names), writer)
+            except ValueError as exc:
+                print(f"error: engine {name} ({path}): {exc}", file=sys.stderr)
+                return 2
         ms = []
-        for i in tqdm(range(args.episodes), desc=name, disable=args.no_progress, file=sys.stderr):
-            m, tr = run_planner_episode(engine, spec, i, args, scale, contract)
+        for i in tqdm(range(cfg.episodes), desc=name, disable=cfg.no_progress, file=sys.stderr):
+            m, tr = run_planner_episode(scorer or engine, spec, i, cfg, scale, contract,
+                                        on_setup=scorer.attach if scorer else None)
             ms.append(m)
             if i == 0:
                 traces[name] = tr
         results[name] = summarize(ms)
         results[name]["engine"] = path
-        results[name]["method"] = engine.manifest.get("method", {}).get("name")
+        if scorer is not None:
+            from sim.ranker_check import summarize as ranker_summary
+
+            results[name]["ranker_check"] = ranker_summary(scorer.records)
+        results[name]["method"] = engine.manifest.method.name
         per_episode[name] = ms
         engine.close()
+    if writer is not None:
+        writer.close()
     for ref_name, key in (("expert", "tracking_vs_expert"), ("ppo", "tracking_vs_ppo")):
         ref = results.get(ref_name, {}).get("tracking_rmse_xy")
         for r in results.values():
             if ref and r.get("tracking_rmse_xy") is not None:
                 r[key] = r["tracking_rmse_xy"] / ref
-    report = {"episodes": args.episodes, "duration_s": args.duration, "seed": args.seed,
+    report = {"episodes": cfg.episodes, "duration_s": cfg.duration, "seed": cfg.seed,
               "cost_budget": COST_BUDGET, "wall_s": time.monotonic() - t_start,
-              "conditions": {"model": args.model, "pushes": args.pushes, "randomize": args.randomize,
-                             "friction": args.friction, "mass_delta": args.mass_delta,
-                             "actuator_lag_ms": args.actuator_lag, "obs_latency_ms": args.obs_latency,
-                             "command": args.command,
-                             "latency_ms": args.latency, "merge": args.merge,
-                             "start_state": args.start_state, "delay_ticks": args.delay_ticks,
-                             "physics_ranges": {k: v for k, v in asdict(physics_ranges(args)).items() if v is not None}},
+              "conditions": {"model": cfg.model, "pushes": cfg.pushes, "randomize": cfg.randomize,
+                             "friction": cfg.friction, "mass_delta": cfg.mass_delta,
+                             "actuator_lag_ms": cfg.actuator_lag, "obs_latency_ms": cfg.obs_latency,
+                             "command": cfg.command,
+                             "latency_ms": cfg.latency, "merge": cfg.merge,
+                             "start_state": cfg.start_state, "delay_ticks": cfg.delay_ticks,
+                             "physics_ranges": {k: v for k, v in asdict(physics_ranges(cfg)).items() if v is not None}},
               "results": results}
-    if args.plot:
-        report["plot"] = str(plot(results, traces, args.plot))
-    if args.json:
+    if cfg.plot:
+        report["plot"] = str(plot(results, traces, cfg.plot))
+    if cfg.json:
         print(json.dumps(report, default=float))
     else:
         _print_table(report)
@@ -523,5 +508,15 @@ def _print_table(report: dict) -> None:
             "infer_ms_p99")
     print(f"{report['episodes']} episodes x {report['duration_s']} s, seed {report['seed']}")
     print_table(report["results"], cols, "method", 28, 17)
+    for name, r in report["results"].items():
+        rc = r.get("ranker_check")
+        if rc and rc.get("plans"):
+            lo, hi = rc["gain_ci95"]
+            print(f"ranker check {name}: {rc['plans']} plans x {rc['candidates']} candidates; true return of "
+                  f"the pick - mean candidate {rc['gain_mean']:+.4f} (95% CI {lo:+.4f} .. {hi:+.4f}; "
+                  f"perfect ranker {rc['oracle_gain_mean']:+.4f}), win rate {rc['win_rate']:.3f} "
+                  f"(random 0.5), rank corr. {rc['rank_corr_mean']:+.3f}, cost of the pick - mean "
+                  f"{rc['cost_gain_mean']:+.4f}: {'beats' if rc['beats_random'] else 'does not measurably beat'} "
+                  f"a random candidate")
     if report.get("plot"):
         print(f"plot: {report['plot']}")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from planner_runtime.config import from_mapping
 from robot.go2_constants import (
     CALF_LENGTH,
     DEFAULT_KD,
@@ -85,12 +86,9 @@ class ExpertConfig:
 
     @staticmethod
     def from_overrides(overrides: dict | None) -> ExpertConfig:
-        """Defaults with ``overrides`` applied; unknown names or bad values raise ValueError."""
-        cfg = ExpertConfig()
-        for k, v in (overrides or {}).items():
-            if not hasattr(cfg, k):
-                raise ValueError(f"unknown expert parameter {k!r}")
-            setattr(cfg, k, type(getattr(cfg, k))(v))
+        """Defaults with ``overrides`` (``--expert-config``) applied; unknown names or bad
+        values raise ValueError (``planner_runtime/config.py``)."""
+        cfg = from_mapping(ExpertConfig, overrides or {}, "--expert-config", item="expert parameter")
         if cfg.sag_jacobian not in ("analytic", "finite_difference"):
             raise ValueError(f"sag_jacobian must be 'analytic' or 'finite_difference', got {cfg.sag_jacobian!r}")
         if not (0 < cfg.duty < 1 and cfg.period > 0 and cfg.height > 0 and cfg.kp > 0):

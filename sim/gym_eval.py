@@ -45,9 +45,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from planner_runtime.bench.stats import summary
+
+if TYPE_CHECKING:
+    from sim.eval_config import EvalConfig
 
 
 def add_gym_arguments(p: argparse.ArgumentParser) -> None:
@@ -92,7 +97,7 @@ def load_hook(ref: str) -> Callable[..., Any]:
     return fn
 
 
-def make_env(args: argparse.Namespace):
+def make_env(cfg: EvalConfig):
     """The Gymnasium environment, checked: Box observation and action spaces."""
     try:
         import gymnasium as gym
@@ -100,17 +105,17 @@ def make_env(args: argparse.Namespace):
     except ImportError as exc:
         raise ValueError("eval --env needs gymnasium: pip install 'planner-runtime[sim]' "
                          "(or pip install 'gymnasium[mujoco]')") from exc
-    kw = json.loads(args.env_kwargs) if args.env_kwargs else {}
-    if args.max_steps is not None:
-        kw["max_episode_steps"] = int(args.max_steps)
+    kw = json.loads(cfg.env_kwargs) if cfg.env_kwargs else {}
+    if cfg.max_steps is not None:
+        kw["max_episode_steps"] = int(cfg.max_steps)
     try:
-        env = gym.make(args.env, **kw)
+        env = gym.make(cfg.env, **kw)
     except Exception as exc:  # unknown id, missing extra (box2d, ...), bad kwargs
-        raise ValueError(f"cannot make Gymnasium environment {args.env!r}: {type(exc).__name__}: {exc}") from exc
+        raise ValueError(f"cannot make Gymnasium environment {cfg.env!r}: {type(exc).__name__}: {exc}") from exc
     for what, space in (("observation", env.observation_space), ("action", env.action_space)):
         if not isinstance(space, Box) or len(space.shape) != 1:
             env.close()
-            raise ValueError(f"{args.env}: the {what} space must be a 1-D Box, got {space}")
+            raise ValueError(f"{cfg.env}: the {what} space must be a 1-D Box, got {space}")
     return env
 
 
@@ -122,12 +127,12 @@ def env_dt(env) -> float | None:
         return None
 
 
-def condition_fn(args: argparse.Namespace, C: int, names: list[str] | None) -> Callable[[np.ndarray, int], np.ndarray]:
+def condition_fn(cfg: EvalConfig, C: int, names: list[str] | None) -> Callable[[np.ndarray, int], np.ndarray]:
     """The condition for (observation, step): constant, a hook, or the ``none`` column."""
-    if args.condition is not None and args.condition_hook is not None:
+    if cfg.condition is not None and cfg.condition_hook is not None:
         raise ValueError("give --condition or --condition-hook, not both")
-    if args.condition_hook is not None:
-        hook = load_hook(args.condition_hook)
+    if cfg.condition_hook is not None:
+        hook = load_hook(cfg.condition_hook)
 
         def from_hook(obs: np.ndarray, step: int) -> np.ndarray:
             c = np.asarray(hook(obs, step), np.float32).reshape(-1)
@@ -136,8 +141,8 @@ def condition_fn(args: argparse.Namespace, C: int, names: list[str] | None) -> C
                                  f"expected {C} finite values")
             return c
         return from_hook
-    if args.condition is not None:
-        c = np.asarray(args.condition, np.float32)
+    if cfg.condition is not None:
+        c = np.asarray(cfg.condition, np.float32)
         if c.shape != (C,):
             raise ValueError(f"--condition has {c.size} values; the engine's condition has C={C}"
                              + (f" ({', '.join(names)})" if names else ""))
@@ -149,15 +154,15 @@ def condition_fn(args: argparse.Namespace, C: int, names: list[str] | None) -> C
                      "--condition V ... or --condition-hook MOD:FN")
 
 
-def recorded_condition(args: argparse.Namespace) -> Callable[[np.ndarray, int], np.ndarray]:
+def recorded_condition(cfg: EvalConfig) -> Callable[[np.ndarray, int], np.ndarray]:
     """The condition recorded with a reference policy's episodes: --condition, the hook's
     value (any fixed size), or the constant ``none`` column (0)."""
-    if args.condition is not None and args.condition_hook is not None:
+    if cfg.condition is not None and cfg.condition_hook is not None:
         raise ValueError("give --condition or --condition-hook, not both")
-    if args.condition_hook is not None:
-        hook = load_hook(args.condition_hook)
+    if cfg.condition_hook is not None:
+        hook = load_hook(cfg.condition_hook)
         return lambda obs, step: np.asarray(hook(obs, step), np.float32).reshape(-1)
-    c = np.asarray(args.condition if args.condition is not None else [0.0], np.float32)
+    c = np.asarray(cfg.condition if cfg.condition is not None else [0.0], np.float32)
     return lambda obs, step: c
 
 
@@ -274,10 +279,9 @@ def summarize(ms: list[dict[str, Any]]) -> dict[str, Any]:
     for k in ("plans", "cold_starts"):
         if k in ms[0]:
             out[k] = int(sum(m[k] for m in ms))
-    inf = [v for m in ms for v in m.get("_infer_ms", [])]
+    inf = summary(v for m in ms for v in m.get("_infer_ms", []))
     if inf:
-        out["infer_ms_median"] = float(np.nanmedian(inf))
-        out["infer_ms_p99"] = float(np.nanpercentile(inf, 99))
+        out["infer_ms_median"], out["infer_ms_p99"] = inf["median"], inf["p99"]
     cons = [m["consistency"] for m in ms if m.get("consistency")]
     if cons:
         arr = np.array([[np.nan if v is None else v for v in c] for c in cons], dtype=float)
@@ -310,65 +314,65 @@ def _record(path: str, env_id: str, dt: float, eps: list[dict[str, Any]], cond_n
 
 
 # --------------------------------------------------------------------------- command
-def run_gym(args: argparse.Namespace) -> int:
+def run_gym(cfg: EvalConfig) -> int:
     from planner_runtime.async_planner import PlannerSpec, state_scale_from_manifest
     from planner_runtime.backends import load_engine
     from planner_runtime.dataset import DatasetError
 
-    if args.episodes < 1:
+    if cfg.episodes < 1:
         print("error: --episodes must be >= 1", file=sys.stderr)
         return 2
-    if not args.engine and not args.policy:
+    if not cfg.engine and not cfg.policy:
         print("error: eval --env needs an engine (--engine NAME=PATH) or a reference policy (--policy)",
               file=sys.stderr)
         return 2
-    if args.record and len(args.policy) != 1:
+    if cfg.record and len(cfg.policy) != 1:
         print("error: --record writes the episodes of exactly one --policy", file=sys.stderr)
         return 2
     try:
-        env = make_env(args)
+        env = make_env(cfg)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     dt = env_dt(env)
     obs_dim, act_dim = int(env.observation_space.shape[0]), int(env.action_space.shape[0])
-    seeds = [args.seed + i for i in range(args.episodes)]
+    seeds = [cfg.seed + i for i in range(cfg.episodes)]
     t_start = time.monotonic()
     results: dict[str, Any] = {}
-    report: dict[str, Any] = {"env": args.env, "dt": dt, "obs_dim": obs_dim, "act_dim": act_dim,
+    report: dict[str, Any] = {"env": cfg.env, "dt": dt, "obs_dim": obs_dim, "act_dim": act_dim,
                               "action_low": env.action_space.low.tolist(),
                               "action_high": env.action_space.high.tolist(),
-                              "episodes": args.episodes, "seeds": [seeds[0], seeds[-1]], "results": results}
+                              "episodes": cfg.episodes, "seeds": [seeds[0], seeds[-1]], "results": results}
     try:
-        for ref in args.policy:
-            if args.record and dt is None:
-                raise ValueError(f"{args.env} has no dt (env.unwrapped.dt): cannot record a dataset")
-            cfn = recorded_condition(args)
+        for ref in cfg.policy:
+            if cfg.record and dt is None:
+                raise ValueError(f"{cfg.env} has no dt (env.unwrapped.dt): cannot record a dataset")
+            cfn = recorded_condition(cfg)
             ms = []
             for s in seeds:
                 pol = reference_policy(ref, env, s)
-                ms.append(run_episode(env, s, lambda o, k, pol=pol: pol(o), cfn, record=bool(args.record)))
+                ms.append(run_episode(env, s, lambda o, k, pol=pol: pol(o), cfn, record=bool(cfg.record)))
             results[f"policy:{ref}"] = summarize(ms)
-            if args.record:
+            if cfg.record:
                 C = len(ms[0]["_rows"]["conditions"][0])
-                names = ["none"] if args.condition is None and args.condition_hook is None else \
+                names = ["none"] if cfg.condition is None and cfg.condition_hook is None else \
                     [f"cond{i}" for i in range(C)]
-                report["recorded"] = _record(args.record, args.env, dt, ms, names, ref, seeds[0])
-        for item in args.engine:
+                report["recorded"] = _record(cfg.record, cfg.env, dt, ms, names, ref, seeds[0])
+        for item in cfg.engine:
             name, path = item.split("=", 1) if "=" in item else (Path(item).stem, item)
-            engine = load_engine(path, threads=args.threads)
+            engine = load_engine(path, threads=cfg.threads)
             m = engine.manifest
-            spec = PlannerSpec.from_manifest(m, chunk=args.chunk, cfg_w=args.cfg_w,
-                                             temperature=args.temperature)
+            spec = PlannerSpec.from_manifest(m, chunk=cfg.chunk, cfg_w=cfg.cfg_w,
+                                             temperature=cfg.temperature)
             if (spec.S, spec.A) != (obs_dim, act_dim):
-                raise ValueError(f"engine {name}: S={spec.S}, A={spec.A} but {args.env} has "
+                raise ValueError(f"engine {name}: S={spec.S}, A={spec.A} but {cfg.env} has "
                                  f"{obs_dim} observations and {act_dim} actions")
             if dt is not None and abs(spec.dt - dt) > 1e-9 * max(1.0, dt):
-                raise ValueError(f"engine {name}: control dt {spec.dt} s (manifest) but {args.env} steps "
+                raise ValueError(f"engine {name}: control dt {spec.dt} s (manifest) but {cfg.env} steps "
                                  f"{dt} s: the plans' timing would be wrong")
             step_dt = spec.dt if dt is None else dt
-            names = list(m["observation"].get("condition_names") or [])
-            cfn = condition_fn(args, spec.C, names)
+            names = list(m.observation.condition_names)
+            cfn = condition_fn(cfg, spec.C, names)
             scale = state_scale_from_manifest(m, spec.S)
             ms = []
             for i, s in enumerate(seeds):
@@ -378,13 +382,13 @@ def run_gym(args: argparse.Namespace) -> int:
                           consistency=actor.consistency(scale), _infer_ms=actor.link.infer_ms)
                 ms.append(ep)
             res = summarize(ms)
-            res.update(engine=path, method=m["method"]["name"], manifest_dt=spec.dt, chunk=spec.chunk,
-                       temperature=spec.temperature, robot=m["robot"]["name"],
-                       state_names=m["observation"]["state_names"],
-                       action_names=m["observation"]["action_names"],
+            res.update(engine=path, method=m.method.name, manifest_dt=spec.dt, chunk=spec.chunk,
+                       temperature=spec.temperature, robot=m.robot.name,
+                       state_names=list(m.observation.state_names),
+                       action_names=list(m.observation.action_names),
                        condition_names=names)
-            if args.diversity:
-                res["diversity"] = _diversity(env, engine, spec, cfn, seeds, args.diversity)
+            if cfg.diversity:
+                res["diversity"] = _diversity(env, engine, spec, cfn, seeds, cfg.diversity)
             results[name] = res
             engine.close()
     except (ValueError, DatasetError, OSError, RuntimeError) as exc:
@@ -393,7 +397,7 @@ def run_gym(args: argparse.Namespace) -> int:
     finally:
         env.close()
     report["wall_s"] = time.monotonic() - t_start
-    if args.json:
+    if cfg.json:
         print(json.dumps(report))
     else:
         _print(report)

@@ -4,7 +4,9 @@
 
 Every cell is one ``planner-runtime eval --json --no-expert --latency MS <rule>`` run (a
 subprocess, ``--jobs`` at a time) on the same seeds, with the first ``--engine`` (default:
-the embedded Go2 engine). Rules are the chunk rules of ``planner_runtime.chunking``; ``hold``
+the embedded Go2 engine): the eval defaults with the sweep run's model, episodes, duration,
+seed and ``--randomize``, then the cell's latency and rule (:data:`RULES`: changed
+``EvalConfig`` fields, checked by ``sim.eval_config.with_changes``). Rules are the chunk rules of ``planner_runtime.chunking``; ``hold``
 is the behaviour before real-time chunking. Writes ``sweep.json`` (all cell reports),
 ``sweep.md`` (the table) and ``sweep.png`` (falls, tracking and chunk-switch jumps against
 latency, one line per rule), and prints the goal verdict: at 40 ms the default rule tracks
@@ -18,17 +20,22 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from sim.eval_matrix import run_cells
+from planner_runtime.config import ConfigError
+from sim.eval_config import EvalConfig, with_changes
+from sim.eval_matrix import cell_base, cell_command, run_cells
 
 LATENCIES_MS = (0.0, 20.0, 40.0, 80.0)
-RULES: dict[str, list[str]] = {
-    "hold": ["--merge", "hold"],
-    "aligned": ["--merge", "aligned"],
-    "inpaint": ["--merge", "inpaint"],
-    "forecast": ["--merge", "aligned", "--start-state", "forecast", "--replan-every", "1"],
-    "forecast+blend": ["--merge", "blend", "--start-state", "forecast", "--replan-every", "1"],
+RULES: dict[str, dict[str, Any]] = {  # rule -> the EvalConfig fields it changes
+    "hold": {"merge": "hold"},
+    "aligned": {"merge": "aligned"},
+    "inpaint": {"merge": "inpaint"},
+    "forecast": {"merge": "aligned", "start_state": "forecast", "replan_every": 1},
+    "forecast+blend": {"merge": "blend", "start_state": "forecast", "replan_every": 1},
 }
+# the options of the sweep run that its cells take over (the others keep their defaults)
+FORWARDED = ("model", "episodes", "duration", "seed", "randomize")
 # At 0 ms (lockstep) every rule with the same replan interval executes the same actions:
 # only one of them is run there.
 SAME_AT_ZERO = {"aligned": "hold", "inpaint": "hold", "forecast+blend": "forecast"}
@@ -36,15 +43,17 @@ TRACKING_GOAL = 1.2  # at 40 ms, x the same rule's tracking at 0 ms
 JUMP_GOAL = 2.0  # at 20-40 ms, hold's mean switch jump / the rule's
 
 
-def _cell_cmd(latency: float, rule: str, args) -> list[str]:
-    cmd = [sys.executable, "-m", "planner_runtime.cli", "eval", "--no-expert", "--latency", f"{latency:g}",
-           *RULES[rule], "--model", str(args.model), "--episodes", str(args.episodes),
-           "--duration", str(args.duration), "--seed", str(args.seed), "--no-progress", "--json"]
-    if args.randomize:
-        cmd.append("--randomize")
-    for e in args.engine[:1]:
-        cmd += ["--engine", e]
-    return cmd
+def sweep_base(cfg: EvalConfig) -> EvalConfig:
+    """The config every cell starts from: :data:`FORWARDED` options of ``cfg``, its first
+    engine, no reference policies."""
+    return with_changes(cell_base(cfg, (*FORWARDED, "engine", "no_expert", "reference"), "latency sweep"),
+                        {"engine": cfg.engine[:1], "no_expert": True}, "latency sweep")
+
+
+def cell_config(base: EvalConfig, latency: float, rule: str) -> EvalConfig:
+    """One cell: ``base`` (:func:`sweep_base`) at ``latency`` ms under ``rule``."""
+    return with_changes(base, {"latency": (float(latency),), **RULES[rule]},
+                        f"latency sweep cell {latency:g} ms / {rule!r}")
 
 
 def _result(cell: dict) -> dict:
@@ -52,27 +61,33 @@ def _result(cell: dict) -> dict:
     return next(iter(res.values()), {}) if res else {}
 
 
-def run_sweep(args) -> int:
-    out = Path(args.latency_sweep)
+def run_sweep(cfg: EvalConfig) -> int:
+    out = Path(str(cfg.latency_sweep))
     out.mkdir(parents=True, exist_ok=True)
-    lats = [float(x) for x in (args.sweep_latencies or LATENCIES_MS)]
-    rules = args.sweep_rules or list(RULES)
+    lats = [float(x) for x in (cfg.sweep_latencies or LATENCIES_MS)]
+    rules = list(cfg.sweep_rules or RULES)
     bad = [r for r in rules if r not in RULES]
     if bad:
         print(f"error: unknown rule(s) {bad}; known: {list(RULES)}", file=sys.stderr)
         return 2
     cells = [(lat, r) for lat in lats for r in rules
              if not (lat == 0 and SAME_AT_ZERO.get(r) in rules)]
+    try:
+        base = sweep_base(cfg)
+        configs = {cell: cell_config(base, *cell) for cell in cells}
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     t0 = time.monotonic()
-    results = run_cells(cells, lambda cell: _cell_cmd(cell[0], cell[1], args), args.jobs, "sweep",
+    results = run_cells(cells, lambda cell: cell_command(configs[cell]), cfg.jobs, "sweep",
                         lambda cell: f"{cell[0]:g} ms / {cell[1]}")
     # the rules not run at 0 ms share their twin's cell
     for lat, r in [(0.0, r) for r in rules if (0.0, r) not in results and 0.0 in lats]:
         twin = SAME_AT_ZERO[r]
         results[(lat, r)] = {**results[(lat, twin)], "same_as": twin}
-    report = {"episodes": args.episodes, "duration_s": args.duration, "seed": args.seed,
-              "model": str(args.model), "randomize": bool(args.randomize),
-              "engine": args.engine[0] if args.engine else "default (go2.onnx)",
+    report = {"episodes": cfg.episodes, "duration_s": cfg.duration, "seed": cfg.seed,
+              "model": cfg.model, "randomize": cfg.randomize,
+              "engine": cfg.engine[0] if cfg.engine else "default (go2.onnx)",
               "wall_s": time.monotonic() - t0, "latencies_ms": lats, "rules": rules,
               "cells": [{"latency_ms": lat, "rule": r, **results[(lat, r)]}
                         for lat in lats for r in rules]}

@@ -23,6 +23,7 @@ evaluates the PD itself.
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 
@@ -406,6 +407,21 @@ class MujocoGo2(RobotInterface):
 
     def total_mass(self) -> float:
         return float(self.model.body_mass.sum())
+
+    def clone(self) -> MujocoGo2:
+        """An independent copy at this instant, for what-if rollouts (sim/ranker_check.py):
+        its own MjData, command, actuator-lag and observation-delay state and random stream.
+        The MjModel is shared: it changes only in ``reset`` (new physics), which a clone must
+        not call while the original runs."""
+        new = object.__new__(type(self))
+        for key, val in self.__dict__.items():
+            if key in ("_mj", "model"):
+                new.__dict__[key] = val
+            elif key == "data":
+                new.__dict__[key] = copy.copy(val)  # MjData's copy is a full copy (mj_copyData)
+            else:
+                new.__dict__[key] = copy.deepcopy(val)
+        return new
 
     def close(self) -> None:
         pass

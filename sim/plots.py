@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robot.observation import TILT_COST_GRAVITY_Z
 from sim.episode import EpisodeTrace
 
 
@@ -33,7 +34,8 @@ def plot_episode(tr: EpisodeTrace, path: str | Path, title: str = "") -> Path:
     ax[0].legend(loc="upper right", fontsize=8)
     tilt = np.degrees(np.arccos(np.clip(-tr.gravity_z, -1.0, 1.0)))
     ax[3].plot(tr.t, tilt, color="C2")
-    ax[3].axhline(np.degrees(np.arccos(0.95)), color="C3", ls="--", lw=1, label="cost threshold (g_z > -0.95)")
+    ax[3].axhline(np.degrees(np.arccos(-TILT_COST_GRAVITY_Z)), color="C3", ls="--", lw=1,
+                  label=f"cost threshold (g_z > {TILT_COST_GRAVITY_Z})")
     ax[3].set_ylabel("torso tilt (deg)")
     ax[3].set_xlabel("time (s)")
     ax[3].legend(loc="upper right", fontsize=8)

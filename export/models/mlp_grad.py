@@ -9,8 +9,7 @@ all in TensorRT's ONNX operator list.
 
 Supported layers: ``nn.Linear``, ``nn.ReLU``, ``nn.LeakyReLU``, ``nn.SiLU``, ``nn.Mish``,
 ``nn.Tanh``, ``nn.Sigmoid``, ``nn.Softplus`` (beta only, no threshold switch), ``nn.GELU``
-(exact or tanh), ``nn.ELU``, ``nn.Identity`` and ``nn.Dropout`` (identity: guidance runs
-in eval mode). Anything else raises ``ValueError`` naming the layer.
+(exact or tanh), ``nn.ELU``. Anything else raises ``ValueError`` naming the layer.
 
 Shapes: ``x [..., in]``, cotangent ``v [..., out]`` -> ``(y [..., out], g [..., in])``.
 """
@@ -78,38 +77,6 @@ def _act_value_and_slope(layer: nn.Module, z: torch.Tensor) -> tuple[torch.Tenso
         y = torch.where(z > 0, z, neg)
         return y, torch.where(z > 0, torch.ones_like(z), neg + a)
     raise ValueError(f"closed-form gradient does not support layer {type(layer).__name__}")
-
-
-def layer_list(module: nn.Module) -> list[nn.Module]:
-    """Flatten an MLP into its Linear/activation layers, in order.
-
-    Accepts an ``nn.Sequential`` (nested ones are flattened) or a module whose only
-    children form such a stack (e.g. a wrapper with a ``net`` Sequential). Identity and
-    Dropout layers are dropped. Raises ValueError for anything not in the supported list.
-    """
-    out: list[nn.Module] = []
-
-    def visit(m: nn.Module) -> None:
-        if isinstance(m, nn.Sequential):
-            for c in m:
-                visit(c)
-        elif isinstance(m, (nn.Identity, nn.Dropout)):
-            return
-        elif isinstance(m, nn.Linear):
-            out.append(m)
-        elif isinstance(m, tuple(ACTIVATIONS.values())):
-            out.append(m)
-        else:
-            kids = list(m.children())
-            if not kids:
-                raise ValueError(f"closed-form gradient does not support layer {type(m).__name__}")
-            for c in kids:
-                visit(c)
-
-    visit(module)
-    if not out or not isinstance(out[0], nn.Linear):
-        raise ValueError("an MLP for closed-form gradients must start with nn.Linear")
-    return out
 
 
 def mlp_forward_cache(layers: Sequence[nn.Module], x: torch.Tensor

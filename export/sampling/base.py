@@ -53,7 +53,7 @@ import torch
 from torch import nn
 
 from export.data import Normalizers
-from export.sampling.common import Normalize, Schedule, q_sample
+from export.sampling.common import Normalize, Schedule, q_sample, shift_plan
 
 
 class DiffusionSampler(nn.Module):
@@ -166,17 +166,12 @@ class DiffusionSampler(nn.Module):
         xs = torch.stack(states, dim=1) * self.norm_traj.scale[:S] + self.norm_traj.shift[:S]
         return torch.where(self.forecast_mask, x, x0n), torch.cat([xs, prefix], dim=-1)
 
-    def _shift_rows(self, plan: torch.Tensor, n_prefix: torch.Tensor, sign: int) -> torch.Tensor:
-        """Rows t + n_prefix (sign +1, the end repeated) or t - n_prefix (sign -1, the start
-        repeated) of a [B, H, D] plan."""
-        idx = torch.clamp(torch.arange(self.H, device=plan.device) + sign * n_prefix.reshape(1),
-                          0, self.H - 1)
-        return torch.index_select(plan, 1, idx)
-
     def _compose(self, inner: torch.Tensor, pre: torch.Tensor, n_prefix: torch.Tensor) -> torch.Tensor:
-        """Rows t < n_prefix from ``pre``, row t >= n_prefix from ``inner[t - n_prefix]``."""
-        rows = torch.arange(self.H, device=inner.device).reshape(1, self.H, 1)
-        return torch.where(rows < n_prefix.reshape(1, 1, 1), pre, self._shift_rows(inner, n_prefix, -1))
+        """Rows t < n_prefix from ``pre``, row t >= n_prefix from ``inner[t - n_prefix]``
+        (the new plan delayed by n_prefix rows: the reverse of the warm-start shift)."""
+        rows = torch.arange(self.H, device=inner.device)
+        delayed = torch.index_select(inner, 1, torch.clamp(rows - n_prefix.reshape(1), min=0))
+        return torch.where(rows.reshape(1, self.H, 1) < n_prefix.reshape(1, 1, 1), pre, delayed)
 
     def forward(self, x0: torch.Tensor, cond: torch.Tensor, prev_plan: torch.Tensor,
                 noise: torch.Tensor, levels: torch.Tensor, cfg_w: torch.Tensor,
@@ -187,7 +182,7 @@ class DiffusionSampler(nn.Module):
         if self.forecaster is not None and prefix is not None and n_prefix is not None:
             x0f, pre = self._forecast(x0n, prefix, n_prefix)
             n = int(levels.shape[0]) - 1
-            tau = self.start(self._shift_rows(prev_plan, n_prefix, 1), noise, levels[0:1])
+            tau = self.start(shift_plan(prev_plan, n_prefix), noise, levels[0:1])
             for i in range(n):
                 tau, _ = self.denoise_step(tau, levels[i:i + 1], levels[i + 1:i + 2], x0f, yn, cfg_w)
             plan = self._compose(self.norm_traj.inverse(tau), pre, n_prefix)
@@ -212,7 +207,7 @@ class DiffusionSampler(nn.Module):
         x0n, yn = self.norm_x0(x0), self.norm_cond(cond)
         if self.forecaster is not None and prefix is not None and n_prefix is not None:
             x0f, pre = self._forecast(x0n, prefix, n_prefix)
-            first = self.start(self._shift_rows(prev_plan, n_prefix, 1), noise, level)
+            first = self.start(shift_plan(prev_plan, n_prefix), noise, level)
             tau = torch.where(start.reshape(1, 1, 1) > 0, first, tau)
             tau_next, x0_hat = self.denoise_step(tau, level, next_level, x0f, yn, cfg_w)
             return tau_next, self._compose(self.norm_traj.inverse(x0_hat), pre, n_prefix)

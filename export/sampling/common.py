@@ -132,24 +132,23 @@ class Normalize(nn.Module):
         return z * self.scale + self.shift
 
 
-# ---- warm start (reference helpers; the runtime does the same bookkeeping in numpy) ----
+# ---- warm start -------------------------------------------------------------------------
 
-def shift_plan(plan: torch.Tensor, steps: int) -> torch.Tensor:
-    """Drop the first ``steps`` rows of a [B, H, D] plan and pad the end with its last row.
+def shift_plan(plan: torch.Tensor, steps: torch.Tensor | int) -> torch.Tensor:
+    """The warm-start shift in the graph: row t of the result is row ``min(t + steps, H - 1)``
+    of ``plan`` [B, H, D] (the first ``steps`` rows dropped, the end padded with the last row).
 
     Row t of a plan made at x_0 is [x_{t+1}, u_t]; after executing ``steps`` actions the new
-    x_0 is (ideally) x_steps, so the old row steps + t becomes the new row t.
+    x_0 is (ideally) x_steps, so the old row steps + t becomes the new row t. The same rule
+    as the runtime's numpy ``planner_runtime.async_planner.shift_plan``, steps in [0, H]:
+    a Python int outside raises; an int64 tensor [1] (a graph input such as ``n_prefix``,
+    which cannot raise inside an exported graph) is clamped to it. An index gather, so the
+    step count may be a graph input.
     """
     H = plan.shape[1]
-    if not 0 <= steps <= H:
-        raise ValueError(f"shift must be in [0, {H}], got {steps}")
-    if steps == 0:
-        return plan
-    tail = plan[:, -1:].expand(plan.shape[0], steps, plan.shape[2])
-    return torch.cat([plan[:, steps:], tail], dim=1)
-
-
-def warm_start(sched: Schedule, prev_plan_n: torch.Tensor, noise: torch.Tensor,
-               level: torch.Tensor) -> torch.Tensor:
-    """Re-noise a (shifted, normalized) previous plan to ``level``: the first iterate."""
-    return q_sample(sched, prev_plan_n, noise, level)
+    if isinstance(steps, int):
+        if not 0 <= steps <= H:
+            raise ValueError(f"shift steps must be in [0, H={H}], got {steps}")
+        steps = torch.tensor([steps], dtype=torch.int64, device=plan.device)
+    idx = torch.clamp(torch.arange(H, device=plan.device) + steps.reshape(1), 0, H - 1)
+    return torch.index_select(plan, 1, idx)

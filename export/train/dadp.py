@@ -33,6 +33,7 @@ from export.models.guidance import (
     RewardModel,
 )
 from export.train.checkpoint import register_model_class
+from export.train.config import ComponentConfig
 from export.train.loop import TrainTask
 from export.train.mpdiffuser import PlannerTask
 
@@ -59,7 +60,7 @@ def transitions(ws: WindowSet) -> dict[str, np.ndarray]:
 class AuxTask(TrainTask):
     """Base of the small auxiliary models trained on single transitions."""
 
-    def __init__(self, cfg: dict[str, Any], data: WindowData):
+    def __init__(self, cfg: ComponentConfig, data: WindowData):
         super().__init__(cfg, data)
         self._split = {name: tr for name, tr in (("train", transitions(data.train)),
                                                  ("val", transitions(data.val))) if tr}
@@ -69,8 +70,8 @@ class AuxTask(TrainTask):
         self.model: nn.Module | None = None  # the trained instance (read by DMEMM's planner)
 
     def model_kwargs(self) -> dict[str, Any]:
-        m = dict(self.cfg.get("model", {}))
-        return {"hidden": tuple(m.get("hidden", (256, 256))), "act": m.get("act", "mish")}
+        m = self.cfg.model
+        return {"hidden": tuple(m.hidden or (256, 256)), "act": m.act}
 
     def make(self) -> nn.Module:
         raise NotImplementedError
@@ -105,18 +106,17 @@ class InverseTask(AuxTask):
     model_class = "InverseDynamicsVAE"
 
     def make(self) -> nn.Module:
-        m = dict(self.cfg.get("model", {}))
-        return InverseDynamicsVAE(self.data.S, self.data.A, latent=int(m.get("latent", 32)),
-                                  beta=float(m.get("beta", 0.5)), **self.model_kwargs())
+        m = self.cfg.model
+        return InverseDynamicsVAE(self.data.S, self.data.A, latent=m.latent, beta=m.beta,
+                                  **self.model_kwargs())
 
     def loss(self, model, batch, gen):
         # reparameterization noise from ``gen``: deterministic, resumable runs
         x = batch["x"]
-        noise = torch.randn(x.shape[0], int(self.cfg.get("model", {}).get("latent", 32)),
-                            generator=gen)
+        noise = torch.randn(x.shape[0], self.cfg.model.latent, generator=gen)
         u_hat, kl = model(x, batch["x_next"], batch["u"], noise)
         recon = torch.mean((u_hat - batch["u"]) ** 2)
-        beta = float(self.cfg.get("model", {}).get("beta", 0.5))
+        beta = self.cfg.model.beta
         return recon + beta * kl, {"recon_mse": float(recon.detach()), "kl": float(kl.detach())}
 
 
@@ -127,7 +127,7 @@ class ValueTask(AuxTask):
     model_class = "ReturnModel"
 
     def make(self) -> nn.Module:
-        return ReturnModel(self.data.S, self.data.A, gamma=float(self.cfg.get("gamma", 0.997)),
+        return ReturnModel(self.data.S, self.data.A, gamma=self.cfg.gamma,
                            **self.model_kwargs())
 
     def loss(self, model, batch, gen):

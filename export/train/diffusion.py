@@ -21,7 +21,9 @@ from torch import nn
 from export.data import WindowData
 from export.models.unet import TemporalUnet
 from export.sampling.common import PREDICTIONS, Schedule, q_sample
+from export.train.config import ComponentConfig
 from export.train.loop import TrainTask
+from planner_runtime.config import to_dict
 
 UNET_KEYS = ("dim", "mults", "blocks_per_level", "mid_blocks", "emb_dim", "kernel", "groups", "act",
              "x0_channels")
@@ -48,17 +50,17 @@ class DiffusionTask(TrainTask):
     out_states_only = False  # dynamics: predict the state channels only
     supports_x0 = False  # whether loss() uses self.target (prediction = "x0" possible)
 
-    def __init__(self, cfg: dict[str, Any], data: WindowData):
+    def __init__(self, cfg: ComponentConfig, data: WindowData):
         super().__init__(cfg, data)
-        self.K = int(cfg["num_levels"])
-        self.sched = Schedule(self.K, str(cfg["schedule"]))
+        self.K = cfg.num_levels
+        self.sched = Schedule(self.K, cfg.schedule)
 
     def out_dim(self) -> int:
         return self.data.S if self.out_states_only else self.data.D
 
     def build_model(self) -> nn.Module:
         d = self.data
-        m = {k: v for k, v in dict(self.cfg.get("model", {})).items() if k in UNET_KEYS}
+        m = {k: v for k, v in to_dict(self.cfg.model).items() if k in UNET_KEYS}
         return TemporalUnet(d.H, d.D, self.out_dim(), d.S, d.C, **m)
 
     def batch(self, split: str, batch_size: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
@@ -71,7 +73,7 @@ class DiffusionTask(TrainTask):
     @property
     def prediction(self) -> str:
         """What the network predicts: ``eps`` (the noise) or ``x0`` (the clean trajectory)."""
-        p = str(self.cfg.get("prediction", "eps"))
+        p = self.cfg.prediction
         if p not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {p!r}")
         if p != "eps" and not self.supports_x0:

@@ -42,6 +42,7 @@ from torch import nn
 from export.data import WindowData
 from export.models.guidance import GaussianTransition, RewardModel
 from export.train.checkpoint import build_model, load_checkpoint
+from export.train.config import ComponentConfig
 from export.train.dadp import AUX_DEFAULTS, AuxTask
 from export.train.diffusion import draw_cond_drop
 from export.train.loop import TrainTask
@@ -72,10 +73,10 @@ class TransitionTask(AuxTask):
     model_class = "GaussianTransition"
 
     def make(self) -> nn.Module:
-        m = dict(self.cfg.get("model", {}))
-        bounds = {k: float(m[k]) for k in ("min_logstd", "max_logstd") if k in m}
-        return GaussianTransition(self.data.S, self.data.A, ensemble=int(m.get("ensemble", 1)),
-                                  **bounds, **self.model_kwargs())
+        m = self.cfg.model
+        return GaussianTransition(self.data.S, self.data.A, ensemble=m.ensemble,
+                                  min_logstd=m.min_logstd, max_logstd=m.max_logstd,
+                                  **self.model_kwargs())
 
     def loss(self, model, batch, gen):
         lp = model(batch["x"], batch["u"], batch["x_next"])
@@ -96,26 +97,27 @@ class RewardTask(AuxTask):
 class DMEMMPlannerTask(PlannerTask):
     component = "planner"
 
-    def __init__(self, cfg: dict[str, Any], data: WindowData, transition: TransitionTask | None = None,
+    def __init__(self, cfg: ComponentConfig, data: WindowData, transition: TransitionTask | None = None,
                  reward: RewardTask | None = None):
         super().__init__(cfg, data)
         self._tr_task, self._rd_task = transition, reward
         self._T: GaussianTransition | None = None
         self._R: RewardModel | None = None
-        self.lambda_tr = float(cfg.get("lambda_tr", 0.1))
-        self.lambda_rd = float(cfg.get("lambda_rd", 0.05))
-        self.weighting = bool(cfg.get("reward_weighting", True))
+        self.lambda_tr = cfg.lambda_tr
+        self.lambda_rd = cfg.lambda_rd
+        self.weighting = cfg.reward_weighting
         r = data.train_samples.get("rewards")
         if r is None or len(r) == 0:
             raise ValueError("DMEMM needs rewards in the training split")
-        self.r_min = float(cfg.get("reward_min", np.min(r)))
-        self.r_max = float(cfg.get("reward_max", np.max(r)))
+        self.r_min = float(np.min(r) if cfg.reward_min is None else cfg.reward_min)
+        self.r_max = float(np.max(r) if cfg.reward_max is None else cfg.reward_max)
 
     def _aux(self, name: str, task: AuxTask | None) -> nn.Module:
         key = f"{name}_checkpoint"
-        if self.cfg.get(key) or self.cfg.get("aux_dir"):
-            path = self.cfg.get(key) or str(Path(self.cfg["aux_dir"]) / f"{name}.pt")
-            model = build_model(load_checkpoint(path))
+        path = {"transition": self.cfg.transition_checkpoint,
+                "reward": self.cfg.reward_checkpoint}[name]
+        if path or self.cfg.aux_dir:
+            model = build_model(load_checkpoint(path or Path(str(self.cfg.aux_dir)) / f"{name}.pt"))
         elif task is not None and task.model is not None:
             model = task.model
         else:
@@ -138,7 +140,7 @@ class DMEMMPlannerTask(PlannerTask):
         S = d.S
         traj = batch["traj"]
         tau_k, k, eps = self.noised(traj, gen)
-        drop = draw_cond_drop(traj.shape[0], float(self.cfg.get("cond_dropout", 0.25)), gen)
+        drop = draw_cond_drop(traj.shape[0], self.cfg.cond_dropout, gen)
         pred = model(tau_k, k.to(torch.float32), batch["x0"], batch["cond"], drop)
         err = ((pred - self.target(traj, eps)) ** 2 * self.loss_weights()).mean(dim=(1, 2))  # [B]
         if self.weighting:
@@ -176,9 +178,8 @@ def register() -> None:
 
     register_method("dmemm", MethodSpec(
         "export.train.dmemm:tasks", "dmemm",
-        # top-level so that ``--set lambda_tr=...`` reaches the planner (a section would win)
-        defaults={"lambda_tr": 0.1, "lambda_rd": 0.05, "reward_weighting": True,
-                  "transition": AUX_DEFAULTS, "reward": AUX_DEFAULTS},
+        # lambda_tr, lambda_rd, reward_weighting: top-level fields (export/train/config.py)
+        defaults={"transition": AUX_DEFAULTS, "reward": AUX_DEFAULTS},
         components=("transition", "reward", "planner")))
 
 

@@ -31,12 +31,8 @@ from torch import nn
 
 from export import ddp
 from export.train.checkpoint import load_checkpoint, save_checkpoint, versions
-
-LOOP_DEFAULTS: dict[str, Any] = {
-    "steps": 20000, "batch_size": 64, "lr": 2e-4, "weight_decay": 0.0, "grad_clip": 1.0,
-    "ema_tau": 0.005, "ema_every": 10, "ema_start": 1000, "seed": 0, "log_every": 50,
-    "val_every": 500, "val_batches": 4, "ckpt_every": 1000,
-}
+from export.train.config import ComponentConfig
+from planner_runtime.config import to_dict
 
 
 class TrainTask(ABC):
@@ -45,7 +41,7 @@ class TrainTask(ABC):
     component: str = "model"
     model_class: str = ""
 
-    def __init__(self, cfg: dict[str, Any], data: Any):
+    def __init__(self, cfg: ComponentConfig, data: Any):
         self.cfg, self.data = cfg, data
 
     @abstractmethod
@@ -70,8 +66,7 @@ class TrainTask(ABC):
         ``sampler_kwargs`` / ``check_compatible`` read back when components are composed."""
         d = self.data
         return {"dims": {"S": d.S, "A": d.A, "C": d.C, "H": d.H},
-                "schedule": {"num_levels": int(self.cfg["num_levels"]),
-                             "kind": str(self.cfg["schedule"])},
+                "schedule": {"num_levels": self.cfg.num_levels, "kind": self.cfg.schedule},
                 "normalizers": d.norms.to_dict(), "dataset": d.provenance()}
 
 
@@ -93,17 +88,17 @@ def ema_copy(ema: nn.Module, model: nn.Module) -> None:
     ema.load_state_dict(model.state_dict())
 
 
-def validate(task: TrainTask, model: nn.Module, cfg: dict[str, Any]) -> float | None:
+def validate(task: TrainTask, model: nn.Module, cfg: ComponentConfig) -> float | None:
     """Mean loss over ``val_batches`` fixed batches (fixed indices and noise)."""
     if not task.has_val():
         return None
     model.eval()
     losses = []
     with torch.no_grad():
-        for j in range(int(cfg["val_batches"])):
-            rng = np.random.default_rng([int(cfg["seed"]), 10_000 + j])
-            gen = torch.Generator().manual_seed(_step_seed(int(cfg["seed"]), 0, j, 99))
-            b = task.batch("val", int(cfg["batch_size"]), rng)
+        for j in range(cfg.val_batches):
+            rng = np.random.default_rng([cfg.seed, 10_000 + j])
+            gen = torch.Generator().manual_seed(_step_seed(cfg.seed, 0, j, 99))
+            b = task.batch("val", cfg.batch_size, rng)
             loss, _ = task.loss(model, b, gen)
             losses.append(float(loss))
     model.train()
@@ -136,28 +131,27 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
 def fit(task: TrainTask, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
         method: str = "", init: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train ``task`` to ``cfg['steps']`` and checkpoint it. Returns a summary dict.
+    """Train ``task`` to ``task.cfg.steps`` and checkpoint it. Returns a summary dict.
 
     ``init``: a checkpoint to fine-tune: its weights, fresh optimizer (the task was built
     with the checkpoint's architecture, schedule and prediction: ``train_method``).
     """
-    cfg = {**LOOP_DEFAULTS, **task.cfg}
+    cfg = task.cfg
     out = Path(out_dir)
     ck_path = out / f"{task.component}.pt"
     log_path = out / f"{task.component}.metrics.jsonl"
     rank, world = ddp.rank(), ddp.world()
-    steps, seed = int(cfg["steps"]), int(cfg["seed"])
-    if int(cfg["batch_size"]) % world:
-        raise ValueError(f"batch_size {cfg['batch_size']} not divisible by {world} processes")
-    local_bs = int(cfg["batch_size"]) // world
+    steps, seed = cfg.steps, cfg.seed
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} not divisible by {world} processes")
+    local_bs = cfg.batch_size // world
 
     torch.manual_seed(seed)
     model = task.build_model()
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():
         p.requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]),
-                            weight_decay=float(cfg["weight_decay"]))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, history = 0, []
     if resume and ck_path.exists():
         ck = load_checkpoint(ck_path)
@@ -187,7 +181,7 @@ def fit(task: TrainTask, out_dir: str | Path, *, resume: bool = False, progress:
             return
         save_checkpoint(ck_path, {
             "method": method, "component": task.component, "model_class": task.model_class,
-            "model_config": model.config(), "config": cfg, "step": step,
+            "model_config": model.config(), "config": to_dict(cfg), "step": step,
             "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
             "versions": versions(), "history": history, "world_size": world,
             **task.checkpoint_extra(),
@@ -209,17 +203,17 @@ def fit(task: TrainTask, out_dir: str | Path, *, resume: bool = False, progress:
             raise FloatingPointError(f"{task.component}: loss became {lval} at step {step + 1}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg["grad_clip"]))
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         done = step + 1
-        if done < int(cfg["ema_start"]):
+        if done < cfg.ema_start:
             ema_copy(ema, model)
-        elif done % int(cfg["ema_every"]) == 0:
-            ema_update(ema, model, float(cfg["ema_tau"]))
+        elif done % cfg.ema_every == 0:
+            ema_update(ema, model, cfg.ema_tau)
         acc += lval
         n_acc += 1
-        val_now = done % int(cfg["val_every"]) == 0 or done == steps
-        log_now = done % int(cfg["log_every"]) == 0 or val_now
+        val_now = done % cfg.val_every == 0 or done == steps
+        log_now = done % cfg.log_every == 0 or val_now
         if log_now:
             last = float(ddp.mean(torch.tensor(acc / n_acc)))
             acc, n_acc = 0.0, 0
@@ -235,7 +229,7 @@ def fit(task: TrainTask, out_dir: str | Path, *, resume: bool = False, progress:
                     f.write(json.dumps(row) + "\n")
                 bar.set_postfix(loss=f"{last:.4g}", val=f"{last_val:.4g}")
         bar.update(1)
-        if done % int(cfg["ckpt_every"]) == 0 or done == steps:
+        if done % cfg.ckpt_every == 0 or done == steps:
             save(done)
     bar.close()
     elapsed = time.perf_counter() - t0  # start >= steps (already trained): nothing to save

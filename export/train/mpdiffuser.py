@@ -27,6 +27,7 @@ from torch import nn
 
 from export.data import WindowData
 from export.sampling.mpdiffuser import RankerNet
+from export.train.config import ComponentConfig
 from export.train.diffusion import DiffusionTask, draw_cond_drop
 from export.train.loop import TrainTask
 
@@ -38,13 +39,13 @@ class PlannerTask(DiffusionTask):
     def loss_weights(self) -> torch.Tensor:
         d = self.data
         w = torch.ones(d.H, d.D)
-        w[0, d.S:] = float(self.cfg.get("first_action_weight", 10.0))
+        w[0, d.S:] = self.cfg.first_action_weight
         return w
 
     def loss(self, model, batch, gen):
         traj = batch["traj"]
         tau_k, k, eps = self.noised(traj, gen)
-        drop = draw_cond_drop(traj.shape[0], float(self.cfg.get("cond_dropout", 0.25)), gen)
+        drop = draw_cond_drop(traj.shape[0], self.cfg.cond_dropout, gen)
         pred = model(tau_k, k.to(torch.float32), batch["x0"], batch["cond"], drop)
         err = (pred - self.target(traj, eps)) ** 2
         loss = (err * self.loss_weights()).mean()
@@ -59,7 +60,7 @@ class DynamicsTask(DiffusionTask):
     def loss(self, model, batch, gen):
         traj = batch["traj"]
         tau_k, k, eps = self.noised(traj, gen)
-        drop = draw_cond_drop(traj.shape[0], float(self.cfg.get("cond_dropout", 0.25)), gen)
+        drop = draw_cond_drop(traj.shape[0], self.cfg.cond_dropout, gen)
         pred = model(tau_k, k.to(torch.float32), batch["x0"], batch["cond"], drop)
         loss = ((pred - self.target(traj, eps)[..., : self.data.S]) ** 2).mean()
         return loss, {}
@@ -69,7 +70,7 @@ class RankerTask(TrainTask):
     component = "ranker"
     model_class = "RankerNet"
 
-    def __init__(self, cfg: dict[str, Any], data: WindowData):
+    def __init__(self, cfg: ComponentConfig, data: WindowData):
         super().__init__(cfg, data)
         self._split = {}
         for name, s in (("train", data.train_samples), ("val", data.val_samples)):
@@ -83,8 +84,8 @@ class RankerTask(TrainTask):
 
     def build_model(self) -> nn.Module:
         d = self.data
-        m = dict(self.cfg.get("model", {}))
-        return RankerNet(d.S, d.A, d.C, hidden=m.get("hidden", (128, 128)), act=m.get("act", "mish"))
+        m = self.cfg.model
+        return RankerNet(d.S, d.A, d.C, hidden=m.hidden or (128, 128), act=m.act)
 
     def has_val(self) -> bool:
         return "val" in self._split
@@ -104,12 +105,12 @@ class ForecasterTask(TrainTask):
     component = "forecaster"
     model_class = "ForecasterNet"
 
-    def __init__(self, cfg: dict[str, Any], data: WindowData):
+    def __init__(self, cfg: ComponentConfig, data: WindowData):
         super().__init__(cfg, data)
-        self.steps = int(cfg.get("forecast_steps", 4))
+        self.steps = cfg.forecast_steps
         if not 1 <= self.steps <= data.H:
             raise ValueError(f"forecast_steps must be in [1, H={data.H}], got {self.steps}")
-        rng = np.random.default_rng(int(cfg.get("seed", 0)))
+        rng = np.random.default_rng(cfg.seed)
         b = data.train.sample(min(20000, max(1, len(data.train))), rng)
         d = b["traj"][:, 0, : data.S] - b["x0"]  # one-step changes, normalized units
         self.step_scale = np.maximum(d[b["valid"][:, 0] > 0].std(0), 1e-4).tolist()
@@ -117,9 +118,9 @@ class ForecasterTask(TrainTask):
     def build_model(self) -> nn.Module:
         from export.models.forecaster import ForecasterNet
 
-        m = dict(self.cfg.get("model", {}))
+        m = self.cfg.model
         return ForecasterNet(self.data.S, self.data.A, self.step_scale,
-                             hidden=m.get("hidden", (256, 256)), act=m.get("act", "silu"))
+                             hidden=m.hidden or (256, 256), act=m.act)
 
     def has_val(self) -> bool:
         return len(self.data.val) > 0

@@ -20,11 +20,20 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from export.train.config import DEFAULTS, component_config, deep_merge
+from export.train.config import (
+    DEFAULTS,
+    ComponentConfig,
+    ModelConfig,
+    TrainConfig,
+    component_config,
+    deep_merge,
+    parse,
+)
+from planner_runtime.config import from_mapping, to_dict
 
 
 @dataclass
@@ -61,11 +70,6 @@ def _load_plugins() -> None:
             importlib.import_module(mod)
 
 
-def known_methods() -> list[str]:
-    _load_plugins()
-    return sorted(METHODS)
-
-
 def method_spec(name: str) -> MethodSpec:
     if name not in METHODS:
         _load_plugins()
@@ -82,22 +86,24 @@ def _tasks_fn(spec: MethodSpec) -> Callable[..., list]:
     return t
 
 
-def resolve_config(method: str, user_cfg: dict[str, Any]) -> dict[str, Any]:
+def resolve_config(method: str, user_cfg: dict[str, Any]) -> TrainConfig:
+    """The defaults, the method's defaults and ``user_cfg`` merged and parsed (every key
+    checked: an unknown one raises ``ConfigError``, a ``ValueError``)."""
     spec = method_spec(method)
-    return deep_merge(deep_merge(DEFAULTS, spec.defaults), {**user_cfg, "method": method})
+    return parse(deep_merge(deep_merge(DEFAULTS, spec.defaults), {**user_cfg, "method": method}))
 
 
-def make_data(cfg: dict[str, Any], data_path: str | Path, norms: Any = None):
+def make_data(cfg: ComponentConfig, data_path: str | Path, norms: Any = None):
     from export.data import make_windows
     from planner_runtime.dataset import load_dataset
 
     ds = load_dataset(data_path, load_raw=False)
-    return make_windows(ds, int(cfg["horizon"]), normalizer=str(cfg["normalizer"]),
-                        cond_normalizer=cfg.get("cond_normalizer"),
-                        val_fraction=float(cfg["val_fraction"]), seed=int(cfg["seed"]),
-                        cond_extras=tuple(cfg.get("cond_extras") or ()),
-                        gamma=float(cfg["gamma"]), return_scale=cfg.get("return_scale"),
-                        norms=norms, fall_cut=int(cfg.get("fall_cut") or 0))
+    return make_windows(ds, cfg.horizon, normalizer=cfg.normalizer,
+                        cond_normalizer=cfg.cond_normalizer,
+                        val_fraction=cfg.val_fraction, seed=cfg.seed,
+                        cond_extras=tuple(cfg.cond_extras),
+                        gamma=cfg.gamma, return_scale=cfg.return_scale,
+                        norms=norms, fall_cut=cfg.fall_cut)
 
 
 def _init_checkpoints(init_from: Path, names: list[str]) -> dict[str, dict[str, Any]]:
@@ -113,11 +119,16 @@ def _init_checkpoints(init_from: Path, names: list[str]) -> dict[str, dict[str, 
     return cks
 
 
+_MODEL_KEYS = frozenset(f.name for f in fields(ModelConfig))
+
+
 def _init_overrides(ck: dict[str, Any]) -> dict[str, Any]:
     """What a fine-tune takes from its checkpoint instead of the config: the architecture,
     the diffusion schedule and what the network predicts (training an eps network with an
-    x0 loss, or on another schedule, would silently break it)."""
-    over: dict[str, Any] = {"model": dict(ck["model_config"]),
+    x0 loss, or on another schedule, would silently break it). The model's constructor
+    arguments that are no config keys (its dims, the forecaster's step scale) are left out."""
+    model = {k: v for k, v in ck["model_config"].items() if k in _MODEL_KEYS}
+    over: dict[str, Any] = {"model": model,
                             "init_from": {"path": str(ck.get("_path")), "step": int(ck["step"])}}
     if "schedule" in ck:
         over.update(num_levels=int(ck["schedule"]["num_levels"]), schedule=str(ck["schedule"]["kind"]))
@@ -140,10 +151,11 @@ def _run_id(out: Path, resume: bool) -> str:
     return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
 
 
-def train_method(method: str, cfg: dict[str, Any], data_path: str | Path, out_dir: str | Path, *,
+def train_method(method: str, cfg: TrainConfig, data_path: str | Path, out_dir: str | Path, *,
                  resume: bool = False, progress: bool = True,
                  init_from: str | Path | None = None) -> dict[str, Any]:
-    """Train all (or cfg['components']) components of ``method``. ``cfg`` is resolved.
+    """Train all (or ``cfg.components``) components of ``method``; ``cfg`` from
+    :func:`resolve_config`.
 
     ``init_from`` (fine-tuning, e.g. the dynamics model on a little data from a changed
     robot): each trained component starts from ``init_from/<component>.pt`` (weights, EMA,
@@ -156,8 +168,8 @@ def train_method(method: str, cfg: dict[str, Any], data_path: str | Path, out_di
     spec = method_spec(method)
     out = Path(out_dir)
     t0 = time.perf_counter()
-    cfg = {**cfg, "run_id": _run_id(out, resume)}
-    want = cfg.get("components")
+    cfg = replace(cfg, run_id=_run_id(out, resume))
+    want = cfg.components
     if isinstance(want, str):
         want = [w for w in want.split(",") if w]
     inits: dict[str, dict[str, Any]] = {}
@@ -173,11 +185,13 @@ def train_method(method: str, cfg: dict[str, Any], data_path: str | Path, out_di
                              f"S={data.S} A={data.A} C={data.C} H={data.H}")
     else:
         data = make_data(cfg, data_path)
-    sections = set(spec.components)
 
-    def cfg_for(name: str) -> dict[str, Any]:
-        c = component_config(cfg, name, sections)
-        return {**c, **_init_overrides(inits[name])} if name in inits else c
+    def cfg_for(name: str) -> ComponentConfig:
+        c = component_config(cfg, name)
+        if name not in inits:
+            return c
+        return from_mapping(ComponentConfig, {**to_dict(c), **_init_overrides(inits[name])},
+                            f"--init-from {inits[name].get('_path')}")
 
     tasks = _tasks_fn(spec)(cfg_for, data)
     if want:
@@ -188,7 +202,7 @@ def train_method(method: str, cfg: dict[str, Any], data_path: str | Path, out_di
         tasks = [t for t in tasks if t.component in want]
     if ddp.rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(cfg, indent=2))
+        (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
     from export.train.loop import fit
 
     results = [fit(t, out, resume=resume, progress=progress, method=method,

@@ -1,25 +1,24 @@
-"""ONNX Runtime backend: runs fused and step engines through ``Engine.plan``.
+"""ONNX Runtime backend: the engine calls of ``Engine`` for an ``.onnx`` engine.
 
 Execution provider: TensorRT EP > CUDA EP > CPU, whichever this machine's onnxruntime
 build offers (the GPU build is the ``onnxruntime-gpu`` wheel, which replaces the CPU one),
-unless ``provider`` asks for one. A step engine's loop over levels runs here; the update
-math stays in the graph. On a GPU provider the step loop uses I/O binding so the iterate
-``tau`` stays on the device between calls and the constant inputs are copied once.
+unless ``provider`` asks for one. Input checks, level defaults and the loop over a step
+graph's levels live in ``Engine`` (``engine.py``); this module loads the session, checks
+the graph's I/O against the manifest and runs the graph calls. On a GPU provider a step
+pass uses I/O binding so the iterate ``tau`` stays on the device between calls and the
+constant inputs are copied once.
 """
-
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from planner_runtime.engine import Engine, EngineError, PlanOutput
+from planner_runtime.engine import Engine, EngineError
 from planner_runtime.engine_file import load_onnx
-from planner_runtime.schedule import validate_levels
 
 log = logging.getLogger(__name__)
 
@@ -76,19 +75,6 @@ def _provider_options(name: str, cache_dir: Path, trt_fp16: bool) -> dict[str, A
     return {}
 
 
-def _as_array(value: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
-    """float32, C-contiguous, exactly ``shape`` (a missing leading batch of 1 is added)."""
-    a = np.asarray(value, dtype=np.float32)
-    if a.shape != shape:
-        if a.size == int(np.prod(shape)) and a.ndim < len(shape):
-            a = a.reshape(shape)
-        else:
-            raise ValueError(f"{name} must have shape {list(shape)}, got {list(a.shape)}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains NaN or inf")
-    return np.ascontiguousarray(a)
-
-
 class OrtEngine(Engine):
     """An ``.onnx`` engine on ONNX Runtime."""
 
@@ -123,9 +109,8 @@ class OrtEngine(Engine):
         self.io_binding = on_gpu if io_binding is None else bool(io_binding)
         self._device = "cuda" if on_gpu and self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else "cpu"
         self._out_names = [o.name for o in self.session.get_outputs()]
-        self._cfg_arrays: dict[float, np.ndarray] = {}
         log.info("loaded %s (%s graph, %s) on %s", self.path.name, self.kind,
-                 manifest["method"]["name"], self.backend)
+                 manifest.method.name, self.backend)
 
     def _check_io(self, model: Any) -> None:
         """The graph's inputs/outputs must be exactly the contract's, with the manifest's dims."""
@@ -146,11 +131,11 @@ class OrtEngine(Engine):
             got[vi.name] = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims]
         names_in = [v.name for v in model.graph.input]
         names_out = [v.name for v in model.graph.output]
-        g = self.manifest["graph"]
-        if names_in != list(g["inputs"]) or names_out != list(g["outputs"]):
+        g = self.manifest.graph
+        if names_in != list(g.inputs) or names_out != list(g.outputs):
             raise EngineError(
                 f"{self.path}: graph I/O {names_in} -> {names_out} does not match the manifest "
-                f"{g['inputs']} -> {g['outputs']}"
+                f"{list(g.inputs)} -> {list(g.outputs)}"
             )
         for name, shape in want.items():
             if got.get(name) != shape:
@@ -159,99 +144,43 @@ class OrtEngine(Engine):
                     f"say {shape}"
                 )
 
-    # ------------------------------------------------------------ planning
-    def _common(self, x0: Any, cond: Any, prev_plan: Any, noise: Any, cfg_w: float | None) -> dict[str, np.ndarray]:
-        B, H, D = self.B, self.H, self.D
-        w = self.manifest["diffusion"]["cfg_w"] if cfg_w is None else float(cfg_w)
-        return {
-            "x0": _as_array(x0, (B, self.S), "x0"),
-            "cond": _as_array(cond, (B, self.C), "cond"),
-            "prev_plan": _as_array(prev_plan, (B, H, D), "prev_plan"),
-            "noise": _as_array(noise, (B, H, D), "noise"),
-            "cfg_w": _as_array([w], (1,), "cfg_w"),
-        }
-
-    def plan(self, x0: np.ndarray, cond: np.ndarray, prev_plan: np.ndarray, noise: np.ndarray,
-             levels: np.ndarray, cfg_w: float | None = None, prefix: Any = None,
-             n_prefix: int = 0) -> PlanOutput:
-        feeds = self._common(x0, cond, prev_plan, noise, cfg_w)
-        feeds.update(self.prefix_inputs(prefix, n_prefix))
-        lv = validate_levels(np.asarray(levels), self.K)
-        if self.kind == "fused" and lv.size != self.n_steps + 1:
-            raise ValueError(
-                f"this fused engine unrolls {self.n_steps} steps: levels needs "
-                f"{self.n_steps + 1} entries, got {lv.tolist()} (use a step engine to vary steps)"
-            )
-        return self._run(feeds, lv)
-
-    def plan_trusted(self, x0: np.ndarray, cond: np.ndarray, prev_plan: np.ndarray,
-                     noise: np.ndarray, levels: np.ndarray, cfg_w: float, prefix: Any = None,
-                     n_prefix: int = 0) -> PlanOutput:
-        """``plan`` without the per-call input checks (see ``Engine.plan_trusted``)."""
-        w = self._cfg_arrays.get(cfg_w)
-        if w is None:
-            w = self._cfg_arrays[cfg_w] = np.array([cfg_w], np.float32)
-        feeds = {"x0": x0, "cond": cond, "prev_plan": prev_plan, "noise": noise, "cfg_w": w}
-        # {} for an engine without the prefix inputs (which raises when n_prefix > 0)
-        feeds.update(self.prefix_inputs(prefix, n_prefix))
-        return self._run(feeds, levels)
-
-    def _run(self, feeds: dict[str, np.ndarray], lv: np.ndarray) -> PlanOutput:
-        if self.kind != "fused":
-            return self._run_steps(feeds, lv)
-        feeds["levels"] = lv
-        t0 = time.perf_counter()
+    # ------------------------------------------------------------ engine calls
+    def _run_fused(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         plan, score, best = self.session.run(self._out_names, feeds)
-        ms = (time.perf_counter() - t0) * 1e3
-        return PlanOutput(plan=plan, best=int(best[0]), score=score, infer_ms=ms)
+        return plan, score, best
 
-    def _run_steps(self, feeds: dict[str, np.ndarray], lv: np.ndarray) -> PlanOutput:
-        """The loop over reverse steps of a step engine (no update math here)."""
-        steps_ms: list[float] = []
-        tau = np.zeros((self.B, self.H, self.D), dtype=np.float32)
-        pairs = list(zip(lv[:-1].tolist(), lv[1:].tolist(), strict=False))
-        t_all = time.perf_counter()
-        if self.io_binding:
-            plan = self._run_steps_bound(feeds, tau, pairs, steps_ms)
-        else:
-            plan = tau
-            for i, (k, kn) in enumerate(pairs):
-                t0 = time.perf_counter()
-                tau, plan = self.session.run(self._out_names, {
-                    **feeds, "tau": tau,
-                    "level": np.array([k], np.int64), "next_level": np.array([kn], np.int64),
-                    "start": np.array([1 if i == 0 else 0], np.int64),
-                })
-                steps_ms.append((time.perf_counter() - t0) * 1e3)
-        ms = (time.perf_counter() - t_all) * 1e3
-        timings = {f"step{i}_ms": v for i, v in enumerate(steps_ms)}
-        # The step graph has no ranker: candidate 0 is returned (N > 1 needs a fused engine).
-        return PlanOutput(plan=plan, best=0, score=np.zeros(self.B, np.float32), infer_ms=ms,
-                          timings=timings)
-
-    def _run_steps_bound(self, feeds: dict[str, np.ndarray], tau0: np.ndarray,
-                         pairs: list[tuple[int, int]], steps_ms: list[float]) -> np.ndarray:
+    def _begin_steps(self, feeds: dict[str, np.ndarray], tau0: np.ndarray) -> Any:
+        if not self.io_binding:
+            return [feeds, tau0, tau0]  # constant feeds, iterate, plan
         ort = _ort()
         dev = self._device
         binding = self.session.io_binding()
-        for name, arr in feeds.items():  # constant over the loop: copied to the device once
+        for name, arr in feeds.items():  # constant over the pass: copied to the device once
             binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(arr, dev, 0))
         shape = [self.B, self.H, self.D]
         bufs = [ort.OrtValue.ortvalue_from_numpy(tau0, dev, 0),
                 ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, dev, 0)]
         plan_v = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, dev, 0)
         binding.bind_ortvalue_output("plan", plan_v)
-        for i, (k, kn) in enumerate(pairs):
-            t0 = time.perf_counter()
-            # Ping-pong the iterate between two device buffers: no host round trip per step.
-            binding.bind_ortvalue_input("tau", bufs[i % 2])
-            binding.bind_ortvalue_output("tau_next", bufs[(i + 1) % 2])
-            binding.bind_cpu_input("level", np.array([k], np.int64))
-            binding.bind_cpu_input("next_level", np.array([kn], np.int64))
-            binding.bind_cpu_input("start", np.array([1 if i == 0 else 0], np.int64))
-            self.session.run_with_iobinding(binding)
-            steps_ms.append((time.perf_counter() - t0) * 1e3)
-        return plan_v.numpy()
+        return binding, bufs, plan_v
+
+    def _run_step(self, run: Any, i: int, level: np.ndarray, next_level: np.ndarray,
+                  start: np.ndarray) -> None:
+        if not self.io_binding:
+            run[1], run[2] = self.session.run(self._out_names, {
+                **run[0], "tau": run[1], "level": level, "next_level": next_level, "start": start})
+            return
+        binding, bufs, _ = run
+        # Ping-pong the iterate between two device buffers: no host round trip per step.
+        binding.bind_ortvalue_input("tau", bufs[i % 2])
+        binding.bind_ortvalue_output("tau_next", bufs[(i + 1) % 2])
+        binding.bind_cpu_input("level", level)
+        binding.bind_cpu_input("next_level", next_level)
+        binding.bind_cpu_input("start", start)
+        self.session.run_with_iobinding(binding)
+
+    def _end_steps(self, run: Any) -> np.ndarray:
+        return run[2] if not self.io_binding else run[2].numpy()
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]

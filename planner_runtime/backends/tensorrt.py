@@ -3,8 +3,12 @@
 No torch and no pycuda: device buffers, copies and the stream come from the CUDA runtime
 library (``libcudart``) through ctypes, which JetPack and every CUDA install ship. The
 TensorRT 10 name-based tensor API is used (``set_tensor_address`` + ``execute_async_v3``).
-A step engine's loop over levels runs here, the iterate ping-ponging between two device
-buffers; no update math is done on the host.
+Input checks, level defaults and the loop over a step graph's levels live in ``Engine``
+(``engine.py``); this module implements its engine calls: each input goes through a host
+staging buffer to its own device buffer, and a step pass ping-pongs the iterate
+between two device buffers; no update math is done on the host. The calls are enqueued
+on one stream, so a step's ``step{i}_ms`` is its enqueue time; ``infer_ms`` ends after the
+plan is read back and the stream synchronized.
 """
 
 from __future__ import annotations
@@ -12,16 +16,14 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from planner_runtime.engine import Engine, EngineError, PlanOutput
+from planner_runtime.engine import Engine, EngineError
 from planner_runtime.engine_file import read_plan
-from planner_runtime.schedule import validate_levels
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +112,7 @@ class TensorRTEngine(Engine):
         manifest, blob = read_plan(self.path)  # verifies container + checksum before any GPU work
         self._adopt_manifest(manifest, profile)
         trt = import_tensorrt()
-        built = manifest.get("tensorrt", {}).get("version")
+        built = (manifest.tensorrt or {}).get("version")
         if built and built != trt.__version__:
             raise EngineError(
                 f"{self.path}: built with TensorRT {built}, this machine has {trt.__version__}; "
@@ -131,7 +133,7 @@ class TensorRTEngine(Engine):
         self._bufs: dict[str, int] = {}
         self._host: dict[str, np.ndarray] = {}
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        want = set(manifest["graph"]["inputs"]) | set(manifest["graph"]["outputs"])
+        want = set(manifest.graph.inputs) | set(manifest.graph.outputs)
         if set(names) != want:
             raise EngineError(f"{self.path}: engine tensors {sorted(names)} != manifest {sorted(want)}")
         for name in names:
@@ -145,14 +147,10 @@ class TensorRTEngine(Engine):
         self.backend = "tensorrt"
         self.provider = "tensorrt"
 
-    def _put(self, name: str, value: Any) -> None:
+    def _put(self, name: str, value: np.ndarray) -> None:
+        """Stage a checked input in its host buffer and enqueue its copy to the device."""
         h = self._host[name]
-        a = np.asarray(value, dtype=h.dtype)
-        if a.size != h.size:
-            raise ValueError(f"{name} must have shape {list(h.shape)}, got {list(a.shape)}")
-        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
-            raise ValueError(f"{name} contains NaN or inf")
-        h[...] = a.reshape(h.shape)
+        h[...] = value.reshape(h.shape)
         self.cuda.copy(self._bufs[name], h.ctypes.data, h.nbytes, _H2D, self.stream)
 
     def _get(self, name: str, ptr: int | None = None) -> np.ndarray:
@@ -164,44 +162,39 @@ class TensorRTEngine(Engine):
         if not self.context.execute_async_v3(self.stream):
             raise EngineError("TensorRT execute_async_v3 failed")
 
-    def plan(self, x0: np.ndarray, cond: np.ndarray, prev_plan: np.ndarray, noise: np.ndarray,
-             levels: np.ndarray, cfg_w: float | None = None, prefix: Any = None,
-             n_prefix: int = 0) -> PlanOutput:
-        lv = validate_levels(np.asarray(levels), self.K)
-        w = self.manifest["diffusion"]["cfg_w"] if cfg_w is None else float(cfg_w)
-        held = self.prefix_inputs(prefix, n_prefix)  # {} for an engine without the inputs
-        t0 = time.perf_counter()
-        for name, v in (("x0", x0), ("cond", cond), ("prev_plan", prev_plan), ("noise", noise),
-                        ("cfg_w", [w]), *held.items()):
+    # ------------------------------------------------------------ engine calls
+    def _run_fused(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        for name, v in feeds.items():
             self._put(name, v)
-        if self.kind == "fused":
-            if lv.size != self.n_steps + 1:
-                raise ValueError(f"this fused engine unrolls {self.n_steps} steps: levels needs "
-                                 f"{self.n_steps + 1} entries, got {lv.tolist()}")
-            self._put("levels", lv)
-            self._execute()
-            plan = self._get("plan").copy()
-            score = self._get("score").copy()
-            best = self._get("best")
-            self.cuda.sync(self.stream)
-            return PlanOutput(plan=plan, best=int(best.reshape(-1)[0]), score=score,
-                              infer_ms=(time.perf_counter() - t0) * 1e3)
-        a, b = self._bufs["tau"], self._tau_b
-        self._put("tau", np.zeros_like(self._host["tau"]))
-        for i, (k, kn) in enumerate(zip(lv[:-1].tolist(), lv[1:].tolist(), strict=False)):
-            self._put("level", [k])
-            self._put("next_level", [kn])
-            self._put("start", [1 if i == 0 else 0])
-            self.context.set_tensor_address("tau", a)
-            self.context.set_tensor_address("tau_next", b)
-            self._execute()
-            a, b = b, a  # the new iterate is the next call's input, already on the device
+        self._execute()
+        plan = self._get("plan").copy()
+        score = self._get("score").copy()
+        best = self._get("best").reshape(-1)
+        self.cuda.sync(self.stream)
+        return plan, score, best
+
+    def _begin_steps(self, feeds: dict[str, np.ndarray], tau0: np.ndarray) -> Any:
+        for name, v in feeds.items():  # constant over the pass: copied to the device once
+            self._put(name, v)
+        self._put("tau", tau0)
+        return (self._bufs["tau"], self._tau_b)
+
+    def _run_step(self, run: Any, i: int, level: np.ndarray, next_level: np.ndarray,
+                  start: np.ndarray) -> None:
+        self._put("level", level)
+        self._put("next_level", next_level)
+        self._put("start", start)
+        # the new iterate is the next call's input, already on the device
+        self.context.set_tensor_address("tau", run[i % 2])
+        self.context.set_tensor_address("tau_next", run[(i + 1) % 2])
+        self._execute()
+
+    def _end_steps(self, run: Any) -> np.ndarray:
         plan = self._get("plan").copy()
         self.cuda.sync(self.stream)
         self.context.set_tensor_address("tau", self._bufs["tau"])
         self.context.set_tensor_address("tau_next", self._bufs["tau_next"])
-        return PlanOutput(plan=plan, best=0, score=np.zeros(self.B, np.float32),
-                          infer_ms=(time.perf_counter() - t0) * 1e3)
+        return plan
 
     def close(self) -> None:
         for p in list(self._bufs.values()) + ([self._tau_b] if self.kind == "step" else []):

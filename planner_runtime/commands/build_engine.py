@@ -34,9 +34,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps({"output": str(out), "manifest": manifest}))
+        print(json.dumps({"output": str(out), "manifest": manifest.to_dict()}))
     else:
-        t = manifest["tensorrt"]
+        t = manifest.tensorrt or {}
         print(f"wrote {out}: TensorRT {t['version']} on {t['device']}, fp16={t['fp16']}, "
               f"built in {t['build_s']} s")
     return 0

@@ -11,6 +11,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from planner_runtime.manifest import Manifest
 
 HELP = "print an engine's manifest, verify its checksums and its robot-profile compatibility"
 
@@ -36,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
         report.update(checksums_ok=False, error=str(exc))
         print(json.dumps(report) if args.json else f"error: {exc}", file=sys.stdout if args.json else sys.stderr)
         return 2
-    report["manifest"] = manifest
-    profile = manifest["robot"].get("profile")
+    report["manifest"] = manifest.to_dict()
+    profile = mf.plain(manifest.robot.profile)
     source = "stored in the engine"
     if args.profile is not None:
         try:
@@ -61,35 +65,34 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"engine      {args.engine} ({report['file_type']})")
         print(mf.summary(manifest))
-        if "tensorrt" in manifest:
-            t = manifest["tensorrt"]
+        t = manifest.tensorrt
+        if t is not None:
             print(f"tensorrt    {t.get('version')} fp16={t.get('fp16')} device={t.get('device')}")
-        act = manifest["action"]
-        gains = (f"kp {act['kp']} kd {act['kd']}" if "kp" in act and "kd" in act
+        act = manifest.action
+        gains = (f"kp {act.kp} kd {act.kd}" if act.kp is not None and act.kd is not None
                  else "PD gains not recorded (a controller refuses this engine)")
-        print(f"action      target = default + scale * a; {act.get('name', 'unnamed')} semantics, {gains}"
-              + (f" ({act['source']})" if act.get("source") else ""))
-        print(f"            default pose {json.dumps(act['default_joint_pos'])}")
-        print(f"            scale {json.dumps(act['scale'])}")
+        print(f"action      target = default + scale * a; {act.name or 'unnamed'} semantics, {gains}"
+              + (f" ({act.source})" if act.source else ""))
+        print(f"            default pose {json.dumps(act.default_joint_pos)}")
+        print(f"            scale {json.dumps(act.scale)}")
         _print_system(manifest)
-        prov = manifest.get("provenance", {})
+        prov = manifest.provenance
         print(f"provenance  dataset sha256 {prov.get('dataset_sha256')}  created {prov.get('created_utc')}")
-        print(f"            versions {json.dumps(prov.get('versions', {}), sort_keys=True)}")
+        print(f"            versions {json.dumps(mf.plain(prov.get('versions', {})), sort_keys=True)}")
         print("checksums   OK (verified)")
         print(f"profile     {compat['profile']} ({source}): {compat['message']}")
     return 0 if compat.get("ok") is not False else 3
 
 
-def _print_system(manifest: dict) -> None:
+def _print_system(manifest: Manifest) -> None:
     """The control dt (and where it came from), the names, and every override."""
-    ctl, obs = manifest["control"], manifest["observation"]
-    print(f"control     dt {ctl['dt']} s ({ctl.get('dt_source', 'source not recorded')}), "
-          f"chunk {ctl['chunk_size']}")
-    for label, key in (("states", "state_names"), ("actions", "action_names"),
-                       ("conditions", "condition_names")):
-        names = obs.get(key) or []
+    ctl, obs = manifest.control, manifest.observation
+    print(f"control     dt {ctl.dt} s ({ctl.dt_source or 'source not recorded'}), "
+          f"chunk {ctl.chunk_size}")
+    for label, names in (("states", obs.state_names), ("actions", obs.action_names),
+                         ("conditions", obs.condition_names)):
         print(f"{label:11s} {', '.join(names) if names else '(none)'}")
-    over = manifest.get("overrides") or {}
+    over = manifest.overrides
     if not over:
         print("overrides   none (every value from the data or the robot profile)")
     for key, o in over.items():

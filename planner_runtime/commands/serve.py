@@ -39,13 +39,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "prediction (RMS in normalizer units; inf disables)")
     p.add_argument("--cpus", default=None, metavar="LIST",
                    help="pin the service to these CPU cores, e.g. 2,3 (keeps it off the controller's core)")
-    p.add_argument("--cpu-latency-us", type=int, default=None, metavar="US",
-                   help="while serving, hold a Linux PM QoS request that CPUs wake from idle within "
-                        "US microseconds (0: idle CPUs poll instead of sleeping; lower latency, more "
-                        "power; needs write access to /dev/cpu_dma_latency)")
-    p.add_argument("--malloc-fastbins", action="store_true",
-                   help="keep glibc malloc's fastbins (by default the service turns them off: merging "
-                        "them after each engine run cost ~0.3 ms per plan here; see docs/service.md)")
     p.add_argument("--owner-timeout", type=float, default=1.0, metavar="S",
                    help="the client that owns the planner (its claim, or its first observation) loses "
                         "it after S seconds without its observations (default 1.0; inf: only a "
@@ -101,26 +94,9 @@ def run(args: argparse.Namespace) -> int:
         except (ValueError, OSError) as exc:
             print(f"error: --cpus {args.cpus!r}: {exc}", file=sys.stderr)
             return 2
-    if not args.malloc_fastbins:
-        from planner_runtime.malloc_tuning import disable_fastbins
-
-        # before the engine is loaded, so that its allocations are made with the setting
-        if disable_fastbins():
-            log.info("glibc malloc fastbins off (M_MXFAST=0)", extra={"event": "malloc", "fastbins": False})
-        else:
-            log.info("not glibc: malloc left as it is", extra={"event": "malloc", "fastbins": None})
-    qos = None
     try:
-        if args.cpu_latency_us is not None:
-            from planner_runtime.cpu_latency import CpuLatencyRequest
-
-            qos = CpuLatencyRequest(args.cpu_latency_us).acquire()
-            log.info("holding a CPU wake-up latency limit of %d us (%s)", args.cpu_latency_us, qos.path,
-                     extra={"event": "cpu_latency", "us": args.cpu_latency_us})
         server = build_server(args)
     except (EngineError, ValueError, OSError) as exc:
-        if qos is not None:
-            qos.release()
         log.error("cannot start: %s", exc, extra={"event": "start_failed"})
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -135,6 +111,4 @@ def run(args: argparse.Namespace) -> int:
         server.serve_forever()
     finally:
         server.engine.close()
-        if qos is not None:
-            qos.release()
     return 0

@@ -4,10 +4,12 @@ import pytest
 from robot import go2_constants as c
 from robot.observation import (
     STATE_DIM,
+    TILT_COST_GRAVITY_Z,
     build_condition,
     build_state,
     projected_gravity,
     reward_cost,
+    tilt_cost,
 )
 from robot.types import LowCmd, LowState
 
@@ -73,6 +75,11 @@ def test_reward_and_cost():
     assert r == pytest.approx(1.5) and cost == 0.0
     r2, cost2 = reward_cost(np.array([0.0, 0.0, 0.0]), 0.0, -0.9, np.array([0.5, 0.0, 0.0]))
     assert r2 < r and cost2 == 1.0
+    # one threshold for the per-step cost and the episode counts of eval/demo (vectorised)
+    assert TILT_COST_GRAVITY_Z == -0.95
+    gz = np.array([-1.0, -0.96, -0.95, -0.949, -0.5])
+    np.testing.assert_array_equal(tilt_cost(gz), [0.0, 0.0, 0.0, 1.0, 1.0])
+    assert [reward_cost(np.zeros(3), 0.0, g, np.zeros(3))[1] for g in gz] == tilt_cost(gz).tolist()
 
 
 def test_lowcmd_finite_check():

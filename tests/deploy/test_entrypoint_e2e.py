@@ -34,6 +34,9 @@ def test_entrypoint_serves_and_health_probe_answers(tmp_path, tcp_endpoint):
     tiny_engine(tmp_path / "go2.onnx")
     env = dict(os.environ, PLANNER_ENGINE=str(tmp_path / "go2.plan"), PLANNER_ENGINE_FALLBACK="onnx")
     env.pop("PYTHONPATH", None)
+    # the entrypoint execs the installed `planner-runtime` by name: the console script of this
+    # interpreter's environment, also when the venv is not activated (`make test`)
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
     proc = subprocess.Popen(["bash", str(DOCKER / "entrypoint.sh"), "serve", "--bind", tcp_endpoint],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

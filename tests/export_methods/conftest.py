@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # methods_testlib (importlib imp
 
 from methods_testlib import TINY, H, K, quick_fit, task_config  # noqa: E402
 
-from export import linear_system as synthetic  # noqa: E402
+from export import synthetic  # noqa: E402
 from export.train.registry import make_data, resolve_config  # noqa: E402
 
 torch.set_num_threads(1)
@@ -28,7 +28,7 @@ def lin(tmp_path_factory):
     import export.train.dmemm as tdmemm
     from export.train.mpdiffuser import DynamicsTask
 
-    path = synthetic.write_dataset(tmp_path_factory.mktemp("lin") / "lin.h5")
+    path = synthetic.write_planar_dataset(tmp_path_factory.mktemp("lin") / "lin.h5")
     data = make_data(resolve_config("dadp_f", TINY), path)
     models, losses, tasks = {}, {}, {}
     specs = {
@@ -45,4 +45,4 @@ def lin(tmp_path_factory):
         models[name], losses[name] = quick_fit(task, steps, batch=batch)
         tasks[name] = task
     return SimpleNamespace(path=path, data=data, models=models, losses=losses, tasks=tasks,
-                           S=data.S, A=data.A, C=data.C, H=H, K=K, sys=synthetic)
+                           S=data.S, A=data.A, C=data.C, H=H, K=K, sys=synthetic.planar_system())

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from export.train.config import component_config
-from export.train.registry import method_spec, resolve_config
+from export.train.config import ComponentConfig, component_config
+from export.train.registry import resolve_config
 
 torch.set_num_threads(1)
 
@@ -16,9 +16,9 @@ TINY = {"horizon": H, "num_levels": K, "batch_size": 64, "normalizer": "minmax",
         "val_fraction": 0.15, "model": {"dim": 8, "mults": [1, 2], "hidden": [32, 32]}}
 
 
-def task_config(method: str, component: str, **extra) -> dict:
+def task_config(method: str, component: str, **extra) -> ComponentConfig:
     cfg = resolve_config(method, {**TINY, **extra})
-    return component_config(cfg, component, method_spec(method).components)
+    return component_config(cfg, component)
 
 
 def quick_fit(task, steps: int, lr: float = 1e-3, seed: int = 0, batch: int = 64):

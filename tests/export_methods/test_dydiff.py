@@ -55,12 +55,12 @@ def test_policy_relabels_actions_on_final_states(lin):
 def test_averaging_weight_and_determinism(lin):
     acts = np.full((10, lin.A), 0.2, np.float32)
     x0 = np.array([0.3, 0.1], np.float32)
-    dd = _dydiff(lin, one_step=lin.sys.step)  # the true one-step model (raw units)
+    dd = _dydiff(lin, one_step=lin.sys.next_state)  # the true one-step model (raw units)
     kw = dict(length=10, rounds=1, steps=4, seed=3)
     keep = dd.rollout(x0, acts, np.zeros(lin.C), avg_weight=0.0, **kw)
     exact = x0.copy()
     for t in range(10):
-        exact = lin.sys.step(exact[None], acts[t:t + 1])[0]
+        exact = lin.sys.next_state(exact[None], acts[t:t + 1])[0]
         np.testing.assert_allclose(keep.states[0, t + 1], exact, rtol=1e-5, atol=1e-5)
     a, b = (dd.rollout(x0, acts, np.zeros(lin.C), avg_weight=0.5, **kw) for _ in range(2))
     np.testing.assert_array_equal(a.states, b.states)

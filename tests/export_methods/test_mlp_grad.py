@@ -13,7 +13,7 @@ from export.models.guidance import (
     ReturnModel,
     RewardModel,
 )
-from export.models.mlp_grad import ACTIVATIONS, GradMLP, layer_list, mlp_forward_vjp
+from export.models.mlp_grad import ACTIVATIONS, GradMLP, mlp_forward_vjp
 
 torch.set_num_threads(1)
 
@@ -42,16 +42,15 @@ def test_gradmlp_vjp_matches_autograd(act):
     assert torch.allclose(g, g_ref, atol=1e-5, rtol=1e-4)
 
 
-def test_layer_list_on_plain_sequential_and_rejects_unknown():
+def test_layer_stack_vjp_tanh_gelu_and_refusals():
     torch.manual_seed(0)
-    seq = nn.Sequential(nn.Linear(4, 8), nn.GELU(approximate="tanh"), nn.Dropout(0.1),
-                        nn.Sequential(nn.Linear(8, 8), nn.ELU()), nn.Linear(8, 2)).eval()
+    layers = [nn.Linear(4, 8), nn.GELU(approximate="tanh"), nn.Linear(8, 8), nn.ELU(), nn.Linear(8, 2)]
     x, v = torch.randn(3, 4), torch.randn(3, 2)
-    _, g = mlp_forward_vjp(layer_list(seq), x, v)
-    _, g_ref = _autograd_vjp(seq, x, v)
+    _, g = mlp_forward_vjp(layers, x, v)
+    _, g_ref = _autograd_vjp(nn.Sequential(*layers), x, v)
     assert torch.allclose(g, g_ref, atol=1e-5)
     with pytest.raises(ValueError, match="LayerNorm"):
-        layer_list(nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4)))
+        mlp_forward_vjp([nn.Linear(4, 4), nn.LayerNorm(4)], x, torch.randn(3, 4))
     with pytest.raises(ValueError, match="cotangent"):
         GradMLP(4, 2, (8,)).forward_vjp(x, torch.randn(3, 5))
 
@@ -93,17 +92,6 @@ def test_guidance_model_gradients_match_autograd(name):
     assert torch.allclose(val, ref.detach(), atol=1e-8)
     (g_ref,) = torch.autograd.grad(ref.sum(), t)
     assert torch.allclose(g, g_ref, atol=1e-5)
-
-
-def test_layer_list_on_the_trainers_mlp():
-    from export.models.mlp import MLP
-
-    torch.manual_seed(3)
-    m = MLP(5, 2, (16, 16), "silu").double()
-    x, v = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, 2, dtype=torch.float64)
-    _, g = mlp_forward_vjp(layer_list(m), x, v)
-    _, g_ref = _autograd_vjp(m, x, v)
-    assert torch.allclose(g, g_ref, atol=1e-8)
 
 
 def test_guided_step_is_the_ddim_eps_correction():

@@ -42,7 +42,7 @@ def test_dmemm_planner_losses_decrease(lin):
     from export.train.dmemm import DMEMMPlannerTask
 
     cfg = task_config("dmemm", "planner")
-    assert (cfg["lambda_tr"], cfg["lambda_rd"], cfg["reward_weighting"]) == (0.1, 0.05, True)
+    assert (cfg.lambda_tr, cfg.lambda_rd, cfg.reward_weighting) == (0.1, 0.05, True)
     task = DMEMMPlannerTask(cfg, lin.data, lin.tasks["transition"], lin.tasks["reward"])
     T, R = task.env_models()
     assert not any(p.requires_grad for p in list(T.parameters()) + list(R.parameters()))

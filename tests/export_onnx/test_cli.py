@@ -11,23 +11,24 @@ pytest.importorskip("torch")
 
 from planner_runtime.backends import load_engine  # noqa: E402
 from planner_runtime.cli import main  # noqa: E402
+from planner_runtime.manifest import Dims  # noqa: E402
 
 
 def test_export_cli_writes_go2_engine(go2_step_engine):
-    from export.robot_profiles import go2_profile
+    from robot.controller import go2_profile
 
     eng = load_engine(go2_step_engine, profile=go2_profile())
     m = eng.manifest
-    assert m["robot"]["name"] == "go2" and m["dims"] == {"S": 30, "A": 12, "C": 3, "H": 16, "B": 1}
-    assert m["action"]["scale"] == [0.25] * 12 and m["control"]["dt"] == 0.02 and m["control"]["chunk_size"] == 4
+    assert m.robot.name == "go2" and m.dims == Dims(S=30, A=12, C=3, H=16, B=1)
+    assert m.action.scale == (0.25,) * 12 and m.control.dt == 0.02 and m.control.chunk_size == 4
     # the test checkpoints recorded no dt: the Go2 profile's, and the manifest says so
-    assert m["control"]["dt_source"].startswith("go2 profile") and m["overrides"] == {}
+    assert m.control.dt_source is not None and m.control.dt_source.startswith("go2 profile") and m.overrides == {}
     # the test data recorded no semantics: the trot expert's, and the manifest says so
-    assert (m["action"]["kp"], m["action"]["kd"]) == (30.0, 0.7) and "recorded none" in m["action"]["source"]
-    assert m["diffusion"]["warm_levels"] == [7, 6, 5, 4, 3, 2, 1, 0]
-    assert m["provenance"]["dataset_sha256"] == "ab" * 32
-    assert set(m["provenance"]["checkpoints"]) == {"planner", "dynamics"}
-    assert m["normalizer"]["kind"] == "minmax" and m["diffusion"]["clip"] == [-1.0, 1.0]
+    assert (m.action.kp, m.action.kd) == (30.0, 0.7) and "recorded none" in (m.action.source or "")
+    assert m.diffusion.warm_levels == (7, 6, 5, 4, 3, 2, 1, 0)
+    assert m.provenance["dataset_sha256"] == "ab" * 32
+    assert set(m.provenance["checkpoints"]) == {"planner", "dynamics"}
+    assert m.normalizer is not None and m.normalizer["kind"] == "minmax" and m.diffusion.clip == (-1.0, 1.0)
     rng = np.random.default_rng(0)
     out = eng.plan(rng.normal(size=(1, 30)), np.array([[0.5, 0, 0]]), np.zeros((1, 16, 42)),
                    rng.normal(size=(1, 16, 42)), eng.default_levels(warm=False))
@@ -44,7 +45,7 @@ def test_info_json_and_profile_check(go2_step_engine, tmp_path, capsys):
     prof = tmp_path / "p.json"
     prof.write_text(json.dumps(other))
     assert main(["info", str(go2_step_engine), "--profile", str(prof)]) == 3
-    assert "A: engine has 12, profile 'go2' has 10" in capsys.readouterr().out
+    assert "A (action_dim): engine has 12, profile 'go2' has 10" in capsys.readouterr().out
 
 
 def test_info_refuses_corrupt(go2_step_engine, tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -38,8 +39,8 @@ def engine_path(engines) -> Path:
 
 def test_good_engine_loads_and_verifies(engine_path):
     model, m = load_onnx(engine_path)
-    assert m["checksums"]["graph_sha256"] == onnx_graph_sha256(model)
-    assert m["graph"]["kind"] == "step" and m["method"]["name"] == "planner"
+    assert m.checksums.graph_sha256 == onnx_graph_sha256(model)
+    assert m.graph.kind == "step" and m.method.name == "planner"
     eng = load_engine(engine_path)
     assert eng.backend == "onnxruntime:CPUExecutionProvider"
 
@@ -70,7 +71,7 @@ def test_bad_checksum_after_weight_edit(engine_path, tmp_path):
     onnx.save(model, bad)
     with pytest.raises(EngineError, match="graph checksum mismatch"):
         load_engine(bad)
-    assert read_manifest(bad, verify=False)["method"]["name"] == "planner"
+    assert read_manifest(bad, verify=False).method.name == "planner"
 
 
 def test_truncated_file(engine_path, tmp_path):
@@ -104,11 +105,11 @@ def test_manifest_dims_disagree_with_graph(engine_path, tmp_path):
 
 def test_profile_mismatch(engine_path):
     m = read_manifest(engine_path)
-    ok = {"name": m["robot"]["name"], "state_dim": m["dims"]["S"], "action_dim": m["dims"]["A"],
-          "condition_dim": m["dims"]["C"], "joint_names": m["action"]["joint_names"],
-          "action_scale": m["action"]["scale"], "policy_dt": m["control"]["dt"]}
+    ok = {"name": m.robot.name, "state_dim": m.dims.S, "action_dim": m.dims.A,
+          "condition_dim": m.dims.C, "joint_names": list(m.action.joint_names),
+          "action_scale": m.action.scale, "policy_dt": m.control.dt}
     load_engine(engine_path, profile=ok)
-    with pytest.raises(EngineError, match="S: engine has 6, profile .* has 30"):
+    with pytest.raises(EngineError, match=r"S \(state_dim\): engine has 6, profile .* has 30"):
         load_engine(engine_path, profile={**ok, "state_dim": 30})
     with pytest.raises(EngineError, match="joint order"):
         load_engine(engine_path, profile={**ok, "joint_names": ok["joint_names"][::-1]})
@@ -152,7 +153,7 @@ def test_provider_override(engine_path):
 # ---------------------------------------------------------------- .plan container
 
 @pytest.fixture
-def plan_manifest(engine_path) -> dict:
+def plan_manifest(engine_path) -> mf.Manifest:
     return read_manifest(engine_path)
 
 
@@ -160,7 +161,8 @@ def test_plan_container_roundtrip_and_corruption(plan_manifest, tmp_path):
     blob = bytes(range(256)) * 40  # stands in for ICudaEngine.serialize(): the container is opaque to it
     data = pack_plan(plan_manifest, blob)
     m, e = unpack_plan(data)
-    assert e == blob and m["checksums"]["plan_sha256"] and m["method"] == plan_manifest["method"]
+    assert e == blob and m.checksums.plan_sha256 == hashlib.sha256(blob).hexdigest()
+    assert m.method == plan_manifest.method and m.checksums.graph_sha256 == plan_manifest.checksums.graph_sha256
     with pytest.raises(EngineError, match="truncated|size mismatch"):
         unpack_plan(data[:-10])
     with pytest.raises(EngineError, match="too short"):
@@ -187,7 +189,7 @@ def test_plan_without_tensorrt_is_a_clear_import_error(plan_manifest, tmp_path):
     p.write_bytes(pack_plan(plan_manifest, b"\x00" * 64))
     with pytest.raises(ImportError, match="TensorRT Python package is not installed"):
         load_engine(p)
-    assert read_manifest(p)["graph"]["kind"] == "step"  # info still works without TensorRT
+    assert read_manifest(p).graph.kind == "step"  # info still works without TensorRT
 
 
 def test_provider_preference_order():

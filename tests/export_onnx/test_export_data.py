@@ -32,14 +32,14 @@ def test_dt_and_names_from_the_data_and_dt_override(tmp_path, capsys, write_chec
     d = write_checkpoints_fn(tmp_path / "ck", 4, 2, 4, 8, data=DI)
     out = tmp_path / "di.onnx"
     assert _export(d, out) == 0
-    m = read_manifest(out)
+    m = read_manifest(out).to_dict()
     assert m["control"]["dt"] == 0.1 and m["control"]["dt_source"] == "dataset" and m["overrides"] == {}
     assert m["robot"]["name"] == "double_integrator" and m["robot"]["profile"] is None
     obs = m["observation"]
     assert obs["state_names"] == DI["state_names"] and obs["action_names"] == DI["action_names"]
     assert obs["condition_names"] == DI["condition_names"] and obs["names_source"] == "dataset"
     assert m["action"]["joint_names"] == ["ax", "ay"]
-    assert PlannerSpec.from_manifest(m).dt == 0.1  # what the warm start shifts by
+    assert PlannerSpec.from_manifest(read_manifest(out)).dt == 0.1  # what the warm start shifts by
     # a --dt that contradicts the data is refused, and nothing is written
     capsys.readouterr()
     bad = tmp_path / "bad.onnx"
@@ -48,10 +48,10 @@ def test_dt_and_names_from_the_data_and_dt_override(tmp_path, capsys, write_chec
     assert "--dt 0.02 contradicts the training data's control dt 0.1" in err and "--force" in err
     assert not bad.exists()
     # the same dt is no contradiction
-    assert _export(d, bad, "--dt", "0.1") == 0 and read_manifest(bad)["overrides"] == {}
+    assert _export(d, bad, "--dt", "0.1") == 0 and read_manifest(bad).overrides == {}
     # forced, it is recorded as an override next to what the data said
     assert _export(d, bad, "--dt", "0.02", "--force") == 0
-    mb = read_manifest(bad)
+    mb = read_manifest(bad).to_dict()
     assert mb["control"]["dt"] == 0.02 and "override" in mb["control"]["dt_source"]
     assert mb["overrides"] == {"control.dt": {"value": 0.02, "data": 0.1, "by": "--dt 0.02 --force"}}
     # info shows the dt, its source, the names and the override
@@ -70,7 +70,7 @@ def test_go2_data_names_are_checked(tmp_path, capsys, write_checkpoints_fn):
            "action_names": list(ACTION_NAMES), "condition_names": list(CONDITION_NAMES)}
     d = write_checkpoints_fn(tmp_path / "ok", 30, 12, 3, 16, data=go2)
     assert _export(d, tmp_path / "go2.onnx") == 0
-    m = read_manifest(tmp_path / "go2.onnx")
+    m = read_manifest(tmp_path / "go2.onnx").to_dict()
     assert m["robot"]["name"] == "go2" and m["control"]["dt_source"] == "dataset"
     assert m["observation"]["state_names"] == list(STATE_NAMES)
     # data that calls itself go2 but whose state layout is another: refused, then forced
@@ -80,12 +80,12 @@ def test_go2_data_names_are_checked(tmp_path, capsys, write_checkpoints_fn):
     assert _export(d2, tmp_path / "x.onnx") == 2
     assert "state_names differ from the Go2 observation builder's" in capsys.readouterr().err
     assert _export(d2, tmp_path / "x.onnx", "--force") == 0
-    assert any("state_names" in p for p in read_manifest(tmp_path / "x.onnx")["provenance"]["forced"])
+    assert any("state_names" in p for p in read_manifest(tmp_path / "x.onnx").provenance["forced"])
     # a 30/12/3 system whose data names another robot is not taken for a Go2
     other = dict(go2, robot="quadruped_x")
     d3 = write_checkpoints_fn(tmp_path / "other", 30, 12, 3, 16, data=other)
     assert _export(d3, tmp_path / "o.onnx") == 0
-    assert read_manifest(tmp_path / "o.onnx")["robot"]["name"] == "quadruped_x"
+    assert read_manifest(tmp_path / "o.onnx").robot.name == "quadruped_x"
 
 
 def test_unfinished_checkpoints_are_refused_unless_forced(tmp_path, capsys, write_checkpoints_fn):
@@ -96,7 +96,7 @@ def test_unfinished_checkpoints_are_refused_unless_forced(tmp_path, capsys, writ
     assert "planner: step 1000 of 12000" in err and "dynamics: step 1000 of 12000" in err
     assert not out.exists()
     assert _export(d, out, "--force") == 0
-    m = read_manifest(out)
+    m = read_manifest(out).to_dict()
     ck = m["provenance"]["checkpoints"]
     assert set(ck) == {"planner", "dynamics"}
     assert ck["planner"]["step"] == 1000 and ck["planner"]["total_steps"] == 12000
@@ -129,7 +129,7 @@ def test_stale_checkpoints_and_exact_components(tmp_path, capsys, write_checkpoi
     (d / "config.json").write_text(json.dumps({"run_id": "run-b", "steps": 50, "components": "dynamics"}))
     assert main(["export", "--checkpoints", str(d), "--method", "planner", "--graph", "step",
                  "-o", str(out)]) == 0
-    assert set(read_manifest(out)["provenance"]["checkpoints"]) == {"planner"}
+    assert set(read_manifest(out).provenance["checkpoints"]) == {"planner"}
     # the run's config asks for more steps than the checkpoint has (a resumed, extended run)
     (d / "config.json").write_text(json.dumps({"run_id": "run-a", "steps": 80, "components": None}))
     assert _export(d, out) == 2

@@ -71,7 +71,7 @@ def test_cold_parity(engines, plan_inputs_fn, method, graph):
 def test_unclipped_warm_parity(engines, plan_inputs_fn):
     path, sampler = engines.get("planner", "fused", clip=None)
     eng = load_engine(path, threads=1)
-    assert eng.manifest["diffusion"]["clip"] is None
+    assert eng.manifest.diffusion.clip is None
     inp = plan_inputs_fn(1)
     ref, _, _ = reference(sampler, inp)
     assert np.abs(eng.plan(**inp).plan - ref).max() <= TOL
@@ -81,7 +81,7 @@ def test_unclipped_warm_parity(engines, plan_inputs_fn):
 def test_ranker_parity(engines, plan_inputs_fn, method):
     path, sampler = engines.get(method, "fused", n_samples=3)
     eng = load_engine(path, threads=1)
-    assert eng.manifest["dims"]["B"] == 3 and eng.manifest["method"]["knobs"]["n_samples"] == 3
+    assert eng.manifest.dims.B == 3 and eng.manifest.method.knobs["n_samples"] == 3
     inp = plan_inputs_fn(3)
     ref, score, best = reference(sampler, inp)
     out = eng.plan(**inp)

@@ -118,9 +118,9 @@ def _strip_prefix_inputs(path, out):
     model.graph.initializer.extend([
         numpy_helper.from_array(np.zeros((1, H, A), np.float32), "prefix"),
         numpy_helper.from_array(np.zeros(1, np.int64), "n_prefix")])
-    manifest = dict(manifest)
-    manifest["graph"] = {**manifest["graph"], "inputs": list(FUSED_INPUTS_V1)}
-    attach_manifest(model, manifest)
+    old = manifest.to_dict()
+    old["graph"] = {**old["graph"], "inputs": list(FUSED_INPUTS_V1)}
+    attach_manifest(model, old)
     onnx.checker.check_model(model)
     onnx.save_model(model, out)
     del helper
@@ -176,8 +176,8 @@ def forecast_engines(tmp_path_factory):
 def test_forecast_engine_holds_the_prefix_and_matches_torch(forecast_engines, plan_inputs_fn, graph):
     s, paths = forecast_engines
     eng = load_engine(paths[graph], threads=1)
-    assert eng.manifest["method"]["knobs"]["prefix"] == "forecast"
-    assert eng.manifest["method"]["knobs"]["forecast_states"] == [0, 1, 2]
+    assert eng.manifest.method.knobs["prefix"] == "forecast"
+    assert eng.manifest.method.knobs["forecast_states"] == (0, 1, 2)
     inp = plan_inputs_fn(1)
     pre = committed(11)
     plain = eng.plan(**inp, cfg_w=2.0).plan

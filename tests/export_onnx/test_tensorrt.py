@@ -84,7 +84,7 @@ def test_build_engine_and_run_plan(engines, plan_inputs_fn, tmp_path, graph, fp1
     assert main(args + (["--fp16"] if fp16 else [])) == 0
     assert cache.stat().st_size > 0
     manifest, _ = read_plan(out)
-    assert manifest["tensorrt"]["fp16"] is fp16
+    assert manifest.tensorrt is not None and manifest.tensorrt["fp16"] is fp16
     eng = load_engine(out)
     assert eng.backend == "tensorrt"
     for cold in (False, True):

@@ -4,8 +4,9 @@ The fake ``tensorrt`` module "deserializes" the engine bytes as ONNX and execute
 ONNX Runtime, reading inputs from and writing outputs to the raw addresses the backend set
 with ``set_tensor_address``; the fake CUDA runtime's device buffers are host numpy arrays and
 its copies are memmove. So this checks what is ours in ``backends/tensorrt.py`` (buffer
-allocation, host<->device copies, the step loop's ping-pong of the iterate, output
-read-back, the .plan container and version check), NOT TensorRT itself: that is
+allocation, host<->device copies, the step pass's ping-pong of the iterate, output
+read-back, the .plan container and version check) under ``Engine``'s shared plan and step
+loop, NOT TensorRT itself: that is
 test_tensorrt.py's job on a GPU machine.
 """
 
@@ -115,7 +116,7 @@ def fake_trt(monkeypatch):
 
 
 def _plan_file(onnx_path, tmp_path, version: str = "fake-10"):
-    m = read_manifest(onnx_path)
+    m = read_manifest(onnx_path).to_dict()
     m["tensorrt"] = {"version": version, "fp16": False, "device": "fake"}
     p = tmp_path / (onnx_path.stem + ".plan")
     p.write_bytes(pack_plan(m, onnx_path.read_bytes()))
@@ -134,6 +135,7 @@ def test_trt_backend_matches_ort(engines, plan_inputs_fn, fake_trt, tmp_path, gr
         np.testing.assert_array_equal(a.plan, b.plan)
         np.testing.assert_array_equal(a.score, b.score)
         assert a.best == b.best
+        assert a.timings.keys() == b.timings.keys()  # one step loop: step{i}_ms on both
     trt_eng.close()
 
 

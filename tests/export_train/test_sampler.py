@@ -114,13 +114,30 @@ def test_deterministic_x0_conditioned_and_fused_equals_step(cls):
     torch.testing.assert_close(plan, p1, atol=1e-5, rtol=1e-5)
 
 
+def test_graph_shift_is_the_runtime_shift():
+    # one warm-start rule on both sides: the graph's torch shift (int or tensor steps) and the
+    # runtime's numpy shift give the same rows for every step count, and refuse the same ones
+    from planner_runtime.async_planner import shift_plan as np_shift_plan
+
+    plan = np.random.default_rng(3).standard_normal((2, 6, 3)).astype(np.float32)
+    for s in range(7):
+        want = np_shift_plan(plan, s)
+        for steps in (s, torch.tensor([s])):
+            np.testing.assert_array_equal(shift_plan(torch.from_numpy(plan), steps).numpy(), want)
+    for bad in (-1, 7):
+        with pytest.raises(ValueError, match="shift steps"):
+            shift_plan(torch.from_numpy(plan), bad)
+        with pytest.raises(ValueError, match="shift steps"):
+            np_shift_plan(plan, bad)
+
+
 def test_warm_start_shifts_and_renoises():
     plan = torch.arange(2 * 5 * 3, dtype=torch.float32).reshape(2, 5, 3)
     sh = shift_plan(plan, 2)
     torch.testing.assert_close(sh[:, :3], plan[:, 2:])
     torch.testing.assert_close(sh[:, 3:], plan[:, 4:5].expand(2, 2, 3))  # pad: last row
     torch.testing.assert_close(shift_plan(plan, 0), plan)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="shift steps"):
         shift_plan(plan, 6)
     # the sampler's first iterate is q_sample(normalize(prev), noise, k_w)
     pl, dy = nets()

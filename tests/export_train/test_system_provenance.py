@@ -9,6 +9,7 @@ from export.data import make_windows
 from export.train.checkpoint import load_checkpoint
 from export.train.config import deep_merge
 from export.train.registry import resolve_config, train_method
+from planner_runtime.config import to_dict
 from planner_runtime.dataset import load_dataset
 
 from .conftest import TINY
@@ -43,13 +44,13 @@ def test_trained_run_to_engine_keeps_the_system(linear_data, tmp_path, capsys):
     out = tmp_path / "di.onnx"
     assert main(["export", "--checkpoints", str(tmp_path / "run"), "--method", "planner",
                  "--graph", "step", "-o", str(out)]) == 0
-    m = read_manifest(out)
+    m = read_manifest(out).to_dict()
     assert m["control"]["dt"] == 0.1 and m["robot"]["name"] == "double_integrator"
     assert m["observation"]["state_names"] == ["pos0", "pos1", "vel0", "vel1"]
     assert m["provenance"]["checkpoints"]["planner"]["step"] == 4
     assert m["provenance"]["checkpoints"]["planner"]["run_id"] == run_id
     # a new run in the same folder that has not saved yet makes the old planner stale
-    (tmp_path / "run" / "config.json").write_text(json.dumps({**cfg, "run_id": "another"}))
+    (tmp_path / "run" / "config.json").write_text(json.dumps({**to_dict(cfg), "run_id": "another"}))
     capsys.readouterr()
     assert main(["export", "--checkpoints", str(tmp_path / "run"), "--method", "planner",
                  "--graph", "step", "-o", str(out)]) == 2

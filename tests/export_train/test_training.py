@@ -81,7 +81,7 @@ def test_cfg_dropout_rate_and_x0_never_dropped(linear_data):
     assert set(seen["drop"].unique().tolist()) <= {0.0, 1.0}
     torch.testing.assert_close(seen["x0"], b["x0"])  # x0 always passed through, never dropped
     torch.testing.assert_close(seen["y"], b["cond"])  # y itself unchanged; the mask drops it
-    assert seen["k"].min() >= 1 and seen["k"].max() <= c["num_levels"]
+    assert seen["k"].min() >= 1 and seen["k"].max() <= c.num_levels
     # first-action weighting: row 0's action channels weigh x10
     w = task.loss_weights()
     assert float(w[0, data.S:].min()) == 10.0 and float(w[0, :data.S].max()) == 1.0
@@ -239,7 +239,7 @@ def test_forecaster_learns_the_state_change_over_committed_actions(linear_data, 
     train_method("mpdiffuser", c, linear_data, tmp_path, progress=False)
     ck = load_checkpoint(tmp_path / "forecaster.pt")
     net = build_model(ck)
-    data = make_windows(load_dataset(linear_data), 8, normalizer=c["normalizer"], seed=0)
+    data = make_windows(load_dataset(linear_data), 8, normalizer=c.normalizer, seed=0)
     b = data.val.sample(256, np.random.default_rng(1))
     x, traj = torch.as_tensor(b["x0"]), torch.as_tensor(b["traj"])
     ok = torch.as_tensor(b["valid"][:, 3] > 0)

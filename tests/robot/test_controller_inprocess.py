@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -97,29 +98,50 @@ def test_planning_with_the_service_then_watchdog_after_kill9(service):
     assert t_stand - t_hold == pytest.approx(FAST.hold_s, abs=0.01)
 
 
+def hello_meta(action: dict | None = None, **changes) -> dict:
+    """A service's hello reply for a Go2-sized engine: its public manifest (no normalizer)."""
+    from robot.probe_engine import go2_manifest
+
+    man = {**go2_manifest(action), "checksums": {"graph_sha256": "0" * 64}, **changes}
+    del man["normalizer"]
+    return {"state_dim": 30, "action_dim": 12, "cond_dim": 3, "dt": 0.02, "manifest": man}
+
+
 def test_planner_refuses_a_mismatched_engine_profile():
     act = {**LEGGED_GYM.as_dict(), "joint_names": list(reversed(go2.JOINT_NAMES))}
-    meta = {"state_dim": 30, "action_dim": 12, "cond_dim": 3, "dt": 0.02, "manifest": {"action": act}}
     with pytest.raises(ValueError, match="joint order"):
-        check_planner_metadata(meta)
-    with pytest.raises(ValueError, match="action_dim 8 != 12"):
-        check_planner_metadata({**meta, "action_dim": 8, "manifest": {}})
+        check_planner_metadata(hello_meta(act))
+    man = hello_meta()["manifest"]
+    a8 = {"dims": {**man["dims"], "A": 8},
+          "observation": {**man["observation"], "action_names": man["observation"]["action_names"][:8]}}
+    with pytest.raises(ValueError, match=r"A \(action_dim\): engine has 8, profile 'go2' has 12"):
+        check_planner_metadata(hello_meta(**a8))
+    with pytest.raises(ValueError, match=r"control dt: engine 0.04 s != profile 0.02 s"):
+        check_planner_metadata(hello_meta(control={"dt": 0.04, "chunk_size": 4}))
+    names = {**man["observation"], "state_names": list(reversed(man["observation"]["state_names"]))}
+    with pytest.raises(ValueError, match="observation state_names differ"):
+        check_planner_metadata(hello_meta(observation=names))
+    with pytest.raises(ValueError, match="missing field 'format'"):
+        check_planner_metadata({**hello_meta(), "manifest": {}})
 
 
 def test_engine_action_semantics_are_returned_or_refused():
-    meta = {"state_dim": 30, "action_dim": 12, "cond_dim": 3, "dt": 0.02,
-            "manifest": {"action": LEGGED_GYM.as_dict()}}
-    sem = check_planner_metadata(meta).semantics
+    contract = check_planner_metadata(hello_meta(LEGGED_GYM.as_dict()))
+    sem = contract.semantics
     assert sem.kp == 20.0 and sem.kd == 0.5 and np.allclose(sem.scale, [0.125, 0.25, 0.25] * 4)
+    assert contract.condition_names == ("cmd_vx", "cmd_vy", "cmd_yaw_rate")
     old = {k: v for k, v in LEGGED_GYM.as_dict().items() if k not in ("kp", "kd")}
-    with pytest.raises(ValueError, match="missing kp, kd.*re-export"):
-        check_planner_metadata({**meta, "manifest": {"action": old}})
+    with pytest.raises(ValueError, match="records no kp.*re-export.*records no kd"):
+        check_planner_metadata(hello_meta(old))
     with pytest.raises(ValueError, match="kp 500.0 outside"):
-        check_planner_metadata({**meta, "manifest": {"action": {**LEGGED_GYM.as_dict(), "kp": 500.0}}})
+        check_planner_metadata(hello_meta({**LEGGED_GYM.as_dict(), "kp": 500.0}))
     pose = LEGGED_GYM.as_dict()
     pose["default_joint_pos"] = [0.0, 0.8, 1.0] * 4  # calf +1 rad: outside the joint range
-    with pytest.raises(ValueError, match="outside the Go2 joint limits"):
-        check_planner_metadata({**meta, "manifest": {"action": pose}})
+    with pytest.raises(ValueError, match="default_joint_pos lies outside the robot's joint limits"):
+        check_planner_metadata(hello_meta(pose))
+    # the same rule refuses semantics configured for the controller directly
+    with pytest.raises(ValueError, match="kp 500.0 outside"):
+        ControllerConfig(semantics=replace(LEGGED_GYM, kp=500.0)).validate()
 
 
 class ScriptedLink:

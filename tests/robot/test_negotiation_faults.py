@@ -249,7 +249,7 @@ def test_cli_logs_and_reports_the_engine_identity(go2_engine, services):
     out = json.loads(res.stdout.strip().splitlines()[-1])
     from planner_runtime.engine_file import read_manifest
 
-    assert out["planner"]["identity"]["graph_sha256"] == read_manifest(go2_engine)["checksums"]["graph_sha256"]
+    assert out["planner"]["identity"]["graph_sha256"] == read_manifest(go2_engine).checksums.graph_sha256
     assert out["planner"]["negotiation"] == {"ok": True, "problems": [], "owner_at_start": "owner"}
     assert "planning" in [tr["to"] for tr in out["transitions"]]
     # the claim made before motion was held through passive and stand-up (renewed, never lost)

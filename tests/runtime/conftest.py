@@ -1,10 +1,10 @@
 """Fixtures for the service tests: a small real engine, servers and clients on ephemeral ports.
 
 The engine is built once per session. When the project's exporter (``export.onnx_export``)
-is importable, it exports a real sampler from a tiny randomly initialised model; otherwise a
-tiny ONNX graph that follows the fused contract is built with ``onnx.helper``. Either way
-the tests run it through the project's ONNX Runtime backend (``load_engine``): the sampler
-is never faked.
+is importable, it exports a real sampler from a tiny randomly initialised model; otherwise
+it is the probe engine of ``planner_runtime.probe_engine`` (a hand-built contract graph).
+Either way the tests run it through the project's ONNX Runtime backend (``load_engine``):
+the sampler is never faked.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pytest
 from planner_runtime.async_planner import PlannerSpec
 from planner_runtime.backends import load_engine
 from planner_runtime.client import PlannerClient
+from planner_runtime.probe_engine import build_probe_engine, probe_manifest
 from planner_runtime.server import PlannerServer, free_tcp_port
 
 # Tiny dimensions: fast on 2 shared cores, but every contract input and output is real.
@@ -27,143 +28,11 @@ S, A, C, H, B, K, N_STEPS = 4, 2, 3, 8, 1, 10, 5
 DT, CHUNK = 0.02, 4
 
 
-def tiny_manifest() -> dict:
-    from planner_runtime import schedule
-
-    return {
-        "format": "planner-runtime-engine", "format_version": 1,
-        "method": {"name": "toy-fused", "knobs": {}},
-        "graph": {"kind": "fused", "n_steps": N_STEPS,
-                  "inputs": ["x0", "cond", "prev_plan", "noise", "levels", "cfg_w"],
-                  "outputs": ["plan", "score", "best"]},
-        "dims": {"S": S, "A": A, "C": C, "H": H, "B": B},
-        "diffusion": {"K": K, "schedule": "cosine", "warm_level": N_STEPS,
-                      "cold_levels": schedule.ddim_levels(K, N_STEPS).tolist(),
-                      "warm_levels": schedule.warm_levels(N_STEPS).tolist(),
-                      "cfg_w": 2.0, "temperature": 1.0, "clip": None},
-        "normalizer": {"kind": "std",
-                       "traj": {"kind": "std", "shift": [0.0] * (S + A), "scale": [1.0] * (S + A)},
-                       "cond": {"kind": "std", "shift": [0.0] * C, "scale": [1.0] * C}},
-        "observation": {"state_names": [f"s{i}" for i in range(S)],
-                        "condition_names": [f"c{i}" for i in range(C)],
-                        "action_names": [f"a{i}" for i in range(A)]},
-        "action": {"joint_names": [f"j{i}" for i in range(A)], "default_joint_pos": [0.0] * A,
-                   "scale": 0.25},
-        "control": {"dt": DT, "chunk_size": CHUNK},
-        "robot": {"name": "toy", "profile": None},
-        "provenance": {"note": "built by tests/runtime/conftest.py"},
-        "checksums": {},
-    }
-
-
-def build_contract_graph(path: Path) -> Path:
-    """A small fused-contract ONNX graph: plan = 0.5 prev_plan + 0.1 cfg_w noise +
-    (x0 Wx + cond Wc + level/K) broadcast over H; score = mean(plan); best = argmax."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from planner_runtime.engine_file import attach_manifest
-
-    rng = np.random.default_rng(0)
-    D = S + A
-    f = TensorProto.FLOAT
-    inits = [numpy_helper.from_array(rng.standard_normal((S, D)).astype(np.float32) * 0.3, "Wx"),
-             numpy_helper.from_array(rng.standard_normal((C, D)).astype(np.float32) * 0.3, "Wc"),
-             numpy_helper.from_array(np.array(0.5, np.float32), "half"),
-             numpy_helper.from_array(np.array(0.1, np.float32), "tenth"),
-             numpy_helper.from_array(np.array(1.0 / K, np.float32), "invK"),
-             numpy_helper.from_array(np.array([1], np.int64), "one_axis"),
-             numpy_helper.from_array(np.array([1, 2], np.int64), "axes12")]
-    nodes = [
-        helper.make_node("MatMul", ["x0", "Wx"], ["bx"]),
-        helper.make_node("MatMul", ["cond", "Wc"], ["bc"]),
-        helper.make_node("Add", ["bx", "bc"], ["b0"]),
-        helper.make_node("ReduceMax", ["levels"], ["lmax"], keepdims=0),
-        helper.make_node("Cast", ["lmax"], ["lf"], to=f),
-        helper.make_node("Mul", ["lf", "invK"], ["lk"]),
-        helper.make_node("Add", ["b0", "lk"], ["b1"]),
-        helper.make_node("Unsqueeze", ["b1", "one_axis"], ["b2"]),
-        helper.make_node("Mul", ["prev_plan", "half"], ["pp"]),
-        helper.make_node("Mul", ["noise", "tenth"], ["n1"]),
-        helper.make_node("Mul", ["n1", "cfg_w"], ["n2"]),
-        helper.make_node("Add", ["pp", "n2"], ["p1"]),
-        helper.make_node("Add", ["p1", "b2"], ["plan"]),
-        helper.make_node("ReduceMean", ["plan", "axes12"], ["score"], keepdims=0),
-        helper.make_node("ArgMax", ["score"], ["best"], axis=0, keepdims=1),
-    ]
-    io = lambda n, t, s: helper.make_tensor_value_info(n, t, s)  # noqa: E731
-    graph = helper.make_graph(
-        nodes, "toy_fused",
-        [io("x0", f, [B, S]), io("cond", f, [B, C]), io("prev_plan", f, [B, H, D]),
-         io("noise", f, [B, H, D]), io("levels", TensorProto.INT64, [N_STEPS + 1]),
-         io("cfg_w", f, [1])],
-        [io("plan", f, [B, H, D]), io("score", f, [B]), io("best", TensorProto.INT64, [1])],
-        inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    onnx.checker.check_model(model)
-    attach_manifest(model, tiny_manifest())
-    path.write_bytes(model.SerializeToString())
-    return path
-
-
-def build_step_graph(path: Path) -> Path:
-    """A small step-contract ONNX graph: on start the iterate is prev_plan + noise, then
-    tau_next = 0.9 tau + x0 Wx + next_level / K; plan = tau_next (the loop is the runtime's)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from planner_runtime.engine_file import attach_manifest
-
-    rng = np.random.default_rng(1)
-    D = S + A
-    f, i64 = TensorProto.FLOAT, TensorProto.INT64
-    inits = [numpy_helper.from_array(rng.standard_normal((S, D)).astype(np.float32) * 0.3, "Wx"),
-             numpy_helper.from_array(np.array(0.9, np.float32), "decay"),
-             numpy_helper.from_array(np.array(1.0, np.float32), "onef"),
-             numpy_helper.from_array(np.array(1.0 / K, np.float32), "invK"),
-             numpy_helper.from_array(np.array([1], np.int64), "one_axis")]
-    nodes = [
-        helper.make_node("Cast", ["start"], ["sf"], to=f),
-        helper.make_node("Add", ["prev_plan", "noise"], ["fresh"]),
-        helper.make_node("Mul", ["fresh", "sf"], ["a"]),
-        helper.make_node("Sub", ["onef", "sf"], ["nsf"]),
-        helper.make_node("Mul", ["tau", "nsf"], ["b"]),
-        helper.make_node("Add", ["a", "b"], ["t_in"]),
-        helper.make_node("Mul", ["t_in", "decay"], ["t1"]),
-        helper.make_node("MatMul", ["x0", "Wx"], ["bx"]),
-        helper.make_node("Unsqueeze", ["bx", "one_axis"], ["bx3"]),
-        helper.make_node("Cast", ["next_level"], ["nl"], to=f),
-        helper.make_node("Mul", ["nl", "invK"], ["nlk"]),
-        helper.make_node("Add", ["t1", "bx3"], ["t2"]),
-        helper.make_node("Add", ["t2", "nlk"], ["tau_next"]),
-        helper.make_node("Mul", ["cfg_w", "onef"], ["w1"]),
-        helper.make_node("Sub", ["w1", "cfg_w"], ["zero_w"]),  # keeps cfg_w a used input
-        helper.make_node("Add", ["tau_next", "zero_w"], ["p0"]),
-        helper.make_node("ReduceSum", ["cond", "one_axis"], ["csum"], keepdims=1),
-        helper.make_node("Mul", ["csum", "invK"], ["c1"]),
-        helper.make_node("Sub", ["c1", "c1"], ["c0"]),
-        helper.make_node("Unsqueeze", ["c0", "one_axis"], ["c03"]),
-        helper.make_node("Add", ["p0", "c03"], ["plan"]),
-    ]
-    io = lambda n, t, s: helper.make_tensor_value_info(n, t, s)  # noqa: E731
-    graph = helper.make_graph(
-        nodes, "toy_step",
-        [io("x0", f, [B, S]), io("cond", f, [B, C]), io("prev_plan", f, [B, H, D]),
-         io("noise", f, [B, H, D]), io("tau", f, [B, H, D]), io("level", i64, [1]),
-         io("next_level", i64, [1]), io("start", i64, [1]), io("cfg_w", f, [1])],
-        [io("tau_next", f, [B, H, D]), io("plan", f, [B, H, D])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    onnx.checker.check_model(model)
-    m = tiny_manifest()
-    m["method"]["name"] = "toy-step"
-    m["graph"] = {"kind": "step", "n_steps": 1,
-                  "inputs": ["x0", "cond", "prev_plan", "noise", "tau", "level", "next_level",
-                             "start", "cfg_w"], "outputs": ["tau_next", "plan"]}
-    attach_manifest(model, m)
-    path.write_bytes(model.SerializeToString())
-    return path
+def build_probe(path: Path, graph: str = "fused") -> Path:
+    """The probe engine (``planner_runtime.probe_engine``, no prefix inputs) with the tiny dims."""
+    manifest = probe_manifest(S, A, C, H, B=B, K=K, n_steps=N_STEPS, dt=DT, chunk=CHUNK, cfg_w=2.0,
+                              note="built by tests/runtime/conftest.py")
+    return build_probe_engine(path, manifest, graph=graph, seed=0 if graph == "fused" else 1)
 
 
 def export_tiny_mpdiffuser(path: Path, graph: str = "fused") -> Path:
@@ -196,12 +65,12 @@ def export_tiny_mpdiffuser(path: Path, graph: str = "fused") -> Path:
 
 
 def build_tiny_engine(path: Path) -> Path:
-    """Prefer the project's exporter; fall back to the hand-built contract graph only when
+    """Prefer the project's exporter; fall back to the probe engine only when
     the offline side (torch, export/) is not installed."""
     try:
         import export.onnx_export  # noqa: F401
     except ImportError:
-        return build_contract_graph(path)
+        return build_probe(path)
     return export_tiny_mpdiffuser(path)
 
 
@@ -225,7 +94,7 @@ def step_engine_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         import export.onnx_export  # noqa: F401
     except ImportError:
-        return build_step_graph(out)
+        return build_probe(out, graph="step")
     return export_tiny_mpdiffuser(out, graph="step")
 
 

@@ -19,22 +19,30 @@ def test_shift_plan_drops_executed_rows_and_repeats_the_last():
     np.testing.assert_array_equal(out[3], plan[4])
     np.testing.assert_array_equal(out[4], plan[4])
     np.testing.assert_array_equal(shift_plan(plan, 0), plan)
-    with pytest.raises(ValueError, match="shift"):
-        shift_plan(plan, 5)
+    np.testing.assert_array_equal(shift_plan(plan, 5), np.repeat(plan[4:], 5, axis=0))  # H: all last
+    for bad in (6, -1):
+        with pytest.raises(ValueError, match="shift steps"):
+            shift_plan(plan, bad)
+    # into a [B, H, D] buffer: every candidate gets the shifted plan; the input is untouched
+    buf = np.full((3, 5, 3), np.nan, np.float32)
+    assert shift_plan(plan, 2, out=buf) is buf
+    for b in range(3):
+        np.testing.assert_array_equal(buf[b], out)
+    np.testing.assert_array_equal(plan, np.arange(5 * 3, dtype=np.float32).reshape(5, 3))
 
 
 def test_spec_from_manifest_and_overrides(engine):
     m = engine.manifest
     spec = PlannerSpec.from_manifest(m)
-    assert spec.cold_levels.tolist() == m["diffusion"]["cold_levels"]
-    assert spec.warm_levels.tolist() == m["diffusion"]["warm_levels"]
-    assert spec.chunk == m["control"]["chunk_size"] and spec.dt == m["control"]["dt"]
+    assert spec.cold_levels.tolist() == list(m.diffusion.cold_levels)
+    assert spec.warm_levels.tolist() == list(m.diffusion.warm_levels)
+    assert spec.chunk == m.control.chunk_size and spec.dt == m.control.dt
     assert PlannerSpec.from_manifest(m, chunk=2, temperature=0.5, cfg_w=1.0).chunk == 2
-    if m["graph"]["kind"] == "fused":
+    if m.graph.kind == "fused":
         with pytest.raises(ValueError, match="step-graph"):
-            PlannerSpec.from_manifest(m, steps=m["graph"]["n_steps"] + 1)
+            PlannerSpec.from_manifest(m, steps=m.graph.n_steps + 1)
     with pytest.raises(ValueError, match="chunk size"):
-        PlannerSpec.from_manifest(m, chunk=m["dims"]["H"] + 1)
+        PlannerSpec.from_manifest(m, chunk=m.dims.H + 1)
     with pytest.raises(ValueError, match="temperature"):
         PlannerSpec.from_manifest(m, temperature=-1.0)
     with pytest.raises(ValueError, match="cfg_w"):

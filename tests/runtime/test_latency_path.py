@@ -1,7 +1,7 @@
 """What the latency work on the observation -> chunk path must not change.
 
-The sampler draws the next plan's noise while idle, builds the warm-start input with slice
-assignments instead of ``shift_plan``, skips the distance arithmetic when the far check is
+The sampler draws the next plan's noise while idle, builds the warm-start input with
+``shift_plan`` into a preallocated buffer, skips the distance arithmetic when the far check is
 off, and the array decoder was rewritten as plain loops; the service process freezes the
 garbage collector's view of its start-up objects. These tests pin the behaviour (noise
 sequence, warm-start input, far decision, error codes) against the plain definitions.

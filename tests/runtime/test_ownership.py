@@ -173,8 +173,8 @@ def test_a_session_survives_a_new_connection_but_not_a_restart(engine, spec, end
 def test_claim_with_a_profile_that_does_not_fit_is_refused_and_takes_nothing(owned_server, spec):
     srv = owned_server()
     man = srv.engine.manifest
-    fits = {"name": man["robot"]["name"], "state_dim": spec.S, "action_dim": spec.A,
-            "joint_names": list(man["action"]["joint_names"]), "policy_dt": spec.dt, "control_dt": spec.dt / 10,
+    fits = {"name": man.robot.name, "state_dim": spec.S, "action_dim": spec.A,
+            "joint_names": list(man.action.joint_names), "policy_dt": spec.dt, "control_dt": spec.dt / 10,
             "action": {"type": "joint_position", "joint_pos_lower": [-1.0] * spec.A,
                        "joint_pos_upper": [1.0] * spec.A, "scale_range": [0.01, 1.0]}}
     wrong = {**fits, "joint_names": list(reversed(fits["joint_names"])), "policy_dt": 0.05,
@@ -197,7 +197,7 @@ def test_claim_with_a_profile_that_does_not_fit_is_refused_and_takes_nothing(own
             c.request({"type": "claim", "session": "not an int"})
         assert e2.value.code == P.E_BAD_FIELD
         assert c.claim(profile=fits)["profile_check"] == []
-        assert srv.health()["ownership"]["owner"]["profile"] == man["robot"]["name"]
+        assert srv.health()["ownership"]["owner"]["profile"] == man.robot.name
 
 
 def test_hostile_ownership_messages_each_get_an_error_reply(owned_server, make_obs):

@@ -247,20 +247,6 @@ def test_curve_authenticated_round_trip(tmp_path, engine, spec, endpoint, make_o
     assert zmq.has("curve")
 
 
-def test_start_server_helper(engine_path, endpoint, spec):
-    from planner_runtime.server import start_server
-
-    srv = start_server(str(engine_path), endpoint, chunk=2)
-    try:
-        with PlannerClient(endpoint, timeout=5.0) as c:
-            assert c.hello()["chunk"] == 2
-            ch = c.wait_chunk(c.send_observation(np.zeros(spec.S), np.zeros(spec.C)))
-            assert ch.chunk == 2
-    finally:
-        srv.stop()
-        srv.engine.close()
-
-
 def test_bind_conflicts_and_bad_curve_keys_are_refused(server, engine, spec, tmp_path):
     from planner_runtime.server import CurveConfig
 
@@ -357,9 +343,9 @@ def test_an_engine_without_prefix_inputs_refuses_committed_actions(tmp_path, end
     from planner_runtime.async_planner import PlannerSpec
     from planner_runtime.backends import load_engine
 
-    from .conftest import build_contract_graph
+    from .conftest import build_probe
 
-    eng = load_engine(build_contract_graph(tmp_path / "v1.onnx"))
+    eng = load_engine(build_probe(tmp_path / "v1.onnx"))
     assert not eng.inpaints
     sp = PlannerSpec.from_manifest(eng.manifest)
     srv = PlannerServer(eng, sp, bind=endpoint).start()

@@ -15,7 +15,7 @@ from planner_runtime.server import PlannerServer
 def test_step_overrides_change_the_levels_the_loop_runs(step_engine_path, endpoint):
     eng = load_engine(step_engine_path, provider="cpu", threads=1)
     try:
-        K = eng.manifest["diffusion"]["K"]
+        K = eng.manifest.diffusion.K
         spec = PlannerSpec.from_manifest(eng.manifest, steps=3, warm_level=2)
         assert spec.cold_levels.tolist() == schedule.ddim_levels(K, 3).tolist()
         assert spec.warm_levels.tolist() == [2, 1, 0]

@@ -21,3 +21,18 @@ def test_the_walk_ends_when_the_planner_is_lost_for_good_or_runs_to_the_end():
     assert planning_window(lost) == (3.1, 5.5)
     assert planning_window(_tr((3.1, "stand", "planning"))) == (3.1, None)
     assert planning_window(_tr((1.0, "passive", "stand_up"))) == (None, None)
+
+
+def test_trace_metrics_cover_the_window_and_count_tilted_ticks_as_cost():
+    import numpy as np
+
+    from sim.demo import trace_metrics
+
+    n = 50
+    gz = np.full(n, -1.0)
+    gz[[5, 12, 13, 20, 40]] = [-0.9, -0.94, -0.95, -0.7, -0.6]  # -0.95 is not above the threshold
+    trace = {"mono": 100.0 + 0.02 * np.arange(n), "base_lin_vel": np.zeros((n, 3)),
+             "gyro": np.zeros((n, 3)), "gravity_z": gz, "base_pos": np.zeros((n, 3))}
+    m, tr = trace_metrics(trace, 100.2, 100.5, lambda t: np.zeros(3))
+    assert len(tr.t) == 16 and tr.t[0] == 0.0  # ticks 10..25, times from the window start
+    assert m["cost"] == 2.0 and not tr.fell  # ticks 12 and 20; 13 sits on it, 5 and 40 are outside

@@ -65,3 +65,20 @@ def test_expert_turns_in_place():
     assert not m["fell"]
     assert abs(m["mean_yaw_rate_settled"] - 0.6) < 0.1
     assert m["distance"] < 0.3
+
+
+def test_expert_config_refuses_unknown_and_mistyped_parameters():
+    """--expert-config is read by planner_runtime/config.py like every config: a typo is
+    refused with its name and the close match, a value must have the field's type."""
+    from sim.expert import ExpertConfig
+
+    with pytest.raises(ValueError, match=r"--expert-config: unknown expert parameter 'periodd' "
+                                         r"\(did you mean 'period'\?\); allowed: period, duty"):
+        ExpertConfig.from_overrides({"periodd": 0.3})
+    with pytest.raises(ValueError, match=r"'raibert_filtered' must be bool, got 1"):
+        ExpertConfig.from_overrides({"raibert_filtered": 1})
+    with pytest.raises(ValueError, match=r"'period' must be float, got '0.3'"):
+        ExpertConfig.from_overrides({"period": "0.3"})
+    cfg = ExpertConfig.from_overrides({"period": 1, "raibert_filtered": False})
+    assert cfg.period == 1.0 and isinstance(cfg.period, float) and cfg.raibert_filtered is False
+    assert cfg.duty == ExpertConfig().duty

@@ -67,7 +67,7 @@ def test_record_writes_the_env_as_a_dataset(pendulum_engine):
 
 def test_eval_env_engine_in_lockstep(pendulum_engine, capsys):
     d, _, engine = pendulum_engine
-    m = read_manifest(engine)
+    m = read_manifest(engine).to_dict()
     assert m["control"]["dt"] == pytest.approx(0.04) and m["control"]["dt_source"] == "dataset"
     assert m["observation"]["state_names"] == ["obs0", "obs1", "obs2", "obs3"]
     assert m["robot"]["name"] == ENV and set(m["provenance"]["checkpoints"]) == {"planner", "dynamics"}

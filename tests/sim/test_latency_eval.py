@@ -44,9 +44,10 @@ def run_episode(engine, monkeypatch, *argv: str):
     monkeypatch.setattr(rc, "Controller", Ctl)
     p = argparse.ArgumentParser()
     ev.add_arguments(p)
-    args = p.parse_args(["--episodes", "1", "--duration", "3", "--command", "0.4", "0", "0", *argv])
+    cfg = ev.config_from_args(p.parse_args(["--episodes", "1", "--duration", "3", "--command", "0.4", "0", "0",
+                                            *argv]))
     spec = PlannerSpec.from_manifest(engine.manifest)
-    m, _ = ev.run_planner_episode(engine, spec, 0, args, state_scale_from_manifest(engine.manifest, spec.S))
+    m, _ = ev.run_planner_episode(engine, spec, 0, cfg, state_scale_from_manifest(engine.manifest, spec.S))
     return m, seen["link"], seen["ctl"]
 
 
@@ -97,9 +98,9 @@ def test_bad_latency_arguments_are_refused(bad, capsys):
 def test_observation_latency_is_a_physics_condition_of_every_method():
     p = argparse.ArgumentParser()
     ev.add_arguments(p)
-    r = ev.physics_ranges(p.parse_args(["--obs-latency", "40"]))
+    r = ev.physics_ranges(ev.config_from_args(p.parse_args(["--obs-latency", "40"])))
     assert r.obs_latency == (0.04, 0.04)
-    assert ev.physics_ranges(p.parse_args([])).obs_latency is None
+    assert ev.physics_ranges(ev.config_from_args(p.parse_args([]))).obs_latency is None
 
 
 def test_demo_runs_count_every_fall(monkeypatch, tmp_path, capsys):

@@ -11,9 +11,7 @@ so that both see the same machine load (the worker, not the client, runs it: see
 engine time of those requests inside the service (the chunk's ``infer_ms``); per message,
 end-to-end minus its engine time, split into the planner thread's own work and everything
 outside it; how long the threads involved waited, runnable, for a CPU
-(``/proc/<pid>/task/*/schedstat``) and the readings restricted to the requests and plans
-that hardly waited (``uncontended``: on an oversubscribed machine the tail is those waits);
-and the service process's CPU (``/proc/<pid>/stat``) and resident memory
+(``/proc/<pid>/task/*/schedstat``); and the service process's CPU (``/proc/<pid>/stat``) and resident memory
 (``/proc/<pid>/status`` VmRSS / VmHWM), answering and idle. The baseline measured in the
 same run, in the same blocks: the floor (``_FloorBaseline``), a bare one-thread ZeroMQ
 server that runs the same warm-started plan per request and answers with a chunk's bytes
@@ -21,13 +19,15 @@ server that runs the same warm-started plan per request and answers with a chunk
 as a ratio to the floor's, and the floor gets the same goal check. ``goal_e2e_p99_within_1ms``:
 end-to-end p99 - sampler-only p99 <= 1 ms; ``goal_e2e_p99_ci``: how sure one run is of it (a
 paired block-bootstrap interval for that difference and a verdict: met, missed or
-undetermined; ``p99_gap_ci``). ``planner-runtime bench --what service`` calls
-``run_bench``; ``python -m planner_runtime.bench_service --engine E.onnx`` runs it alone.
+undetermined; ``p99_gap_ci``). ``planner-runtime bench --what service`` runs it and prints
+``format_report``; ``python -m planner_runtime.bench.service`` is only the entry of its two
+worker processes.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -41,21 +41,11 @@ from typing import Any
 import numpy as np
 import zmq
 
+from planner_runtime.bench.stats import histogram_png, summary
 from planner_runtime.client import PlannerClient, wait_for_service
 from planner_runtime.server import free_tcp_port
 
-# A request (or plan) counts as "uncontended" when its threads waited at most this long in
-# total for a CPU (ordinary wake-up and migration waits are tens of microseconds).
-UNCONTENDED_WAIT_MS = 0.2
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _stats(ms: list[float] | np.ndarray) -> dict[str, float]:
-    a = np.asarray(ms, np.float64)
-    if a.size == 0:
-        return {}
-    return {"median": float(np.median(a)), "p99": float(np.percentile(a, 99)),
-            "mean": float(a.mean()), "min": float(a.min()), "max": float(a.max()), "n": int(a.size)}
 
 
 GOAL_GAP_MS = 1.0  # the service issue's goal: end-to-end p99 within 1 ms of the sampler's p99
@@ -84,7 +74,7 @@ def p99_gap_ci(e2e_ms: Any, sampler_ms: Any, block: int = 25, n_boot: int = 1000
         raise ValueError("p99_gap_ci: readings must be finite")
     if block < 1 or n_boot < 1 or not 0.0 < level < 1.0:
         raise ValueError(f"bad bootstrap settings: block={block}, n_boot={n_boot}, level={level}")
-    gap = float(np.percentile(a, 99) - np.percentile(b, 99))
+    gap = summary(a)["p99"] - summary(b)["p99"]
     nb = min(a.size, b.size) // block
     out: dict[str, Any] = {"gap_ms": gap, "goal_ms": GOAL_GAP_MS, "level": level, "block": block,
                            "n_blocks": int(nb), "n_boot": int(n_boot)}
@@ -214,21 +204,18 @@ class _InProcessSampler:
 
         return Observation(i, i * self.spec.chunk * self.spec.dt, self.state, self.cond)
 
-    def step(self) -> tuple[float, float, float]:
-        """One plan; returns (engine infer_ms, wall ms of the whole plan_once call, ms this
-        process waited for a CPU meanwhile)."""
+    def step(self) -> tuple[float, float]:
+        """One plan; returns (engine infer_ms, ms this process waited for a CPU meanwhile)."""
         obs = self._obs(self._i)
         self._i += 1
         pid = os.getpid()
         w = proc_runqueue_wait_ms(pid)
-        t = time.perf_counter()
         chunk, self._last = self.planner.plan_once(obs, self._last)
-        wall = (time.perf_counter() - t) * 1e3
-        return float(chunk.timings["infer_ms"]), wall, proc_runqueue_wait_ms(pid) - w
+        return float(chunk.timings["infer_ms"]), proc_runqueue_wait_ms(pid) - w
 
     def info(self) -> dict[str, Any]:
         return {"backend": self.engine.backend, "graph": self.spec.graph,
-                "dims": dict(self.engine.manifest["dims"]), "warm_levels": self.spec.warm_levels.tolist()}
+                "dims": dataclasses.asdict(self.engine.manifest.dims), "warm_levels": self.spec.warm_levels.tolist()}
 
     def close(self) -> None:
         self.engine.close()
@@ -242,18 +229,18 @@ class _SamplerProcess:
     (the scheduler favours threads that have been sleeping) and inflate the end-to-end tail."""
 
     def __init__(self, engine_path: str | Path, threads: int | None, provider: str | None,
-                 cpus: set[int] | None = None, malloc_fastbins: bool = False) -> None:
-        self.proc = _start_worker(["--sampler-worker"], engine_path, threads, provider, cpus, malloc_fastbins)
+                 cpus: set[int] | None = None) -> None:
+        self.proc = _start_worker(["--sampler-worker"], engine_path, threads, provider, cpus)
         self._info = json.loads(self._line())
 
     def _line(self) -> str:
         return _read_line(self.proc, "sampler worker")
 
-    def step(self) -> tuple[float, float, float]:
+    def step(self) -> tuple[float, float]:
         assert self.proc.stdin is not None
         self.proc.stdin.write("plan\n")
-        a, b, c = self._line().split()
-        return float(a), float(b), float(c)
+        a, b = self._line().split()
+        return float(a), float(b)
 
     def info(self) -> dict[str, Any]:
         return dict(self._info)
@@ -285,53 +272,34 @@ def _stop_worker(proc: subprocess.Popen, timeout: float = 30.0) -> None:
 
 
 def _start_worker(role: list[str], engine_path: str | Path, threads: int | None, provider: str | None,
-                  cpus: set[int] | None, malloc_fastbins: bool) -> subprocess.Popen:
+                  cpus: set[int] | None) -> subprocess.Popen:
     """A bench worker process (``role``: ``--sampler-worker`` or ``--floor-worker ...``) on a
-    pipe: the engine, threads and provider of the service, pinned to the service's cores and
-    with its malloc set-up, so that its readings stay comparable with the service's. It
-    exits when its stdin closes."""
-    argv = [sys.executable, "-m", "planner_runtime.bench_service", *role,
+    pipe: the engine, threads and provider of the service, pinned to the service's cores,
+    so that its readings stay comparable with the service's. It exits when its stdin closes."""
+    argv = [sys.executable, "-m", "planner_runtime.bench.service", *role,
             "--engine", str(engine_path), "--threads", str(threads if threads is not None else 0)]
     if provider is not None:
         argv += ["--provider", provider]
-    if malloc_fastbins:
-        argv += ["--malloc-fastbins"]
     pre = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
                             preexec_fn=pre)
 
 
-def _worker_sampler(engine: str, threads: int, provider: str | None, malloc_fastbins: bool) -> _InProcessSampler:
-    """The engine as a worker plans with it, malloc set up as ``serve`` does (fastbins off
-    unless ``malloc_fastbins``) before the engine loads."""
-    from planner_runtime.malloc_tuning import disable_fastbins
-
-    if not malloc_fastbins:
-        disable_fastbins()
-    return _InProcessSampler(engine, threads or None, provider)
-
-
-def _sampler_worker(engine: str, threads: int, provider: str | None, malloc_fastbins: bool = False) -> int:
-    """``--sampler-worker``: one plan per ``plan`` line on stdin, "infer_ms wall_ms wait_ms" back.
-    Its malloc is set up as ``serve`` sets up the service's (fastbins off unless
-    ``malloc_fastbins``), so the sampler-only reading does not differ from the served plans
-    by that."""
-    from planner_runtime.malloc_tuning import fastbins_disabled
-
-    s = _worker_sampler(engine, threads, provider, malloc_fastbins)
+def _sampler_worker(engine: str, threads: int, provider: str | None) -> int:
+    """``--sampler-worker``: one plan per ``plan`` line on stdin, "infer_ms wait_ms" back."""
+    s = _InProcessSampler(engine, threads or None, provider)
     try:
-        print(json.dumps({**s.info(), "malloc_fastbins_off": fastbins_disabled()}), flush=True)
+        print(json.dumps(s.info()), flush=True)
         for line in sys.stdin:
             if line.strip() == "plan":
-                a, b, c = s.step()
-                print(f"{a!r} {b!r} {c!r}", flush=True)
+                a, b = s.step()
+                print(f"{a!r} {b!r}", flush=True)
     finally:
         s.close()
     return 0
 
 
-def _floor_worker(engine: str, threads: int, provider: str | None, bind: str,
-                  malloc_fastbins: bool = False) -> int:
+def _floor_worker(engine: str, threads: int, provider: str | None, bind: str) -> int:
     """``--floor-worker``: the floor baseline's server. One thread, one ROUTER socket, a
     blocking receive; per message one warm-started plan (the same ``plan_once`` as the
     sampler worker) and a reply of the engine time plus a chunk's worth of bytes (a real
@@ -339,7 +307,7 @@ def _floor_worker(engine: str, threads: int, provider: str | None, bind: str,
     request: what ZeroMQ and the engine cost with nothing of the service around them."""
     from planner_runtime import protocol as P
 
-    s = _worker_sampler(engine, threads, provider, malloc_fastbins)
+    s = _InProcessSampler(engine, threads or None, provider)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -372,13 +340,11 @@ class _FloorBaseline:
     a blocking receive; e2e per request and the engine time the server measured."""
 
     def __init__(self, engine_path: str | Path, threads: int | None, provider: str | None,
-                 cpus: set[int] | None = None, malloc_fastbins: bool = False,
-                 dims: tuple[int, int] = (1, 1)) -> None:
+                 cpus: set[int] | None = None, dims: tuple[int, int] = (1, 1)) -> None:
         from planner_runtime import protocol as P
 
         endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
-        self.proc = _start_worker(["--floor-worker", "--bind", endpoint], engine_path, threads, provider, cpus,
-                                  malloc_fastbins)
+        self.proc = _start_worker(["--floor-worker", "--bind", endpoint], engine_path, threads, provider, cpus)
         self.info = json.loads(_read_line(self.proc, "floor baseline server"))
         self._ctx = zmq.Context()
         self.sock = self._ctx.socket(zmq.DEALER)
@@ -423,18 +389,14 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
                     sampler_n: int | None = None, block: int = 25,
                     service_cpus: set[int] | None = None,
                     client_cpus: set[int] | None = None,
-                    cpu_latency_us: int | None = None,
-                    malloc_fastbins: bool = False, floor: bool = True) -> dict[str, Any]:
+                    floor: bool = True) -> dict[str, Any]:
     """Drive a real ``planner-runtime serve`` subprocess over loopback ZeroMQ, and plan with
     the same engine in a sampler worker process in between: after every ``block`` requests,
     ``block`` sampler-only plans, so both readings see the same machine load.
 
     ``service_cpus`` pins the service (``serve --cpus``) and the sampler worker to those
     CPUs, ``client_cpus`` this (client) process, as a robot would keep the planner and the
-    controller on cores of their own. ``cpu_latency_us`` is passed to ``serve
-    --cpu-latency-us``: the PM QoS request is system-wide, so it holds for the client and
-    the sampler worker too (both readings keep the same conditions). ``malloc_fastbins``
-    passes ``serve --malloc-fastbins`` and sets up the sampler worker the same way.
+    controller on cores of their own.
 
     ``floor``: a third reading in the same blocks, the floor baseline (``_FloorBaseline``): a
     bare one-thread ROUTER server running the same warm-started plan per request, driven by
@@ -449,10 +411,6 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
         argv += ["--threads", str(threads)]
     if provider is not None:
         argv += ["--provider", provider]
-    if cpu_latency_us is not None:
-        argv += ["--cpu-latency-us", str(int(cpu_latency_us))]
-    if malloc_fastbins:
-        argv += ["--malloc-fastbins"]
     sampler_n = n if sampler_n is None else int(sampler_n)
     if rate_hz:
         # Paced: one sampler-only plan in the slack after each request, so that it runs as
@@ -469,7 +427,7 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
     try:
         if client_cpus:
             os.sched_setaffinity(0, client_cpus)
-        local = (_SamplerProcess(engine_path, threads, provider, service_cpus, malloc_fastbins)
+        local = (_SamplerProcess(engine_path, threads, provider, service_cpus)
                  if sampler_n > 0 else None)
         if local is not None:
             for _ in range(warmup):
@@ -478,9 +436,8 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
             meta = wait_for_service(client, proc, startup_timeout)
             S, C, dt, chunk = meta["state_dim"], meta["cond_dim"], meta["dt"], meta["chunk"]
             result["memory_after_load_mb"] = proc_memory_mb(proc.pid)
-            result["cpu_latency_limit_us"] = _system_latency_limit()  # what held during the run
             if floor and sampler_n > 0:
-                base = _FloorBaseline(engine_path, threads, provider, service_cpus, malloc_fastbins, (S, C))
+                base = _FloorBaseline(engine_path, threads, provider, service_cpus, (S, C))
                 for _ in range(warmup):
                     base.step()
             f_e2e: list[float] = []
@@ -490,7 +447,6 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
             e2e: list[float] = []
             timings: list[dict[str, float]] = []
             s_infer: list[float] = []
-            s_wall: list[float] = []
             s_wait: list[float] = []
             waits: list[float] = []
             off_waits: list[float] = []
@@ -527,10 +483,9 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
                 due = (i + 1 - warmup) // block * block if i + 1 < n + warmup else n
                 ran = False
                 while local is not None and len(s_infer) < min(due, sampler_n):
-                    a, b, c = local.step()
+                    a, b = local.step()
                     s_infer.append(a)
-                    s_wall.append(b)
-                    s_wait.append(c)
+                    s_wait.append(b)
                     ran = True
                 while base is not None and len(f_e2e) < min(due, sampler_n):
                     fe, fi = base.step()
@@ -551,44 +506,43 @@ def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int |
             planner_ms = np.asarray([t.get("queue_ms", 0.0) + t.get("plan_ms", np.nan) + t.get("post_ms", 0.0)
                                      for t in timings])
             result.update({
-                "backend": meta["backend"], "graph": meta["graph"], "e2e_ms": _stats(e),
-                "service_infer_ms": _stats(infer),
+                "backend": meta["backend"], "graph": meta["graph"], "e2e_ms": summary(e),
+                "service_infer_ms": summary(infer),
                 # what the service adds to each request: e2e minus that request's engine time
-                "overhead_ms": _stats(e - infer),
+                "overhead_ms": summary(e - infer),
                 # where that goes (medians): the planner thread's own work around the engine
                 # call, and everything outside the planner thread (client encode/decode, ZeroMQ
                 # both ways, server decode, the two thread hand-offs, chunk encode)
                 "overhead_split_ms": {
-                    "queue_median": _med(timings, "queue_ms"),
-                    "prep_median": _med(timings, "prep_ms"),
-                    "engine_wrapper_median": float(np.median([t["plan_ms"] - t["prep_ms"] - t["infer_ms"]
-                                                             for t in timings])) if timings else None,
-                    "post_median": _med(timings, "post_ms"),
-                    "outside_planner_thread": _stats(e - planner_ms),
+                    "queue_median": summary(t["queue_ms"] for t in timings if "queue_ms" in t).get("median"),
+                    "prep_median": summary(t["prep_ms"] for t in timings if "prep_ms" in t).get("median"),
+                    "engine_wrapper_median": summary(t["plan_ms"] - t["prep_ms"] - t["infer_ms"]
+                                                     for t in timings).get("median"),
+                    "post_median": summary(t["post_ms"] for t in timings if "post_ms" in t).get("median"),
+                    "outside_planner_thread": summary(e - planner_ms),
                 },
                 "cpu_percent_busy": 100.0 * busy_cpu / busy_wall if busy_wall > 0 else None,
                 "cpu_percent_idle": 100.0 * idle_cpu / idle_s,
                 "memory_mb": proc_memory_mb(proc.pid), "torch_loaded": health["torch_loaded"],
                 "plans": health["plans"], "rate_hz": rate_hz, "_e2e_raw": e2e,
-                "malloc_fastbins_off": health.get("malloc_fastbins_off"),
                 # time the service's and the client's threads spent runnable but waiting for a
                 # CPU during each request (schedstat; summed over threads, so two threads
                 # waiting at once count twice): the machine's share of the latency
-                "runqueue_wait_ms": _stats(waits),
+                "runqueue_wait_ms": summary(waits),
                 # the same without the thread that ran the engine: waits on the service's path
-                "runqueue_wait_off_engine_ms": _stats(off_waits),
-                "_waits": off_waits, "_infer": infer,
+                "runqueue_wait_off_engine_ms": summary(off_waits),
+
             })
             if local is not None:
                 mode = (f"one plan after each request, paced at {rate_hz} Hz" if rate_hz else
                         f"in blocks of {block} between blocks of {block} service requests")
                 if base is not None:
                     fe_a, fi_a = np.asarray(f_e2e), np.asarray(f_infer)
-                    result["_floor"] = {"e2e_ms": _stats(fe_a), "infer_ms": _stats(fi_a), "_e2e_raw": f_e2e,
-                                        "overhead_ms": _stats(fe_a - fi_a), "chunk_bytes": base.info["chunk_bytes"]}
+                    result["_floor"] = {"e2e_ms": summary(fe_a), "infer_ms": summary(fi_a), "_e2e_raw": f_e2e,
+                                        "overhead_ms": summary(fe_a - fi_a), "chunk_bytes": base.info["chunk_bytes"]}
                 result["_sampler"] = {**local.info(), "mode": mode,
-                                      "infer_ms": _stats(s_infer), "plan_once_ms": _stats(s_wall),
-                                      "runqueue_wait_ms": _stats(s_wait), "_infer": s_infer, "_waits": s_wait}
+                                      "infer_ms": summary(s_infer), "runqueue_wait_ms": summary(s_wait),
+                                      "_infer": s_infer}
     finally:
         if client_cpus:
             os.sched_setaffinity(0, own_affinity)
@@ -618,60 +572,11 @@ def _ci_text(ci: dict[str, Any] | None) -> str:
     return f"{100 * ci['level']:.0f}% block-bootstrap interval {lo:+.3f} .. {hi:+.3f} ms: {ci['verdict']}"
 
 
-def _limit_text(us: int | None) -> str:
-    if us is None:
-        return "unknown"
-    return "none (kernel default)" if us >= 2_000_000_000 else f"{us} us"
-
-
-def _system_latency_limit() -> int | None:
-    """The PM QoS CPU latency limit in force (us), or None where it cannot be read."""
-    from planner_runtime.cpu_latency import read_limit
-
-    try:
-        return read_limit()
-    except (OSError, ValueError):
-        return None
-
-
-def _med(timings: list[dict[str, float]], key: str) -> float | None:
-    vals = [t[key] for t in timings if key in t]
-    return float(np.median(vals)) if vals else None
-
-
-def save_histogram(e2e_ms: list[float], sampler_ms: dict[str, float], path: str | Path) -> str | None:
-    """Histogram PNG of end-to-end latency with the sampler's median/p99 marked."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    a = np.asarray(e2e_ms)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.hist(a, bins=min(80, max(10, a.size // 10)), color="tab:blue", alpha=0.8, label="end-to-end")
-    ax.axvline(np.median(a), color="tab:blue", ls="-", label="end-to-end median")
-    ax.axvline(np.percentile(a, 99), color="tab:blue", ls="--", label="end-to-end p99")
-    if sampler_ms:
-        ax.axvline(sampler_ms["median"], color="tab:orange", ls="-", label="sampler median")
-        ax.axvline(sampler_ms["p99"], color="tab:orange", ls="--", label="sampler p99")
-    ax.set_xlabel("observation -> chunk latency (ms)")
-    ax.set_ylabel("count")
-    ax.set_title(f"planner service over loopback ZeroMQ (n={a.size})")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
-
-
 def run_bench(engine_path: str | Path, n: int = 500, warmup: int = 30, *,
               histogram: str | Path | None = None, threads: int | None = 1,
               provider: str | None = None, rate_hz: float | None = None,
               sampler_n: int | None = None, service_cpus: str | None = None,
-              client_cpus: str | None = None, cpu_latency_us: int | None = None,
-              block: int = 25, malloc_fastbins: bool = False, floor: bool = True) -> dict[str, Any]:
+              client_cpus: str | None = None, block: int = 25, floor: bool = True) -> dict[str, Any]:
     """Sampler-only and end-to-end service latency, CPU and memory; one plain dict.
 
     The sampler-only reading is the same engine planned in process by a bench worker,
@@ -681,8 +586,7 @@ def run_bench(engine_path: str | Path, n: int = 500, warmup: int = 30, *,
     readings of one run (``goal_e2e_p99_within_1ms``)."""
     service = service_latency(engine_path, n, warmup, threads, provider, rate_hz, sampler_n=sampler_n,
                               service_cpus=parse_cpus(service_cpus), client_cpus=parse_cpus(client_cpus),
-                              cpu_latency_us=cpu_latency_us, block=block,
-                              malloc_fastbins=malloc_fastbins, floor=floor)
+                              block=block, floor=floor)
     e2e_raw = service.pop("_e2e_raw", [])
     sampler = service.pop("_sampler", None) or {"infer_ms": {}}
     base = service.pop("_floor", None)
@@ -715,133 +619,80 @@ def run_bench(engine_path: str | Path, n: int = 500, warmup: int = 30, *,
         out["overhead_vs_floor"] = {"median_ratio": so["median"] / fo["median"], "p99_ratio": so["p99"] / fo["p99"],
                                     "median_excess_ms": so["median"] - fo["median"],
                                     "p99_excess_ms": so["p99"] - fo["p99"]}
-    out["uncontended"] = _uncontended(e2e_raw, service.pop("_infer", []), service.pop("_waits", []),
-                                      sampler.pop("_infer", []), sampler.pop("_waits", []))
+    sampler.pop("_infer", None)
     rss = service.get("memory_mb", {}).get("VmRSS")
     if rss is not None:
         out["goal_rss_le_300mb"] = bool(rss <= 300.0)
     if histogram is not None and e2e_raw:
-        out["histogram"] = save_histogram(e2e_raw, sampler["infer_ms"], histogram)
+        out["histogram"] = histogram_png({"end-to-end": e2e_raw, "sampler only": s_raw}, histogram,
+                                         f"planner service over loopback ZeroMQ (n={len(e2e_raw)})",
+                                         "observation -> chunk latency (ms)")
     return out
 
 
-def _uncontended(e2e: Any, infer: Any, off_waits: Any, s_infer: Any, s_waits: Any,
-                 threshold_ms: float = UNCONTENDED_WAIT_MS) -> dict[str, Any]:
-    """The readings restricted to the requests during which no thread on the service's path
-    (client threads, the service's socket and ZeroMQ threads: all but the engine's) waited
-    more than ``threshold_ms`` in total for a CPU, and to the sampler-only plans that waited
-    no more than that. If every request's e2e - engine time stays under 1 ms, e2e p99 is
-    within 1 ms of the engine's p99; this shows what the service adds when it gets a CPU."""
-    e, i, w = (np.asarray(x, np.float64) for x in (e2e, infer, off_waits))
-    si, sw = np.asarray(s_infer, np.float64), np.asarray(s_waits, np.float64)
-    if e.size == 0 or w.size != e.size:
-        return {}
-    keep = w <= threshold_ms
-    out: dict[str, Any] = {"threshold_ms": threshold_ms, "requests": int(keep.sum()),
-                           "e2e_ms": _stats(e[keep]), "overhead_ms": _stats(e[keep] - i[keep]),
-                           "overhead_ms_contended": _stats(e[~keep] - i[~keep])}
-    if si.size and sw.size == si.size:
-        skeep = sw <= threshold_ms
-        out["sampler_plans"] = int(skeep.sum())
-        out["sampler_infer_ms"] = _stats(si[skeep])
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--engine", required=True)
-    ap.add_argument("--n", type=int, default=500)
-    ap.add_argument("--warmup", type=int, default=30)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--provider", default=None)
-    ap.add_argument("--rate-hz", type=float, default=None,
-                    help="pace observations (default: back to back, one in flight)")
-    ap.add_argument("--histogram", default=None, help="write a latency histogram PNG here")
-    ap.add_argument("--service-cpus", default=None, metavar="LIST",
-                    help="pin the service (serve --cpus) and the sampler-only worker, e.g. 1")
-    ap.add_argument("--client-cpus", default=None, metavar="LIST",
-                    help="pin the bench client (the controller's stand-in), e.g. 0")
-    ap.add_argument("--cpu-latency-us", type=int, default=None, metavar="US",
-                    help="run the service with serve --cpu-latency-us US (system-wide PM QoS limit)")
-    ap.add_argument("--block", type=int, default=25,
-                    help="back to back: this many requests, then as many sampler-only plans (default 25)")
-    ap.add_argument("--malloc-fastbins", action="store_true",
-                    help="run the service (serve --malloc-fastbins) and the sampler worker with glibc's "
-                         "malloc fastbins kept (default: off in both, as serve runs)")
-    ap.add_argument("--no-floor", action="store_true",
-                    help="skip the floor baseline (a bare one-thread ZeroMQ server around the same plan)")
-    ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--sampler-worker", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--floor-worker", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--bind", default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.sampler_worker:
-        return _sampler_worker(args.engine, args.threads, args.provider, args.malloc_fastbins)
-    if args.floor_worker:
-        return _floor_worker(args.engine, args.threads, args.provider, args.bind, args.malloc_fastbins)
-    try:
-        res = run_bench(args.engine, n=args.n, warmup=args.warmup, histogram=args.histogram,
-                        threads=args.threads, provider=args.provider, rate_hz=args.rate_hz,
-                        service_cpus=args.service_cpus, client_cpus=args.client_cpus,
-                        cpu_latency_us=args.cpu_latency_us, block=args.block,
-                        malloc_fastbins=args.malloc_fastbins, floor=not args.no_floor)
-    except (ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(res))
-        return 0
+def format_report(res: dict[str, Any]) -> str:
+    """The human-readable lines of a ``run_bench`` result (what ``planner-runtime bench
+    --what service`` prints without ``--json``)."""
+    lines: list[str] = []
     s, v = res["sampler"]["infer_ms"], res["service"]
     e, o = v["e2e_ms"], v["overhead_ms"]
     sp = v["overhead_split_ms"]
-    print(f"engine        {res['engine']} ({v['backend']}, {v['graph']} graph), n={e['n']}, "
-          f"load average {res['load_average'][0]:.2f} on {res['cpus']} CPUs, "
-          f"CPU wake-up latency limit {_limit_text(v.get('cpu_latency_limit_us'))}, "
-          f"malloc fastbins {'off' if v.get('malloc_fastbins_off') else 'on'}")
-    print(f"sampler only  median {s['median']:.3f} ms  p99 {s['p99']:.3f} ms  "
-          f"(same engine in process, no service; {res['sampler'].get('mode', '')})")
-    print(f"in service    median {v['service_infer_ms']['median']:.3f} ms  p99 {v['service_infer_ms']['p99']:.3f} ms  "
-          "(engine time of the requests below)")
-    print(f"end-to-end    median {e['median']:.3f} ms  p99 {e['p99']:.3f} ms  "
-          f"(observation sent -> its chunk decoded by the client)")
-    print(f"goal          e2e p99 - sampler p99 = {res['e2e_minus_sampler_p99_ms']:+.3f} ms (<= 1 ms: "
-          f"{res['goal_e2e_p99_within_1ms']}; {_ci_text(res.get('goal_e2e_p99_ci'))}); vs the in-service "
-          f"engine p99: {res['e2e_minus_service_infer_p99_ms']:+.3f} ms")
-    print(f"per message   e2e - its engine time: median {o['median']:.3f} ms  p99 {o['p99']:.3f} ms "
-          f"(planner thread: prep {sp['prep_median']:.3f}, engine wrapper {sp['engine_wrapper_median']:.3f}, "
-          f"post {sp['post_median']:.3f}, queue {sp['queue_median']:.3f}; outside it median "
-          f"{sp['outside_planner_thread']['median']:.3f} ms)")
+    lines.append(f"engine        {res['engine']} ({v['backend']}, {v['graph']} graph), n={e['n']}, "
+                 f"load average {res['load_average'][0]:.2f} on {res['cpus']} CPUs")
+    lines.append(f"sampler only  median {s['median']:.3f} ms  p99 {s['p99']:.3f} ms  "
+                 f"(same engine in process, no service; {res['sampler'].get('mode', '')})")
+    lines.append(f"in service    median {v['service_infer_ms']['median']:.3f} ms  p99 {v['service_infer_ms']['p99']:.3f} ms  "
+                 "(engine time of the requests below)")
+    lines.append(f"end-to-end    median {e['median']:.3f} ms  p99 {e['p99']:.3f} ms  "
+                 f"(observation sent -> its chunk decoded by the client)")
+    lines.append(f"goal          e2e p99 - sampler p99 = {res['e2e_minus_sampler_p99_ms']:+.3f} ms (<= 1 ms: "
+                 f"{res['goal_e2e_p99_within_1ms']}; {_ci_text(res.get('goal_e2e_p99_ci'))}); vs the in-service "
+                 f"engine p99: {res['e2e_minus_service_infer_p99_ms']:+.3f} ms")
+    lines.append(f"per message   e2e - its engine time: median {o['median']:.3f} ms  p99 {o['p99']:.3f} ms "
+                 f"(planner thread: prep {sp['prep_median']:.3f}, engine wrapper {sp['engine_wrapper_median']:.3f}, "
+                 f"post {sp['post_median']:.3f}, queue {sp['queue_median']:.3f}; outside it median "
+                 f"{sp['outside_planner_thread']['median']:.3f} ms)")
     fl = res.get("floor")
     if fl:
         r = res["overhead_vs_floor"]
-        print(f"floor         bare one-thread ZeroMQ server, same plan, same blocks: e2e - engine median "
-              f"{fl['overhead_ms']['median']:.3f} / p99 {fl['overhead_ms']['p99']:.3f} ms; its e2e p99 - sampler p99 = "
-              f"{fl['e2e_minus_sampler_p99_ms']:+.3f} ms ({_ci_text(fl.get('goal_e2e_p99_ci'))})")
-        print(f"vs floor      the service's e2e - engine: median x{r['median_ratio']:.2f} ({r['median_excess_ms']:+.3f} ms), "
-              f"p99 x{r['p99_ratio']:.2f} ({r['p99_excess_ms']:+.3f} ms)")
+        lines.append(f"floor         bare one-thread ZeroMQ server, same plan, same blocks: e2e - engine median "
+                     f"{fl['overhead_ms']['median']:.3f} / p99 {fl['overhead_ms']['p99']:.3f} ms; its e2e p99 - sampler p99 = "
+                     f"{fl['e2e_minus_sampler_p99_ms']:+.3f} ms ({_ci_text(fl.get('goal_e2e_p99_ci'))})")
+        lines.append(f"vs floor      the service's e2e - engine: median x{r['median_ratio']:.2f} ({r['median_excess_ms']:+.3f} ms), "
+                     f"p99 x{r['p99_ratio']:.2f} ({r['p99_excess_ms']:+.3f} ms)")
         lim = res.get("goal_limited_by")
         if lim:
-            print(f"limited by    {lim}: {GOAL_LIMITS[lim]}")
+            lines.append(f"limited by    {lim}: {GOAL_LIMITS[lim]}")
         elif res.get("goal_e2e_p99_ci", {}).get("verdict") != "met":
-            print("limited by    undetermined: the floor's own verdict is undetermined (more requests narrow it)")
+            lines.append("limited by    undetermined: the floor's own verdict is undetermined (more requests narrow it)")
     w, wo, sw = v["runqueue_wait_ms"], v["runqueue_wait_off_engine_ms"], res["sampler"].get("runqueue_wait_ms", {})
     if w and sw:
-        print(f"CPU waits     runnable but waiting for a CPU, per request: service + client threads median "
-              f"{w['median']:.3f} / p99 {w['p99']:.3f} ms (without the engine's thread {wo['median']:.3f} / "
-              f"{wo['p99']:.3f} ms); sampler-only process per plan {sw['median']:.3f} / {sw['p99']:.3f} ms")
-    u = res.get("uncontended") or {}
-    if u.get("overhead_ms"):
-        c = u.get("overhead_ms_contended") or {}
-        print(f"uncontended   {u['requests']}/{e['n']} requests in which no thread on the service's path waited "
-              f"> {u['threshold_ms']} ms for a CPU: e2e - engine median {u['overhead_ms']['median']:.3f} / "
-              f"p99 {u['overhead_ms']['p99']:.3f} ms"
-              + (f"; the other {c['n']}: median {c['median']:.3f} / p99 {c['p99']:.3f} ms" if c else ""))
-    print(f"service       RSS {v['memory_mb']['VmRSS']:.1f} MiB (peak {v['memory_mb']['VmHWM']:.1f})  "
-          f"CPU while answering {v['cpu_percent_busy']:.1f} %  idle {v['cpu_percent_idle']:.1f} %  "
-          f"torch loaded: {v['torch_loaded']}")
+        lines.append(f"CPU waits     runnable but waiting for a CPU, per request: service + client threads median "
+                     f"{w['median']:.3f} / p99 {w['p99']:.3f} ms (without the engine's thread {wo['median']:.3f} / "
+                     f"{wo['p99']:.3f} ms); sampler-only process per plan {sw['median']:.3f} / {sw['p99']:.3f} ms")
+    lines.append(f"service       RSS {v['memory_mb']['VmRSS']:.1f} MiB (peak {v['memory_mb']['VmHWM']:.1f})  "
+                 f"CPU while answering {v['cpu_percent_busy']:.1f} %  idle {v['cpu_percent_idle']:.1f} %  "
+                 f"torch loaded: {v['torch_loaded']}")
     if res.get("histogram"):
-        print(f"histogram   {res['histogram']}")
-    return 0
+        lines.append(f"histogram     {res['histogram']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The bench's worker processes (``_start_worker``); the bench itself is run by
+    ``planner-runtime bench --what service``."""
+    ap = argparse.ArgumentParser(description="worker process of the service benchmark")
+    ap.add_argument("--engine", required=True)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--provider", default=None)
+    role = ap.add_mutually_exclusive_group(required=True)
+    role.add_argument("--sampler-worker", action="store_true")
+    role.add_argument("--floor-worker", action="store_true")
+    ap.add_argument("--bind", default=None)
+    args = ap.parse_args(argv)
+    if args.sampler_worker:
+        return _sampler_worker(args.engine, args.threads, args.provider)
+    return _floor_worker(args.engine, args.threads, args.provider, args.bind)
 
 
 if __name__ == "__main__":

@@ -11,28 +11,20 @@ one run, rounds alternating so load hits all alike:
 - ``paced_spin``: one call per period, busy-waiting in between (a core kept awake).
 
 ``planner-runtime bench --what cadence [--engine E]`` runs it (default engine: the sampler
-section's fused graph, else the embedded default); ``python -m planner_runtime.bench_engine``
-alone.
+section's fused graph, else the embedded default).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from planner_runtime.bench.stats import summary
+
 MODES = ("back_to_back", "paced_sleep", "paced_spin")
-
-
-def _stats(ms: list[float]) -> dict[str, float]:
-    a = np.asarray(ms, np.float64)
-    return {"median_ms": round(float(np.median(a)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3),
-            "mean_ms": round(float(a.mean()), 3), "max_ms": round(float(a.max()), 3), "n": int(a.size)}
 
 
 def cadence_bench(engine_path: str | Path, n: int = 300, period_s: float | None = None,
@@ -48,7 +40,7 @@ def cadence_bench(engine_path: str | Path, n: int = 300, period_s: float | None 
     try:
         m = eng.manifest
         if period_s is None:
-            period_s = float(m["control"]["chunk_size"]) * float(m["control"]["dt"])
+            period_s = float(m.control.chunk_size) * float(m.control.dt)
         if period_s <= 0 or n < rounds or rounds < 1:
             raise ValueError(f"need period_s > 0 and n >= rounds >= 1, got {period_s}, {n}, {rounds}")
         B, H, D, S, C = eng.B, eng.H, eng.D, eng.S, eng.C
@@ -81,39 +73,9 @@ def cadence_bench(engine_path: str | Path, n: int = 300, period_s: float | None 
     finally:
         eng.close()
     out: dict[str, Any] = {"engine": str(engine_path), "period_ms": round(period_s * 1e3, 3), "threads": threads,
-           "rounds": rounds, **{k: _stats(v) for k, v in samples.items()},
-           "gap_ms_median": {k: round(float(np.median(v)), 3) for k, v in gaps.items()},
+           "rounds": rounds, **{k: summary(v, suffix="_ms", digits=3) for k, v in samples.items()},
+           "gap_ms_median": {k: summary(v, digits=3)["median"] for k, v in gaps.items()},
            "samples_ms": samples}
     out["paced_sleep_over_back_to_back_median"] = round(
         out["paced_sleep"]["median_ms"] / out["back_to_back"]["median_ms"], 3)
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m planner_runtime.bench_engine", description=__doc__.splitlines()[0])
-    p.add_argument("--engine", default=None, help="engine (default: the embedded Go2 engine)")
-    p.add_argument("--n", type=int, default=300, help="calls per mode")
-    p.add_argument("--period-ms", type=float, default=None, help="pacing period (default: chunk period)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", action="store_true")
-    a = p.parse_args(argv)
-    if a.engine is None:
-        from planner_runtime.engines import default_engine_path
-
-        a.engine = default_engine_path()
-    try:
-        rep = cadence_bench(a.engine, a.n, None if a.period_ms is None else a.period_ms / 1e3,
-                            threads=a.threads)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if a.json:
-        print(json.dumps({k: v for k, v in rep.items() if k != "samples_ms"}))
-    else:
-        for k in MODES:
-            print(f"{k:>13}: median {rep[k]['median_ms']:.2f} ms, p99 {rep[k]['p99_ms']:.2f} ms")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

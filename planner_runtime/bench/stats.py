@@ -1,0 +1,71 @@
+"""Summaries of latency readings: the one median / p99 helper of the project (torch-free).
+
+``summary(values)`` gives n, median, p99, mean, min and max; every bench and every report of
+median / p99 latency (controller loop periods, plan age, chunk turnaround, the simulator's
+inference times) goes through it, so that a p99 means the same thing everywhere (numpy's
+default, linear interpolation between the two nearest readings). ``histogram_png`` draws
+the latency histograms the benches write with ``--plot``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+KEYS = ("median", "p99", "mean", "min", "max")
+
+
+def summary(values: Iterable[float] | np.ndarray, *, scale: float = 1.0, suffix: str = "",
+            digits: int | None = None) -> dict[str, float]:
+    """``n`` and the median, p99, mean, min and max of ``values`` times ``scale``.
+
+    ``scale=1e3`` turns seconds into ms; ``suffix`` is appended to every key but ``n``
+    (``"_ms"``: ``median_ms`` ...); ``digits`` rounds. NaN readings (not measured) are left
+    out and not counted; no readings at all give ``{}``."""
+    a = np.asarray(values if isinstance(values, np.ndarray) else list(values), np.float64).ravel()
+    a = a[~np.isnan(a)] * scale
+    if a.size == 0:
+        return {}
+    vals = (np.median(a), np.percentile(a, 99), a.mean(), a.min(), a.max())
+    out: dict[str, float] = {"n": int(a.size)}
+    for k, v in zip(KEYS, vals, strict=True):
+        out[k + suffix] = float(v) if digits is None else round(float(v), digits)
+    return out
+
+
+def histogram_png(series: Mapping[str, Any], path: str | Path, title: str,
+                  xlabel: str = "latency (ms)", target: float | None = None) -> str | None:
+    """A histogram PNG of one or more series of readings (ms), each labelled with its median
+    and p99, clipped at the largest p99.9; ``target`` draws a vertical line (e.g. the loop
+    period). Returns the path, or None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    arrays = {k: np.asarray(v, np.float64) for k, v in series.items() if len(v)}
+    if not arrays:
+        return None
+    hi = max(float(np.percentile(a, 99.9)) for a in arrays.values())
+    bins = np.linspace(0.0, hi * 1.05, 80)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for k, a in arrays.items():
+        s = summary(a)
+        ax.hist(np.clip(a, 0.0, bins[-1]), bins=bins.tolist(), alpha=0.5,
+                label=f"{k} (median {s['median']:.2f}, p99 {s['p99']:.2f} ms, n={s['n']})")
+    if target is not None:
+        ax.axvline(target, color="k", lw=0.8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)

@@ -1,0 +1,111 @@
+"""The typed training config: every key checked (top level, component sections, ``model``,
+config files, ``--set``), the defaults and the shipped engine's stored config parse, and a
+parsed config turns back into the same plain dict."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from export import default_engine
+from export.cli_train import main as train_main
+from export.train.config import (
+    DEFAULTS,
+    ComponentConfig,
+    TrainConfig,
+    component_config,
+    deep_merge,
+    load_config,
+    parse,
+    user_config,
+)
+from export.train.registry import resolve_config
+from planner_runtime import engine_file
+from planner_runtime.config import ConfigError, from_mapping, to_dict
+
+from .conftest import TINY
+
+
+@pytest.mark.parametrize("user, key, close", [
+    ({"stpes": 100}, "stpes", "steps"),
+    ({"ranker": {"bacth_size": 32}}, "ranker.bacth_size", "batch_size"),
+    ({"model": {"hiden": [32, 32]}}, "model.hiden", "hidden"),
+    ({"forecaster": {"model": {"dimm": 8}}}, "forecaster.model.dimm", "dim"),
+])
+def test_unknown_keys_are_refused_with_their_name_and_the_close_match(user, key, close):
+    with pytest.raises(ConfigError, match=rf"training config: unknown key '{key}' \(did you mean '{close}'\?\)"):
+        resolve_config("mpdiffuser", user)
+
+
+def test_unknown_key_without_a_close_match_lists_the_allowed_keys():
+    with pytest.raises(ConfigError) as e:
+        resolve_config("mpdiffuser", {"planner": {"zzz_unheard_of": 1}})
+    msg = str(e.value)
+    assert "'planner.zzz_unheard_of'" in msg and "did you mean" not in msg
+    assert "allowed in 'planner': steps, batch_size" in msg
+
+
+def test_values_must_have_the_field_type():
+    with pytest.raises(ConfigError, match=r"'steps' must be int, got 'many'"):
+        resolve_config("mpdiffuser", {"steps": "many"})
+    with pytest.raises(ConfigError, match=r"'ranker.model.hidden\[1\]' must be int, got 'x'"):
+        resolve_config("mpdiffuser", {"ranker": {"model": {"hidden": [8, "x"]}}})
+    with pytest.raises(ConfigError, match=r"'reward_weighting' must be bool, got 1"):
+        resolve_config("dmemm", {"reward_weighting": 1})
+    with pytest.raises(ConfigError, match=r"'value' must be an object"):
+        resolve_config("dadp_f", {"value": 3})
+    # an int where a float is wanted is taken (and becomes a float)
+    assert resolve_config("mpdiffuser", {"lr": 1}).lr == 1.0
+    assert isinstance(resolve_config("mpdiffuser", {"lr": 1}).lr, float)
+
+
+def test_set_and_config_file_are_checked_where_they_were_written(tmp_path, capsys):
+    with pytest.raises(ConfigError, match=r"--set modle.dim=64: unknown key 'modle' \(did you mean 'model'\?\)"):
+        user_config(None, ["modle.dim=64"])
+    with pytest.raises(ConfigError, match=r"--set ranker.model.dim=big: 'ranker.model.dim' must be int"):
+        user_config(None, ["ranker.model.dim=big"])
+    conf = tmp_path / "c.json"
+    conf.write_text(json.dumps({"steps": 10, "dynamics": {"batchsize": 32}}))
+    with pytest.raises(ConfigError, match=rf"{conf}: unknown key 'dynamics.batchsize' \(did you mean 'batch_size'\?\)"):
+        load_config(conf)
+    assert user_config(None, ["model.dim=8", "ranker.steps=20", "cond_extras=[\"return\"]"]) == \
+        {"model": {"dim": 8}, "ranker": {"steps": 20}, "cond_extras": ["return"]}
+    # the CLI refuses before it reads the data (exit 2, the message on stderr)
+    assert train_main(["--data", str(tmp_path / "none.h5"), "--out", str(tmp_path / "o"),
+                       "--set", "ema_strat=5"]) == 2
+    assert "unknown key 'ema_strat' (did you mean 'ema_start'?)" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_defaults_round_trip_and_sections_merge():
+    assert to_dict(TrainConfig()) == DEFAULTS
+    assert to_dict(parse(DEFAULTS)) == DEFAULTS
+    user = {**TINY, "steps": 7, "dynamics": {"lr": 5e-4, "model": {"dim": 8}}}
+    cfg = resolve_config("mpdiffuser", user)
+    assert to_dict(cfg) == deep_merge(DEFAULTS, {**user, "method": "mpdiffuser"})
+    dyn, ranker = component_config(cfg, "dynamics"), component_config(cfg, "ranker")
+    assert isinstance(dyn, ComponentConfig) and not isinstance(dyn, TrainConfig)
+    assert (dyn.steps, dyn.lr, dyn.model.dim, dyn.model.mults) == (7, 5e-4, 8, [1, 2])
+    assert (ranker.steps, ranker.lr, ranker.model.hidden, ranker.model.act) == (5000, 1e-3, [32, 32], "mish")
+    assert component_config(cfg, "planner").model.dim == 16
+    # a method's section defaults (DADP's auxiliary models) and its components
+    aux = component_config(resolve_config("dadp_i", {"model": {"latent": 8}}), "inverse")
+    assert (aux.batch_size, aux.lr, aux.ema_start, aux.model.latent) == (256, 1e-3, 0, 8)
+
+
+def test_shipped_engine_and_recipe_configs_parse():
+    """The embedded engine's stored training config (a component's config, written by an
+    earlier version) parses strictly and round-trips; the recipe's --set overrides parse."""
+    man = engine_file.read_manifest(engine_file.Path(__file__).parents[2] / "planner_runtime"
+                                    / "engines" / "go2.onnx")
+    stored = man.to_dict()["provenance"]["training_config"]
+    c = from_mapping(ComponentConfig, stored, "go2.onnx training_config")
+    assert (c.fall_cut, c.steps, c.prediction, c.model.dim, c.model.kernel) == (50, 16000, "x0", 32, 3)
+    assert to_dict(c) == deep_merge(to_dict(ComponentConfig()), stored)
+    for recipe in (default_engine.TRAIN, default_engine.FORECASTER):
+        sets = [recipe[i + 1] for i, a in enumerate(recipe) if a == "--set"]
+        assert sets and user_config(None, sets)
+    full = resolve_config("mpdiffuser", user_config(None, [s for s in default_engine.TRAIN
+                                                           if "=" in s and not s.startswith("-")]))
+    assert (full.batch_size, full.lr, full.fall_cut) == (128, 1e-3, 50)

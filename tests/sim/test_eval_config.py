@@ -1,0 +1,134 @@
+"""The eval options as one typed config (sim/eval_config.py): the command line's defaults are
+the dataclass's, unknown keys are refused with the close match, and matrix / sweep cells are
+checked changes of a base config that run as the command lines that parse back to them."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import pytest
+
+from planner_runtime.config import ConfigError, from_mapping
+from sim import eval_matrix, latency_sweep
+from sim.eval_config import EvalConfig, add_arguments, config_from_args, to_argv, with_changes
+
+
+def parse(*argv: str) -> EvalConfig:
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    return config_from_args(p.parse_args(list(argv)))
+
+
+def test_the_command_line_defaults_are_the_dataclass_defaults():
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    ns = p.parse_args([])
+    assert {f.name for f in dataclasses.fields(EvalConfig)} == set(vars(ns))  # one field per option
+    assert config_from_args(ns) == EvalConfig()
+    d = EvalConfig()
+    assert (d.episodes, d.duration, d.seed, d.reference, d.engine, d.start_state, d.jobs) == \
+        (20, 20.0, 10000, ("trot",), (), "measured", 2)
+    # through the whole CLI: its own keys (--verbose, the subcommand) are not eval options
+    from planner_runtime.cli import build_parser
+
+    parser, _ = build_parser(["eval"])
+    assert config_from_args(parser.parse_args(["-v", "eval"])) == EvalConfig()
+
+
+def test_parsed_options_are_typed_and_frozen():
+    c = parse("--engine", "a=x.onnx", "--engine", "y.onnx", "--friction", "0.4", "0.5", "--latency", "40",
+              "--command", "-0.5", "0", "0.2", "--reference", "trot", "ppo", "--policy", "random")
+    assert c.engine == ("a=x.onnx", "y.onnx") and c.friction == (0.4, 0.5) and c.latency == (40.0,)
+    assert c.command == (-0.5, 0.0, 0.2) and c.reference == ("trot", "ppo") and c.policy == ("random",)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.episodes = 3  # type: ignore[misc]
+
+
+def test_an_unknown_key_is_refused_with_the_close_match():
+    with pytest.raises(ConfigError, match=r"unknown key 'episdoes' \(did you mean 'episodes'\?\)"):
+        from_mapping(EvalConfig, {"episdoes": 3}, "eval.json")
+    with pytest.raises(ConfigError, match=r"matrix cell: unknown key 'mas_delta' \(did you mean 'mass_delta'\?\)"):
+        with_changes(EvalConfig(), {"mas_delta": (3.0, 3.0)}, "matrix cell")
+    with pytest.raises(ConfigError, match=r"'friction' must have 2 entries"):
+        with_changes(EvalConfig(), {"friction": (0.4,)}, "matrix cell")
+    with pytest.raises(ConfigError, match=r"'reference\[0\]' must be one of \['trot', 'ppo'\]"):
+        from_mapping(EvalConfig, {"reference": ["walk"]}, "eval.json")
+
+
+def test_to_argv_parses_back_to_the_config():
+    c = with_changes(EvalConfig(), {"engine": ("a=x.onnx", "b.onnx"), "no_expert": True, "model": "menagerie",
+                                    "command": (-0.5, 0.0, 0.25), "friction": (0.4, 0.5), "latency": (20.0, 40.0),
+                                    "merge": "blend", "replan_every": 1, "duration": 6.5, "json": True,
+                                    "obs_latency": 12.5, "condition": (1.0, -2.0)}, "test")
+    argv = to_argv(c)
+    assert argv[:4] == ["--engine", "a=x.onnx", "--engine", "b.onnx"] and "--no-expert" in argv
+    assert "--episodes" not in argv  # defaults are left out
+    assert parse(*argv) == c
+    assert to_argv(EvalConfig()) == []
+    with pytest.raises(ValueError, match="threads"):
+        to_argv(dataclasses.replace(EvalConfig(), threads=None))  # type: ignore[arg-type]
+
+
+def test_a_matrix_cell_is_the_forwarded_options_plus_the_condition():
+    run = parse("--matrix", "out", "--engine", "a=x.onnx", "--reference", "trot", "ppo", "--episodes", "3",
+                "--duration", "6", "--seed", "7", "--jobs", "1")
+    cell = eval_matrix.cell_config(eval_matrix.cell_base(run, eval_matrix.FORWARDED, "matrix"),
+                                   "menagerie", "friction 0.4-0.5")
+    assert cell == EvalConfig(engine=("a=x.onnx",), reference=("trot", "ppo"), episodes=3, duration=6.0, seed=7,
+                              model="menagerie", friction=(0.4, 0.5), json=True, no_progress=True)
+    # the cell runs the command line the matrix always ran for it
+    cmd = eval_matrix.cell_command(cell)
+    assert cmd[1:4] == ["-m", "planner_runtime.cli", "eval"]
+    before = ["--model", "menagerie", "--friction", "0.4", "0.5", "--episodes", "3", "--duration", "6.0",
+              "--seed", "7", "--no-progress", "--json", "--reference", "trot", "ppo", "--engine", "a=x.onnx"]
+    assert parse(*cmd[4:]) == parse(*before)
+    lag = eval_matrix.cell_config(eval_matrix.cell_base(run, eval_matrix.FORWARDED, "matrix"),
+                                  "project", "actuator lag 15 ms")
+    assert lag.actuator_lag == 15.0 and lag.model == "project" and lag.friction is None
+
+
+def test_a_latency_sweep_cell_is_the_first_engine_at_the_latency_under_the_rule():
+    run = parse("--latency-sweep", "out", "--engine", "a=x.onnx", "--engine", "b=y.onnx", "--model", "menagerie",
+                "--randomize", "--episodes", "2", "--plot", "p.png")
+    cell = latency_sweep.cell_config(latency_sweep.sweep_base(run), 40, "forecast")
+    assert cell == EvalConfig(engine=("a=x.onnx",), no_expert=True, model="menagerie", randomize=True, episodes=2,
+                              latency=(40.0,), merge="aligned", start_state="forecast", replan_every=1,
+                              json=True, no_progress=True)
+    before = ["--no-expert", "--latency", "40", "--merge", "aligned", "--start-state", "forecast",
+              "--replan-every", "1", "--model", "menagerie", "--episodes", "2", "--duration", "20.0",
+              "--seed", "10000", "--no-progress", "--json", "--randomize", "--engine", "a=x.onnx"]
+    assert parse(*eval_matrix.cell_command(cell)[4:]) == parse(*before)
+
+
+def test_a_typo_in_a_cell_override_stops_the_run_before_any_cell(monkeypatch, tmp_path, capsys):
+    def no_cells(*a, **k):
+        raise AssertionError("no cell may run")
+
+    monkeypatch.setattr(eval_matrix, "run_cells", no_cells)
+    monkeypatch.setitem(eval_matrix.CONDITIONS, "slippery", {"fricton": (0.1, 0.2)})
+    run = parse("--matrix", str(tmp_path), "--matrix-conditions", "slippery")
+    assert eval_matrix.run_matrix(run) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'fricton'" in err and "did you mean 'friction'" in err and "'slippery'" in err
+    monkeypatch.setattr(latency_sweep, "run_cells", no_cells)
+    monkeypatch.setitem(latency_sweep.RULES, "fast", {"merge": "hold", "replan_evry": 1})
+    run = parse("--latency-sweep", str(tmp_path), "--sweep-rules", "fast", "--sweep-latencies", "20")
+    assert latency_sweep.run_sweep(run) == 2
+    assert "did you mean 'replan_every'" in capsys.readouterr().err
+
+
+def test_matrix_and_sweep_refuse_options_their_cells_would_not_apply():
+    from planner_runtime.config import ConfigError
+    from sim.eval_matrix import FORWARDED, cell_base
+    from sim.latency_sweep import sweep_base
+
+    cfg = EvalConfig(matrix="out", obs_latency=40.0, chunk=2)
+    with pytest.raises(ConfigError, match=r"--obs-latency, --chunk would not reach the cells"):
+        cell_base(cfg, FORWARDED, "matrix")
+    ok = EvalConfig(matrix="out", episodes=3, jobs=1, json=True)
+    assert cell_base(ok, FORWARDED, "matrix").episodes == 3
+    sweep = EvalConfig(latency_sweep="out", engine=("a=x.onnx", "b=y.onnx"), model="menagerie")
+    assert sweep_base(sweep).engine == ("a=x.onnx",) and sweep_base(sweep).model == "menagerie"
+    with pytest.raises(ConfigError, match="--pushes would not reach"):
+        sweep_base(EvalConfig(latency_sweep="out", pushes=True))
