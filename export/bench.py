@@ -16,7 +16,9 @@ Sections (``--what``, comma-separated, default ``sampler``; ``all`` = every sect
   latency against the sampler alone and a bare-server floor, same run).
 - controller: ``robot.bench_loop.run_bench`` (500 Hz loop jitter and the watchdog's times
   after the planner is killed).
-Only the sampler section needs torch; the others run on the robot's computer. Summaries go
+- training: ``export.train.bench.training_bench`` (offline: steps/s of the Go2-sized planner
+  and dynamics networks, 1 and 2 processes; not in ``all``).
+Only the sampler and training sections need torch; the others run on the robot's computer. Summaries go
 through ``planner_runtime.bench.stats.summary``. A section whose dependencies are missing
 reports ``"not available"``. ``--plot DIR`` writes a latency histogram PNG per section.
 """
@@ -40,7 +42,8 @@ GO2 = {"S": 30, "A": 12, "C": 3, "H": 16, "K": 10, "warm": 7}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--what", default="sampler", help="sections: sampler,cadence,service,controller or all")
+    p.add_argument("--what", default="sampler",
+                   help="sections: sampler,cadence,service,controller,training; all = every latency section")
     p.add_argument("--iters", type=int, default=200, help="timed calls per variant")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--threads", type=int, default=1, help="ORT intra-op and torch threads")
@@ -61,6 +64,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="committed-prefix rows held in every timed plan (real-time chunking; "
                         "default 2 = a 40 ms delay at 50 Hz; 0 = none)")
     p.add_argument("--exporter", default="torchscript", choices=("torchscript", "dynamo"))
+    # training section (export/train/bench.py)
+    p.add_argument("--train-steps", type=int, default=200, help="training section: steps per run")
+    p.add_argument("--train-procs", type=int, nargs="+", default=[1, 2],
+                   help="training section: process counts (2 = torchrun, gloo on CPU)")
+    p.add_argument("--train-data", default=None, help="training section: dataset (default: synthetic Go2-shaped)")
+    p.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="training section: config override (repeatable)")
     p.add_argument("--engine", type=Path, default=None,
                    help="engine for the service section (default: the sampler section's fused graph)")
     p.add_argument("--keep", type=Path, default=None, help="directory to keep the exported engines in")
@@ -279,7 +289,7 @@ def run(args: argparse.Namespace) -> int:
     what = [w.strip() for w in str(args.what).split(",") if w.strip()]
     if "all" in what:
         what = ["sampler", "cadence", "service", "controller"]
-    unknown = set(what) - {"sampler", "cadence", "service", "controller"}
+    unknown = set(what) - {"sampler", "cadence", "service", "controller", "training"}
     if unknown:
         print(f"error: unknown --what section(s) {sorted(unknown)}", file=sys.stderr)
         return 2
@@ -328,6 +338,14 @@ def run(args: argparse.Namespace) -> int:
                 print("service:\n" + format_report(report[sec]))
             else:
                 print(f"{sec}: {json.dumps(report[sec])}")
+    if "training" in what:
+        from export.train.bench import format_report as format_training
+        from export.train.bench import training_bench
+
+        report["training"] = training_bench(args.train_steps, args.train_procs, args.threads,
+                                            args.train_data, args.train_set)
+        if not args.json:
+            print("training:\n" + format_training(report["training"]))
     report["load_average_after"] = list(os.getloadavg())
     if "sampler" in what and args.keep is None:  # exported engines were temporary
         import shutil

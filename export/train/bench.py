@@ -1,17 +1,17 @@
-"""Training throughput benchmark: steps/s of the Go2-sized MPDiffuser networks.
+"""Training throughput: steps/s of the Go2-sized MPDiffuser networks (the ``training``
+section of ``planner-runtime bench``, export/bench.py).
 
-    python -m export.train.bench [--steps 200] [--procs 1 2] [--data FILE] [--json]
+    planner-runtime bench --what training [--train-steps 200] [--train-procs 1 2] [--train-data FILE] [--json]
 
 Trains the planner and the dynamics model (S = 30, A = 12, C = 3, H = 16, the default
-config) for ``--steps`` steps on ``--data`` (default: a synthetic Go2-shaped file, see
-``export/synthetic.py``), once per process count in ``--procs`` (2 = ``torchrun
---nproc_per_node 2``, gloo on CPU, same global batch), and reports steps/s and samples/s.
-Numbers depend on what else the machine runs: say so when quoting them.
+config) for ``--train-steps`` steps on ``--train-data`` (default: a synthetic Go2-shaped
+file, see ``export/synthetic.py``), once per process count in ``--train-procs`` (2 =
+``torchrun --nproc_per_node 2``, gloo on CPU, same global batch), and reports steps/s and
+samples/s. Numbers depend on what else the machine runs: say so when quoting them.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -44,37 +44,25 @@ def run_one(data: str, out: str, procs: int, steps: int, threads: int, overrides
                              "params": c["params"]} for c in s["components"]}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m export.train.bench", description=__doc__)
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--procs", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    ap.add_argument("--data", help="dataset file (default: synthetic Go2-shaped)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--json", action="store_true")
-    a = ap.parse_args(argv)
+def training_bench(steps: int, procs: list[int], threads: int = 1, data: str | None = None,
+                   overrides: list[str] | None = None) -> dict:
+    """Steps/s and samples/s per component, once per process count in ``procs``."""
+    overrides = list(overrides or [])
     with tempfile.TemporaryDirectory() as tmp:
-        data = a.data
         if data is None:
             from export.synthetic import write_go2_shaped_dataset
 
             data = str(Path(tmp) / "go2_synth.h5")
             write_go2_shaped_dataset(data, n_episodes=10, T=500)
-        res = {"steps": a.steps, "threads_per_proc": a.threads, "overrides": a.overrides,
-               "cpu_count": os.cpu_count(), "load_avg_1m": os.getloadavg()[0], "runs": {}}
-        for n in a.procs:
-            res["runs"][str(n)] = run_one(data, str(Path(tmp) / f"out{n}"), n, a.steps, a.threads,
-                                          a.overrides)
+        res: dict = {"steps": steps, "threads_per_proc": threads, "overrides": overrides,
+                     "cpu_count": os.cpu_count(), "load_avg_1m": os.getloadavg()[0], "runs": {}}
+        for n in procs:
+            res["runs"][str(n)] = run_one(data, str(Path(tmp) / f"out{n}"), n, steps, threads, overrides)
         res["load_avg_1m_after"] = os.getloadavg()[0]
-    if a.json:
-        print(json.dumps(res))
-    else:
-        for n, r in res["runs"].items():
-            for comp, v in r.items():
-                print(f"{n} proc: {comp:9s} {v['steps_per_s']:7.2f} steps/s "
-                      f"({v['samples_per_s']:.0f} windows/s, {v['params']} params)")
-    return 0
+    return res
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def format_report(res: dict) -> str:
+    return "\n".join(f"{n} proc: {comp:9s} {v['steps_per_s']:7.2f} steps/s "
+                     f"({v['samples_per_s']:.0f} windows/s, {v['params']} params)"
+                     for n, r in res["runs"].items() for comp, v in r.items())

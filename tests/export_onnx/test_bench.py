@@ -31,3 +31,19 @@ def test_bench_sampler_json(tmp_path, capsys):
 def test_bench_unknown_section(capsys):
     assert main(["bench", "--what", "gpu-magic"]) == 2
     assert "unknown --what" in capsys.readouterr().err
+
+
+def test_bench_training_section_trains_both_networks(tmp_path, capsys):
+    from export.synthetic import write_go2_shaped_dataset
+
+    data = tmp_path / "go2.h5"
+    write_go2_shaped_dataset(str(data), n_episodes=2, T=60)
+    rc = main(["bench", "--what", "training", "--train-steps", "3", "--train-procs", "1",
+               "--train-data", str(data), "--train-set", "batch_size=8", "--json"])
+    assert rc == 0
+    rep = json.loads(capsys.readouterr().out)["training"]
+    run = rep["runs"]["1"]
+    assert set(run) == {"planner", "dynamics"} and rep["steps"] == 3
+    for comp in run.values():
+        assert comp["steps_per_s"] > 0 and comp["params"] > 0
+        assert comp["samples_per_s"] == pytest.approx(comp["steps_per_s"] * 8, rel=0.01)
