@@ -44,7 +44,7 @@ import numpy as np
 from planner_runtime.bench.stats import summary
 from planner_runtime.config import ConfigError
 from robot.observation import tilt_cost
-from sim.eval_config import EvalConfig, config_from_args
+from sim.eval_config import EvalConfig, config_from_args, unused_options
 from sim.eval_config import add_arguments as add_arguments  # the CLI's options (sim/eval_config.py)
 from sim.physics import check_model_argument
 
@@ -381,6 +381,13 @@ def run_eval(cfg: EvalConfig) -> int:
     from planner_runtime.backends import load_engine
     from robot.controller import check_engine
 
+    unused = unused_options(cfg)
+    if unused:
+        one = len(unused) == 1
+        where = (f"{'does' if one else 'do'} not apply to a Gymnasium evaluation (--env)" if cfg.env
+                 else f"{'applies' if one else 'apply'} only with --env ID (a Gymnasium evaluation)")
+        print(f"error: {', '.join('--' + k.replace('_', '-') for k in unused)} {where}", file=sys.stderr)
+        return 2
     if cfg.env:
         from sim.gym_eval import run_gym
 

@@ -132,3 +132,15 @@ def test_matrix_and_sweep_refuse_options_their_cells_would_not_apply():
     assert sweep_base(sweep).engine == ("a=x.onnx",) and sweep_base(sweep).model == "menagerie"
     with pytest.raises(ConfigError, match="--pushes would not reach"):
         sweep_base(EvalConfig(latency_sweep="out", pushes=True))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--record", "out.h5", "--policy", "random"], "--policy, --record apply only with --env ID"),
+    (["--temperature", "0.5"], "--temperature applies only with --env ID"),
+    (["--env", "NoSuchEnv-v0", "--randomize", "--latency", "40"], "--randomize, --latency do not apply to a Gymnasium"),
+])
+def test_options_the_evaluation_would_not_read_are_refused(argv, message, capsys):
+    from planner_runtime.cli import main
+
+    assert main(["eval", "--episodes", "1", *argv]) == 2
+    assert message in capsys.readouterr().err
