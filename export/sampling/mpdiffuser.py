@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -175,25 +174,6 @@ def _ranker(cks: dict, kw: dict, n_samples: int, gamma: float, budget: float) ->
                         gamma, budget)
 
 
-def check_same_normalizer(fc: dict, planner: dict | None) -> None:
-    """The forecaster runs inside the graph in the planner's normalized units: refuse one whose
-    checkpoint carries other trajectory statistics (trained on other data) rather than let it
-    forecast in the wrong units."""
-    from export.train.checkpoint import CheckpointError
-
-    if planner is None:
-        return
-    a, b = fc["normalizers"]["traj"], planner["normalizers"]["traj"]
-    same = a.get("kind") == b.get("kind") and all(
-        np.allclose(np.asarray(a[k], np.float64), np.asarray(b[k], np.float64), rtol=1e-6, atol=1e-9)
-        for k in ("shift", "scale"))
-    if not same:
-        raise CheckpointError(
-            "the forecaster was trained with other trajectory normalizer statistics than the planner "
-            "(other data): it forecasts in the planner's normalized units inside the graph, so train "
-            "it on the planner's dataset, or fine-tune it with --init-from, which keeps them")
-
-
 def attach_forecaster(sampler, cks: dict, forecast_states: str = "all") -> None:
     """Give ``sampler`` the 'forecaster' checkpoint when there is one (real-time chunking by
     forecasting; without it a committed prefix is inpainted). ``forecast_states``: "all",
@@ -205,7 +185,6 @@ def attach_forecaster(sampler, cks: dict, forecast_states: str = "all") -> None:
     if spec == "none" or "forecaster" not in list(cks):  # iterating records no use
         return
     fc = cks["forecaster"]
-    check_same_normalizer(fc, cks.get("planner"))
     if spec == "all":
         sampler.set_forecaster(build_model(fc), None)
         return

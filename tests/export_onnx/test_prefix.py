@@ -240,22 +240,3 @@ def test_forecast_states_by_name_and_refusals():
     assert s2.forecaster is None and s2.knobs()["prefix"] == "inpaint"
     with pytest.raises(ValueError, match="matches no state"):
         attach_forecaster(make_sampler("planner"), Cks(forecaster=fc), "zz_")
-
-
-def test_a_forecaster_from_other_data_is_refused():
-    """It runs in the planner's normalized units: other normalizer statistics = other units."""
-    from export.sampling.mpdiffuser import attach_forecaster, check_same_normalizer
-    from export.train.checkpoint import CheckpointError
-
-    from .conftest import make_sampler
-
-    D = S + A
-    norms = {"traj": {"kind": "minmax", "shift": [0.1] * D, "scale": [2.0] * D}}
-    planner = {"normalizers": norms}
-    same = {"normalizers": {"traj": {"kind": "minmax", "shift": [0.1] * D, "scale": [2.0] * D}}}
-    check_same_normalizer(same, planner)  # identical statistics: fine
-    other = {"normalizers": {"traj": {**norms["traj"], "shift": [0.1] * (D - 1) + [0.5]}}}
-    with pytest.raises(CheckpointError, match="other trajectory normalizer statistics"):
-        check_same_normalizer(other, planner)
-    with pytest.raises(CheckpointError, match="other trajectory normalizer"):
-        attach_forecaster(make_sampler("planner"), {"planner": planner, "forecaster": other}, "all")
