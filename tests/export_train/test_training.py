@@ -249,3 +249,30 @@ def test_forecaster_learns_the_state_change_over_committed_actions(linear_data, 
     err = ((x - traj[:, 3, : data.S]) ** 2).mean(-1)[ok].mean()
     stale = ((torch.as_tensor(b["x0"]) - traj[:, 3, : data.S]) ** 2).mean(-1)[ok].mean()
     assert float(err) < 0.3 * float(stale), (float(err), float(stale))
+
+
+def test_forecaster_fine_tunes_on_data_with_another_spread(linear_data, tmp_path):
+    """--init-from for the forecaster: its output scale (step_scale, part of the architecture)
+    comes from the checkpoint, not from the new data's one-step spread, so the run starts from
+    the trained weights and composes with the planner as before."""
+    from export.synthetic import write_linear_dataset
+
+    base = dict(lr=1e-3, ema_start=0, ema_every=1, ema_tau=1.0, ckpt_every=10,
+                forecaster={"steps": 10, "batch_size": 64})
+    train_method("mpdiffuser", cfg(**base, steps=10, components=["planner", "forecaster"]),
+                 linear_data, tmp_path / "a", progress=False)
+    changed = tmp_path / "changed.h5"
+    write_linear_dataset(changed, n_episodes=20, T=40, noise_std=1.5, seed=7)  # other spread
+    a = load_checkpoint(tmp_path / "a" / "forecaster.pt")
+    train_method("mpdiffuser", cfg(**base, steps=10, components=["forecaster"]), changed,
+                 tmp_path / "b", progress=False, init_from=tmp_path / "a")
+    b = load_checkpoint(tmp_path / "b" / "forecaster.pt")
+    assert b["model_config"]["step_scale"] == a["model_config"]["step_scale"]
+    assert b["normalizers"] == a["normalizers"] and b["config"]["init_from"]["step"] == 10
+    assert any(not torch.equal(t, b["model"][n]) for n, t in a["ema"].items())  # it trained
+    # from scratch on the changed data the scale would differ (what used to refuse the fine-tune)
+    train_method("mpdiffuser", cfg(**base, steps=2, components=["forecaster"]), changed,
+                 tmp_path / "c", progress=False)
+    assert load_checkpoint(tmp_path / "c" / "forecaster.pt")["model_config"]["step_scale"] != \
+        a["model_config"]["step_scale"]
+    build_sampler([tmp_path / "a" / "planner.pt", tmp_path / "b" / "forecaster.pt"], "planner")
