@@ -150,5 +150,5 @@ def save(path: str | Path, weights: list[tuple[np.ndarray, np.ndarray]], x_mean:
         arrays[f"b{i}"] = np.asarray(b, np.float32)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(p, allow_pickle=True, **arrays)  # numpy's default, named so that **arrays type-checks
+    np.savez(p, allow_pickle=False, **arrays)  # no pickle: numbers and one string (load refuses pickle too)
     return p
