@@ -36,7 +36,8 @@ ACTION_NAMES: tuple[str, ...] = tuple(f"a_{n}" for n in JOINT_NAMES)
 STATE_DIM = len(STATE_NAMES)
 CONDITION_DIM = len(CONDITION_NAMES)
 ACTION_DIM = len(ACTION_NAMES)
-GRAVITY_Z_SLICE = 5  # index of projected gravity z in the state (cost: see tilt_cost)
+GRAVITY_Z_SLICE = STATE_NAMES.index("gravity_z")  # 5: the state's projected gravity z (see tilt_cost)
+ANG_VEL_Z = STATE_NAMES.index("ang_vel_z")  # 2: the state's yaw rate (the reward's yaw term)
 OBS_SPEC_VERSION = 1
 
 
@@ -143,6 +144,13 @@ def tilt_cost(gravity_z: np.ndarray | float) -> np.ndarray:
     """The paper's Go2 cost, elementwise: 1.0 where the projected gravity z is above
     ``TILT_COST_GRAVITY_Z`` (torso tilted more than ~18 deg), else 0.0 (float64)."""
     return (np.asarray(gravity_z) > TILT_COST_GRAVITY_Z).astype(np.float64)
+
+
+def state_reward_cost(state: np.ndarray, base_lin_vel: np.ndarray, command: np.ndarray) -> tuple[float, float]:
+    """``reward_cost`` at a state from ``build_state`` (its yaw rate and projected gravity z)
+    and the base velocity there (privileged: simulators only): how collection labels a tick,
+    at the state the tick led to."""
+    return reward_cost(base_lin_vel, float(state[ANG_VEL_Z]), float(state[GRAVITY_Z_SLICE]), command)
 
 
 def reward_cost(base_lin_vel: np.ndarray, ang_vel_z: float, gravity_z: float,

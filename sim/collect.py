@@ -140,7 +140,7 @@ def collect_episode(seed: int, index: int, cfg: dict) -> dict:
     """Simulate one episode; returns plain arrays (runs in a worker process)."""
     from robot.actions import NAMED
     from robot.go2_constants import POLICY_DT, clamp_target
-    from robot.observation import GRAVITY_Z_SLICE, build_condition, build_state, reward_cost
+    from robot.observation import build_condition, build_state, state_reward_cost
     from sim.commands import random_schedule
     from sim.episode import PHYSICS_PER_TICK
     from sim.mujoco_harness import MujocoGo2, SimConfig
@@ -173,7 +173,7 @@ def collect_episode(seed: int, index: int, cfg: dict) -> dict:
         s = robot.read_state()
         x = build_state(s)
         if k > 0:  # reward of the previous tick, at the state it led to
-            rew[k - 1], cost[k - 1] = reward_cost(s.base_lin_vel, float(x[2]), float(x[GRAVITY_Z_SLICE]), cond[k - 1])
+            rew[k - 1], cost[k - 1] = state_reward_cost(x, s.base_lin_vel, cond[k - 1])
         c = sched.at(t)
         target, low = expert.act(s, c, t)
         # targets inside the band the controller's command filter keeps them in (the joint
@@ -196,7 +196,7 @@ def collect_episode(seed: int, index: int, cfg: dict) -> dict:
             break
     s = robot.read_state()
     x = build_state(s)
-    rew[n - 1], cost[n - 1] = reward_cost(s.base_lin_vel, float(x[2]), float(x[GRAVITY_Z_SLICE]), cond[n - 1])
+    rew[n - 1], cost[n - 1] = state_reward_cost(x, s.base_lin_vel, cond[n - 1])
     return {"index": index, "observations": obs[:n], "actions": act[:n], "conditions": cond[:n],
             "rewards": rew[:n], "costs": cost[:n], "terminal": terminal,
             "raw": {k: v[:n] for k, v in raw.items()}, "pushes": len(robot.pushes),

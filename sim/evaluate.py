@@ -447,9 +447,13 @@ def run_eval(cfg: EvalConfig) -> int:
             from sim.ranker_check import CandidateScorer, open_writer
 
             try:
+                gamma = engine.manifest.method.knobs.get("gamma")
+                if not isinstance(gamma, (int, float)):  # the ranker's discount, from its engine
+                    raise ValueError("--ranker-check needs the ranker's discount (method knob 'gamma') "
+                                     "in the engine's manifest; this engine records none")
                 if cfg.ranker_data and writer is None:
                     writer = open_writer(cfg.ranker_data, engine.manifest, cfg)
-                scorer = CandidateScorer(engine, contract.semantics, engine.manifest.method.knobs.get("gamma", 0.997),
+                scorer = CandidateScorer(engine, contract.semantics, float(gamma),
                                          list(contract.condition_names), writer)
             except ValueError as exc:
                 print(f"error: engine {name} ({path}): {exc}", file=sys.stderr)

@@ -48,11 +48,10 @@ from robot.go2_constants import (
 from robot.observation import (
     ACTION_NAMES,
     CONDITION_NAMES,
-    GRAVITY_Z_SLICE,
     STATE_NAMES,
     build_condition,
     observation_spec,
-    reward_cost,
+    state_reward_cost,
 )
 from robot.types import LowCmd, LowState
 
@@ -161,8 +160,7 @@ def collect(sim: Any, writer: Any, make_policy: Callable[[], Any], config: Colle
             if k == 0:
                 continue
             # reward of the previous tick (sample k - 1), at the state it led to
-            rew, cost = reward_cost(s.base_lin_vel[i], float(X[i, 2]), float(X[i, GRAVITY_Z_SLICE]),
-                                    ep.rows["cond"][k - 1])
+            rew, cost = state_reward_cost(X[i], s.base_lin_vel[i], ep.rows["cond"][k - 1])
             ep.rows["rew"].append(rew)
             ep.rows["cost"].append(cost)
             if fallen[i] or k >= T:

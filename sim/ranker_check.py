@@ -43,7 +43,7 @@ class CandidateScorer:
 
     def __init__(self, engine: Any, semantics: Any, gamma: float, condition_names: list[str],
                  writer: Any = None):
-        from robot.observation import GRAVITY_Z_SLICE
+        from robot.controller import ControllerConfig
 
         self._engine = engine
         self.semantics = semantics
@@ -54,7 +54,7 @@ class CandidateScorer:
         except ValueError as exc:
             raise ValueError(f"--ranker-check needs the command in the engine's conditions, "
                              f"got {names}") from exc
-        self._gz = GRAVITY_Z_SLICE
+        self._decimation = ControllerConfig().policy_decimation  # physics steps per plan row
         self.robot: Any = None
         self.episode = -1
         self.records: list[dict[str, Any]] = []
@@ -114,8 +114,7 @@ class CandidateScorer:
         """True per-tick (rewards, costs, fell) of executing one candidate's actions open loop
         from the simulator's current state, on a copy (the real episode is untouched); the
         arrays end early at a fall."""
-        from robot.controller import ControllerConfig
-        from robot.observation import build_state, reward_cost
+        from robot.observation import build_state, state_reward_cost
         from robot.safety import CommandFilter
         from robot.types import LowCmd
 
@@ -123,7 +122,6 @@ class CandidateScorer:
         filt = CommandFilter()
         sem = self.semantics
         S = plan.shape[1] - len(sem.joint_names)
-        dec = ControllerConfig().policy_decimation
         n = len(sem.joint_names)
         rewards: list[float] = []
         costs: list[float] = []
@@ -131,9 +129,8 @@ class CandidateScorer:
         for t in range(plan.shape[0]):
             want = LowCmd(q=sem.to_target(plan[t, S:]), kp=np.full(n, sem.kp), kd=np.full(n, sem.kd))
             cmd, _ = filt.apply(want, sim.read_state())
-            sim.step_policy(cmd, dec)
-            x = build_state(sim.read_state())
-            r, c = reward_cost(sim.base_lin_vel(), float(x[2]), float(x[self._gz]), command)
+            sim.step_policy(cmd, self._decimation)
+            r, c = state_reward_cost(build_state(sim.read_state()), sim.base_lin_vel(), command)
             rewards.append(r)
             costs.append(c)
             if sim.fallen():
