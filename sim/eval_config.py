@@ -199,21 +199,24 @@ def to_argv(cfg: EvalConfig) -> list[str]:
     return out
 
 
-# The options a Gymnasium evaluation (``--env``, sim/gym_eval.py) reads, and those only it reads.
-GYM_OPTIONS = ("env", "env_kwargs", "max_steps", "condition", "condition_hook", "policy", "record",
-               "temperature", "diversity", "engine", "episodes", "seed", "threads", "chunk", "cfg_w",
-               "json", "no_progress")
+# The options only a Gymnasium evaluation (``--env``, sim/gym_eval.py) reads, and all it reads.
 GYM_ONLY = ("env_kwargs", "max_steps", "condition", "condition_hook", "policy", "record", "temperature",
             "diversity")
+GYM_OPTIONS = ("env", "engine", "episodes", "seed", "threads", "chunk", "cfg_w", "json", "no_progress",
+               *GYM_ONLY)
+
+
+def given_options(cfg: EvalConfig) -> list[str]:
+    """The options of ``cfg`` that differ from their defaults (in field order)."""
+    defaults = EvalConfig()
+    return [f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(defaults, f.name)]
 
 
 def unused_options(cfg: EvalConfig) -> list[str]:
-    """The options given (not at their defaults) that this kind of evaluation would not read:
-    Go2-only ones with ``--env``, Gymnasium-only ones without it. The caller refuses them, so
-    no option is silently ignored."""
-    defaults = EvalConfig()
-    given = [f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(defaults, f.name)]
+    """The options given that this kind of evaluation would not read: Go2-only ones with
+    ``--env``, Gymnasium-only ones without it. The caller refuses them, so no option is
+    silently ignored."""
+    given = given_options(cfg)
     if cfg.env:
         return [k for k in given if k not in GYM_OPTIONS]
     return [k for k in given if k in GYM_ONLY]
-

@@ -15,7 +15,6 @@ and no episode over the cost budget, in every cell.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from planner_runtime.config import ConfigError
-from sim.eval_config import EvalConfig, to_argv, with_changes
+from sim.eval_config import EvalConfig, given_options, to_argv, with_changes
 
 MODELS = ("project", "menagerie", "menagerie-fitted")
 CONDITIONS: dict[str, dict[str, Any]] = {  # condition -> the EvalConfig fields it changes
@@ -50,9 +49,7 @@ def cell_base(cfg: EvalConfig, forwarded: tuple[str, ...], where: str) -> EvalCo
     """The config every cell of a matrix or sweep run starts from: the eval defaults with the
     ``forwarded`` options of ``cfg``, no progress bar, one JSON report on stdout. Any other
     option the run was given is refused (ConfigError): a cell would not apply it."""
-    defaults = EvalConfig()
-    ignored = [k for k in dataclasses.asdict(defaults)
-               if k not in forwarded and k not in RUN_OPTIONS and getattr(cfg, k) != getattr(defaults, k)]
+    ignored = [k for k in given_options(cfg) if k not in forwarded and k not in RUN_OPTIONS]
     if ignored:
         raise ConfigError(f"{where}: --{', --'.join(k.replace('_', '-') for k in ignored)} would not reach "
                           f"the cells (they take only --{', --'.join(k.replace('_', '-') for k in forwarded)}); "
