@@ -60,6 +60,9 @@ class ModelConfig:
     ensemble: int = 1  # GaussianTransition (dmemm)
     min_logstd: float = -3.0
     max_logstd: float = 0.5
+    # ForecasterNet's output scale per state dimension; None: the spread of the data's one-step
+    # changes (a fine-tune, --init-from, takes the checkpoint's: its weights were trained in it)
+    step_scale: list[float] | None = None
 
 
 @dataclass

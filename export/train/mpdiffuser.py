@@ -110,12 +110,10 @@ class ForecasterTask(TrainTask):
         self.steps = cfg.forecast_steps
         if not 1 <= self.steps <= data.H:
             raise ValueError(f"forecast_steps must be in [1, H={data.H}], got {self.steps}")
-        if cfg.init_from is not None:
-            # a fine-tune keeps the output scaling its weights were trained with (part of the
-            # architecture), not the spread of the new data's one-step changes
-            from export.train.checkpoint import load_checkpoint
-
-            self.step_scale = list(load_checkpoint(cfg.init_from.path)["model_config"]["step_scale"])
+        if cfg.model.step_scale is not None:  # given (a fine-tune: the checkpoint's)
+            if len(cfg.model.step_scale) != data.S:
+                raise ValueError(f"model.step_scale needs {data.S} values, got {len(cfg.model.step_scale)}")
+            self.step_scale = list(cfg.model.step_scale)
             return
         rng = np.random.default_rng(cfg.seed)
         b = data.train.sample(min(20000, max(1, len(data.train))), rng)

@@ -125,8 +125,9 @@ _MODEL_KEYS = frozenset(f.name for f in fields(ModelConfig))
 def _init_overrides(ck: dict[str, Any]) -> dict[str, Any]:
     """What a fine-tune takes from its checkpoint instead of the config: the architecture,
     the diffusion schedule and what the network predicts (training an eps network with an
-    x0 loss, or on another schedule, would silently break it). The model's constructor
-    arguments that are no config keys (its dims, the forecaster's step scale) are left out."""
+    x0 loss, or on another schedule, would silently break it), the forecaster's output scale
+    included. The model's constructor arguments that are no config keys (its dims) are left
+    out: the data's must match them."""
     model = {k: v for k, v in ck["model_config"].items() if k in _MODEL_KEYS}
     over: dict[str, Any] = {"model": model,
                             "init_from": {"path": str(ck.get("_path")), "step": int(ck["step"])}}
