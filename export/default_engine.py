@@ -2,7 +2,7 @@
 
     python -m export.default_engine --work runs/default_engine           # everything
     python -m export.default_engine --work runs/default_engine --skip-collect --data data/go2_expert.h5
-    python -m export.default_engine --work runs/default_engine --skip-collect --skip-diffusion --install
+    python -m export.default_engine --work runs/default_engine --skip-collect --skip-diffusion --install  # forecaster only
     python -m export.default_engine --work runs/default_engine --reexport --install  # checkpoints kept
 
 Runs the same ``planner-runtime`` commands a user would (so the recipe is the CLI, not a
@@ -44,14 +44,27 @@ TRAIN = ["train", "--method", "mpdiffuser", "--components", "{component}", "--st
 # CFG w 1.3 was chosen by closed-loop measurement on these networks (docs/robustness.md):
 # at w 1.0 the robot barely walked forward on the fitted Go2 (0.09 m/s at a 0.5 command).
 # The real-time chunking forecaster (a one-step state model rolled over the committed actions
-# inside the graph): 6000 steps, seconds per thousand. Only the joint positions of its
-# forecast replace the measured state (forecast_states): forecasting the trunk's angular
-# velocity and gravity, or the joint velocities, made the closed loop worse (docs/realtime.md).
+# inside the graph): first trained on the PPO data (6000 steps, seconds per thousand). That
+# forecaster sees only the PPO policy's states; on the engine's own states its error is 2-3x
+# larger, and only its joint-position forecast helped (forecasting the trunk's angular velocity
+# and gravity or the joint velocities made the closed loop worse: docs/realtime.md). So the
+# engine with it (BASE_ENGINE_NAME) drives the project Go2 under 40-80 ms of plan latency
+# (drawn per plan), 40 episodes x 20 s on seeds neither collection nor eval use, and
+# `eval --record` writes those episodes; the forecaster is fine-tuned on them (3000 steps at
+# lr 3e-4; architecture, output scale and normalizers from the first one), and its forecast of
+# every state dimension replaces the measured one (forecast_states=all).
 FORECASTER = ["train", "--method", "mpdiffuser", "--components", "forecaster", "--set", "fall_cut=50",
               "--threads", "1", "--no-progress", "--json"]
+RECORD = ["eval", "--no-expert", "--episodes", "40", "--duration", "20", "--latency", "40", "80",
+          "--seed", "50000", "--no-progress", "--json"]
+FINETUNE = ["train", "--method", "mpdiffuser", "--components", "forecaster", "--set", "forecaster.steps=3000",
+            "--set", "forecaster.lr=3e-4", "--set", "fall_cut=50", "--threads", "1", "--no-progress", "--json"]
 EXPORT = ["export", "--method", "mpdiffuser", "--graph", "fused", "--warm-level", "7",
-          "--temperature", "0.1", "--cfg-w", "1.3", "--chunk-size", "4",
-          "--knob", "forecast_states=q_rel_", "--json"]
+          "--temperature", "0.1", "--cfg-w", "1.3", "--chunk-size", "4", "--json"]
+BASE_STATES = "q_rel_"  # forecast_states of the base engine (the forecaster before its fine-tune)
+FINAL_STATES = "all"  # and of the shipped one
+BASE_ENGINE_NAME = "go2_base.onnx"
+ONPOLICY_NAME = "onpolicy.h5"
 ENGINE_NAME = "go2.onnx"
 
 
@@ -73,15 +86,43 @@ def _run(args: list[str], log: list[dict], parallel: list[list[str]] | None = No
                 "wall_s": round(time.monotonic() - t0, 1)})
 
 
+def _export(ck: Path, out: Path, states: str) -> list[str]:
+    return [EXPORT[0], "--checkpoints", str(ck), "-o", str(out), *EXPORT[1:], "--knob", f"forecast_states={states}"]
+
+
+def _forecaster_stages(data: Path, ck: Path, work: Path, log: list[dict]) -> None:
+    """The forecaster on the training data, the base engine, its own episodes under latency,
+    the fine-tune on them (module constants above)."""
+    base, onpolicy = work / BASE_ENGINE_NAME, work / ONPOLICY_NAME
+    _run([FORECASTER[0], "--data", str(data), "--out", str(ck), *FORECASTER[1:]], log)
+    _run(_export(ck, base, BASE_STATES), log)
+    onpolicy.unlink(missing_ok=True)  # this recipe's own intermediate: eval --record writes a new file
+    _run([RECORD[0], "--engine", f"base={base}", "--record", str(onpolicy), *RECORD[1:]], log)
+    _run([FINETUNE[0], "--init-from", str(ck), "--data", str(onpolicy), "--out", str(ck), *FINETUNE[1:]], log)
+
+
+def _stage(entry: dict) -> str:
+    """Which stage a PROVENANCE.json entry records: collect, train (planner and dynamics),
+    forecaster (everything from the forecaster's first training to its fine-tune) or export."""
+    cmd = " ".join(entry["commands"])
+    if " collect " in cmd:
+        return "collect"
+    if "--components planner" in cmd or "--components dynamics" in cmd:
+        return "train"
+    if " export " in cmd and f"{ENGINE_NAME} " in cmd and BASE_ENGINE_NAME not in cmd:
+        return "export"
+    return "forecaster"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m export.default_engine", description=__doc__.splitlines()[0])
     p.add_argument("--work", default="runs/default_engine", help="working directory")
-    p.add_argument("--data", default=None, help="dataset path (default WORK/go2_expert.h5)")
+    p.add_argument("--data", default=None, help="dataset path (default WORK/go2_robust.h5)")
     p.add_argument("--skip-collect", action="store_true", help="reuse an existing --data file")
     p.add_argument("--install", action="store_true", help="copy the engine into planner_runtime/engines/")
     p.add_argument("--skip-diffusion", action="store_true",
-                   help="reuse WORK/checkpoints/{planner,dynamics}.pt (train only the forecaster, "
-                        "then export); the earlier stages of WORK/PROVENANCE.json are kept")
+                   help="reuse WORK/checkpoints/{planner,dynamics}.pt (redo only the forecaster's "
+                        "stages, then export); the earlier stages of WORK/PROVENANCE.json are kept")
     p.add_argument("--reexport", action="store_true",
                    help="only export again from WORK/checkpoints (after an engine contract change); "
                         "the earlier stages of WORK/PROVENANCE.json are kept")
@@ -104,10 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     train = [[TRAIN[0], "--data", str(data), "--out", str(ck),
               *[t.format(component=c, steps=STEPS[c]) for t in TRAIN[1:]]] for c in STEPS]
     _run([], log, parallel=train)
-    _run([FORECASTER[0], "--data", str(data), "--out", str(ck), *FORECASTER[1:]], log)
-    _run([EXPORT[0], "--checkpoints", str(ck), "-o", str(engine), *EXPORT[1:]], log)
+    _forecaster_stages(data, ck, work, log)
+    _run(_export(ck, engine, FINAL_STATES), log)
     prov = {"engine": ENGINE_NAME, "engine_sha256": _sha256(engine), "dataset": str(data),
-            "dataset_sha256": _sha256(data), "stages": log,
+            "dataset_sha256": _sha256(data), "onpolicy_dataset": str(work / ONPOLICY_NAME),
+            "onpolicy_dataset_sha256": _sha256(work / ONPOLICY_NAME), "stages": log,
             "total_wall_s": round(sum(s["wall_s"] for s in log), 1)}
     (work / "PROVENANCE.json").write_text(json.dumps(prov, indent=2))
     if a.install:
@@ -119,20 +161,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _reexport(work: Path, ck: Path, engine: Path, install: bool, data: Path | None) -> int:
-    """Export again from WORK/checkpoints (training the forecaster first when ``data``)."""
+    """Export again from WORK/checkpoints (redoing the forecaster's stages first when ``data``)."""
     old = work / "PROVENANCE.json"
     if not old.is_file() or not ck.is_dir():
         raise SystemExit(f"--reexport / --skip-diffusion need {old} and {ck} from an earlier run of this recipe")
     prov = json.loads(old.read_text())
     log: list[dict] = []
-    redo = (" export ",) + ((" forecaster ",) if data is not None else ())
+    redo = {"export"} | ({"forecaster"} if data is not None else set())
     if data is not None:
-        _run([FORECASTER[0], "--data", str(data), "--out", str(ck), *FORECASTER[1:]], log)
-    _run([EXPORT[0], "--checkpoints", str(ck), "-o", str(engine), *EXPORT[1:]], log)
+        _forecaster_stages(data, ck, work, log)
+        onpolicy = work / ONPOLICY_NAME
+        prov.update(onpolicy_dataset=str(onpolicy), onpolicy_dataset_sha256=_sha256(onpolicy))
+    _run(_export(ck, engine, FINAL_STATES), log)
     dest = Path(__file__).resolve().parents[1] / "planner_runtime" / "engines"
     if install and (dest / "PROVENANCE.json").is_file():
         prov = {**json.loads((dest / "PROVENANCE.json").read_text()), **prov}  # keep its notes
-    stages = [s for s in prov.get("stages", []) if not any(r in c for c in s["commands"] for r in redo)]
+    stages = [s for s in prov.get("stages", []) if _stage(s) not in redo]
     prov.update(engine_sha256=_sha256(engine), stages=stages + log,
                 total_wall_s=round(sum(s["wall_s"] for s in stages + log), 1),
                 reexported_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

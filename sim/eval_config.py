@@ -71,6 +71,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --ranker-check: write every scored candidate as a dataset episode (the "
                         "plan's states and actions, the rewards executing it earned): data to "
                         "fine-tune a ranker on its own engine's candidates")
+    p.add_argument("--record", default=None, metavar="OUT.h5",
+                   help="write episodes as a new dataset: on the Go2, the one --engine's own closed-loop "
+                        "episodes (the states it visited under these latency and physics options, the "
+                        "actions it executed; sim/recording.py); with --env, the reference policy's "
+                        "(one --policy)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--plot", default=None, metavar="PNG", help="write tracking curves and bars here")
     p.add_argument("--no-progress", action="store_true")
@@ -135,6 +140,7 @@ class EvalConfig:
     ranker_check: bool = _default("ranker_check")
     ranker_data: str | None = _default("ranker_data")
     # output
+    record: str | None = _default("record")
     json: bool = _default("json")
     plot: str | None = _default("plot")
     no_progress: bool = _default("no_progress")
@@ -153,7 +159,6 @@ class EvalConfig:
     condition: tuple[float, ...] | None = _default("condition")
     condition_hook: str | None = _default("condition_hook")
     policy: tuple[str, ...] = _default("policy")
-    record: str | None = _default("record")
     temperature: float | None = _default("temperature")
     diversity: int = _default("diversity")
 
@@ -200,9 +205,8 @@ def to_argv(cfg: EvalConfig) -> list[str]:
 
 
 # The options only a Gymnasium evaluation (``--env``, sim/gym_eval.py) reads, and all it reads.
-GYM_ONLY = ("env_kwargs", "max_steps", "condition", "condition_hook", "policy", "record", "temperature",
-            "diversity")
-GYM_OPTIONS = ("env", "engine", "episodes", "seed", "threads", "chunk", "cfg_w", "json", "no_progress",
+GYM_ONLY = ("env_kwargs", "max_steps", "condition", "condition_hook", "policy", "temperature", "diversity")
+GYM_OPTIONS = ("env", "engine", "episodes", "seed", "threads", "chunk", "cfg_w", "record", "json", "no_progress",
                *GYM_ONLY)
 
 

@@ -43,8 +43,8 @@ import numpy as np
 
 from planner_runtime.bench.stats import summary
 from planner_runtime.config import ConfigError
-from robot.observation import tilt_cost
-from sim.eval_config import EvalConfig, config_from_args, unused_options
+from robot.observation import CONDITION_NAMES, tilt_cost
+from sim.eval_config import EvalConfig, config_from_args, to_argv, unused_options
 from sim.eval_config import add_arguments as add_arguments  # the CLI's options (sim/eval_config.py)
 from sim.physics import check_model_argument
 
@@ -112,9 +112,10 @@ def run_expert_episode(index: int, cfg: EvalConfig, which: str = "trot") -> tupl
 
 
 def run_planner_episode(engine, spec, index: int, cfg: EvalConfig, state_scale: np.ndarray,
-                        contract=None, on_setup=None) -> tuple[dict, object]:
+                        contract=None, on_setup=None, recorder=None) -> tuple[dict, object]:
     """Controller + lockstep planner on one episode; metrics over the planning phase.
-    ``on_setup(robot, index)`` is called once the episode's simulator exists."""
+    ``on_setup(robot, index)`` is called once the episode's simulator exists; a
+    ``sim.recording.ClosedLoopRecorder`` gets every sampled state and executed action."""
     from planner_runtime.link import InProcessPlanner
     from robot.controller import Controller, ControllerConfig, check_engine
     from robot.observation import build_state
@@ -150,6 +151,8 @@ def run_planner_episode(engine, spec, index: int, cfg: EvalConfig, state_scale: 
     while robot.now() < t_limit:
         tick = ctrl.tick
         ctrl.step()
+        if recorder is not None:
+            recorder.executed(ctrl.executor.records)
         mode = ctrl.mode
         if mode is Mode.DAMPING or (t_plan0 is not None and robot.fallen()):
             fell, fall_time = True, None if t_plan0 is None else robot.now() - t_plan0
@@ -173,6 +176,8 @@ def run_planner_episode(engine, spec, index: int, cfg: EvalConfig, state_scale: 
         rows["gyro"].append(np.array(robot.data.qvel[3:6]))
         rows["gravity_z"].append(robot.projected_gravity_z())
         rows["base_pos"].append(np.array(robot.data.qpos[0:3]))
+        if recorder is not None:
+            recorder.sample(robot.now(), states[k], rows["command"][-1], rows["base_lin_vel"][-1])
     if t_plan0 is None:
         return {"fell": True, "never_planned": True, "duration": 0.0}, None
     tr = _trace(rows, fell, fall_time)
@@ -414,6 +419,13 @@ def run_eval(cfg: EvalConfig) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if cfg.record and len(engines) != 1:
+        print(f"error: --record writes the episodes of exactly one engine ({len(engines)} --engine given)",
+              file=sys.stderr)
+        return 2
+    if cfg.record and Path(cfg.record).exists():
+        print(f"error: {cfg.record} exists: --record writes a new dataset", file=sys.stderr)
+        return 2
     results: dict[str, dict] = {}
     traces: dict[str, object] = {}
     per_episode: dict[str, list[dict]] = {}
@@ -432,7 +444,8 @@ def run_eval(cfg: EvalConfig) -> int:
     if cfg.ranker_data and not cfg.ranker_check:
         print("error: --ranker-data needs --ranker-check", file=sys.stderr)
         return 2
-    writer = None
+    writer = recording = None
+    n_recorded = 0
     for name, path in engines:
         try:
             engine = load_engine(path, threads=cfg.threads)
@@ -458,10 +471,25 @@ def run_eval(cfg: EvalConfig) -> int:
             except ValueError as exc:
                 print(f"error: engine {name} ({path}): {exc}", file=sys.stderr)
                 return 2
+        if cfg.record:
+            from sim.recording import RAW_SHAPES, engine_dataset_writer
+
+            recording = engine_dataset_writer(cfg.record, engine.manifest, {
+                "collector": "planner-runtime eval --record (sim/recording.py)", "engine": path,
+                "eval_argv": to_argv(cfg)}, list(CONDITION_NAMES), RAW_SHAPES)
         ms = []
         for i in tqdm(range(cfg.episodes), desc=name, disable=cfg.no_progress, file=sys.stderr):
+            rec = None
+            if recording is not None:
+                from sim.recording import ClosedLoopRecorder
+
+                rec = ClosedLoopRecorder()
             m, tr = run_planner_episode(scorer or engine, spec, i, cfg, scale, contract,
-                                        on_setup=scorer.attach if scorer else None)
+                                        on_setup=scorer.attach if scorer else None, recorder=rec)
+            if recording is not None and rec is not None:
+                for ep in rec.episodes(bool(m.get("fell"))):
+                    recording.append(ep)
+                    n_recorded += 1
             ms.append(m)
             if i == 0:
                 traces[name] = tr
@@ -476,6 +504,10 @@ def run_eval(cfg: EvalConfig) -> int:
         engine.close()
     if writer is not None:
         writer.close()
+    recorded = None
+    if recording is not None:
+        recorded = {"path": cfg.record, "episodes": n_recorded, "samples": recording.committed}
+        recording.close()
     for ref_name, key in (("expert", "tracking_vs_expert"), ("ppo", "tracking_vs_ppo")):
         ref = results.get(ref_name, {}).get("tracking_rmse_xy")
         for r in results.values():
@@ -491,6 +523,8 @@ def run_eval(cfg: EvalConfig) -> int:
                              "start_state": cfg.start_state, "delay_ticks": cfg.delay_ticks,
                              "physics_ranges": {k: v for k, v in asdict(physics_ranges(cfg)).items() if v is not None}},
               "results": results}
+    if recorded is not None:
+        report["recorded"] = recorded
     if cfg.plot:
         report["plot"] = str(plot(results, traces, cfg.plot))
     if cfg.json:
@@ -519,6 +553,9 @@ def _print_table(report: dict) -> None:
             "infer_ms_p99")
     print(f"{report['episodes']} episodes x {report['duration_s']} s, seed {report['seed']}")
     print_table(report["results"], cols, "method", 28, 17)
+    rec = report.get("recorded")
+    if rec:
+        print(f"recorded {rec['episodes']} episodes, {rec['samples']} samples -> {rec['path']}")
     for name, r in report["results"].items():
         rc = r.get("ranker_check")
         if rc and rc.get("plans"):

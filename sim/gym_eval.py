@@ -67,8 +67,6 @@ def add_gym_arguments(p: argparse.ArgumentParser) -> None:
                    help="condition per step: fn(observation, step) -> [C] (module or path/file.py)")
     g.add_argument("--policy", action="append", default=[], metavar="random|MOD:FN",
                    help="reference policy run on the same seeds: random, or fn(observation) -> action")
-    g.add_argument("--record", default=None, metavar="OUT.h5",
-                   help="write the reference policy's episodes as a dataset (one --policy)")
     g.add_argument("--temperature", type=float, default=None, help="override the engine's noise temperature")
     g.add_argument("--diversity", type=int, default=0, metavar="N",
                    help="also measure the spread of N plans from each episode's first state")

@@ -145,19 +145,13 @@ def open_writer(path: str, manifest: Any, cfg: Any) -> Any:
     dt and action semantics (so a ranker trained on it matches the engine)."""
     from dataclasses import asdict
 
-    from planner_runtime.dataset import DatasetWriter
+    from sim.recording import engine_dataset_writer
 
-    o = manifest.observation
-    sem = {k: v for k, v in manifest.action.to_dict().items() if k in
-           ("name", "joint_names", "default_joint_pos", "scale", "kp", "kd")}
-    prov = {"collector": "planner-runtime eval --ranker-check --ranker-data (sim/ranker_check.py)",
-            "engine_graph_sha256": manifest.checksums.graph_sha256,
-            "episode_states": "x_0 measured, then the plan's predicted states; rewards and costs: "
-                              "what executing the candidate open loop in MuJoCo earned",
-            "eval_config": {k: v for k, v in asdict(cfg).items() if v is not None}}
-    return DatasetWriter(path, list(o.state_names), list(o.action_names), list(o.condition_names),
-                         manifest.control.dt, robot=manifest.robot.name, provenance=prov,
-                         action_semantics=sem)
+    return engine_dataset_writer(path, manifest, {
+        "collector": "planner-runtime eval --ranker-check --ranker-data (sim/ranker_check.py)",
+        "episode_states": "x_0 measured, then the plan's predicted states; rewards and costs: "
+                          "what executing the candidate open loop in MuJoCo earned",
+        "eval_config": {k: v for k, v in asdict(cfg).items() if v is not None}})
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:

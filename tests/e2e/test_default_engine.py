@@ -41,13 +41,15 @@ def test_default_engine_manifest_matches_the_go2_profile():
     assert m["provenance"]["dataset_sha256"] == prov["dataset_sha256"]
     assert m["action"]["name"] == "legged-gym" and m["action"]["source"] == "training dataset"
     assert (m["action"]["kp"], m["action"]["kd"]) == (20.0, 0.5)
-    # real-time chunking: it takes the committed prefix and plans from the forecast joint positions
+    # real-time chunking: it takes the committed prefix and plans from the forecast state (every
+    # dimension), by a forecaster fine-tuned on the engine's own episodes under latency
     assert m["graph"]["inputs"][-2:] == ["prefix", "n_prefix"]
     knobs = m["method"]["knobs"]
-    names = m["observation"]["state_names"]
     assert knobs["prefix"] == "forecast"
-    assert [names[i] for i in knobs["forecast_states"]] == [n for n in names if n.startswith("q_rel_")]
-    assert "forecaster" in m["provenance"]["checkpoints"]
+    assert knobs["forecast_states"] == list(range(30))
+    fc = m["provenance"]["checkpoints"]["forecaster"]
+    assert fc["dataset_sha256"] == prov["onpolicy_dataset_sha256"] != prov["dataset_sha256"]
+    assert m["provenance"]["checkpoints"]["planner"]["dataset_sha256"] == prov["dataset_sha256"]
 
 
 def test_eval_default_engine_walks_forward_without_falling():

@@ -103,9 +103,26 @@ def test_shipped_engine_and_recipe_configs_parse():
     c = from_mapping(ComponentConfig, stored, "go2.onnx training_config")
     assert (c.fall_cut, c.steps, c.prediction, c.model.dim, c.model.kernel) == (50, 16000, "x0", 32, 3)
     assert to_dict(c) == deep_merge(to_dict(ComponentConfig()), stored)
-    for recipe in (default_engine.TRAIN, default_engine.FORECASTER):
+    for recipe in (default_engine.TRAIN, default_engine.FORECASTER, default_engine.FINETUNE):
         sets = [recipe[i + 1] for i, a in enumerate(recipe) if a == "--set"]
         assert sets and user_config(None, sets)
     full = resolve_config("mpdiffuser", user_config(None, [s for s in default_engine.TRAIN
                                                            if "=" in s and not s.startswith("-")]))
     assert (full.batch_size, full.lr, full.fall_cut) == (128, 1e-3, 50)
+
+
+def test_shipped_provenance_records_every_recipe_stage_in_order():
+    """The embedded engine's PROVENANCE.json: collection, planner + dynamics training, the
+    forecaster's stages (training, base engine, its own episodes, the fine-tune on them),
+    the export; the recipe's --reexport / --skip-diffusion drop exactly the stages they redo."""
+    import json
+    from pathlib import Path
+
+    prov = json.loads((Path(default_engine.__file__).parents[1] / "planner_runtime" / "engines"
+                       / "PROVENANCE.json").read_text())
+    stages = [default_engine._stage(s) for s in prov["stages"]]
+    assert stages == ["collect"] * 6 + ["train"] + ["forecaster"] * 4 + ["export"]
+    cmds = [" ".join(s["commands"]) for s in prov["stages"]]
+    assert "--record" in cmds[9] and default_engine.ONPOLICY_NAME in cmds[9]
+    assert "--init-from" in cmds[10] and f"--data {prov['onpolicy_dataset']}" in cmds[10]
+    assert "forecast_states=all" in cmds[11] and "forecast_states=q_rel_" in cmds[8]

@@ -135,7 +135,7 @@ def test_matrix_and_sweep_refuse_options_their_cells_would_not_apply():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--record", "out.h5", "--policy", "random"], "--policy, --record apply only with --env ID"),
+    (["--record", "out.h5", "--policy", "random"], "--policy applies only with --env ID"),
     (["--temperature", "0.5"], "--temperature applies only with --env ID"),
     (["--env", "NoSuchEnv-v0", "--randomize", "--latency", "40"], "--randomize, --latency do not apply to a Gymnasium"),
 ])
@@ -144,3 +144,18 @@ def test_options_the_evaluation_would_not_read_are_refused(argv, message, capsys
 
     assert main(["eval", "--episodes", "1", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_default_engine_recipe_records_its_own_episodes_with_eval_options_that_apply():
+    """export/default_engine.py's recording stage is an eval command line whose every option
+    the Go2 evaluation reads (--record among them since it records engine episodes)."""
+    from export import default_engine as de
+    from sim.eval_config import unused_options
+
+    argv = [*de.RECORD[1:], "--engine", "base=go2_base.onnx", "--record", "onpolicy.h5"]
+    c = parse(*argv)
+    assert (c.latency, c.seed, c.episodes, c.no_expert, c.record) == ((40.0, 80.0), 50000, 40, True, "onpolicy.h5")
+    assert c.seed != EvalConfig().seed  # episodes eval never scores
+    assert unused_options(c) == []
+    # both kinds of evaluation read --record (a Gymnasium one records its reference policy)
+    assert unused_options(parse("--env", "Pendulum-v1", "--latency", "40", "--record", "x.h5")) == ["latency"]
