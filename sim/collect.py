@@ -15,6 +15,11 @@ appends each finished episode to a ``planner_runtime.dataset`` HDF5 file, so an 
 run keeps every episode written before it, and ``--append`` continues a file (episode seeds
 continue from the number of episodes already in it, so no episode is generated twice).
 
+Recovery demonstrations (``--branch-from ENGINE``, :func:`collect_branches`): the engine
+drives each episode through eval's controller loop, and the PPO policy takes over copies of
+the simulator from the states the engine visits; each branch is one episode with the same
+samples as below.
+
 Per 50 Hz tick t (one sample):
   observations  build_state(LowState at t)                    (robot.observation)
   actions       semantics.to_action(clean expert target)        (the label; targets clamped to
@@ -75,6 +80,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sensor-noise", type=float, default=0.0, help="sensor noise scale (1 = typical)")
     p.add_argument("--expert-config", default=None, metavar="JSON",
                    help='expert parameter overrides, e.g. \'{"period": 0.32}\' (see sim.expert.ExpertConfig)')
+    p.add_argument("--branch-from", default=None, metavar="ENGINE",
+                   help="recovery demonstrations: ENGINE drives each episode (eval's lockstep controller "
+                        "loop) and the expert takes over copies of the simulator from the states it visits; "
+                        "each branch is one episode (--expert ppo; the engine's action semantics must be the "
+                        "collection's)")
+    p.add_argument("--branch-every", type=float, default=0.5, metavar="S",
+                   help="with --branch-from: seconds of the engine's planning between branches (default 0.5)")
+    p.add_argument("--branch-ticks", type=int, default=40, metavar="N",
+                   help="with --branch-from: policy ticks per branch (default 40, 0.8 s)")
     p.add_argument("--append", action="store_true", help="add episodes to an existing file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -104,7 +118,31 @@ def _job_config(args: argparse.Namespace) -> dict:
         "physics": {k: (None if v is None else list(v)) for k, v in asdict(ranges).items()},
         "sensor_noise": float(args.sensor_noise),
         "expert": _expert_overrides(args.expert_config),
+        **_branch_config(args, semantics),
     }
+
+
+def _branch_config(args: argparse.Namespace, semantics: str) -> dict:
+    """The ``--branch-from`` keys of a job config (none without it); ValueError when the
+    expert cannot take over or the engine's action semantics differ from the collection's."""
+    if args.branch_from is None:
+        return {}
+    if args.expert != "ppo":
+        raise ValueError("--branch-from needs --expert ppo (the trot expert cannot take over mid-stride)")
+    if not (args.branch_every > 0 and args.branch_ticks >= 1):
+        raise ValueError(f"--branch-every must be > 0 and --branch-ticks >= 1, got {args.branch_every}, "
+                         f"{args.branch_ticks}")
+    from robot.actions import NAMED
+
+    path = str(Path(args.branch_from))
+    engine, _, contract, _ = branch_engine(path)  # the errors load_engine and check_engine raise
+    _ENGINES.pop(path)  # checked here; each worker process loads its own (no session across fork)
+    engine.close()
+    want, have = NAMED[semantics].as_dict(), contract.semantics.as_dict()
+    if have != want:
+        raise ValueError(f"--branch-from {path}: the engine's action semantics {have} differ from the "
+                         f"collection's {want}: the expert could not continue its actions")
+    return {"branch_from": path, "branch_every": float(args.branch_every), "branch_ticks": int(args.branch_ticks)}
 
 
 def _expert_overrides(text: str | None) -> dict:
@@ -139,33 +177,130 @@ def expert_overrides(semantics, overrides: dict | None) -> dict:
 def collect_episode(seed: int, index: int, cfg: dict) -> dict:
     """Simulate one episode; returns plain arrays (runs in a worker process)."""
     from robot.actions import NAMED
-    from robot.go2_constants import POLICY_DT, clamp_target
-    from robot.observation import build_condition, build_state, state_reward_cost
+    from robot.go2_constants import POLICY_DT
     from sim.commands import random_schedule
-    from sim.episode import PHYSICS_PER_TICK
-    from sim.mujoco_harness import MujocoGo2, SimConfig
-    from sim.physics import PhysicsRanges
 
     ss = np.random.SeedSequence([seed, index])
     s_sim, s_sched, s_noise = (int(x.generate_state(1)[0]) for x in ss.spawn(3))
-    ranges = PhysicsRanges(**{k: (None if v is None else tuple(v)) for k, v in cfg["physics"].items()})
-    robot = MujocoGo2(SimConfig(
-        seed=s_sim, model=cfg["model"], physics=ranges,
-        sensor_noise=cfg["sensor_noise"], push_force=tuple(cfg["push_force"]),
-        push_interval=tuple(cfg["push_interval"]) if cfg["pushes"] else None))
+    robot = _make_robot(s_sim, cfg)
     sched = random_schedule(np.random.default_rng(s_sched), cfg["episode_duration"])
     noise_rng = np.random.default_rng(s_noise)
     semantics = NAMED[cfg["semantics"]]
     expert = make_expert(cfg["expert_name"], semantics, cfg.get("expert"))
-    levels = cfg["noise_levels"]
     T = int(round(cfg["episode_duration"] / POLICY_DT))
+    sigma = _noise_level(cfg["noise_levels"], noise_rng)
+    r = rollout(robot, expert, sched.at, T, semantics, sigma, noise_rng)
+    r.update(index=index, pushes=len(robot.pushes), physics=robot.physics.as_dict())
+    return r
+
+
+_ENGINES: dict[str, tuple] = {}  # per process: engine path -> (engine, spec, contract, state scale)
+
+
+def branch_engine(path: str) -> tuple:
+    """(engine, planner spec, contract, state scale) of ``--branch-from``, loaded once per process."""
+    if path not in _ENGINES:
+        from planner_runtime.async_planner import PlannerSpec, state_scale_from_manifest
+        from planner_runtime.backends import load_engine
+        from robot.controller import check_engine
+
+        engine = load_engine(path, threads=1)
+        spec = PlannerSpec.from_manifest(engine.manifest)
+        _ENGINES[path] = (engine, spec, check_engine(engine.manifest),
+                          state_scale_from_manifest(engine.manifest, spec.S))
+    return _ENGINES[path]
+
+
+class _Brancher:
+    """The recorder hook of eval's episode loop (sim.recording.ClosedLoopRecorder's interface)
+    that branches: every ``every`` s of planning it copies the simulator and lets the expert
+    take over the copy for ``ticks`` policy ticks under the command of that moment."""
+
+    def __init__(self, robot, expert, semantics, every: float, ticks: int, sigma: float,
+                 noise_rng: np.random.Generator) -> None:
+        self.robot, self.expert, self.semantics = robot, expert, semantics
+        self.every, self.ticks, self.sigma, self.noise_rng = every, ticks, sigma, noise_rng
+        self.branches: list[dict] = []
+        self._last: np.ndarray | None = None
+        self._t0: float | None = None
+        self._next = every
+
+    def executed(self, records) -> None:
+        if records:
+            self._last = np.asarray(records[-1].action, np.float64)
+
+    def sample(self, t: float, x: np.ndarray, command: np.ndarray, base_lin_vel: np.ndarray) -> None:
+        if self._t0 is None:
+            self._t0 = t
+        if t - self._t0 < self._next - 1e-9 or self._last is None:
+            return
+        self._next += self.every
+        copy = self.robot.clone()
+        self.expert.take_over(copy.read_state(), self._last)
+        c = np.asarray(command, np.float64).copy()
+        r = rollout(copy, self.expert, lambda _t: c, self.ticks, self.semantics, self.sigma, self.noise_rng)
+        r["branch_at"] = t - self._t0
+        self.branches.append(r)
+
+
+def collect_branches(seed: int, index: int, cfg: dict) -> list[dict]:
+    """Recovery demonstrations (``--branch-from ENGINE``): the engine drives episode ``index``
+    (eval's lockstep controller loop, on the collection's model, physics, pushes and a random
+    command schedule) and the expert takes over copies of the simulator from the states it
+    visits (``_Brancher``), with the engine's last executed action as its previous one. Each
+    branch is one episode; the engine's own episode is not recorded."""
+    from robot.actions import NAMED
+    from sim.commands import random_schedule
+    from sim.eval_config import EvalConfig
+    from sim.evaluate import run_planner_episode
+
+    ss = np.random.SeedSequence([seed, index])
+    s_sim, s_sched, s_noise = (int(x.generate_state(1)[0]) for x in ss.spawn(3))
+    robot = _make_robot(s_sim, cfg)
+    robot.reset()
+    sched = random_schedule(np.random.default_rng(s_sched), cfg["episode_duration"] + 5.0)
+    noise_rng = np.random.default_rng(s_noise)
+    semantics = NAMED[cfg["semantics"]]
+    expert = make_expert(cfg["expert_name"], semantics, cfg.get("expert"))
+    engine, spec, contract, scale = branch_engine(cfg["branch_from"])
+    b = _Brancher(robot, expert, semantics, cfg["branch_every"], int(cfg["branch_ticks"]),
+                  _noise_level(cfg["noise_levels"], noise_rng), noise_rng)
+    m, _ = run_planner_episode(engine, spec, index, EvalConfig(duration=cfg["episode_duration"]), scale,
+                               contract, recorder=b, setup=(robot, sched))
+    for r in b.branches:
+        r.update(index=index, pushes=len(robot.pushes), physics=robot.physics.as_dict(),
+                 engine_fell=bool(m.get("fell")))
+    return b.branches
+
+
+def _make_robot(s_sim: int, cfg: dict):
+    from sim.mujoco_harness import MujocoGo2, SimConfig
+    from sim.physics import PhysicsRanges
+
+    ranges = PhysicsRanges(**{k: (None if v is None else tuple(v)) for k, v in cfg["physics"].items()})
+    return MujocoGo2(SimConfig(
+        seed=s_sim, model=cfg["model"], physics=ranges,
+        sensor_noise=cfg["sensor_noise"], push_force=tuple(cfg["push_force"]),
+        push_interval=tuple(cfg["push_interval"]) if cfg["pushes"] else None))
+
+
+def _noise_level(levels: list[float], noise_rng: np.random.Generator) -> float:
+    return float(levels[int(noise_rng.integers(len(levels)))]) if len(levels) > 1 else float(levels[0])
+
+
+def rollout(robot, expert, command_at, T: int, semantics, sigma: float, noise_rng: np.random.Generator) -> dict:
+    """``expert`` drives ``robot`` from its current state for up to ``T`` policy ticks (until a
+    fall) under ``command_at(robot time)``: the samples of the module docstring, as plain arrays."""
+    from robot.go2_constants import clamp_target
+    from robot.observation import build_condition, build_state, state_reward_cost
+    from sim.episode import PHYSICS_PER_TICK
+
     obs = np.zeros((T, 30), np.float32)
     act = np.zeros((T, 12), np.float32)
     cond = np.zeros((T, 3), np.float32)
     rew = np.zeros(T, np.float32)
     cost = np.zeros(T, np.float32)
     raw = {k: np.zeros((T, *s), np.float32) for k, s in RAW_SHAPES.items()}
-    sigma = float(levels[int(noise_rng.integers(len(levels)))]) if len(levels) > 1 else float(levels[0])
     terminal = False
     n = T
     for k in range(T):
@@ -174,7 +309,7 @@ def collect_episode(seed: int, index: int, cfg: dict) -> dict:
         x = build_state(s)
         if k > 0:  # reward of the previous tick, at the state it led to
             rew[k - 1], cost[k - 1] = state_reward_cost(x, s.base_lin_vel, cond[k - 1])
-        c = sched.at(t)
+        c = command_at(t)
         target, low = expert.act(s, c, t)
         # targets inside the band the controller's command filter keeps them in (the joint
         # range +/- TARGET_OVERDRIVE): the label is the clean target as it would execute, the
@@ -197,14 +332,14 @@ def collect_episode(seed: int, index: int, cfg: dict) -> dict:
     s = robot.read_state()
     x = build_state(s)
     rew[n - 1], cost[n - 1] = state_reward_cost(x, s.base_lin_vel, cond[n - 1])
-    return {"index": index, "observations": obs[:n], "actions": act[:n], "conditions": cond[:n],
+    return {"observations": obs[:n], "actions": act[:n], "conditions": cond[:n],
             "rewards": rew[:n], "costs": cost[:n], "terminal": terminal,
-            "raw": {k: v[:n] for k, v in raw.items()}, "pushes": len(robot.pushes),
-            "physics": robot.physics.as_dict()}
+            "raw": {k: v[:n] for k, v in raw.items()}}
 
 
-def _worker(job: tuple[int, int, dict]) -> dict:
-    return collect_episode(*job)
+def _worker(job: tuple[int, int, dict]) -> list[dict]:
+    """The episodes of one job: the expert's episode, or the branches of one engine episode."""
+    return collect_branches(*job) if job[2].get("branch_from") else [collect_episode(*job)]
 
 
 def _worker_init() -> None:
@@ -272,6 +407,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from planner_runtime.dataset import DatasetError, DatasetWriter, file_sha256
+    from planner_runtime.engine import EngineError
     from robot.actions import NAMED
     from robot.go2_constants import POLICY_DT
     from robot.observation import ACTION_NAMES, CONDITION_NAMES, STATE_NAMES, observation_spec
@@ -313,7 +449,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = _job_config(args)
         semantics = NAMED[cfg["semantics"]]
         expert = make_expert(cfg["expert_name"], semantics, cfg["expert"])
-    except (ValueError, TypeError, FileNotFoundError) as exc:  # json.JSONDecodeError is a ValueError
+    except (ValueError, TypeError, FileNotFoundError, EngineError) as exc:  # JSONDecodeError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     expert_desc = {"name": cfg["expert_name"], "class": f"{type(expert).__module__}.{type(expert).__name__}",
@@ -362,7 +498,7 @@ def run(args: argparse.Namespace) -> int:
     load0 = os.getloadavg()
     cpu0 = cpu_now()
     t0 = time.perf_counter()
-    samples = falls = pushes = done = 0
+    samples = falls = pushes = done = jobs_done = 0
     interrupted = False
     pool = None
     try:
@@ -388,14 +524,18 @@ def run(args: argparse.Namespace) -> int:
                     continue
                 except StopIteration:
                     break
-            writer.append(Episode(r["observations"], r["actions"], r["conditions"], r["rewards"], r["costs"],
-                                  r["terminal"], r["raw"]))
-            n = len(r["rewards"])
-            samples += n
-            falls += int(r["terminal"])
-            pushes += r["pushes"]
-            done += 1
-            bar.update(n if not r["terminal"] else T)
+            for e in r:  # one job's episodes, appended together
+                writer.append(Episode(e["observations"], e["actions"], e["conditions"], e["rewards"], e["costs"],
+                                      e["terminal"], e["raw"]))
+                samples += len(e["rewards"])
+                falls += int(e["terminal"])
+                done += 1
+            pushes += r[0]["pushes"] if r else 0
+            jobs_done += 1
+            if cfg.get("branch_from"):
+                bar.update(T)  # one engine episode (its length in ticks)
+            else:
+                bar.update(len(r[0]["rewards"]) if not r[0]["terminal"] else T)
     except KeyboardInterrupt:
         interrupted = True
         print(f"\ninterrupted: {done} complete episodes are in {out}", file=sys.stderr)
@@ -409,7 +549,7 @@ def run(args: argparse.Namespace) -> int:
         wall = time.perf_counter() - t0
         cpu = cpu_now() - cpu0  # workers are counted once reaped (pool.join above)
         run_record.update(completed_episodes=done, samples=samples, falls=falls, wall_s=round(wall, 3),
-                          interrupted=interrupted)
+                          interrupted=interrupted, completed_jobs=jobs_done)
         writer.update_provenance(runs=[*prev_runs, run_record])
         total = writer.committed
         writer.close()
@@ -422,6 +562,8 @@ def run(args: argparse.Namespace) -> int:
         "loadavg_before": list(load0), "loadavg_after": list(os.getloadavg()), "cpu_count": os.cpu_count(),
         "first_episode": start_index, "interrupted": interrupted,
     }
+    if cfg.get("branch_from"):
+        report["engine_episodes"] = jobs_done  # each gave `episodes` / `engine_episodes` branches on average
     if args.json:
         print(json.dumps(report))
     else:

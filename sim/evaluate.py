@@ -112,17 +112,18 @@ def run_expert_episode(index: int, cfg: EvalConfig, which: str = "trot") -> tupl
 
 
 def run_planner_episode(engine, spec, index: int, cfg: EvalConfig, state_scale: np.ndarray,
-                        contract=None, on_setup=None, recorder=None) -> tuple[dict, object]:
+                        contract=None, on_setup=None, recorder=None, setup=None) -> tuple[dict, object]:
     """Controller + lockstep planner on one episode; metrics over the planning phase.
     ``on_setup(robot, index)`` is called once the episode's simulator exists; a
-    ``sim.recording.ClosedLoopRecorder`` gets every sampled state and executed action."""
+    ``recorder`` (``sim.recording.ClosedLoopRecorder``'s interface) gets every sampled state
+    and executed action; ``setup`` = (robot, command schedule) replaces eval's own."""
     from planner_runtime.link import InProcessPlanner
     from robot.controller import Controller, ControllerConfig, check_engine
     from robot.observation import build_state
     from robot.safety import Mode, SafetyConfig
     from sim.episode import episode_metrics
 
-    robot, sched = _episode_setup(index, cfg)
+    robot, sched = setup if setup is not None else _episode_setup(index, cfg)
     if on_setup is not None:
         on_setup(robot, index)
     # the engine's action semantics and condition layout, checked as the controller checks a

@@ -71,6 +71,18 @@ class PPOPolicy:
         self._v = np.zeros(3)
         self._trim = np.zeros(3)
 
+    def take_over(self, state: LowState, last_action: np.ndarray) -> None:
+        """Continue from another controller at ``state``: its last executed action (in this
+        policy's action units) becomes the previous action, the velocity low-pass starts at
+        the measured velocity, the command trim at zero (``collect --branch-from``)."""
+        a = np.asarray(last_action, dtype=np.float64)
+        if a.shape != (12,) or not np.all(np.isfinite(a)):
+            raise ValueError(f"last action must be 12 finite values, got shape {a.shape}")
+        self.reset()
+        self.last_action = a.copy()
+        if state.base_lin_vel is not None:
+            self._v = np.array([state.base_lin_vel[0], state.base_lin_vel[1], state.gyroscope[2]], dtype=np.float64)
+
     def command_seen(self, state: LowState, command: np.ndarray) -> np.ndarray:
         c = np.asarray(command, dtype=np.float64)
         if not self.config.track_velocity or state.base_lin_vel is None:
