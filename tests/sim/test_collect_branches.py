@@ -24,8 +24,7 @@ def _collect(*argv: str) -> int:
     return collect.run(p.parse_args(list(argv)))
 
 
-def test_branches_start_at_the_engines_states_and_continue_its_last_action(tmp_path, monkeypatch, capsys):
-    import robot.controller as rc
+def test_branches_start_at_the_engines_states_and_continue_its_last_action(tmp_path, monkeypatch, capsys, executed_actions):
     from robot.go2_constants import clamp_target
     from robot.observation import build_state
     from sim.mujoco_harness import MujocoGo2
@@ -33,7 +32,7 @@ def test_branches_start_at_the_engines_states_and_continue_its_last_action(tmp_p
 
     clones: list[tuple[float, object]] = []  # (robot time, LowState) of the driving robot at each copy
     took_over: list[np.ndarray] = []  # the previous action each branch's expert started from
-    ran: list[dict[int, np.ndarray]] = []  # per engine episode: policy tick -> executed action
+    ran = executed_actions  # per engine episode: policy tick -> executed action
 
     clone = MujocoGo2.clone
 
@@ -47,21 +46,8 @@ def test_branches_start_at_the_engines_states_and_continue_its_last_action(tmp_p
         took_over.append(np.array(last_action))
         return take_over(self, state, last_action)
 
-    class Ctl(rc.Controller):
-        def __init__(self, *a, **k):
-            super().__init__(*a, **k)
-            ran.append({})
-
-        def step(self):
-            out = super().step()
-            r = self.executor.records
-            if r:
-                ran[-1][round(r[-1].t / 0.02)] = r[-1].action
-            return out
-
     monkeypatch.setattr(MujocoGo2, "clone", spy_clone)
     monkeypatch.setattr(PPOPolicy, "take_over", spy_take_over)
-    monkeypatch.setattr(rc, "Controller", Ctl)
     out = tmp_path / "branches.h5"
     assert _collect("--out", str(out), "--expert", "ppo", "--branch-from", str(default_engine_path()),
                     "--episodes", "2", "--episode-duration", "3", "--branch-every", "1.0", "--branch-ticks", "15",

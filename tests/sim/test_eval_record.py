@@ -24,12 +24,11 @@ def _eval(*argv: str) -> int:
     return ev.run(p.parse_args(list(argv)))
 
 
-def test_record_pairs_each_planned_state_with_the_action_executed_from_it(tmp_path, monkeypatch, capsys):
+def test_record_pairs_each_planned_state_with_the_action_executed_from_it(tmp_path, monkeypatch, capsys, executed_actions):
     import planner_runtime.link as pl
-    import robot.controller as rc
 
     sent: list[dict[int, np.ndarray]] = []  # per episode: policy tick -> the state an observation carried
-    ran: list[dict[int, np.ndarray]] = []  # per episode: policy tick -> the action the executor ran
+    ran = executed_actions  # per episode: policy tick -> the action the executor ran
 
     class Link(pl.InProcessPlanner):
         def __init__(self, *a, **k):
@@ -40,20 +39,7 @@ def test_record_pairs_each_planned_state_with_the_action_executed_from_it(tmp_pa
             sent[-1][round(obs.stamp / 0.02)] = np.asarray(obs.state, np.float64)
             return super().send_observation(obs)
 
-    class Ctl(rc.Controller):
-        def __init__(self, *a, **k):
-            super().__init__(*a, **k)
-            ran.append({})
-
-        def step(self):
-            out = super().step()
-            r = self.executor.records
-            if r:
-                ran[-1][round(r[-1].t / 0.02)] = r[-1].action
-            return out
-
     monkeypatch.setattr(pl, "InProcessPlanner", Link)
-    monkeypatch.setattr(rc, "Controller", Ctl)
     out = tmp_path / "onpolicy.h5"
     rc_ = _eval("--no-expert", "--episodes", "2", "--duration", "3", "--command", "0.4", "0", "0",
                 "--latency", "40", "--record", str(out), "--json", "--no-progress")
