@@ -135,9 +135,8 @@ def _branch_config(args: argparse.Namespace, semantics: str) -> dict:
     from robot.actions import NAMED
 
     path = str(Path(args.branch_from))
-    engine, _, contract, _ = branch_engine(path)  # the errors load_engine and check_engine raise
-    _ENGINES.pop(path)  # checked here; each worker process loads its own (no session across fork)
-    engine.close()
+    engine, _, contract, _ = _load_engine(path)  # the errors load_engine and check_engine raise
+    engine.close()  # checked here; each worker process loads its own (no session across fork)
     want, have = NAMED[semantics].as_dict(), contract.semantics.as_dict()
     if have != want:
         raise ValueError(f"--branch-from {path}: the engine's action semantics {have} differ from the "
@@ -197,17 +196,21 @@ def collect_episode(seed: int, index: int, cfg: dict) -> dict:
 _ENGINES: dict[str, tuple] = {}  # per process: engine path -> (engine, spec, contract, state scale)
 
 
-def branch_engine(path: str) -> tuple:
-    """(engine, planner spec, contract, state scale) of ``--branch-from``, loaded once per process."""
-    if path not in _ENGINES:
-        from planner_runtime.async_planner import PlannerSpec, state_scale_from_manifest
-        from planner_runtime.backends import load_engine
-        from robot.controller import check_engine
+def _load_engine(path: str) -> tuple:
+    """(engine, planner spec, contract, state scale) of ``--branch-from``."""
+    from planner_runtime.async_planner import PlannerSpec, state_scale_from_manifest
+    from planner_runtime.backends import load_engine
+    from robot.controller import check_engine
 
-        engine = load_engine(path, threads=1)
-        spec = PlannerSpec.from_manifest(engine.manifest)
-        _ENGINES[path] = (engine, spec, check_engine(engine.manifest),
-                          state_scale_from_manifest(engine.manifest, spec.S))
+    engine = load_engine(path, threads=1)
+    spec = PlannerSpec.from_manifest(engine.manifest)
+    return engine, spec, check_engine(engine.manifest), state_scale_from_manifest(engine.manifest, spec.S)
+
+
+def branch_engine(path: str) -> tuple:
+    """``_load_engine(path)``, once per (worker) process."""
+    if path not in _ENGINES:
+        _ENGINES[path] = _load_engine(path)
     return _ENGINES[path]
 
 

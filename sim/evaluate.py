@@ -47,6 +47,7 @@ from robot.observation import CONDITION_NAMES, tilt_cost
 from sim.eval_config import EvalConfig, config_from_args, to_argv, unused_options
 from sim.eval_config import add_arguments as add_arguments  # the CLI's options (sim/eval_config.py)
 from sim.physics import check_model_argument
+from sim.recording import RAW_SHAPES, ClosedLoopRecorder, engine_dataset_writer, new_dataset_path
 
 HELP = "closed-loop evaluation in MuJoCo: falls, tracking, cost, dynamics consistency, latency"
 COST_BUDGET = 10.0
@@ -424,9 +425,14 @@ def run_eval(cfg: EvalConfig) -> int:
         print(f"error: --record writes the episodes of exactly one engine ({len(engines)} --engine given)",
               file=sys.stderr)
         return 2
-    if cfg.record and Path(cfg.record).exists():
-        print(f"error: {cfg.record} exists: --record writes a new dataset", file=sys.stderr)
-        return 2
+    if cfg.record:  # refused before any episode runs (the writer opens with the engine)
+        from planner_runtime.dataset import DatasetError
+
+        try:
+            new_dataset_path(cfg.record)
+        except DatasetError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     results: dict[str, dict] = {}
     traces: dict[str, object] = {}
     per_episode: dict[str, list[dict]] = {}
@@ -473,18 +479,12 @@ def run_eval(cfg: EvalConfig) -> int:
                 print(f"error: engine {name} ({path}): {exc}", file=sys.stderr)
                 return 2
         if cfg.record:
-            from sim.recording import RAW_SHAPES, engine_dataset_writer
-
             recording = engine_dataset_writer(cfg.record, engine.manifest, {
                 "collector": "planner-runtime eval --record (sim/recording.py)", "engine": path,
                 "eval_argv": to_argv(cfg)}, list(CONDITION_NAMES), RAW_SHAPES)
         ms = []
         for i in tqdm(range(cfg.episodes), desc=name, disable=cfg.no_progress, file=sys.stderr):
-            rec = None
-            if recording is not None:
-                from sim.recording import ClosedLoopRecorder
-
-                rec = ClosedLoopRecorder()
+            rec = ClosedLoopRecorder() if recording is not None else None
             m, tr = run_planner_episode(scorer or engine, spec, i, cfg, scale, contract,
                                         on_setup=scorer.attach if scorer else None, recorder=rec)
             if recording is not None and rec is not None:

@@ -292,11 +292,10 @@ def summarize(ms: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _record(path: str, env_id: str, dt: float, eps: list[dict[str, Any]], cond_names: list[str],
             policy: str, seed: int) -> dict[str, Any]:
-    from planner_runtime.dataset import DatasetError, DatasetWriter, Episode
+    from planner_runtime.dataset import DatasetWriter, Episode
+    from sim.recording import new_dataset_path
 
-    out = Path(path)
-    if out.exists():
-        raise DatasetError(f"{out} exists: --record writes a new dataset")
+    out = new_dataset_path(path)
     rows0 = eps[0]["_rows"]
     S, A = len(rows0["observations"][0]), len(rows0["actions"][0])
     with DatasetWriter(out, [f"obs{i}" for i in range(S)], [f"act{i}" for i in range(A)], cond_names, dt,

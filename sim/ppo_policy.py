@@ -39,6 +39,12 @@ def policy_path():
     return p
 
 
+def _measured(state: LowState) -> np.ndarray:
+    """What the command trim tracks: body velocity x, y (privileged) and the yaw rate."""
+    assert state.base_lin_vel is not None
+    return np.array([state.base_lin_vel[0], state.base_lin_vel[1], state.gyroscope[2]], dtype=np.float64)
+
+
 @dataclass
 class PPOConfig:
     track_velocity: bool = True
@@ -81,14 +87,14 @@ class PPOPolicy:
         self.reset()
         self.last_action = a.copy()
         if state.base_lin_vel is not None:
-            self._v = np.array([state.base_lin_vel[0], state.base_lin_vel[1], state.gyroscope[2]], dtype=np.float64)
+            self._v = _measured(state)
 
     def command_seen(self, state: LowState, command: np.ndarray) -> np.ndarray:
         c = np.asarray(command, dtype=np.float64)
         if not self.config.track_velocity or state.base_lin_vel is None:
             return c
         cfg = self.config
-        meas = np.array([state.base_lin_vel[0], state.base_lin_vel[1], state.gyroscope[2]])
+        meas = _measured(state)
         self._v += POLICY_DT / (cfg.trim_tau + POLICY_DT) * (meas - self._v)
         self._trim = np.clip(self._trim + np.asarray(cfg.trim_ki) * (c - self._v) * POLICY_DT,
                              -np.asarray(cfg.trim_limit), np.asarray(cfg.trim_limit))

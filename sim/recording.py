@@ -23,9 +23,16 @@ import numpy as np
 from planner_runtime.dataset import DatasetError, DatasetWriter, Episode
 from robot.observation import build_condition, state_reward_cost
 
-SEMANTICS_KEYS = ("name", "joint_names", "default_joint_pos", "scale", "kp", "kd")
 RAW_SHAPES: dict[str, tuple[int, ...]] = {"time": (), "base_lin_vel": (3,)}  # of recorded episodes
 MIN_STRETCH = 8  # policy ticks: shorter stretches between gaps hold no training window
+
+
+def new_dataset_path(path: str | Path) -> Path:
+    """``path``, refused (DatasetError) when a file is there: evaluation writes new datasets only."""
+    out = Path(path)
+    if out.exists():
+        raise DatasetError(f"{out} exists: evaluation writes a new dataset (remove it or pick another path)")
+    return out
 
 
 def engine_dataset_writer(path: str, manifest: Any, provenance: dict[str, Any],
@@ -34,11 +41,11 @@ def engine_dataset_writer(path: str, manifest: Any, provenance: dict[str, Any],
     """A new dataset file with the engine's state and action names, dt and action semantics
     (so a model trained on it matches the engine); ``condition_names`` default to the
     manifest's. Refuses an existing file (DatasetError)."""
-    out = Path(path)
-    if out.exists():
-        raise DatasetError(f"{out} exists: evaluation writes a new dataset (remove it or pick another path)")
+    from robot.actions import ActionSemantics
+
+    out = new_dataset_path(path)
     o = manifest.observation
-    sem = {k: v for k, v in manifest.action.to_dict().items() if k in SEMANTICS_KEYS}
+    sem = ActionSemantics.from_dict(manifest.action.to_dict()).as_dict()  # as collection records it
     prov = {"engine_graph_sha256": manifest.checksums.graph_sha256, **provenance}
     return DatasetWriter(out, list(o.state_names), list(o.action_names),
                          list(condition_names if condition_names is not None else o.condition_names),
