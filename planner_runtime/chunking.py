@@ -35,7 +35,12 @@ previous observation was answered, so no two plans are in flight at once and the
 prefix an observation carries is what the robot really executes (an unanswered observation
 is given up after the rows a chunk can cover, ``(horizon - execute) dt``). A plan that takes
 ``d`` ticks is then followed by the next one as soon as it arrives (or ``replan_every``
-ticks after the previous observation, whichever is later).
+ticks after the previous observation, whichever is later). By default
+(:meth:`ChunkConfig.interval`) a rule that plans for the delay (``inpaint``, or the forecast
+start state) replans continuously, ``replan_every = 1``: the next observation goes out as
+soon as the previous plan is answered, so a switch comes every ``max(d, 1)`` ticks and each
+one is small (measured in docs/realtime.md); the other rules observe every ``execute``
+ticks, the schedule before real-time chunking.
 
 The delay ``d`` comes from measured turnaround (observation measured -> chunk received on
 the client clock), a high percentile over a recent window with cold plans excluded, rounded
@@ -120,7 +125,7 @@ class DelayEstimator:
 class ChunkConfig:
     merge: str = DEFAULT_MERGE
     execute: int = 4  # actions executed per plan (admission; hold mode: rows run per chunk)
-    replan_every: int = 4  # at least this many ticks between observations
+    replan_every: int | None = None  # at least this many ticks between observations (interval())
     start_state: str = "measured"  # or "forecast"
     blend_ticks: int = 2
     delay_window: int = 50
@@ -136,10 +141,24 @@ class ChunkConfig:
         if self.start_state == "forecast" and self.merge == "inpaint":
             raise ValueError("start_state 'forecast' plans from the forecast state with no committed "
                              "prefix: use it with merge 'aligned' (or 'blend')")
-        if self.execute < 1 or self.blend_ticks < 1 or self.replan_every < 1:
+        if self.execute < 1 or self.blend_ticks < 1 or self.interval() < 1:
             raise ValueError(f"execute, replan_every and blend_ticks must be >= 1, got {self.execute}, "
                              f"{self.replan_every}, {self.blend_ticks}")
         return self
+
+    @property
+    def plans_for_delay(self) -> bool:
+        """Whether the observation carries the delay: a committed prefix (``inpaint``) or a
+        forecast start state."""
+        return self.merge == "inpaint" or self.start_state == "forecast"
+
+    def interval(self) -> int:
+        """Policy ticks between observations: ``replan_every`` when set; else 1 (continuous:
+        the next observation waits only for the previous plan) for a rule that plans for the
+        delay, ``execute`` for the others."""
+        if self.replan_every is not None:
+            return int(self.replan_every)
+        return 1 if self.plans_for_delay else self.execute
 
 
 @dataclass
@@ -182,7 +201,7 @@ class ChunkExecutor:
     def prefix_ticks(self) -> int:
         """The delay to plan for now (ticks), after the admission rule; 0 when the merge does
         not use it."""
-        if self.config.merge != "inpaint" and self.config.start_state != "forecast":
+        if not self.config.plans_for_delay:
             return 0
         d = self.delay.ticks()
         if self.horizon is not None:
@@ -242,7 +261,7 @@ class ChunkExecutor:
 
     def due(self, tick: int, t: float) -> bool:
         """Whether to send an observation at policy tick ``tick`` (time ``t``)."""
-        r = self.config.replan_every
+        r = self.config.interval()
         if self.config.merge == "hold" or self._last_send_tick is None:
             return tick % r == 0  # the fixed schedule before real-time chunking; the first send
         if tick - self._last_send_tick < r:
@@ -431,9 +450,10 @@ def add_chunking_arguments(p: Any) -> None:
                    help="plan from the measured state (default) or from the current chunk's "
                         "forecast for the tick the new plan starts (with --merge aligned/blend)")
     p.add_argument("--replan-every", type=int, default=None, metavar="N",
-                   help="at least N policy ticks between observations (default: the chunk size); "
-                        "except with --merge hold, the next observation also waits for the "
-                        "previous one's plan")
+                   help="at least N policy ticks between observations (default: 1 with --merge "
+                        "inpaint or --start-state forecast, i.e. as soon as the previous plan is "
+                        "answered; the chunk size otherwise); except with --merge hold, the next "
+                        "observation also waits for the previous one's plan")
     p.add_argument("--delay-ticks", type=int, default=None, metavar="N",
                    help="plan for this delay in policy ticks instead of the measured turnaround "
                         "(95th percentile of the last 50 warm plans)")

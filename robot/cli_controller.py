@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         safety = SafetyConfig(passive_s=args.passive, stand_up_s=args.stand_up, grace_s=args.grace, hold_s=args.hold, stand_timeout_s=args.stand_timeout,
                               startup_wait_s=args.startup_wait, state_timeout_s=args.state_timeout)
         chunk = args.chunk or go2.CHUNK_SIZE
-        config = ControllerConfig(max_actions=chunk, replan_every=args.replan_every or chunk,
+        config = ControllerConfig(max_actions=chunk, replan_every=args.replan_every,
                                   realtime=True, safety=safety, merge=args.merge,
                                   start_state=args.start_state, fixed_delay=args.delay_ticks).validate()
     except ValueError as exc:
@@ -158,7 +158,6 @@ def run(args: argparse.Namespace) -> int:
                 if args.chunk is None and isinstance(meta.get("chunk"), int) and meta["chunk"] >= 1:
                     # The engine's manifest is the authority on how many actions a plan is good for.
                     config.max_actions = meta["chunk"]
-                    config.replan_every = args.replan_every or meta["chunk"]
                 if isinstance(meta.get("send_steps"), int):
                     config.horizon = meta["send_steps"]  # rows per chunk: the admission rule
                 log.info("planner %s: %s engine, H=%s chunk=%s", args.planner, meta.get("graph"),

@@ -158,9 +158,10 @@ class ControllerConfig:
     start_state: str = "measured"
     fixed_delay: int | None = None
     horizon: int | None = None  # rows the engine plans (the admission rule); None: unchecked
-    # Policy ticks between observations sent: the paper's action chunking executes c = 4
-    # actions per plan while the next plan is computed (Appendix O). 1 replans every tick.
-    replan_every: int = go2.CHUNK_SIZE
+    # Policy ticks between observations sent; None: the chunk rules' default
+    # (planner_runtime.chunking.ChunkConfig.interval: continuous with a committed prefix,
+    # every max_actions ticks otherwise, the paper's c = 4 of Appendix O).
+    replan_every: int | None = None
     realtime: bool = False  # pace an in-process simulator on absolute wall-clock deadlines
     lockstep: bool = False  # in-process: wait for the chunk answering each observation
     lockstep_timeout_s: float = 0.5
@@ -179,7 +180,7 @@ class ControllerConfig:
             raise ValueError(f"policy_decimation must be >= 1, got {self.policy_decimation}")
         if self.max_actions < 1:
             raise ValueError(f"max_actions must be >= 1, got {self.max_actions}")
-        if self.replan_every < 1:
+        if self.replan_every is not None and self.replan_every < 1:
             raise ValueError(f"replan_every must be >= 1, got {self.replan_every}")
         if not self.lockstep_timeout_s > 0:
             raise ValueError(f"lockstep_timeout_s must be > 0, got {self.lockstep_timeout_s}")

@@ -137,7 +137,7 @@ def run_planner_episode(engine, spec, index: int, cfg: EvalConfig, state_scale: 
     safety = SafetyConfig(passive_s=0.0, stand_up_s=0.5)
     ctrl = Controller(robot, link, command=sched.at,
                       config=ControllerConfig(lockstep=lat[1] <= 0, max_actions=spec.chunk,
-                                              replan_every=cfg.replan_every or spec.chunk,
+                                              replan_every=cfg.replan_every,
                                               safety=safety,
                                               semantics=contract.semantics,
                                               condition_names=contract.condition_names,

@@ -227,8 +227,8 @@ class EngineActor:
 
         self.link = InProcessPlanner(engine, spec, seed=seed)
         self.spec, self.cond_fn, self.dt = spec, cond_fn, dt
-        self.executor = ChunkExecutor(ChunkConfig(merge="hold", execute=spec.chunk,
-                                                  replan_every=spec.chunk), dt=dt, horizon=spec.H)
+        self.executor = ChunkExecutor(ChunkConfig(merge="hold", execute=spec.chunk), dt=dt,
+                                      horizon=spec.H)
         self.seq = 0
         self.pred: dict[int, np.ndarray] = {}  # step -> predicted state (of executed rows)
         self.reached: dict[int, np.ndarray] = {}

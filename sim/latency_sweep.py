@@ -36,9 +36,10 @@ RULES: dict[str, dict[str, Any]] = {  # rule -> the EvalConfig fields it changes
 }
 # the options of the sweep run that its cells take over (the others keep their defaults)
 FORWARDED = ("model", "episodes", "duration", "seed", "randomize")
-# At 0 ms (lockstep) every rule with the same replan interval executes the same actions:
-# only one of them is run there.
-SAME_AT_ZERO = {"aligned": "hold", "inpaint": "hold", "forecast+blend": "forecast"}
+# At 0 ms (lockstep) every rule with the same replan interval (ChunkConfig.interval: inpaint
+# replans continuously like the forecast rules, aligned every chunk like hold) executes the
+# same actions: only one of them is run there.
+SAME_AT_ZERO = {"aligned": "hold", "inpaint": "forecast", "forecast+blend": "forecast"}
 TRACKING_GOAL = 1.2  # at 40 ms, x the same rule's tracking at 0 ms
 JUMP_GOAL = 2.0  # at 20-40 ms, hold's mean switch jump / the rule's
 

@@ -159,6 +159,28 @@ def test_due_waits_for_the_answer_except_in_hold():
     assert [h.due(k, k * DT) for k in range(9)] == [k % 4 == 0 for k in range(9)]
 
 
+
+@pytest.mark.parametrize("merge,start_state,expected", [
+    ("inpaint", "measured", 1),   # plans for the delay: continuous
+    ("aligned", "forecast", 1),
+    ("aligned", "measured", 4),   # no delay planned: every `execute` ticks
+    ("blend", "measured", 4),
+    ("hold", "measured", 4),      # the schedule before real-time chunking
+])
+def test_default_replan_interval_follows_the_rule(merge, start_state, expected):
+    e = ex(merge, start_state=start_state)
+    assert e.config.interval() == expected
+    sends = []
+    for k in range(9):  # every observation is answered within its tick
+        if e.due(k, k * DT):
+            sends.append(k)
+            e.sent(k, k * DT, tick=k)
+            e.offer(chunk(k + 1, k * DT, seq=k), k * DT + DT / 2)
+    assert sends == list(range(0, 9, expected))
+    assert ex(merge, start_state=start_state, replan_every=3).config.interval() == 3
+    with pytest.raises(ValueError, match="replan_every"):
+        ChunkConfig(merge=merge, start_state=start_state, replan_every=0).validate()
+
 @pytest.mark.parametrize("bad,reason", [
     (dict(actions=np.zeros((0, A))), "bad_shape"),
     (dict(actions=np.full((H, A), np.nan)), "non_finite"),

@@ -159,3 +159,17 @@ def test_the_default_engine_recipe_records_its_own_episodes_with_eval_options_th
     assert unused_options(c) == []
     # both kinds of evaluation read --record (a Gymnasium one records its reference policy)
     assert unused_options(parse("--env", "Pendulum-v1", "--latency", "40", "--record", "x.h5")) == ["latency"]
+
+
+def test_a_rule_shares_its_zero_latency_cell_only_with_a_rule_of_the_same_replan_interval():
+    from planner_runtime.chunking import ChunkConfig
+
+    def interval(rule: str) -> int:
+        r = latency_sweep.RULES[rule]
+        return ChunkConfig(merge=r["merge"], start_state=r.get("start_state", "measured"),
+                           replan_every=r.get("replan_every")).validate().interval()
+
+    assert latency_sweep.SAME_AT_ZERO
+    for rule, twin in latency_sweep.SAME_AT_ZERO.items():
+        assert interval(rule) == interval(twin), (rule, twin)
+    assert interval("inpaint") == 1 and interval("hold") == ChunkConfig().execute
