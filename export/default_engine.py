@@ -2,6 +2,7 @@
 
     python -m export.default_engine --work runs/default_engine           # everything
     python -m export.default_engine --work runs/default_engine --skip-collect --data data/go2_expert.h5
+    python -m export.default_engine --work runs/default_engine --skip-collect --skip-base  # recovery rounds on
     python -m export.default_engine --work runs/default_engine --skip-collect --skip-diffusion --install  # forecaster only
     python -m export.default_engine --work runs/default_engine --reexport --install  # checkpoints kept
 
@@ -18,6 +19,7 @@ import argparse
 import hashlib
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -39,6 +41,27 @@ TRAIN = ["train", "--method", "mpdiffuser", "--components", "{component}", "--st
          "--set", "batch_size=128", "--set", "lr=1e-3", "--set", "ema_start=1000",
          "--set", "fall_cut=50",
          "--threads", "1", "--no-progress", "--json"]
+# Recovery data (DAgger-style, docs/robustness.md): the engine trained so far drives the Go2
+# and every 0.5 s of its planning the PPO policy takes over for 40 policy ticks from the state
+# the engine reached (collect --branch-from); the planner and dynamics are then fine-tuned
+# from the base networks (BASE_DIR) on the dataset plus every branch so far. Round 1 branches
+# from the base engine over the three models; round 2 from round 1's engine, where round 1
+# still fell or tracked worst: extra trunk mass, the fitted model, low friction.
+RECOVERY_ROUNDS = [
+    [("project", ["--randomize"], 60000), ("menagerie", ["--randomize"], 61000),
+     ("menagerie-fitted", ["--randomize"], 63000), ("project", [], 62000),
+     ("menagerie-fitted", [], 64000), ("menagerie", [], 65000)],
+    [("project", ["--mass-delta", "2", "3.5"], 66000), ("menagerie-fitted", ["--mass-delta", "2", "3.5"], 67000),
+     ("project", ["--randomize"], 68000), ("menagerie-fitted", ["--friction", "0.4", "0.6"], 69000)],
+]
+BRANCH = ["collect", "--append", "--expert", "ppo", "--noise-levels", "0.0", "--episodes", "{episodes}",
+          "--workers", "2", "--no-progress", "--json"]
+BRANCH_EPISODES = (12, 14)  # engine episodes per collect run, per round
+RECOVERY_TRAIN = ["train", "--method", "mpdiffuser", "--components", "{component}", "--steps", "4000",
+                  "--set", "batch_size=128", "--set", "lr=3e-4", "--set", "ema_start=500",
+                  "--set", "fall_cut=50", "--threads", "1", "--no-progress", "--json"]
+BASE_DIR = "base_checkpoints"  # the planner and dynamics before the recovery rounds
+RECOVERY_NAME = "go2_recovery.h5"  # the dataset plus the branches (the fine-tune's data)
 # The paper's Go2 sampling (mpdiffuser.txt App. O): MPDiffuser's alternation of dynamics and
 # planner, warm start 7 of K=10 levels, chunk of 4 actions, one sample, temperature 0.1.
 # CFG w 1.3 was chosen by closed-loop measurement on these networks (docs/robustness.md):
@@ -101,10 +124,39 @@ def _forecaster_stages(data: Path, ck: Path, work: Path, log: list[dict]) -> Non
     _run([FINETUNE[0], "--init-from", str(ck), "--data", str(onpolicy), "--out", str(ck), *FINETUNE[1:]], log)
 
 
+def _round_engine(work: Path, r: int) -> Path:
+    return work / f"go2_round{r}.onnx"
+
+
+def _recovery_stages(data: Path, base: Path, ck: Path, work: Path, log: list[dict]) -> Path:
+    """The recovery rounds (module constants above); returns the fine-tune's dataset."""
+    rec = work / RECOVERY_NAME
+    rec.unlink(missing_ok=True)  # this recipe's own intermediate: rebuilt from the dataset
+    t0 = time.monotonic()
+    shutil.copyfile(data, rec)
+    log.append({"commands": [f"copy {data} {rec}"], "wall_s": round(time.monotonic() - t0, 1)})
+    for r, runs in enumerate(RECOVERY_ROUNDS, start=1):
+        engine = _round_engine(work, r)
+        _run(_export(base if r == 1 else ck, engine, "none"), log)
+        for model, extra, seed in runs:
+            _run([BRANCH[0], "--out", str(rec), "--model", model, *extra, "--seed", str(seed),
+                  "--branch-from", str(engine),
+                  *[t.format(episodes=BRANCH_EPISODES[r - 1]) for t in BRANCH[1:]]], log)
+        _run([], log, parallel=[[RECOVERY_TRAIN[0], "--init-from", str(base), "--data", str(rec),
+                                 "--out", str(ck), *[t.format(component=c) for t in RECOVERY_TRAIN[1:]]]
+                                for c in STEPS])
+    return rec
+
+
 def _stage(entry: dict) -> str:
     """Which stage a PROVENANCE.json entry records: collect, train (planner and dynamics),
-    forecaster (everything from the forecaster's first training to its fine-tune) or export."""
+    recovery (the rounds of branches and fine-tunes), forecaster (everything from the
+    forecaster's first training to its fine-tune) or export."""
     cmd = " ".join(entry["commands"])
+    if "--components forecaster" in cmd or " eval " in cmd or BASE_ENGINE_NAME in cmd:
+        return "forecaster"
+    if "--branch-from" in cmd or "_round" in cmd or "--init-from" in cmd or cmd.startswith("copy "):
+        return "recovery"
     if " collect " in cmd:
         return "collect"
     if "--components planner" in cmd or "--components dynamics" in cmd:
@@ -120,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=None, help="dataset path (default WORK/go2_robust.h5)")
     p.add_argument("--skip-collect", action="store_true", help="reuse an existing --data file")
     p.add_argument("--install", action="store_true", help="copy the engine into planner_runtime/engines/")
+    p.add_argument("--skip-base", action="store_true",
+                   help=f"reuse WORK/{BASE_DIR}/{{planner,dynamics}}.pt (redo the recovery rounds, the "
+                        "forecaster's stages and the export); the earlier stages of WORK/PROVENANCE.json "
+                        "are kept")
     p.add_argument("--skip-diffusion", action="store_true",
                    help="reuse WORK/checkpoints/{planner,dynamics}.pt (redo only the forecaster's "
                         "stages, then export); the earlier stages of WORK/PROVENANCE.json are kept")
@@ -130,27 +186,38 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     data = Path(a.data) if a.data else work / "go2_robust.h5"
-    ck = work / "checkpoints"
+    ck, base = work / "checkpoints", work / BASE_DIR
     engine = work / ENGINE_NAME
     log: list[dict] = []
     if a.reexport or a.skip_diffusion:
-        return _reexport(work, ck, engine, a.install, data if a.skip_diffusion else None)
-    if not a.skip_collect:
-        if data.exists():
-            raise SystemExit(f"{data} exists: pass --skip-collect to train on it, or remove it")
-        for model, randomize, minutes in COLLECT_RUNS:
-            _run([*COLLECT[:1], "--out", str(data), "--model", model, "--minutes", str(minutes),
-                  *(["--randomize"] if randomize else []), *COLLECT[1:]], log)
-    # planner and dynamics are independent networks: train them side by side (2 cores)
-    train = [[TRAIN[0], "--data", str(data), "--out", str(ck),
-              *[t.format(component=c, steps=STEPS[c]) for t in TRAIN[1:]]] for c in STEPS]
-    _run([], log, parallel=train)
-    _forecaster_stages(data, ck, work, log)
+        rec = work / RECOVERY_NAME
+        return _reexport(work, ck, engine, a.install, (rec if rec.is_file() else data) if a.skip_diffusion else None)
+    kept: list[dict] = []
+    if a.skip_base:
+        old = work / "PROVENANCE.json"
+        if not all((base / f"{c}.pt").is_file() for c in STEPS) or not old.is_file():
+            raise SystemExit(f"--skip-base needs {base}/{{planner,dynamics}}.pt and {old} from an earlier run of this recipe")
+        kept = [s for s in json.loads(old.read_text()).get("stages", []) if _stage(s) in ("collect", "train")]
+    else:
+        if not a.skip_collect:
+            if data.exists():
+                raise SystemExit(f"{data} exists: pass --skip-collect to train on it, or remove it")
+            for model, randomize, minutes in COLLECT_RUNS:
+                _run([*COLLECT[:1], "--out", str(data), "--model", model, "--minutes", str(minutes),
+                      *(["--randomize"] if randomize else []), *COLLECT[1:]], log)
+        # planner and dynamics are independent networks: train them side by side (2 cores)
+        train = [[TRAIN[0], "--data", str(data), "--out", str(base),
+                  *[t.format(component=c, steps=STEPS[c]) for t in TRAIN[1:]]] for c in STEPS]
+        _run([], log, parallel=train)
+    rec = _recovery_stages(data, base, ck, work, log)
+    _forecaster_stages(rec, ck, work, log)
     _run(_export(ck, engine, FINAL_STATES), log)
+    stages = kept + log
     prov = {"engine": ENGINE_NAME, "engine_sha256": _sha256(engine), "dataset": str(data),
-            "dataset_sha256": _sha256(data), "onpolicy_dataset": str(work / ONPOLICY_NAME),
-            "onpolicy_dataset_sha256": _sha256(work / ONPOLICY_NAME), "stages": log,
-            "total_wall_s": round(sum(s["wall_s"] for s in log), 1)}
+            "dataset_sha256": _sha256(data), "recovery_dataset": str(rec),
+            "recovery_dataset_sha256": _sha256(rec), "onpolicy_dataset": str(work / ONPOLICY_NAME),
+            "onpolicy_dataset_sha256": _sha256(work / ONPOLICY_NAME), "stages": stages,
+            "total_wall_s": round(sum(s["wall_s"] for s in stages), 1)}
     (work / "PROVENANCE.json").write_text(json.dumps(prov, indent=2))
     if a.install:
         dest = Path(__file__).resolve().parents[1] / "planner_runtime" / "engines"

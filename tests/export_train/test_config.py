@@ -103,7 +103,8 @@ def test_shipped_engine_and_recipe_configs_parse():
     c = from_mapping(ComponentConfig, stored, "go2.onnx training_config")
     assert (c.fall_cut, c.steps, c.prediction, c.model.dim, c.model.kernel) == (50, 16000, "x0", 32, 3)
     assert to_dict(c) == deep_merge(to_dict(ComponentConfig()), stored)
-    for recipe in (default_engine.TRAIN, default_engine.FORECASTER, default_engine.FINETUNE):
+    for recipe in (default_engine.TRAIN, default_engine.FORECASTER, default_engine.FINETUNE,
+                   default_engine.RECOVERY_TRAIN):
         sets = [recipe[i + 1] for i, a in enumerate(recipe) if a == "--set"]
         assert sets and user_config(None, sets)
     full = resolve_config("mpdiffuser", user_config(None, [s for s in default_engine.TRAIN
