@@ -31,6 +31,7 @@ RULES: dict[str, dict[str, Any]] = {  # rule -> the EvalConfig fields it changes
     "hold": {"merge": "hold"},
     "aligned": {"merge": "aligned"},
     "inpaint": {"merge": "inpaint"},
+    "inpaint-every-4": {"merge": "inpaint", "replan_every": 4},  # the chunk-size schedule
     "forecast": {"merge": "aligned", "start_state": "forecast", "replan_every": 1},
     "forecast+blend": {"merge": "blend", "start_state": "forecast", "replan_every": 1},
 }
@@ -39,7 +40,8 @@ FORWARDED = ("model", "episodes", "duration", "seed", "randomize")
 # At 0 ms (lockstep) every rule with the same replan interval (ChunkConfig.interval: inpaint
 # replans continuously like the forecast rules, aligned every chunk like hold) executes the
 # same actions: only one of them is run there.
-SAME_AT_ZERO = {"aligned": "hold", "inpaint": "forecast", "forecast+blend": "forecast"}
+SAME_AT_ZERO = {"aligned": "hold", "inpaint-every-4": "hold", "inpaint": "forecast",
+                "forecast+blend": "forecast"}
 TRACKING_GOAL = 1.2  # at 40 ms, x the same rule's tracking at 0 ms
 JUMP_GOAL = 2.0  # at 20-40 ms, hold's mean switch jump / the rule's
 

@@ -127,3 +127,59 @@ def test_shipped_provenance_records_every_recipe_stage_in_order():
     assert "--record" in cmds[9] and default_engine.ONPOLICY_NAME in cmds[9]
     assert "--init-from" in cmds[10] and f"--data {prov['onpolicy_dataset']}" in cmds[10]
     assert "forecast_states=all" in cmds[11] and "forecast_states=q_rel_" in cmds[8]
+
+
+def test_the_recipe_runs_its_stages_in_order_and_the_recovery_rounds_build_on_each_other(tmp_path, monkeypatch):
+    """The recipe's command sequence, with every command recorded instead of run (the files
+    a command would write are touched): base training into BASE_DIR, then per recovery round
+    an engine (round 1 from the base networks, later rounds from the last fine-tune), its
+    branches appended to a copy of the dataset, planner and dynamics fine-tuned from the base
+    networks on that copy; the forecaster's stages on the copy; the final export. Every entry
+    is classified into its stage, so --skip-base keeps exactly collect and train."""
+    import shlex
+
+    def fake_run(args, log, parallel=None):
+        cmds = parallel or [args]
+        for c in cmds:
+            for flag in ("-o", "--record"):
+                if flag in c:
+                    out = tmp_path / c[c.index(flag) + 1]  # absolute: the join keeps it
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    out.write_bytes(b"x")
+        log.append({"commands": ["planner-runtime " + shlex.join(c) for c in cmds], "wall_s": 1.0})
+
+    monkeypatch.setattr(default_engine, "_run", fake_run)
+    data = tmp_path / "d.h5"
+    data.write_bytes(b"data")
+    work = tmp_path / "w"
+    assert default_engine.main(["--work", str(work), "--data", str(data), "--skip-collect"]) == 0
+    prov = json.loads((work / "PROVENANCE.json").read_text())
+    stages = [default_engine._stage(s) for s in prov["stages"]]
+    rounds = default_engine.RECOVERY_ROUNDS
+    per_round = [1 + len(r) + 1 for r in rounds]  # engine export, branch runs, fine-tune
+    assert stages == ["train"] + ["recovery"] * (1 + sum(per_round)) + ["forecaster"] * 4 + ["export"]
+    cmds = [" ".join(s["commands"]) for s in prov["stages"]]
+    base, ck, rec = work / default_engine.BASE_DIR, work / "checkpoints", work / default_engine.RECOVERY_NAME
+    assert f"--out {base}" in cmds[0] and cmds[1] == f"copy {data} {rec}"
+    i = 2
+    for r, runs in enumerate(rounds, start=1):
+        src = base if r == 1 else ck
+        assert f"--checkpoints {src} " in cmds[i] and "go2_round" in cmds[i] and "forecast_states=none" in cmds[i]
+        for k, (model, _, seed) in enumerate(runs):
+            c = cmds[i + 1 + k]
+            assert f"--out {rec} " in c and f"--model {model} " in c and f"--seed {seed} " in c
+            assert f"--branch-from {work / f'go2_round{r}.onnx'}" in c and "--append" in c
+        tune = prov["stages"][i + 1 + len(runs)]["commands"]
+        assert len(tune) == 2 and all(f"--init-from {base} --data {rec} --out {ck} " in c for c in tune)
+        i += 2 + len(runs)
+    assert f"--data {rec}" in cmds[i] and "--components forecaster" in cmds[i]
+    assert prov["recovery_dataset_sha256"] == prov["dataset_sha256"]  # the copy (nothing appended here)
+    # --skip-base needs the base networks; then it keeps the base training stage, redoes the rest
+    with pytest.raises(SystemExit, match="--skip-base needs"):
+        default_engine.main(["--work", str(work), "--data", str(data), "--skip-collect", "--skip-base"])
+    base.mkdir(exist_ok=True)
+    for c in ("planner", "dynamics"):
+        (base / f"{c}.pt").write_bytes(b"x")
+    assert default_engine.main(["--work", str(work), "--data", str(data), "--skip-collect", "--skip-base"]) == 0
+    again = [default_engine._stage(s) for s in json.loads((work / "PROVENANCE.json").read_text())["stages"]]
+    assert again == stages
