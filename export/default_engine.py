@@ -190,8 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = work / ENGINE_NAME
     log: list[dict] = []
     if a.reexport or a.skip_diffusion:
-        rec = work / RECOVERY_NAME
-        return _reexport(work, ck, engine, a.install, (rec if rec.is_file() else data) if a.skip_diffusion else None)
+        return _reexport(work, ck, engine, a.install, data if a.skip_diffusion else None)
     kept: list[dict] = []
     if a.skip_base:
         old = work / "PROVENANCE.json"
@@ -210,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
                   *[t.format(component=c, steps=STEPS[c]) for t in TRAIN[1:]]] for c in STEPS]
         _run([], log, parallel=train)
     rec = _recovery_stages(data, base, ck, work, log)
-    _forecaster_stages(rec, ck, work, log)
+    # the fine-tunes keep the base networks' normalizers (the dataset's): so does the forecaster
+    _forecaster_stages(data, ck, work, log)
     _run(_export(ck, engine, FINAL_STATES), log)
     stages = kept + log
     prov = {"engine": ENGINE_NAME, "engine_sha256": _sha256(engine), "dataset": str(data),

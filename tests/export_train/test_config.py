@@ -172,7 +172,8 @@ def test_the_recipe_runs_its_stages_in_order_and_the_recovery_rounds_build_on_ea
         tune = prov["stages"][i + 1 + len(runs)]["commands"]
         assert len(tune) == 2 and all(f"--init-from {base} --data {rec} --out {ck} " in c for c in tune)
         i += 2 + len(runs)
-    assert f"--data {rec}" in cmds[i] and "--components forecaster" in cmds[i]
+    # the forecaster trains on the dataset: its normalizers must be the base networks'
+    assert f"--data {data} " in cmds[i] and "--components forecaster" in cmds[i]
     assert prov["recovery_dataset_sha256"] == prov["dataset_sha256"]  # the copy (nothing appended here)
     # --skip-base needs the base networks; then it keeps the base training stage, redoes the rest
     with pytest.raises(SystemExit, match="--skip-base needs"):
