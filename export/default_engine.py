@@ -2,7 +2,7 @@
 
     python -m export.default_engine --work runs/default_engine           # everything
     python -m export.default_engine --work runs/default_engine --skip-collect --data data/go2_expert.h5
-    python -m export.default_engine --work runs/default_engine --skip-collect --skip-base  # recovery rounds on
+    python -m export.default_engine --work runs/default_engine --skip-collect --skip-base --recovery  # recovery rounds on
     python -m export.default_engine --work runs/default_engine --skip-collect --skip-diffusion --install  # forecaster only
     python -m export.default_engine --work runs/default_engine --reexport --install  # checkpoints kept
 
@@ -41,7 +41,8 @@ TRAIN = ["train", "--method", "mpdiffuser", "--components", "{component}", "--st
          "--set", "batch_size=128", "--set", "lr=1e-3", "--set", "ema_start=1000",
          "--set", "fall_cut=50",
          "--threads", "1", "--no-progress", "--json"]
-# Recovery data (DAgger-style, docs/robustness.md): the engine trained so far drives the Go2
+# Recovery data (DAgger-style, --recovery; not yet part of the shipped engine's recipe: its
+# matrix is in docs/robustness.md): the engine trained so far drives the Go2
 # and every 0.5 s of its planning the PPO policy takes over for 40 policy ticks from the state
 # the engine reached (collect --branch-from); the planner and dynamics are then fine-tuned
 # from the base networks (BASE_DIR) on the dataset plus every branch so far. Round 1 branches
@@ -172,10 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=None, help="dataset path (default WORK/go2_robust.h5)")
     p.add_argument("--skip-collect", action="store_true", help="reuse an existing --data file")
     p.add_argument("--install", action="store_true", help="copy the engine into planner_runtime/engines/")
+    p.add_argument("--recovery", action="store_true",
+                   help="after the base training, the recovery rounds (collect --branch-from the engine "
+                        "so far, fine-tune the planner and dynamics on the dataset plus the branches)")
     p.add_argument("--skip-base", action="store_true",
-                   help=f"reuse WORK/{BASE_DIR}/{{planner,dynamics}}.pt (redo the recovery rounds, the "
-                        "forecaster's stages and the export); the earlier stages of WORK/PROVENANCE.json "
-                        "are kept")
+                   help=f"reuse WORK/{BASE_DIR}/{{planner,dynamics}}.pt (redo the recovery rounds with "
+                        "--recovery, the forecaster's stages and the export); the earlier stages of "
+                        "WORK/PROVENANCE.json are kept")
     p.add_argument("--skip-diffusion", action="store_true",
                    help="reuse WORK/checkpoints/{planner,dynamics}.pt (redo only the forecaster's "
                         "stages, then export); the earlier stages of WORK/PROVENANCE.json are kept")
@@ -208,14 +212,23 @@ def main(argv: list[str] | None = None) -> int:
         train = [[TRAIN[0], "--data", str(data), "--out", str(base),
                   *[t.format(component=c, steps=STEPS[c]) for t in TRAIN[1:]]] for c in STEPS]
         _run([], log, parallel=train)
-    rec = _recovery_stages(data, base, ck, work, log)
+    if a.recovery:
+        rec: Path | None = _recovery_stages(data, base, ck, work, log)
+    else:
+        rec = None
+        ck.mkdir(parents=True, exist_ok=True)
+        for c in STEPS:  # the base networks are the engine's
+            for f in (f"{c}.pt", f"{c}.metrics.jsonl", "config.json"):
+                if (base / f).is_file():
+                    shutil.copyfile(base / f, ck / f)
     # the fine-tunes keep the base networks' normalizers (the dataset's): so does the forecaster
     _forecaster_stages(data, ck, work, log)
     _run(_export(ck, engine, FINAL_STATES), log)
     stages = kept + log
     prov = {"engine": ENGINE_NAME, "engine_sha256": _sha256(engine), "dataset": str(data),
-            "dataset_sha256": _sha256(data), "recovery_dataset": str(rec),
-            "recovery_dataset_sha256": _sha256(rec), "onpolicy_dataset": str(work / ONPOLICY_NAME),
+            "dataset_sha256": _sha256(data),
+            **({"recovery_dataset": str(rec), "recovery_dataset_sha256": _sha256(rec)} if rec else {}),
+            "onpolicy_dataset": str(work / ONPOLICY_NAME),
             "onpolicy_dataset_sha256": _sha256(work / ONPOLICY_NAME), "stages": stages,
             "total_wall_s": round(sum(s["wall_s"] for s in stages), 1)}
     (work / "PROVENANCE.json").write_text(json.dumps(prov, indent=2))

@@ -152,7 +152,7 @@ def test_the_recipe_runs_its_stages_in_order_and_the_recovery_rounds_build_on_ea
     data = tmp_path / "d.h5"
     data.write_bytes(b"data")
     work = tmp_path / "w"
-    assert default_engine.main(["--work", str(work), "--data", str(data), "--skip-collect"]) == 0
+    assert default_engine.main(["--work", str(work), "--data", str(data), "--skip-collect", "--recovery"]) == 0
     prov = json.loads((work / "PROVENANCE.json").read_text())
     stages = [default_engine._stage(s) for s in prov["stages"]]
     rounds = default_engine.RECOVERY_ROUNDS
@@ -177,10 +177,16 @@ def test_the_recipe_runs_its_stages_in_order_and_the_recovery_rounds_build_on_ea
     assert prov["recovery_dataset_sha256"] == prov["dataset_sha256"]  # the copy (nothing appended here)
     # --skip-base needs the base networks; then it keeps the base training stage, redoes the rest
     with pytest.raises(SystemExit, match="--skip-base needs"):
-        default_engine.main(["--work", str(work), "--data", str(data), "--skip-collect", "--skip-base"])
+        default_engine.main(["--work", str(work), "--data", str(data), "--skip-collect", "--skip-base", "--recovery"])
     base.mkdir(exist_ok=True)
     for c in ("planner", "dynamics"):
         (base / f"{c}.pt").write_bytes(b"x")
-    assert default_engine.main(["--work", str(work), "--data", str(data), "--skip-collect", "--skip-base"]) == 0
+    assert default_engine.main(["--work", str(work), "--data", str(data), "--skip-collect", "--skip-base",
+                                "--recovery"]) == 0
     again = [default_engine._stage(s) for s in json.loads((work / "PROVENANCE.json").read_text())["stages"]]
     assert again == stages
+    # without --recovery the base networks are the engine's: no recovery stage, no recovery data
+    assert default_engine.main(["--work", str(work), "--data", str(data), "--skip-collect", "--skip-base"]) == 0
+    plain = json.loads((work / "PROVENANCE.json").read_text())
+    assert [default_engine._stage(s) for s in plain["stages"]] == ["train"] + ["forecaster"] * 4 + ["export"]
+    assert "recovery_dataset" not in plain and (ck / "planner.pt").read_bytes() == b"x"
