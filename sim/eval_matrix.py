@@ -16,6 +16,7 @@ and no episode over the cost budget, in every cell.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -98,7 +99,7 @@ def run_matrix(cfg: EvalConfig) -> int:
         return 2
     t0 = time.monotonic()
     results = run_cells(cells, lambda cell: cell_command(configs[cell]), cfg.jobs,
-                        "matrix", lambda cell: f"{cell[0]} / {cell[1]}")
+                        "matrix", lambda cell: f"{cell[0]} / {cell[1]}", keep=out / "cells")
     engines = [e.split("=", 1)[0] if "=" in e else Path(e).stem for e in cfg.engine]
     report = {"episodes": cfg.episodes, "duration_s": cfg.duration, "seed": cfg.seed,
               "wall_s": time.monotonic() - t0, "engines": engines,
@@ -118,11 +119,15 @@ def run_matrix(cfg: EvalConfig) -> int:
     return 0 if all("results" in c for c in report["cells"]) else 1
 
 
-def run_cells(cells: list, command, jobs: int, tag: str, label) -> dict:
+def run_cells(cells: list, command, jobs: int, tag: str, label, keep: Path | None = None) -> dict:
     """Run one ``planner-runtime eval --json`` subprocess per cell, ``jobs`` at a time, with
-    a progress line per finished cell; cell -> its JSON report (or {"error": stderr tail})."""
+    a progress line per finished cell; cell -> its JSON report (or {"error": stderr tail}).
+    With ``keep`` (a folder) each finished cell's report is also written there at once, as
+    ``<label>.json``, so a run stopped part way keeps the cells it finished."""
     t0 = time.monotonic()
     done = 0
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
 
     def one(cell):
         nonlocal done
@@ -130,9 +135,12 @@ def run_cells(cells: list, command, jobs: int, tag: str, label) -> dict:
         done += 1
         print(f"[{tag}] {done}/{len(cells)} {label(cell)}: exit {res.returncode} "
               f"({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
-        if res.returncode != 0:
-            return cell, {"error": res.stderr[-2000:]}
-        return cell, json.loads(res.stdout.strip().splitlines()[-1])
+        out = ({"error": res.stderr[-2000:]} if res.returncode != 0
+               else json.loads(res.stdout.strip().splitlines()[-1]))
+        if keep is not None:
+            name = re.sub(r"[^A-Za-z0-9.+-]+", "_", str(label(cell))).strip("_")
+            (keep / f"{name}.json").write_text(json.dumps({"cell": list(cell), **out}, default=float))
+        return cell, out
 
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         return dict(pool.map(one, cells))

@@ -83,7 +83,7 @@ def run_sweep(cfg: EvalConfig) -> int:
         return 2
     t0 = time.monotonic()
     results = run_cells(cells, lambda cell: cell_command(configs[cell]), cfg.jobs, "sweep",
-                        lambda cell: f"{cell[0]:g} ms / {cell[1]}")
+                        lambda cell: f"{cell[0]:g} ms / {cell[1]}", keep=out / "cells")
     # the rules not run at 0 ms share their twin's cell
     for lat, r in [(0.0, r) for r in rules if (0.0, r) not in results and 0.0 in lats]:
         twin = SAME_AT_ZERO[r]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 
 import pytest
 
@@ -173,3 +174,22 @@ def test_a_rule_shares_its_zero_latency_cell_only_with_a_rule_of_the_same_replan
     for rule, twin in latency_sweep.SAME_AT_ZERO.items():
         assert interval(rule) == interval(twin), (rule, twin)
     assert interval("inpaint") == 1 and interval("hold") == ChunkConfig().execute
+
+
+def test_run_cells_keeps_each_finished_cell_on_disk(tmp_path):
+    """A matrix or sweep stopped part way keeps the cells that finished: each report is
+    written as soon as its subprocess ends; a failing cell keeps its error."""
+    import sys
+
+    def command(cell):
+        if cell[1] == "bad":
+            return [sys.executable, "-c", "import sys; sys.stderr.write('boom'); sys.exit(3)"]
+        return [sys.executable, "-c", f"import json; print(json.dumps({{'results': {{'x': {{'falls': {len(cell[1])}}}}}}}))"]
+
+    cells = [("project", "+3 kg"), ("menagerie", "bad")]
+    res = eval_matrix.run_cells(cells, command, 2, "t", lambda c: f"{c[0]} / {c[1]}", keep=tmp_path / "cells")
+    assert res[cells[0]] == {"results": {"x": {"falls": 5}}} and "boom" in res[cells[1]]["error"]
+    kept = {p.name: json.loads(p.read_text()) for p in (tmp_path / "cells").iterdir()}
+    assert set(kept) == {"project_+3_kg.json", "menagerie_bad.json"}
+    assert kept["project_+3_kg.json"] == {"cell": ["project", "+3 kg"], "results": {"x": {"falls": 5}}}
+    assert "boom" in kept["menagerie_bad.json"]["error"]
