@@ -194,6 +194,7 @@ def run_planner_episode(engine, spec, index: int, cfg: EvalConfig, state_scale: 
     m.update(ctrl.executor.switch_metrics(contract.semantics.scale))
     m.update(_forecast_errors(link, states, t_plan0, spec, state_scale))
     m["merge"], m["delay_ticks"] = ctrl.merge, ctrl.executor.delay.ticks()
+    m["replan_every"] = ctrl.executor.config.interval()
     return m, tr
 
 
@@ -307,6 +308,9 @@ def summarize(metrics: list[dict]) -> dict:
     merges = {m.get("merge") for m in ok if m.get("merge")}
     if merges:
         out["merge"] = ",".join(sorted(merges))
+    intervals = sorted({int(m["replan_every"]) for m in ok if m.get("replan_every")})
+    if intervals:
+        out["replan_every"] = intervals[0] if len(intervals) == 1 else intervals
     return out
 
 

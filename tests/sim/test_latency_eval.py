@@ -71,6 +71,7 @@ def test_at_zero_latency_the_rules_differ_only_in_how_often_they_replan(engine, 
     b, lb, cb = run_episode(engine, monkeypatch, "--merge", "hold")
     c, _, _ = run_episode(engine, monkeypatch, "--merge", "hold", "--replan-every", "1")
     assert ca.merge == "inpaint" and ca.config.chunking(ca.merge).interval() == 1
+    assert (a["replan_every"], b["replan_every"], c["replan_every"]) == (1, 4, 1)
     assert cb.merge == "hold" and cb.config.chunking(cb.merge).interval() == 4
     assert len(la.chunks) > 3 * len(lb.chunks)  # a plan every tick vs every 4 ticks
     assert a["vx_rmse"] == c["vx_rmse"] and a["switch_jump_max"] == c["switch_jump_max"]
