@@ -5,7 +5,7 @@
 
 Every cell is one ``planner-runtime eval --json`` run (a subprocess, ``--jobs`` at a time) on
 the same seeds, so every method in a cell sees the same episodes. A cell's config is the
-eval defaults with the matrix run's methods, episodes, duration and seed (:data:`FORWARDED`),
+eval defaults with the matrix run's methods, episodes, duration, seed and replan interval (:data:`FORWARDED`),
 then the cell's model and condition (:data:`CONDITIONS`: changed ``EvalConfig`` fields,
 checked by ``sim.eval_config.with_changes``). Writes ``matrix.json`` (all
 cell reports), ``matrix.md`` (the table) and ``matrix.png`` (falls and tracking per cell), and
@@ -37,7 +37,7 @@ CONDITIONS: dict[str, dict[str, Any]] = {  # condition -> the EvalConfig fields 
     "actuator lag 15 ms": {"actuator_lag": 15.0},
 }
 # the options of the matrix run that its cells take over (the others keep their defaults)
-FORWARDED = ("engine", "no_expert", "reference", "episodes", "duration", "seed")
+FORWARDED = ("engine", "no_expert", "reference", "episodes", "duration", "seed", "replan_every")
 TRACKING_GOAL = 1.3  # x the PPO policy's tracking RMSE
 
 

@@ -87,6 +87,13 @@ def test_a_matrix_cell_is_the_forwarded_options_plus_the_condition():
     lag = eval_matrix.cell_config(eval_matrix.cell_base(run, eval_matrix.FORWARDED, "matrix"),
                                   "project", "actuator lag 15 ms")
     assert lag.actuator_lag == 15.0 and lag.model == "project" and lag.friction is None
+    # the replan schedule is the whole run's (e.g. --replan-every 4, the schedule before
+    # continuous replanning); the sweep sets it per rule and refuses it
+    four = parse("--matrix", "out", "--replan-every", "4")
+    assert eval_matrix.cell_config(eval_matrix.cell_base(four, eval_matrix.FORWARDED, "matrix"),
+                                   "project", "nominal").replan_every == 4
+    with pytest.raises(ConfigError, match="--replan-every would not reach"):
+        latency_sweep.sweep_base(parse("--latency-sweep", "out", "--replan-every", "4"))
 
 
 def test_a_latency_sweep_cell_is_the_first_engine_at_the_latency_under_the_rule():
