@@ -217,10 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rec = None
         ck.mkdir(parents=True, exist_ok=True)
-        for c in STEPS:  # the base networks are the engine's
-            for f in (f"{c}.pt", f"{c}.metrics.jsonl", "config.json"):
-                if (base / f).is_file():
-                    shutil.copyfile(base / f, ck / f)
+        for f in ["config.json", *(f"{c}{ext}" for c in STEPS for ext in (".pt", ".metrics.jsonl"))]:
+            if (base / f).is_file():  # the base networks are the engine's
+                shutil.copyfile(base / f, ck / f)
     # the fine-tunes keep the base networks' normalizers (the dataset's): so does the forecaster
     _forecaster_stages(data, ck, work, log)
     _run(_export(ck, engine, FINAL_STATES), log)

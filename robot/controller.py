@@ -180,12 +180,10 @@ class ControllerConfig:
             raise ValueError(f"policy_decimation must be >= 1, got {self.policy_decimation}")
         if self.max_actions < 1:
             raise ValueError(f"max_actions must be >= 1, got {self.max_actions}")
-        if self.replan_every is not None and self.replan_every < 1:
-            raise ValueError(f"replan_every must be >= 1, got {self.replan_every}")
         if not self.lockstep_timeout_s > 0:
             raise ValueError(f"lockstep_timeout_s must be > 0, got {self.lockstep_timeout_s}")
         ConditionBuilder(self.condition_names)  # refuses a layout it cannot build
-        self.chunking(self.merge or DEFAULT_MERGE)  # refuses a merge / start state it does not know
+        self.chunking(self.merge or DEFAULT_MERGE)  # refuses a merge, start state or replan interval it cannot run
         bad = self.semantics.check()
         if bad:
             raise ValueError("action semantics the Go2 controller cannot execute: " + "; ".join(bad))
