@@ -53,7 +53,8 @@ RECOVERY_ROUNDS = [
      ("menagerie-fitted", ["--randomize"], 63000), ("project", [], 62000),
      ("menagerie-fitted", [], 64000), ("menagerie", [], 65000)],
     [("project", ["--mass-delta", "2", "3.5"], 66000), ("menagerie-fitted", ["--mass-delta", "2", "3.5"], 67000),
-     ("project", ["--randomize"], 68000), ("menagerie-fitted", ["--friction", "0.4", "0.6"], 69000)],
+     ("project", ["--randomize"], 68000), ("menagerie-fitted", ["--friction", "0.4", "0.6"], 69000),
+     ("project", ["--randomize"], 70000), ("menagerie", ["--randomize"], 71000)],
 ]
 BRANCH = ["collect", "--append", "--expert", "ppo", "--noise-levels", "0.0", "--episodes", "{episodes}",
           "--workers", "2", "--no-progress", "--json"]
