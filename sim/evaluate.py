@@ -108,6 +108,7 @@ def run_expert_episode(index: int, cfg: EvalConfig, which: str = "trot") -> tupl
     robot, sched = _episode_setup(index, cfg)
     tr = run_episode(robot, expert_policy(make_expert(which, PROJECT)), sched, cfg.duration)
     m = episode_metrics(tr)
+    m["physics"] = robot.physics.as_dict()
     m["cost"] = float(np.sum(tilt_cost(tr.gravity_z)))
     return m, tr
 
@@ -181,9 +182,10 @@ def run_planner_episode(engine, spec, index: int, cfg: EvalConfig, state_scale: 
         if recorder is not None:
             recorder.sample(robot.now(), states[k], rows["command"][-1], rows["base_lin_vel"][-1])
     if t_plan0 is None:
-        return {"fell": True, "never_planned": True, "duration": 0.0}, None
+        return {"fell": True, "never_planned": True, "duration": 0.0, "physics": robot.physics.as_dict()}, None
     tr = _trace(rows, fell, fall_time)
     m = episode_metrics(tr)
+    m["physics"] = robot.physics.as_dict()
     m["cost"] = float(np.sum(tilt_cost(tr.gravity_z)))
     inf = summary(link.infer_ms)
     m["infer_ms_median"], m["infer_ms_p99"] = inf.get("median"), inf.get("p99")
@@ -279,6 +281,10 @@ def summarize(metrics: list[dict]) -> dict:
     out = aggregate(ok) if ok else {"episodes": 0, "falls": 0}
     out["episodes"] = len(metrics)
     out["falls"] = int(sum(bool(m.get("fell")) for m in metrics))
+    # which episodes fell, when, and under which physics draw (the same index is the same
+    # episode, physics and command schedule for every method of one run)
+    out["fell_episodes"] = [{"episode": i, "fall_time_s": m.get("fall_time"), "physics": m.get("physics")}
+                            for i, m in enumerate(metrics) if m.get("fell")]
     costs = [m["cost"] for m in ok if "cost" in m]
     if costs:
         out["cost_mean"] = float(np.mean(costs))
@@ -558,6 +564,11 @@ def _print_table(report: dict) -> None:
             "infer_ms_p99")
     print(f"{report['episodes']} episodes x {report['duration_s']} s, seed {report['seed']}")
     print_table(report["results"], cols, "method", 28, 17)
+    for name, r in report["results"].items():
+        if r.get("fell_episodes"):
+            print(f"{name} fell in episodes " + ", ".join(
+                f"{f['episode']}" + ("" if f["fall_time_s"] is None else f" ({f['fall_time_s']:.1f} s)")
+                for f in r["fell_episodes"]))
     rec = report.get("recorded")
     if rec:
         print(f"recorded {rec['episodes']} episodes, {rec['samples']} samples -> {rec['path']}")

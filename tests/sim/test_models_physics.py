@@ -161,3 +161,23 @@ def test_ppo_observation_follows_its_semantics():
     np.testing.assert_allclose(target, LEGGED_GYM.default_joint_pos + LEGGED_GYM.scale * pol.last_action)
     assert np.all(low.kp == 20.0) and np.all(low.kd == 0.5)
     _ = mujoco  # physics is real MuJoCo throughout
+
+
+def test_eval_reports_which_episodes_fell_under_which_physics_draw():
+    """eval's summary names the fallen episodes with their fall time and that episode's own
+    physics draw (the trot expert on the fitted model, randomized: it falls in some)."""
+    from sim.eval_config import EvalConfig
+    from sim.evaluate import run_expert_episode, summarize
+
+    cfg = EvalConfig(model="menagerie-fitted", duration=6.0, randomize=True)
+    ms = [run_expert_episode(i, cfg)[0] for i in range(3)]
+    s = summarize(ms)
+    fell = [i for i, m in enumerate(ms) if m["fell"]]
+    assert 0 < len(fell) < 3, "this seed set must have both outcomes to test the attribution"
+    assert s["falls"] == len(fell) and [f["episode"] for f in s["fell_episodes"]] == fell
+    for f in s["fell_episodes"]:
+        m = ms[f["episode"]]
+        assert f["physics"] == m["physics"] and 0 < f["fall_time_s"] == m["fall_time"] < 6.0
+        lo, hi = RANDOMIZED.leg_mass_scale
+        assert lo <= f["physics"]["leg_mass_scale"] <= hi and f["physics"]["trunk_mass_scale"] == FITTED.trunk_mass_scale
+    assert len({m["physics"]["foot_friction"] for m in ms}) == 3  # each episode its own draw
