@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+from export.default_engine import STEPS
 from planner_runtime.engines import default_engine_path
 
 ENGINE = default_engine_path()
@@ -36,9 +37,10 @@ def test_default_engine_manifest_matches_the_go2_profile():
     assert m["control"]["chunk_size"] == 4 and m["control"]["dt"] == 0.02
     assert set(m["provenance"]["checkpoints"]) == {"planner", "dynamics", "forecaster"}
     assert m["diffusion"]["K"] == 10 and m["diffusion"]["warm_levels"][0] == 7
-    # provenance: the sha256 of the dataset it was trained on, and that data's action semantics
+    # provenance: the sha256 of the dataset it was trained on (the base dataset plus the
+    # recovery rounds' branches), and that data's action semantics
     prov = json.loads((ENGINE.parent / "PROVENANCE.json").read_text())
-    assert m["provenance"]["dataset_sha256"] == prov["dataset_sha256"]
+    assert m["provenance"]["dataset_sha256"] == prov["recovery_dataset_sha256"] != prov["dataset_sha256"]
     assert m["action"]["name"] == "legged-gym" and m["action"]["source"] == "training dataset"
     assert (m["action"]["kp"], m["action"]["kd"]) == (20.0, 0.5)
     # real-time chunking: it takes the committed prefix and plans from the forecast state (every
@@ -49,7 +51,9 @@ def test_default_engine_manifest_matches_the_go2_profile():
     assert knobs["forecast_states"] == list(range(30))
     fc = m["provenance"]["checkpoints"]["forecaster"]
     assert fc["dataset_sha256"] == prov["onpolicy_dataset_sha256"] != prov["dataset_sha256"]
-    assert m["provenance"]["checkpoints"]["planner"]["dataset_sha256"] == prov["dataset_sha256"]
+    for c in ("planner", "dynamics"):  # fine-tuned from the base networks on the recovery dataset
+        assert m["provenance"]["checkpoints"][c]["dataset_sha256"] == prov["recovery_dataset_sha256"]
+    assert m["provenance"]["training_config"]["init_from"]["step"] == STEPS["planner"]  # the base training
 
 
 def test_eval_default_engine_walks_forward_without_falling():

@@ -101,7 +101,10 @@ def test_shipped_engine_and_recipe_configs_parse():
                                     / "engines" / "go2.onnx")
     stored = man.to_dict()["provenance"]["training_config"]
     c = from_mapping(ComponentConfig, stored, "go2.onnx training_config")
-    assert (c.fall_cut, c.steps, c.prediction, c.model.dim, c.model.kernel) == (50, 16000, "x0", 32, 3)
+    # the recovery fine-tune's config (the last training of the planner)
+    tune = default_engine.RECOVERY_TRAIN
+    assert c.steps == int(tune[tune.index("--steps") + 1]) and c.init_from.step == default_engine.STEPS["planner"]
+    assert (c.fall_cut, c.lr, c.prediction, c.model.dim, c.model.kernel) == (50, 3e-4, "x0", 32, 3)
     assert to_dict(c) == deep_merge(to_dict(ComponentConfig()), stored)
     for recipe in (default_engine.TRAIN, default_engine.FORECASTER, default_engine.FINETUNE,
                    default_engine.RECOVERY_TRAIN):
@@ -114,7 +117,7 @@ def test_shipped_engine_and_recipe_configs_parse():
 
 def test_shipped_provenance_records_every_recipe_stage_in_order():
     """The embedded engine's PROVENANCE.json: collection, planner + dynamics training, the
-    forecaster's stages (training, base engine, its own episodes, the fine-tune on them),
+    recovery rounds (branches, fine-tunes), the forecaster's stages (training, base engine, its own episodes, the fine-tune on them),
     the export; the recipe's --reexport / --skip-diffusion drop exactly the stages they redo."""
     import json
     from pathlib import Path
@@ -122,11 +125,18 @@ def test_shipped_provenance_records_every_recipe_stage_in_order():
     prov = json.loads((Path(default_engine.__file__).parents[1] / "planner_runtime" / "engines"
                        / "PROVENANCE.json").read_text())
     stages = [default_engine._stage(s) for s in prov["stages"]]
-    assert stages == ["collect"] * 6 + ["train"] + ["forecaster"] * 4 + ["export"]
+    n_rec = 1 + sum(1 + len(r) + 1 for r in default_engine.RECOVERY_ROUNDS)  # the copy; per round
+    assert stages == ["collect"] * 6 + ["train"] + ["recovery"] * n_rec + ["forecaster"] * 4 + ["export"]
     cmds = [" ".join(s["commands"]) for s in prov["stages"]]
-    assert "--record" in cmds[9] and default_engine.ONPOLICY_NAME in cmds[9]
-    assert "--init-from" in cmds[10] and f"--data {prov['onpolicy_dataset']}" in cmds[10]
-    assert "forecast_states=all" in cmds[11] and "forecast_states=q_rel_" in cmds[8]
+    f = 7 + n_rec  # the forecaster's first stage
+    assert f"--data {prov['dataset']} " in cmds[f] and "--components forecaster" in cmds[f]
+    assert "--record" in cmds[f + 2] and default_engine.ONPOLICY_NAME in cmds[f + 2]
+    assert "--init-from" in cmds[f + 3] and f"--data {prov['onpolicy_dataset']}" in cmds[f + 3]
+    assert "forecast_states=all" in cmds[f + 4] and "forecast_states=q_rel_" in cmds[f + 1]
+    # every recovery round's branch runs are the recipe's, into the recovery dataset
+    branches = [c for c in cmds if "--branch-from" in c]
+    assert len(branches) == sum(len(r) for r in default_engine.RECOVERY_ROUNDS)
+    assert all(f"--out {prov['recovery_dataset']} " in c for c in branches)
 
 
 def test_the_recipe_runs_its_stages_in_order_and_the_recovery_rounds_build_on_each_other(tmp_path, monkeypatch):
@@ -152,7 +162,7 @@ def test_the_recipe_runs_its_stages_in_order_and_the_recovery_rounds_build_on_ea
     data = tmp_path / "d.h5"
     data.write_bytes(b"data")
     work = tmp_path / "w"
-    assert default_engine.main(["--work", str(work), "--data", str(data), "--skip-collect", "--recovery"]) == 0
+    assert default_engine.main(["--work", str(work), "--data", str(data), "--skip-collect"]) == 0  # recovery: the default
     prov = json.loads((work / "PROVENANCE.json").read_text())
     stages = [default_engine._stage(s) for s in prov["stages"]]
     rounds = default_engine.RECOVERY_ROUNDS
@@ -185,8 +195,9 @@ def test_the_recipe_runs_its_stages_in_order_and_the_recovery_rounds_build_on_ea
                                 "--recovery"]) == 0
     again = [default_engine._stage(s) for s in json.loads((work / "PROVENANCE.json").read_text())["stages"]]
     assert again == stages
-    # without --recovery the base networks are the engine's: no recovery stage, no recovery data
-    assert default_engine.main(["--work", str(work), "--data", str(data), "--skip-collect", "--skip-base"]) == 0
+    # with --no-recovery the base networks are the engine's: no recovery stage, no recovery data
+    assert default_engine.main(["--work", str(work), "--data", str(data), "--skip-collect", "--skip-base",
+                                "--no-recovery"]) == 0
     plain = json.loads((work / "PROVENANCE.json").read_text())
     assert [default_engine._stage(s) for s in plain["stages"]] == ["train"] + ["forecaster"] * 4 + ["export"]
     assert "recovery_dataset" not in plain and (ck / "planner.pt").read_bytes() == b"x"
