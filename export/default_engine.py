@@ -46,9 +46,8 @@ TRAIN = ["train", "--method", "mpdiffuser", "--components", "{component}", "--st
 # the engine reached (collect --branch-from); the planner and dynamics are then fine-tuned
 # from the base networks (BASE_DIR) on the dataset plus every branch so far. Round 1 branches
 # from the base engine over the three models; round 2 from round 1's engine, where round 1
-# still fell or tracked worst: extra trunk mass, the fitted model, low friction, and two more
-# runs with randomized physics (project and Menagerie). The first version of round 2 (without
-# those two) left the project model with randomized physics at 6 falls in 20; this one 5.
+# still fell or tracked worst: extra trunk mass, the fitted model, low friction, randomized
+# physics (project twice, Menagerie once).
 RECOVERY_ROUNDS = [
     [("project", ["--randomize"], 60000), ("menagerie", ["--randomize"], 61000),
      ("menagerie-fitted", ["--randomize"], 63000), ("project", [], 62000),

@@ -126,6 +126,7 @@ def run_planner_episode(engine, spec, index: int, cfg: EvalConfig, state_scale: 
     from sim.episode import episode_metrics
 
     robot, sched = setup if setup is not None else _episode_setup(index, cfg)
+    physics = robot.physics.as_dict()  # this episode's draw, reported with its metrics
     if on_setup is not None:
         on_setup(robot, index)
     # the engine's action semantics and condition layout, checked as the controller checks a
@@ -182,10 +183,10 @@ def run_planner_episode(engine, spec, index: int, cfg: EvalConfig, state_scale: 
         if recorder is not None:
             recorder.sample(robot.now(), states[k], rows["command"][-1], rows["base_lin_vel"][-1])
     if t_plan0 is None:
-        return {"fell": True, "never_planned": True, "duration": 0.0, "physics": robot.physics.as_dict()}, None
+        return {"fell": True, "never_planned": True, "duration": 0.0, "physics": physics}, None
     tr = _trace(rows, fell, fall_time)
     m = episode_metrics(tr)
-    m["physics"] = robot.physics.as_dict()
+    m["physics"] = physics
     m["cost"] = float(np.sum(tilt_cost(tr.gravity_z)))
     inf = summary(link.infer_ms)
     m["infer_ms_median"], m["infer_ms_p99"] = inf.get("median"), inf.get("p99")
