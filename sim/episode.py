@@ -34,6 +34,7 @@ class EpisodeTrace:
     fell: bool
     fall_time: float | None = None
     extra: dict = field(default_factory=dict)
+    fall_reason: str | None = None  # the robot's or the safety layer's, when it fell
 
 
 def run_episode(robot, policy: Policy, schedule: CommandSchedule, duration: float,
@@ -48,7 +49,7 @@ def run_episode(robot, policy: Policy, schedule: CommandSchedule, duration: floa
     t_arr = np.zeros(n)
     gz = np.zeros(n)
     t_start = robot.now()
-    fell, fall_time, T = False, None, n
+    fell, fall_time, T, reason = False, None, n, None
     for k in range(n):
         t = robot.now() - t_start
         s = robot.read_state()
@@ -63,11 +64,12 @@ def run_episode(robot, policy: Policy, schedule: CommandSchedule, duration: floa
         rows["gyro"][k] = robot.data.qvel[3:6]
         rows["base_pos"][k] = robot.data.qpos[0:3]
         gz[k] = robot.projected_gravity_z()
-        if robot.fallen():
+        reason = robot.fall_reason()
+        if reason is not None:
             fell, fall_time, T = True, float(robot.now() - t_start), k + 1
             break
     return EpisodeTrace(t_arr[:T], rows["command"][:T], rows["base_lin_vel"][:T], rows["gyro"][:T],
-                        gz[:T], rows["base_pos"][:T], fell, fall_time)
+                        gz[:T], rows["base_pos"][:T], fell, fall_time, fall_reason=reason)
 
 
 def expert_policy(expert) -> Policy:
@@ -103,6 +105,7 @@ def episode_metrics(tr: EpisodeTrace, settle: float = 1.0, stride: float = 0.32)
         "stride_vy_rmse": float(np.sqrt(np.mean(es[:, 1] ** 2))),
         "stride_yaw_rmse": float(np.sqrt(np.mean(es[:, 2] ** 2))),
         "fall_time": tr.fall_time,
+        "fall_reason": tr.fall_reason,
         "duration": float(tr.t[-1] + POLICY_DT),
         "mean_vx": float(tr.base_lin_vel[:, 0].mean()),
         "mean_vy": float(tr.base_lin_vel[:, 1].mean()),

@@ -90,12 +90,12 @@ def _episode_setup(index: int, cfg: EvalConfig) -> tuple:
     return robot, sched
 
 
-def _trace(rows: dict, fell: bool, fall_time: float | None):
+def _trace(rows: dict, fell: bool, fall_time: float | None, reason: str | None = None):
     from sim.episode import EpisodeTrace
 
     a = {k: np.asarray(v) for k, v in rows.items()}
     return EpisodeTrace(a["t"], a["command"], a["base_lin_vel"], a["gyro"], a["gravity_z"],
-                        a["base_pos"], fell, fall_time)
+                        a["base_pos"], fell, fall_time, fall_reason=reason)
 
 
 def run_expert_episode(index: int, cfg: EvalConfig, which: str = "trot") -> tuple[dict, object]:
@@ -149,7 +149,7 @@ def run_planner_episode(engine, spec, index: int, cfg: EvalConfig, state_scale: 
                                               horizon=spec.H))
     rows: dict[str, list] = {k: [] for k in ("t", "command", "base_lin_vel", "gyro", "gravity_z", "base_pos")}
     states: dict[int, np.ndarray] = {}  # policy tick index since planning began -> state
-    fell, fall_time, t_plan0 = False, None, None
+    fell, fall_time, t_plan0, reason = False, None, None, None
     dec = ctrl.config.policy_decimation
     t_limit = robot.now() + 4.0 + cfg.duration + 10.0  # stand-up + duration + slack
     while robot.now() < t_limit:
@@ -158,7 +158,11 @@ def run_planner_episode(engine, spec, index: int, cfg: EvalConfig, state_scale: 
         if recorder is not None:
             recorder.executed(ctrl.executor.records)
         mode = ctrl.mode
-        if mode is Mode.DAMPING or (t_plan0 is not None and robot.fallen()):
+        if mode is Mode.DAMPING:  # the safety layer stopped the robot: its reason
+            reason = f"safety stop: {ctrl.safety.fault}"
+        elif t_plan0 is not None:
+            reason = robot.fall_reason()
+        if reason is not None:
             fell, fall_time = True, None if t_plan0 is None else robot.now() - t_plan0
             break
         if t_plan0 is None:
@@ -183,8 +187,9 @@ def run_planner_episode(engine, spec, index: int, cfg: EvalConfig, state_scale: 
         if recorder is not None:
             recorder.sample(robot.now(), states[k], rows["command"][-1], rows["base_lin_vel"][-1])
     if t_plan0 is None:
-        return {"fell": True, "never_planned": True, "duration": 0.0, "physics": physics}, None
-    tr = _trace(rows, fell, fall_time)
+        return {"fell": True, "never_planned": True, "duration": 0.0, "physics": physics,
+                "fall_reason": reason}, None
+    tr = _trace(rows, fell, fall_time, reason)
     m = episode_metrics(tr)
     m["physics"] = physics
     m["cost"] = float(np.sum(tilt_cost(tr.gravity_z)))
@@ -282,9 +287,11 @@ def summarize(metrics: list[dict]) -> dict:
     out = aggregate(ok) if ok else {"episodes": 0, "falls": 0}
     out["episodes"] = len(metrics)
     out["falls"] = int(sum(bool(m.get("fell")) for m in metrics))
-    # which episodes fell, when, and under which physics draw (the same index is the same
-    # episode, physics and command schedule for every method of one run)
-    out["fell_episodes"] = [{"episode": i, "fall_time_s": m.get("fall_time"), "physics": m.get("physics")}
+    # which episodes fell, when, how (tipped over, collapsed, a safety stop) and under which
+    # physics draw (the same index is the same episode, physics and command schedule for
+    # every method of one run)
+    out["fell_episodes"] = [{"episode": i, "fall_time_s": m.get("fall_time"), "reason": m.get("fall_reason"),
+                             "physics": m.get("physics")}
                             for i, m in enumerate(metrics) if m.get("fell")]
     costs = [m["cost"] for m in ok if "cost" in m]
     if costs:
@@ -567,8 +574,9 @@ def _print_table(report: dict) -> None:
     print_table(report["results"], cols, "method", 28, 17)
     for name, r in report["results"].items():
         if r.get("fell_episodes"):
-            print(f"{name} fell in episodes " + ", ".join(
-                f"{f['episode']}" + ("" if f["fall_time_s"] is None else f" ({f['fall_time_s']:.1f} s)")
+            print(f"{name} fell in episodes " + "; ".join(
+                f"{f['episode']}" + ("" if f["fall_time_s"] is None else f" at {f['fall_time_s']:.1f} s")
+                + (f" ({f['reason']})" if f.get("reason") else "")
                 for f in r["fell_episodes"]))
     rec = report.get("recorded")
     if rec:

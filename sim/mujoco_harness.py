@@ -400,10 +400,20 @@ class MujocoGo2(RobotInterface):
     def projected_gravity_z(self) -> float:
         return float(-self.data.xmat[self._base].reshape(3, 3)[2, 2])
 
-    def fallen(self) -> bool:
-        """Tipped over (projected gravity z above the threshold) or trunk too low."""
+    def fall_reason(self) -> str | None:
+        """Why the robot counts as fallen now (None while it stands): tipped over (projected
+        gravity z above ``fall_gravity_z``) or collapsed (trunk below ``fall_height``)."""
         c = self.config
-        return self.projected_gravity_z() > c.fall_gravity_z or float(self.data.qpos[2]) < c.fall_height
+        gz, h = self.projected_gravity_z(), float(self.data.qpos[2])
+        if gz > c.fall_gravity_z:
+            return f"tipped over: projected gravity z {gz:.2f} > {c.fall_gravity_z:.2f}"
+        if h < c.fall_height:
+            return f"collapsed: trunk height {h:.4f} m < {c.fall_height} m"
+        return None
+
+    def fallen(self) -> bool:
+        """Tipped over or collapsed (:meth:`fall_reason`)."""
+        return self.fall_reason() is not None
 
     def total_mass(self) -> float:
         return float(self.model.body_mass.sum())

@@ -131,3 +131,34 @@ def test_demo_runs_count_every_fall(monkeypatch, tmp_path, capsys):
     s = json.loads(capsys.readouterr().out)
     assert s["runs"] == 3 and s["falls"] == 1 and s["max_tilt_deg"] == [9.0, 70.0, 9.0]
     assert demo.run(p.parse_args(["--runs", "0"])) == 2
+
+
+def test_a_planner_episode_that_falls_says_how(engine, monkeypatch):
+    """A trunk 40 kg too heavy for the legs: the episode ends in a fall, its metrics say when
+    and how (the harness's collapse / tip-over or the safety layer's stop, with its reason)."""
+    import robot.controller as rc
+
+    seen: dict = {}
+
+    class Ctl(rc.Controller):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            seen["ctl"] = self
+
+    def heavy(robot, index):
+        robot.model.body_mass[robot._base] += 40.0
+
+    monkeypatch.setattr(rc, "Controller", Ctl)
+    p = argparse.ArgumentParser()
+    ev.add_arguments(p)
+    cfg = ev.config_from_args(p.parse_args(["--episodes", "1", "--duration", "3", "--command", "0.4", "0", "0"]))
+    spec = PlannerSpec.from_manifest(engine.manifest)
+    m, tr = ev.run_planner_episode(engine, spec, 0, cfg, state_scale_from_manifest(engine.manifest, spec.S),
+                                   on_setup=heavy)
+    assert m["fell"] and m["fall_reason"], m
+    fault = seen["ctl"].safety.fault
+    if fault is not None:
+        assert m["fall_reason"] == f"safety stop: {fault}"
+    else:
+        assert m["fall_reason"].startswith(("collapsed", "tipped over")) and m["fall_time"] < 3.0
+    assert ev.summarize([m])["fell_episodes"][0]["reason"] == m["fall_reason"]

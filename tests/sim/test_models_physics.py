@@ -163,6 +163,21 @@ def test_ppo_observation_follows_its_semantics():
     _ = mujoco  # physics is real MuJoCo throughout
 
 
+def test_fall_reason_tells_a_tip_over_from_a_collapse():
+    """The harness's fall test names what happened: standing is no fall, a trunk below
+    ``fall_height`` is a collapse, a trunk on its side a tip-over (real MuJoCo state)."""
+    robot = MujocoGo2(SimConfig())
+    robot.reset()
+    assert robot.fall_reason() is None and not robot.fallen()
+    robot.data.qpos[2] = robot.config.fall_height - 0.01
+    mujoco.mj_forward(robot.model, robot.data)
+    assert robot.fall_reason().startswith("collapsed") and robot.fallen()
+    robot.reset()
+    robot.data.qpos[3:7] = [np.cos(np.pi / 4), np.sin(np.pi / 4), 0.0, 0.0]  # rolled 90 degrees
+    mujoco.mj_forward(robot.model, robot.data)
+    assert robot.fall_reason().startswith("tipped over") and robot.fallen()
+
+
 def test_eval_reports_which_episodes_fell_under_which_physics_draw():
     """eval's summary names the fallen episodes with their fall time and that episode's own
     physics draw (the trot expert on the fitted model, randomized: it falls in some)."""
@@ -178,6 +193,7 @@ def test_eval_reports_which_episodes_fell_under_which_physics_draw():
     for f in s["fell_episodes"]:
         m = ms[f["episode"]]
         assert f["physics"] == m["physics"] and 0 < f["fall_time_s"] == m["fall_time"] < 6.0
+        assert f["reason"] == m["fall_reason"] and f["reason"].startswith(("tipped over", "collapsed"))
         lo, hi = RANDOMIZED.leg_mass_scale
         assert lo <= f["physics"]["leg_mass_scale"] <= hi and f["physics"]["trunk_mass_scale"] == FITTED.trunk_mass_scale
     assert len({m["physics"]["foot_friction"] for m in ms}) == 3  # each episode its own draw
