@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sim.commands import HOLD_RANGE, VX_RANGE, VY_RANGE, YAW_RANGE
 from sim.physics import add_model_argument
 
 HELP = "collect the Go2 expert dataset in MuJoCo (parallel workers, HDF5 output)"
@@ -78,6 +79,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--friction", type=float, nargs=2, default=(0.6, 1.0), metavar=("LO", "HI"))
     p.add_argument("--mass-delta", type=float, nargs=2, default=(-0.5, 1.0), metavar=("LO", "HI"))
     p.add_argument("--sensor-noise", type=float, default=0.0, help="sensor noise scale (1 = typical)")
+    for name, (lo, hi), what in (("vx", VX_RANGE, "forward velocity (m/s)"), ("vy", VY_RANGE, "lateral velocity (m/s)"),
+                                 ("yaw", YAW_RANGE, "yaw rate (rad/s)")):
+        p.add_argument(f"--{name}", type=float, nargs=2, default=(lo, hi), metavar=("LO", "HI"),
+                       help=f"range of the random schedules' commanded {what}, drawn per 2-5 s segment "
+                            f"(default {lo} {hi}; a fifth of the segments go straight, turn in place or "
+                            "stand, with the other components 0)")
     p.add_argument("--expert-config", default=None, metavar="JSON",
                    help='expert parameter overrides, e.g. \'{"period": 0.32}\' (see sim.expert.ExpertConfig)')
     p.add_argument("--branch-from", default=None, metavar="ENGINE",
@@ -106,6 +113,10 @@ def _job_config(args: argparse.Namespace) -> dict:
     levels = [float(v) for v in (args.noise_levels or [args.action_noise])]
     if any(not np.isfinite(v) or v < 0 for v in levels):
         raise ValueError(f"action noise stds must be >= 0, got {levels}")
+    commands = {k: [float(v) for v in getattr(args, k)] for k in ("vx", "vy", "yaw")}
+    for k, (lo, hi) in commands.items():
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
+            raise ValueError(f"--{k} must be finite LO <= HI, got {lo} {hi}")
     return {
         "episode_duration": float(args.episode_duration),
         "expert_name": args.expert,
@@ -117,6 +128,7 @@ def _job_config(args: argparse.Namespace) -> dict:
         "push_force": list(args.push_force),
         "physics": {k: (None if v is None else list(v)) for k, v in asdict(ranges).items()},
         "sensor_noise": float(args.sensor_noise),
+        "commands": commands,
         "expert": _expert_overrides(args.expert_config),
         **_branch_config(args, semantics),
     }
@@ -182,7 +194,7 @@ def collect_episode(seed: int, index: int, cfg: dict) -> dict:
     ss = np.random.SeedSequence([seed, index])
     s_sim, s_sched, s_noise = (int(x.generate_state(1)[0]) for x in ss.spawn(3))
     robot = _make_robot(s_sim, cfg)
-    sched = random_schedule(np.random.default_rng(s_sched), cfg["episode_duration"])
+    sched = random_schedule(np.random.default_rng(s_sched), cfg["episode_duration"], **_command_ranges(cfg))
     noise_rng = np.random.default_rng(s_noise)
     semantics = NAMED[cfg["semantics"]]
     expert = make_expert(cfg["expert_name"], semantics, cfg.get("expert"))
@@ -261,7 +273,7 @@ def collect_branches(seed: int, index: int, cfg: dict) -> list[dict]:
     s_sim, s_sched, s_noise = (int(x.generate_state(1)[0]) for x in ss.spawn(3))
     robot = _make_robot(s_sim, cfg)
     robot.reset()
-    sched = random_schedule(np.random.default_rng(s_sched), cfg["episode_duration"] + 5.0)
+    sched = random_schedule(np.random.default_rng(s_sched), cfg["episode_duration"] + 5.0, **_command_ranges(cfg))
     noise_rng = np.random.default_rng(s_noise)
     semantics = NAMED[cfg["semantics"]]
     expert = make_expert(cfg["expert_name"], semantics, cfg.get("expert"))
@@ -274,6 +286,11 @@ def collect_branches(seed: int, index: int, cfg: dict) -> list[dict]:
         r.update(index=index, pushes=len(robot.pushes), physics=robot.physics.as_dict(),
                  engine_fell=bool(m.get("fell")))
     return b.branches
+
+
+def _command_ranges(cfg: dict) -> dict:
+    """The job's command ranges as ``random_schedule``'s keyword arguments."""
+    return {k: (lo, hi) for k, (lo, hi) in cfg["commands"].items()}
 
 
 def _make_robot(s_sim: int, cfg: dict):
@@ -468,7 +485,8 @@ def run(args: argparse.Namespace) -> int:
         "git_commit": _git_commit(), "observation_spec": observation_spec(),
         "reward": "robot.observation.reward_cost at the state after each tick",
         "actions": "semantics.to_action(clean expert target); raw/target_executed = noisy target sent",
-        "command_ranges": {"vx": [-0.3, 0.8], "vy": [-0.2, 0.2], "yaw": [-0.8, 0.8], "hold_s": [2, 5]},
+        # the first run's; each run's own are in runs[i].config.commands (collect --vx/--vy/--yaw)
+        "command_ranges": {**cfg["commands"], "hold_s": list(HOLD_RANGE)},
         "runs": [],
     }
     try:

@@ -153,12 +153,33 @@ def test_episodes_are_deterministic_per_seed_and_index():
     cfg = {"episode_duration": 0.6, "expert_name": "trot", "semantics": "project", "model": "project",
            "noise_levels": [0.05], "pushes": True, "push_interval": [0.2, 0.3],
            "push_force": [30.0, 80.0], "physics": {"foot_friction": [0.6, 1.0], "trunk_mass_delta": [-0.5, 1.0]},
-           "sensor_noise": 0.5, "expert": {}}
+           "sensor_noise": 0.5, "expert": {}, "commands": {"vx": [-0.3, 0.8], "vy": [-0.2, 0.2], "yaw": [-0.8, 0.8]}}
     a, b, c = collect_episode(1, 4, cfg), collect_episode(1, 4, cfg), collect_episode(1, 5, cfg)
     for k in ("observations", "actions", "conditions", "rewards"):
         np.testing.assert_array_equal(a[k], b[k])
     np.testing.assert_array_equal(a["raw"]["target_executed"], b["raw"]["target_executed"])
     assert not np.array_equal(a["observations"], c["observations"])
+
+
+def test_command_ranges_shape_the_schedules_and_are_recorded(tmp_path, capsys):
+    """`collect --vx/--yaw` (e.g. only fast turning): every recorded command is drawn from the
+    given ranges, or 0 where a special segment (straight, turn in place, stand) zeroes it;
+    the run records its ranges. A reversed range is refused before anything is written."""
+    path = tmp_path / "d.h5"
+    rc, rep = _collect(path, capsys, "--episodes", "8", "--workers", "2", "--vx", "0.5", "0.8",
+                       "--yaw", "-0.8", "-0.3")
+    assert rc == 0
+    ds = load_dataset(path)
+    vx, yaw = ds.conditions[:, 0], ds.conditions[:, 2]
+    assert np.all(((vx >= 0.5) & (vx <= 0.8)) | (vx == 0.0))
+    assert np.all(((yaw >= -0.8) & (yaw <= -0.3)) | (yaw == 0.0))
+    assert np.any((vx >= 0.5) & (yaw <= -0.3))  # the drawn (non-special) segments are fast turns
+    run = ds.provenance["runs"][0]
+    assert run["config"]["commands"] == {"vx": [0.5, 0.8], "vy": [-0.2, 0.2], "yaw": [-0.8, -0.3]}
+    assert ds.provenance["command_ranges"]["vx"] == [0.5, 0.8]
+    bad = tmp_path / "bad.h5"
+    rc = main(["collect", "--out", str(bad), *TINY, "--episodes", "1", "--vx", "0.8", "0.5"])
+    assert rc == 2 and "--vx must be finite LO <= HI" in capsys.readouterr().err and not bad.exists()
 
 
 def test_bad_expert_config_is_refused(tmp_path, capsys):
