@@ -188,7 +188,7 @@ def run_planner_episode(engine, spec, index: int, cfg: EvalConfig, state_scale: 
             recorder.sample(robot.now(), states[k], rows["command"][-1], rows["base_lin_vel"][-1])
     if t_plan0 is None:
         return {"fell": True, "never_planned": True, "duration": 0.0, "physics": physics,
-                "fall_reason": reason}, None
+                "fall_reason": reason or "never planned: the controller did not reach planning"}, None
     tr = _trace(rows, fell, fall_time, reason)
     m = episode_metrics(tr)
     m["physics"] = physics
