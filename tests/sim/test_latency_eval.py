@@ -23,8 +23,9 @@ def engine():
     return load_engine(default_engine_path(), threads=1)
 
 
-def run_episode(engine, monkeypatch, *argv: str):
-    """One eval episode; returns (metrics, link, controller)."""
+def run_episode(engine, monkeypatch, *argv: str, on_setup=None):
+    """One eval episode (``on_setup(robot, index)`` before it starts); returns (metrics, link,
+    controller)."""
     import planner_runtime.link as pl
     import robot.controller as rc
 
@@ -47,7 +48,8 @@ def run_episode(engine, monkeypatch, *argv: str):
     cfg = ev.config_from_args(p.parse_args(["--episodes", "1", "--duration", "3", "--command", "0.4", "0", "0",
                                             *argv]))
     spec = PlannerSpec.from_manifest(engine.manifest)
-    m, _ = ev.run_planner_episode(engine, spec, 0, cfg, state_scale_from_manifest(engine.manifest, spec.S))
+    m, _ = ev.run_planner_episode(engine, spec, 0, cfg, state_scale_from_manifest(engine.manifest, spec.S),
+                                  on_setup=on_setup)
     return m, seen["link"], seen["ctl"]
 
 
@@ -136,27 +138,12 @@ def test_demo_runs_count_every_fall(monkeypatch, tmp_path, capsys):
 def test_a_planner_episode_that_falls_says_how(engine, monkeypatch):
     """A trunk 40 kg too heavy for the legs: the episode ends in a fall, its metrics say when
     and how (the harness's collapse / tip-over or the safety layer's stop, with its reason)."""
-    import robot.controller as rc
-
-    seen: dict = {}
-
-    class Ctl(rc.Controller):
-        def __init__(self, *a, **k):
-            super().__init__(*a, **k)
-            seen["ctl"] = self
-
     def heavy(robot, index):
         robot.model.body_mass[robot._base] += 40.0
 
-    monkeypatch.setattr(rc, "Controller", Ctl)
-    p = argparse.ArgumentParser()
-    ev.add_arguments(p)
-    cfg = ev.config_from_args(p.parse_args(["--episodes", "1", "--duration", "3", "--command", "0.4", "0", "0"]))
-    spec = PlannerSpec.from_manifest(engine.manifest)
-    m, tr = ev.run_planner_episode(engine, spec, 0, cfg, state_scale_from_manifest(engine.manifest, spec.S),
-                                   on_setup=heavy)
+    m, _, ctl = run_episode(engine, monkeypatch, on_setup=heavy)
     assert m["fell"] and m["fall_reason"], m
-    fault = seen["ctl"].safety.fault
+    fault = ctl.safety.fault
     if fault is not None:
         assert m["fall_reason"] == f"safety stop: {fault}"
     else:
