@@ -20,6 +20,10 @@ What goes into the manifest, and from where:
   training data (the checkpoints' "dataset" block, ``export.data.WindowData.provenance``).
   ``--dt`` that contradicts the data's dt is refused unless ``--force``; forced (or given
   where the data recorded none) it is recorded in the manifest's ``overrides``.
+- the PD gains the engine is executed with: the data's (its action semantics) unless ``--kp``
+  / ``--kd`` give others (Go2 engines); a value that differs from the data's is recorded in the
+  manifest's ``overrides`` (``action.kp``, ``action.kd``) and in the action block's ``source``,
+  and checked against the robot profile's gain ranges like the data's.
 - the robot profile: ``--robot auto`` picks go2 when the data says robot "go2" (or, for
   data that recorded no robot, when S, A, C fit the Go2's) and generic otherwise; the Go2
   path checks that the data's names are the Go2 observation builder's.
@@ -53,6 +57,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dt", type=float, default=None,
                    help="seconds between plan rows; default: the training data's dt (a different "
                         "value is refused unless --force, then recorded as an override)")
+    p.add_argument("--kp", type=float, default=None,
+                   help="PD stiffness the engine is executed with (Go2 engines); default: the training "
+                        "data's. A different value is recorded in the manifest's overrides")
+    p.add_argument("--kd", type=float, default=None,
+                   help="PD damping the engine is executed with; default: the training data's (recorded "
+                        "as an override when different)")
     p.add_argument("--force", action="store_true",
                    help="export anyway: a --dt that contradicts the data, an unfinished or stale "
                         "checkpoint, names that differ from the robot profile (all recorded in the manifest)")
@@ -62,6 +72,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript")
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--json", action="store_true", help="print one JSON object with the manifests")
+
+
+def execution_gains(semantics: dict[str, Any] | None, kp: float | None,
+                    kd: float | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The data's action semantics with the PD gains ``kp`` / ``kd`` the engine is to be
+    executed with (None: the data's), and the manifest overrides recording each gain that
+    differs from the data's. Gains the Go2 controller would refuse are refused here."""
+    from export.onnx_export import ExportError
+    from robot.actions import ActionSemantics
+
+    if semantics is None:
+        raise ExportError("--kp/--kd: the training data recorded no action semantics, so there are no "
+                          "data gains to replace; re-collect the data with this project's `collect`")
+    out, over = dict(semantics), {}
+    for name, value in (("kp", kp), ("kd", kd)):
+        if value is None:
+            continue
+        data = float(semantics[name])
+        if not abs(value - data) <= 1e-9 * max(1.0, data):  # NaN differs too (refused below)
+            over[f"action.{name}"] = {"value": float(value), "data": data, "by": f"--{name} {value:g}"}
+        out[name] = float(value)
+    try:
+        bad = ActionSemantics.from_dict(out, "--kp/--kd").check()
+    except ValueError as exc:
+        raise ExportError(str(exc)) from exc
+    if bad:
+        raise ExportError("--kp/--kd: gains the Go2 controller cannot execute: " + "; ".join(bad))
+    return out, over
 
 
 def _knobs(items: list[str]) -> dict[str, Any]:
@@ -228,6 +266,13 @@ def run(args: argparse.Namespace) -> int:
             elif data_dt is None:
                 overrides["control.dt"] = {"value": float(args.dt), "data": None, "by": f"--dt {args.dt}"}
                 control_dt, dt_source = float(args.dt), "--dt (the data recorded no dt)"
+        semantics = prov["action_semantics"]
+        if args.kp is not None or args.kd is not None:
+            if robot != "go2":
+                raise ExportError("--kp/--kd set the PD gains of a Go2 engine's action semantics; this "
+                                  f"engine's robot profile is {robot!r}, which has none")
+            semantics, gain_overrides = execution_gains(semantics, args.kp, args.kd)
+            overrides.update(gain_overrides)
         if problems and not args.force:
             raise ExportError("refusing to export: " + "; ".join(problems) + ". Pass --force to export "
                               "anyway (the manifest records it in provenance.forced)")
@@ -241,7 +286,8 @@ def run(args: argparse.Namespace) -> int:
         if control_dt is not None:
             extra.update(control_dt=float(control_dt), dt_source=dt_source)
         if robot == "go2":
-            meta = go2_meta(action_semantics=prov["action_semantics"], history=history, **extra)
+            meta = go2_meta(action_semantics=semantics, history=history,
+                            gains_overridden=any(k.startswith("action.") for k in overrides), **extra)
         else:
             if control_dt is None:
                 raise ExportError("the checkpoints' data recorded no control dt (trained before it was "

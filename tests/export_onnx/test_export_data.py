@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import numpy as np
 import pytest
 
 pytest.importorskip("torch")
@@ -134,3 +135,54 @@ def test_stale_checkpoints_and_exact_components(tmp_path, capsys, write_checkpoi
     (d / "config.json").write_text(json.dumps({"run_id": "run-a", "steps": 80, "components": None}))
     assert _export(d, out) == 2
     assert "step 50 of the run's 80" in capsys.readouterr().err
+
+
+def test_execution_gains_are_the_datas_unless_set_and_then_recorded(tmp_path, capsys, write_checkpoints_fn):
+    """`export --kp/--kd`: the engine's PD gains replace the data's, recorded as overrides
+    (info shows them), and the Go2 controller executes the new ones; gains it could not
+    execute, or gains for data without semantics or for another robot, are refused."""
+    from robot.actions import LEGGED_GYM
+    from robot.controller import check_engine
+    from robot.observation import ACTION_NAMES, CONDITION_NAMES, STATE_NAMES
+
+    go2 = {"dt": 0.02, "robot": "go2", "state_names": list(STATE_NAMES), "action_names": list(ACTION_NAMES),
+           "condition_names": list(CONDITION_NAMES)}
+    data_sem = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in LEGGED_GYM.as_dict().items()}
+    d = write_checkpoints_fn(tmp_path / "ck", 30, 12, 3, 16, data={**go2, "action_semantics": data_sem})
+    plain = tmp_path / "plain.onnx"
+    assert _export(d, plain) == 0
+    mp = read_manifest(plain)
+    assert (mp.action.kp, mp.action.kd) == (20.0, 0.5) and mp.overrides == {}
+    assert mp.action.source == "training dataset"
+    # the data's own gain is no override
+    assert _export(d, tmp_path / "same.onnx", "--kp", "20") == 0
+    assert read_manifest(tmp_path / "same.onnx").overrides == {}
+
+    stiff = tmp_path / "stiff.onnx"
+    assert _export(d, stiff, "--kp", "24", "--kd", "0.6") == 0
+    m = read_manifest(stiff)
+    assert (m.action.kp, m.action.kd) == (24.0, 0.6) and "set at export" in m.action.source
+    assert m.overrides == {"action.kp": {"value": 24.0, "data": 20.0, "by": "--kp 24"},
+                           "action.kd": {"value": 0.6, "data": 0.5, "by": "--kd 0.6"}}
+    assert m.checksums.graph_sha256 == mp.checksums.graph_sha256  # the same networks
+    sem = check_engine(m.to_dict()).semantics  # what the controller, eval and the demo execute
+    assert (sem.kp, sem.kd) == (24.0, 0.6)
+    np.testing.assert_allclose(sem.scale, LEGGED_GYM.scale)
+    capsys.readouterr()
+    assert main(["info", str(stiff)]) == 0
+    text = capsys.readouterr().out
+    assert "kp 24.0 kd 0.6" in text and "overrides   action.kp = 24.0 (the data said 20.0; by --kp 24)" in text
+
+    for bad, why in ((["--kp", "200"], "kp 200.0 outside the robot's range"),
+                     (["--kd", "nan"], "non-finite"), (["--kd", "0.01"], "kd 0.01 outside")):
+        out = tmp_path / "bad.onnx"
+        assert _export(d, out, *bad) == 2
+        assert why in capsys.readouterr().err and not out.exists()
+    # data that recorded no action semantics has no gains to replace
+    d0 = write_checkpoints_fn(tmp_path / "ck0", 30, 12, 3, 16, data=go2)
+    assert _export(d0, tmp_path / "x.onnx", "--kp", "24") == 2
+    assert "recorded no action semantics" in capsys.readouterr().err
+    # a system without a Go2 profile has no PD gains
+    dg = write_checkpoints_fn(tmp_path / "ckg", 4, 2, 4, 16, data={"dt": 0.1})
+    assert _export(dg, tmp_path / "g.onnx", "--kp", "24") == 2
+    assert "robot profile is 'generic'" in capsys.readouterr().err
