@@ -86,11 +86,6 @@ FINETUNE = ["train", "--method", "mpdiffuser", "--components", "forecaster", "--
             "--set", "forecaster.lr=3e-4", "--set", "fall_cut=50", "--threads", "1", "--no-progress", "--json"]
 EXPORT = ["export", "--method", "mpdiffuser", "--graph", "fused", "--warm-level", "7",
           "--temperature", "0.1", "--cfg-w", "1.3", "--chunk-size", "4", "--json"]
-# The PD gains the shipped engine is executed with: 1.2x the data's (kp 20, kd 0.5), the
-# stiffest the randomized collection drew (kp and kd x0.8..1.2, sim.physics.RANDOMIZED). The
-# networks are the same; the recovery rounds and the forecaster's own episodes ran at the
-# data's gains. Measured in docs/robustness.md ("Execution gains").
-FINAL_GAINS = ["--kp", "24", "--kd", "0.6"]
 BASE_STATES = "q_rel_"  # forecast_states of the base engine (the forecaster before its fine-tune)
 FINAL_STATES = "all"  # and of the shipped one
 BASE_ENGINE_NAME = "go2_base.onnx"
@@ -116,9 +111,8 @@ def _run(args: list[str], log: list[dict], parallel: list[list[str]] | None = No
                 "wall_s": round(time.monotonic() - t0, 1)})
 
 
-def _export(ck: Path, out: Path, states: str, gains: tuple[str, ...] = ()) -> list[str]:
-    return [EXPORT[0], "--checkpoints", str(ck), "-o", str(out), *EXPORT[1:], "--knob", f"forecast_states={states}",
-            *gains]
+def _export(ck: Path, out: Path, states: str) -> list[str]:
+    return [EXPORT[0], "--checkpoints", str(ck), "-o", str(out), *EXPORT[1:], "--knob", f"forecast_states={states}"]
 
 
 def _forecaster_stages(data: Path, ck: Path, work: Path, log: list[dict]) -> None:
@@ -230,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copyfile(base / f, ck / f)
     # the fine-tunes keep the base networks' normalizers (the dataset's): so does the forecaster
     _forecaster_stages(data, ck, work, log)
-    _run(_export(ck, engine, FINAL_STATES, tuple(FINAL_GAINS)), log)
+    _run(_export(ck, engine, FINAL_STATES), log)
     stages = kept + log
     prov = {"engine": ENGINE_NAME, "engine_sha256": _sha256(engine), "dataset": str(data),
             "dataset_sha256": _sha256(data),
@@ -259,7 +253,7 @@ def _reexport(work: Path, ck: Path, engine: Path, install: bool, data: Path | No
         _forecaster_stages(data, ck, work, log)
         onpolicy = work / ONPOLICY_NAME
         prov.update(onpolicy_dataset=str(onpolicy), onpolicy_dataset_sha256=_sha256(onpolicy))
-    _run(_export(ck, engine, FINAL_STATES, tuple(FINAL_GAINS)), log)
+    _run(_export(ck, engine, FINAL_STATES), log)
     dest = Path(__file__).resolve().parents[1] / "planner_runtime" / "engines"
     if install and (dest / "PROVENANCE.json").is_file():
         prov = {**json.loads((dest / "PROVENANCE.json").read_text()), **prov}  # keep its notes

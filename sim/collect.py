@@ -149,11 +149,17 @@ def _branch_config(args: argparse.Namespace, semantics: str) -> dict:
     path = str(Path(args.branch_from))
     engine, _, contract, _ = _load_engine(path)  # the errors load_engine and check_engine raise
     engine.close()  # checked here; each worker process loads its own (no session across fork)
+    # What an action means (joints, pose, scale) must be the collection's, or the expert could
+    # not continue the engine's actions; the engine may run at other PD gains (export --kp/--kd):
+    # its episodes then visit the states it does when deployed, and every recorded branch runs
+    # at the collection's gains. The engine's gains are recorded with the run.
+    gains = ("kp", "kd")
     want, have = NAMED[semantics].as_dict(), contract.semantics.as_dict()
-    if have != want:
+    if {k: v for k, v in have.items() if k not in gains} != {k: v for k, v in want.items() if k not in gains}:
         raise ValueError(f"--branch-from {path}: the engine's action semantics {have} differ from the "
                          f"collection's {want}: the expert could not continue its actions")
-    return {"branch_from": path, "branch_every": float(args.branch_every), "branch_ticks": int(args.branch_ticks)}
+    return {"branch_from": path, "branch_every": float(args.branch_every), "branch_ticks": int(args.branch_ticks),
+            "branch_engine_gains": {k: float(have[k]) for k in gains}}
 
 
 def _expert_overrides(text: str | None) -> dict:

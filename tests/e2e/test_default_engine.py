@@ -42,7 +42,7 @@ def test_default_engine_manifest_matches_the_go2_profile():
     prov = json.loads((ENGINE.parent / "PROVENANCE.json").read_text())
     assert m["provenance"]["dataset_sha256"] == prov["recovery_dataset_sha256"] != prov["dataset_sha256"]
     assert m["action"]["name"] == "legged-gym" and m["action"]["source"] == "training dataset"
-    assert (m["action"]["kp"], m["action"]["kd"]) == (20.0, 0.5)
+    assert (m["action"]["kp"], m["action"]["kd"]) == (20.0, 0.5) and m["overrides"] == {}
     # real-time chunking: it takes the committed prefix and plans from the forecast state (every
     # dimension), by a forecaster fine-tuned on the engine's own episodes under latency
     assert m["graph"]["inputs"][-2:] == ["prefix", "n_prefix"]

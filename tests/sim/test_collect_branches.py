@@ -14,8 +14,24 @@ import pytest
 pytest.importorskip("mujoco")
 
 from planner_runtime.dataset import load_dataset  # noqa: E402
+from planner_runtime.engine_file import read_manifest  # noqa: E402
 from planner_runtime.engines import default_engine_path  # noqa: E402
 from sim import collect  # noqa: E402
+
+
+def _engine_with_action(path, **action) -> str:
+    """The shipped engine with its manifest's action block changed (what export --kp/--kd
+    writes for the gains); the networks are the same."""
+    import onnx
+
+    from planner_runtime.engine_file import attach_manifest
+
+    model = onnx.load(str(default_engine_path()))
+    m = read_manifest(default_engine_path()).to_dict()
+    m["action"].update(action)
+    attach_manifest(model, m)
+    onnx.save(model, str(path))
+    return str(path)
 
 
 def _collect(*argv: str) -> int:
@@ -49,7 +65,9 @@ def test_branches_start_at_the_engines_states_and_continue_its_last_action(tmp_p
     monkeypatch.setattr(MujocoGo2, "clone", spy_clone)
     monkeypatch.setattr(PPOPolicy, "take_over", spy_take_over)
     out = tmp_path / "branches.h5"
-    assert _collect("--out", str(out), "--expert", "ppo", "--branch-from", str(default_engine_path()),
+    # the engine executed at stiffer gains than the collection's (export --kp 24 --kd 0.6)
+    engine = _engine_with_action(tmp_path / "stiff.onnx", kp=24.0, kd=0.6)
+    assert _collect("--out", str(out), "--expert", "ppo", "--branch-from", engine,
                     "--episodes", "2", "--episode-duration", "3", "--branch-every", "1.0", "--branch-ticks", "15",
                     "--noise-levels", "0", "--no-pushes", "--workers", "1", "--json", "--no-progress") == 0
     report = json.loads(capsys.readouterr().out)
@@ -60,6 +78,9 @@ def test_branches_start_at_the_engines_states_and_continue_its_last_action(tmp_p
     assert report["engine_episodes"] == 2 and report["episodes"] == len(eps) == len(clones) == 4
     assert all(len(e) == 15 and not e.terminal for e in eps)
     assert ds.action_semantics == SEMANTICS.as_dict()
+    # the engine drove at its own PD gains, recorded with the run; every branch ran at the
+    # collection's (SEMANTICS: kp 20, kd 0.5), which the file's semantics say
+    assert ds.provenance["runs"][-1]["config"]["branch_engine_gains"] == {"kp": 24.0, "kd": 0.6}
     for k, (e, (t, s0), prev) in enumerate(zip(eps, clones, took_over, strict=True)):
         assert e.raw["time"][0] == pytest.approx(t, abs=1e-6)  # the branch runs on from that moment
         np.testing.assert_allclose(np.diff(e.raw["time"]), 0.02, atol=1e-5)
@@ -86,4 +107,8 @@ def test_branch_collection_refuses_what_it_cannot_do(tmp_path, capsys):
     assert _collect("--out", str(out), "--expert", "ppo", "--branch-from", eng, "--branch-ticks", "0",
                     "--episodes", "1") == 2
     assert "--branch-ticks" in capsys.readouterr().err
+    # an engine whose actions mean something else (another scale): the expert cannot continue them
+    other = _engine_with_action(tmp_path / "scale.onnx", scale=[0.25] * 12)
+    assert _collect("--out", str(out), "--expert", "ppo", "--branch-from", other, "--episodes", "1") == 2
+    assert "could not continue its actions" in capsys.readouterr().err
     assert not out.exists()

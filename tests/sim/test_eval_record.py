@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("mujoco")
 
 from planner_runtime.dataset import load_dataset  # noqa: E402
+from planner_runtime.engine_file import read_manifest  # noqa: E402
 from planner_runtime.engines import default_engine_path  # noqa: E402
 from robot.observation import ACTION_NAMES, CONDITION_NAMES, STATE_NAMES, state_reward_cost  # noqa: E402
 from sim import evaluate as ev  # noqa: E402
@@ -69,7 +70,10 @@ def test_record_pairs_each_planned_state_with_the_action_executed_from_it(tmp_pa
         assert not e.terminal
     assert n_checked > 40  # an observation every other tick or so under 40 ms latency
     assert ds.provenance["engine"] == str(default_engine_path())
-    assert ds.action_semantics["kp"] == 20.0  # the engine's own (legged-gym) semantics
+    # the semantics the actions were executed with: the engine's own (legged-gym, its gains)
+    act = read_manifest(default_engine_path()).action
+    assert ds.action_semantics["name"] == "legged-gym"
+    assert (ds.action_semantics["kp"], ds.action_semantics["kd"]) == (act.kp, act.kd)
 
 
 def test_record_refuses_several_engines_and_an_existing_file(tmp_path, capsys):
