@@ -286,8 +286,7 @@ def run(args: argparse.Namespace) -> int:
         if control_dt is not None:
             extra.update(control_dt=float(control_dt), dt_source=dt_source)
         if robot == "go2":
-            meta = go2_meta(action_semantics=semantics, history=history,
-                            gains_overridden=any(k.startswith("action.") for k in overrides), **extra)
+            meta = go2_meta(action_semantics=semantics, history=history, **extra)
         else:
             if control_dt is None:
                 raise ExportError("the checkpoints' data recorded no control dt (trained before it was "

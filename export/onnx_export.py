@@ -103,15 +103,16 @@ def generic_meta(S: int, A: int, C: int, *, state_names: list[str] | None = None
 
 
 def go2_meta(action_semantics: dict[str, Any] | None = None, history: tuple[str, ...] = (),
-             gains_overridden: bool = False, **kw: Any) -> EngineMeta:
+             **kw: Any) -> EngineMeta:
     """Meta for the Unitree Go2 from the robot package (observation builder + constants).
 
     ``action_semantics`` is the training data's (default pose, per-joint scale, PD gains);
     data that did not record it was collected with the project's trot expert semantics
     (``robot.actions.PROJECT``), and the manifest says so (``source``). ``history``: the
     condition's history blocks (robot.observation.HISTORY_BLOCKS) the networks were trained with.
-    ``gains_overridden``: its PD gains were set at export (``export --kp/--kd``; the manifest's
-    ``overrides`` hold the data's). ``control_dt`` not given: the Go2 profile's policy dt (``dt_source`` says so)."""
+    PD gains set at export (``export --kp/--kd``) are in ``action_semantics``, the data's in
+    ``overrides`` (``action.kp``/``action.kd``), and ``source`` says so. ``control_dt`` not
+    given: the Go2 profile's policy dt (``dt_source`` says so)."""
     from robot import go2_constants as g
     from robot.actions import PROJECT, ActionSemantics
     from robot.controller import go2_profile
@@ -122,8 +123,9 @@ def go2_meta(action_semantics: dict[str, Any] | None = None, history: tuple[str,
         action = {**PROJECT.as_dict(), "source": "robot.actions.PROJECT (the data recorded none)"}
     else:
         sem = ActionSemantics.from_dict(action_semantics, "the training data's action semantics")
+        gains_set = any(k.startswith("action.") for k in kw.get("overrides", {}))
         action = {**sem.as_dict(), "source": "training dataset" + (
-            "; PD gains set at export (see overrides)" if gains_overridden else "")}
+            "; PD gains set at export (see overrides)" if gains_set else "")}
     if kw.get("control_dt") is None:
         kw["control_dt"] = float(g.POLICY_DT)
         kw["dt_source"] = "go2 profile (robot.go2_constants.POLICY_DT)"
