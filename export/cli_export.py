@@ -85,20 +85,16 @@ def execution_gains(semantics: dict[str, Any] | None, kp: float | None,
     if semantics is None:
         raise ExportError("--kp/--kd: the training data recorded no action semantics, so there are no "
                           "data gains to replace; re-collect the data with this project's `collect`")
-    out, over = dict(semantics), {}
+    over: dict[str, Any] = {}
     for name, value in (("kp", kp), ("kd", kd)):
-        if value is None:
-            continue
         data = float(semantics[name])
-        if not abs(value - data) <= 1e-9 * max(1.0, data):  # NaN differs too (refused below)
+        if value is not None and not abs(value - data) <= 1e-9 * max(1.0, data):  # NaN differs too
             over[f"action.{name}"] = {"value": float(value), "data": data, "by": f"--{name} {value:g}"}
-        out[name] = float(value)
     try:
-        bad = ActionSemantics.from_dict(out, "--kp/--kd").check()
+        out = ActionSemantics.from_dict(semantics, "--kp/--kd").with_gains(kp, kd).as_dict()
     except ValueError as exc:
         raise ExportError(str(exc)) from exc
-    if bad:
-        raise ExportError("--kp/--kd: gains the Go2 controller cannot execute: " + "; ".join(bad))
+    out = {**semantics, "kp": out["kp"], "kd": out["kd"]}
     return out, over
 
 

@@ -30,8 +30,11 @@ from pathlib import Path
 # action-noise levels (mixed quality), pushes: 105 simulated minutes in one file.
 COLLECT_RUNS = [("project", True, 25), ("menagerie", True, 25), ("menagerie-fitted", True, 25),
                 ("project", False, 10), ("menagerie", False, 10), ("menagerie-fitted", False, 10)]
+# The PD gains the PPO policy's targets are held with while collecting (its own: kp 20, kd 0.5),
+# in every collect run below; the data records them and the engine is executed at them.
+GAINS: list[str] = []
 COLLECT = ["collect", "--append", "--expert", "ppo", "--noise-levels", "0.0", "0.04", "0.08",
-           "--workers", "2", "--seed", "0", "--no-progress", "--json"]
+           "--workers", "2", "--seed", "0", "--no-progress", "--json", *GAINS]
 # The networks predict the clean trajectory (prediction "x0") with x_0 also as input channels
 # and kernel-3 convolutions: the training defaults (export/train/config.py). Planner 16000
 # steps, dynamics 10000 (val loss 0.0040 / 0.0042), trained side by side on the 2 cores.
@@ -57,7 +60,7 @@ RECOVERY_ROUNDS = [
      ("project", ["--randomize"], 70000), ("menagerie", ["--randomize"], 71000)],
 ]
 BRANCH = ["collect", "--append", "--expert", "ppo", "--noise-levels", "0.0", "--episodes", "{episodes}",
-          "--workers", "2", "--no-progress", "--json"]
+          "--workers", "2", "--no-progress", "--json", *GAINS]
 BRANCH_EPISODES = (12, 14)  # engine episodes per collect run, per round
 RECOVERY_TRAIN = ["train", "--method", "mpdiffuser", "--components", "{component}", "--steps", "4000",
                   "--set", "batch_size=128", "--set", "lr=3e-4", "--set", "ema_start=500",

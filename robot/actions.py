@@ -15,7 +15,7 @@ Two named sets:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -78,6 +78,24 @@ class ActionSemantics:
         from planner_runtime import manifest as mf
 
         return mf.action_problems(mf.parse_action(self.as_dict()), go2_execution_profile())
+
+    def same_actions(self, other: ActionSemantics) -> bool:
+        """Whether an action means the same joint targets under both (joints, default pose,
+        scale), whatever PD gains each holds them with."""
+        return (self.joint_names == other.joint_names
+                and np.array_equal(self.default_joint_pos, other.default_joint_pos)
+                and np.array_equal(self.scale, other.scale))
+
+    def with_gains(self, kp: float | None = None, kd: float | None = None,
+                   where: str = "--kp/--kd") -> ActionSemantics:
+        """These semantics executed at other PD gains (None keeps the recorded one); ValueError
+        when the Go2 controller could not execute them (``check``), NaN included."""
+        out = replace(self, kp=self.kp if kp is None else float(kp), kd=self.kd if kd is None else float(kd))
+        bad = out.check() if np.isfinite(out.kp) and np.isfinite(out.kd) else [
+            f"gains must be finite, got kp {out.kp}, kd {out.kd}"]
+        if bad:
+            raise ValueError(f"{where}: gains the Go2 controller cannot execute: " + "; ".join(bad))
+        return out
 
 
 def go2_execution_profile() -> dict[str, Any]:

@@ -66,6 +66,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="data source: the trot expert or the PPO walking policy (default trot)")
     p.add_argument("--semantics", choices=("project", "legged-gym"), default=None,
                    help="action semantics recorded and executed (default: project for trot, legged-gym for ppo)")
+    p.add_argument("--kp", type=float, default=None,
+                   help="PD stiffness the expert's targets are held with (default: the semantics' own); "
+                        "recorded in the data's action semantics, so an engine trained on it runs at it")
+    p.add_argument("--kd", type=float, default=None, help="PD damping, as --kp (default: the semantics' own)")
     add_model_argument(p)
     p.add_argument("--randomize", action="store_true",
                    help="randomize physics per episode over sim.physics.RANDOMIZED (overrides --friction/--mass-delta)")
@@ -103,6 +107,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _job_config(args: argparse.Namespace) -> dict:
+    from robot.actions import NAMED
     from sim.physics import RANDOMIZED, PhysicsRanges
 
     ranges = RANDOMIZED if args.randomize else PhysicsRanges(
@@ -110,6 +115,9 @@ def _job_config(args: argparse.Namespace) -> dict:
     semantics = args.semantics or ("legged-gym" if args.expert == "ppo" else "project")
     if args.expert == "ppo" and semantics != "legged-gym":
         raise ValueError("the PPO policy runs only at its own semantics (--semantics legged-gym)")
+    gains = {k: float(v) for k, v in (("kp", args.kp), ("kd", args.kd)) if v is not None}
+    gains = {k: v for k, v in gains.items() if not v == getattr(NAMED[semantics], k)}  # NaN stays (refused)
+    executed = NAMED[semantics].with_gains(gains.get("kp"), gains.get("kd"))  # ValueError: not executable
     levels = [float(v) for v in (args.noise_levels or [args.action_noise])]
     if any(not np.isfinite(v) or v < 0 for v in levels):
         raise ValueError(f"action noise stds must be >= 0, got {levels}")
@@ -121,6 +129,7 @@ def _job_config(args: argparse.Namespace) -> dict:
         "episode_duration": float(args.episode_duration),
         "expert_name": args.expert,
         "semantics": semantics,
+        "gains": gains,  # PD gains other than the semantics' own (collect --kp/--kd), recorded in the data
         "model": str(args.model),
         "noise_levels": levels,
         "pushes": not args.no_pushes,
@@ -130,11 +139,11 @@ def _job_config(args: argparse.Namespace) -> dict:
         "sensor_noise": float(args.sensor_noise),
         "commands": commands,
         "expert": _expert_overrides(args.expert_config),
-        **_branch_config(args, semantics),
+        **_branch_config(args, executed),
     }
 
 
-def _branch_config(args: argparse.Namespace, semantics: str) -> dict:
+def _branch_config(args: argparse.Namespace, semantics) -> dict:
     """The ``--branch-from`` keys of a job config (none without it); ValueError when the
     expert cannot take over or the engine's action semantics differ from the collection's."""
     if args.branch_from is None:
@@ -144,8 +153,6 @@ def _branch_config(args: argparse.Namespace, semantics: str) -> dict:
     if not (args.branch_every > 0 and args.branch_ticks >= 1):
         raise ValueError(f"--branch-every must be > 0 and --branch-ticks >= 1, got {args.branch_every}, "
                          f"{args.branch_ticks}")
-    from robot.actions import NAMED
-
     path = str(Path(args.branch_from))
     engine, _, contract, _ = _load_engine(path)  # the errors load_engine and check_engine raise
     engine.close()  # checked here; each worker process loads its own (no session across fork)
@@ -153,13 +160,12 @@ def _branch_config(args: argparse.Namespace, semantics: str) -> dict:
     # not continue the engine's actions; the engine may run at other PD gains (export --kp/--kd):
     # its episodes then visit the states it does when deployed, and every recorded branch runs
     # at the collection's gains. The engine's gains are recorded with the run.
-    gains = ("kp", "kd")
-    want, have = NAMED[semantics].as_dict(), contract.semantics.as_dict()
-    if {k: v for k, v in have.items() if k not in gains} != {k: v for k, v in want.items() if k not in gains}:
-        raise ValueError(f"--branch-from {path}: the engine's action semantics {have} differ from the "
-                         f"collection's {want}: the expert could not continue its actions")
+    have = contract.semantics
+    if not have.same_actions(semantics):
+        raise ValueError(f"--branch-from {path}: the engine's action semantics {have.as_dict()} differ from the "
+                         f"collection's {semantics.as_dict()}: the expert could not continue its actions")
     return {"branch_from": path, "branch_every": float(args.branch_every), "branch_ticks": int(args.branch_ticks),
-            "branch_engine_gains": {k: float(have[k]) for k in gains}}
+            "branch_engine_gains": {"kp": float(have.kp), "kd": float(have.kd)}}
 
 
 def _expert_overrides(text: str | None) -> dict:
@@ -169,6 +175,14 @@ def _expert_overrides(text: str | None) -> dict:
         raise ValueError(f"--expert-config: not JSON ({exc})") from exc
 
 
+def job_semantics(cfg: dict):
+    """The action semantics a job records and executes: the named set at the job's gains."""
+    from robot.actions import NAMED
+
+    g = cfg.get("gains") or {}
+    return NAMED[cfg["semantics"]].with_gains(g.get("kp"), g.get("kd"))
+
+
 def make_expert(name: str, semantics, overrides: dict | None = None):
     """The data source at the given action semantics: ``act(state, command, t) -> (target, LowCmd)``."""
     if name == "ppo":
@@ -176,7 +190,7 @@ def make_expert(name: str, semantics, overrides: dict | None = None):
 
         if overrides:
             raise ValueError("--expert-config applies to the trot expert only")
-        return PPOPolicy()
+        return PPOPolicy(semantics=semantics)
     from sim.expert import ExpertConfig, TrotExpert
 
     return TrotExpert(ExpertConfig.from_overrides(expert_overrides(semantics, overrides)))
@@ -193,7 +207,6 @@ def expert_overrides(semantics, overrides: dict | None) -> dict:
 
 def collect_episode(seed: int, index: int, cfg: dict) -> dict:
     """Simulate one episode; returns plain arrays (runs in a worker process)."""
-    from robot.actions import NAMED
     from robot.go2_constants import POLICY_DT
     from sim.commands import random_schedule
 
@@ -202,7 +215,7 @@ def collect_episode(seed: int, index: int, cfg: dict) -> dict:
     robot = _make_robot(s_sim, cfg)
     sched = random_schedule(np.random.default_rng(s_sched), cfg["episode_duration"], **_command_ranges(cfg))
     noise_rng = np.random.default_rng(s_noise)
-    semantics = NAMED[cfg["semantics"]]
+    semantics = job_semantics(cfg)
     expert = make_expert(cfg["expert_name"], semantics, cfg.get("expert"))
     T = int(round(cfg["episode_duration"] / POLICY_DT))
     sigma = _noise_level(cfg["noise_levels"], noise_rng)
@@ -270,7 +283,6 @@ def collect_branches(seed: int, index: int, cfg: dict) -> list[dict]:
     command schedule) and the expert takes over copies of the simulator from the states it
     visits (``_Brancher``), with the engine's last executed action as its previous one. Each
     branch is one episode; the engine's own episode is not recorded."""
-    from robot.actions import NAMED
     from sim.commands import random_schedule
     from sim.eval_config import EvalConfig
     from sim.evaluate import run_planner_episode
@@ -281,7 +293,7 @@ def collect_branches(seed: int, index: int, cfg: dict) -> list[dict]:
     robot.reset()
     sched = random_schedule(np.random.default_rng(s_sched), cfg["episode_duration"] + 5.0, **_command_ranges(cfg))
     noise_rng = np.random.default_rng(s_noise)
-    semantics = NAMED[cfg["semantics"]]
+    semantics = job_semantics(cfg)
     expert = make_expert(cfg["expert_name"], semantics, cfg.get("expert"))
     engine, spec, contract, scale = branch_engine(cfg["branch_from"])
     b = _Brancher(robot, expert, semantics, cfg["branch_every"], int(cfg["branch_ticks"]),
@@ -434,7 +446,6 @@ def run(args: argparse.Namespace) -> int:
 
     from planner_runtime.dataset import DatasetError, DatasetWriter, file_sha256
     from planner_runtime.engine import EngineError
-    from robot.actions import NAMED
     from robot.go2_constants import POLICY_DT
     from robot.observation import ACTION_NAMES, CONDITION_NAMES, STATE_NAMES, observation_spec
     from sim.physics import check_model_argument, resolve_model
@@ -473,7 +484,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         cfg = _job_config(args)
-        semantics = NAMED[cfg["semantics"]]
+        semantics = job_semantics(cfg)
         expert = make_expert(cfg["expert_name"], semantics, cfg["expert"])
     except (ValueError, TypeError, FileNotFoundError, EngineError) as exc:  # JSONDecodeError is a ValueError
         print(f"error: {exc}", file=sys.stderr)

@@ -9,7 +9,8 @@ Its own semantics, applied here exactly (legged-gym layout, 45 inputs, SDK leg o
   obs = [base angular velocity x 0.25, projected gravity, command (vx, vy, yaw rate),
          q - default pose, dq x 0.05, previous action], clipped to +/-100
   joint target = default pose + scale * action (action clipped to +/-100), firmware PD:
-  ``robot.actions.LEGGED_GYM`` (pose [0, 0.8, -1.5], scale [0.125, 0.25, 0.25], kp 20, kd 0.5).
+  ``robot.actions.LEGGED_GYM`` (pose [0, 0.8, -1.5], scale [0.125, 0.25, 0.25], kp 20, kd 0.5);
+  ``collect --kp/--kd`` runs the same policy at other gains.
 With ``track_velocity`` (default on, as the Go2's sport mode and the wheel's authors do) the
 command it sees is trimmed by an integral of the velocity error, measured on the low-passed
 true body velocity (privileged, like the trot expert's): it tracks loosely on its own.
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robot.actions import LEGGED_GYM
+from robot.actions import LEGGED_GYM, ActionSemantics
 from robot.go2_constants import POLICY_DT
 from robot.observation import projected_gravity
 from robot.types import LowCmd, LowState
@@ -56,9 +57,14 @@ class PPOConfig:
 class PPOPolicy:
     """``act(state, command, t) -> (joint target, LowCmd)``, the trot expert's signature."""
 
-    def __init__(self, config: PPOConfig | None = None, path=None) -> None:
+    def __init__(self, config: PPOConfig | None = None, path=None, semantics: ActionSemantics = SEMANTICS) -> None:
+        """``semantics``: its own (default) or the same actions held at other PD gains
+        (``collect --kp/--kd``); anything else its actions do not mean: ValueError."""
         import onnxruntime as ort
 
+        if not semantics.same_actions(SEMANTICS):
+            raise ValueError(f"the PPO policy's actions mean {SEMANTICS.as_dict()} (PD gains aside); "
+                             f"got {semantics.as_dict()}")
         self.config = config or PPOConfig()
         so = ort.SessionOptions()
         so.intra_op_num_threads = 1
@@ -68,8 +74,8 @@ class PPOPolicy:
         if list(inp.shape)[-1] != OBS_DIM:
             raise ValueError(f"PPO policy input {inp.name} has shape {inp.shape}, expected (1, {OBS_DIM})")
         self._in = inp.name
-        self._kp = np.full(12, SEMANTICS.kp)
-        self._kd = np.full(12, SEMANTICS.kd)
+        self._kp = np.full(12, semantics.kp)
+        self._kd = np.full(12, semantics.kd)
         self.reset()
 
     def reset(self) -> None:
