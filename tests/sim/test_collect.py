@@ -224,3 +224,45 @@ def test_ppo_refuses_other_semantics_and_a_missing_model_is_named(tmp_path, caps
     rc = main(["collect", "--out", str(path), *TINY, "--episodes", "1", "--model", str(tmp_path / "nope.xml")])
     assert rc == 2 and "no such file" in capsys.readouterr().err
     assert not path.exists()
+
+
+def test_ppo_at_other_gains_executes_and_records_them(tmp_path, capsys):
+    """collect --kp/--kd: the PPO policy's targets (the same actions) are held at the given PD
+    gains, the data's action semantics say so (an engine trained on it is executed at them),
+    a file at other gains is not appended to, and gains the controller cannot run are refused."""
+    from robot.actions import LEGGED_GYM
+    from sim.ppo_policy import PPOPolicy
+
+    stiff = LEGGED_GYM.with_gains(24.0, 0.6)
+    state = LowState(q=LEGGED_GYM.default_joint_pos.copy(), dq=np.zeros(12), quaternion=np.array([1.0, 0, 0, 0]),
+                     gyroscope=np.zeros(3), base_lin_vel=np.zeros(3))
+    t20, c20 = PPOPolicy().act(state, np.array([0.5, 0.0, 0.0]), 0.0)
+    t24, c24 = PPOPolicy(semantics=stiff).act(state, np.array([0.5, 0.0, 0.0]), 0.0)
+    assert np.array_equal(t20, t24) and np.all(c20.kp == 20.0) and np.all(c24.kp == 24.0) and np.all(c24.kd == 0.6)
+    with pytest.raises(ValueError, match="PD gains aside"):
+        PPOPolicy(semantics=LEGGED_GYM.__class__(**{**LEGGED_GYM.__dict__, "scale": LEGGED_GYM.scale * 2}))
+
+    runs = {}
+    for kp, kd in ((None, None), ("24", "0.6")):
+        path = tmp_path / f"ppo_{kp}.h5"
+        gains = [] if kp is None else ["--kp", kp, "--kd", kd]
+        rc, rep = _collect(path, capsys, "--episodes", "1", "--workers", "1", "--seed", "5", "--expert", "ppo",
+                           "--no-pushes", "--noise-levels", "0.0", *gains)
+        assert rc == 0
+        runs[kp] = load_dataset(path)
+    assert runs[None].action_semantics == LEGGED_GYM.as_dict()
+    assert runs["24"].action_semantics == stiff.as_dict()
+    assert runs["24"].provenance["runs"][0]["config"]["gains"] == {"kp": 24.0, "kd": 0.6}
+    assert runs[None].provenance["runs"][0]["config"]["gains"] == {}
+    # the same start, then the stiffer PD holds the same kind of targets differently
+    q20, q24 = runs[None].raw["q"], runs["24"].raw["q"]
+    assert np.array_equal(q20[0], q24[0]) and np.abs(q20[10:] - q24[10:]).max() > 1e-3
+
+    rc = main(["collect", "--out", str(tmp_path / "ppo_24.h5"), *TINY, "--append", "--episodes", "1", "--expert", "ppo"])
+    assert rc == 2 and "action semantics differ" in capsys.readouterr().err
+    assert len(load_dataset(tmp_path / "ppo_24.h5").episode_bounds()) == 1
+    for bad, why in ((["--kp", "200"], "kp 200.0 outside"), (["--kd", "nan"], "non-finite gains"),
+                     (["--kd", "0.01"], "kd 0.01 outside")):
+        rc = main(["collect", "--out", str(tmp_path / "bad.h5"), *TINY, "--episodes", "1", "--expert", "ppo", *bad])
+        assert rc == 2 and why in capsys.readouterr().err, bad
+    assert not (tmp_path / "bad.h5").exists()
