@@ -92,7 +92,7 @@ class ActionSemantics:
         when the Go2 controller could not execute them (``check``), NaN included."""
         out = replace(self, kp=self.kp if kp is None else float(kp), kd=self.kd if kd is None else float(kd))
         bad = out.check() if np.isfinite(out.kp) and np.isfinite(out.kd) else [
-            f"gains must be finite, got kp {out.kp}, kd {out.kd}"]
+            f"non-finite gains kp {out.kp}, kd {out.kd}"]
         if bad:
             raise ValueError(f"{where}: gains the Go2 controller cannot execute: " + "; ".join(bad))
         return out

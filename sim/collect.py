@@ -117,7 +117,6 @@ def _job_config(args: argparse.Namespace) -> dict:
         raise ValueError("the PPO policy runs only at its own semantics (--semantics legged-gym)")
     gains = {k: float(v) for k, v in (("kp", args.kp), ("kd", args.kd)) if v is not None}
     gains = {k: v for k, v in gains.items() if not v == getattr(NAMED[semantics], k)}  # NaN stays (refused)
-    executed = NAMED[semantics].with_gains(gains.get("kp"), gains.get("kd"))  # ValueError: not executable
     levels = [float(v) for v in (args.noise_levels or [args.action_noise])]
     if any(not np.isfinite(v) or v < 0 for v in levels):
         raise ValueError(f"action noise stds must be >= 0, got {levels}")
@@ -125,7 +124,7 @@ def _job_config(args: argparse.Namespace) -> dict:
     for k, (lo, hi) in commands.items():
         if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
             raise ValueError(f"--{k} must be finite LO <= HI, got {lo} {hi}")
-    return {
+    cfg = {
         "episode_duration": float(args.episode_duration),
         "expert_name": args.expert,
         "semantics": semantics,
@@ -139,8 +138,9 @@ def _job_config(args: argparse.Namespace) -> dict:
         "sensor_noise": float(args.sensor_noise),
         "commands": commands,
         "expert": _expert_overrides(args.expert_config),
-        **_branch_config(args, executed),
     }
+    # ValueError when the gains are not executable (job_semantics) or the engine cannot branch
+    return {**cfg, **_branch_config(args, job_semantics(cfg))}
 
 
 def _branch_config(args: argparse.Namespace, semantics) -> dict:
