@@ -65,7 +65,6 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from planner_runtime.config import from_mapping
-    from robot.actions import PROJECT
     from robot.controller import CommandSchedule
     from sim.collect import make_expert
     from sim.commands import random_schedule
@@ -80,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         overrides = json.loads(args.expert_config) if args.expert_config else None
-        make_expert(args.expert, PROJECT, overrides)
+        make_expert(args.expert, overrides=overrides)
         ranges = physics_ranges(from_mapping(EvalConfig, {"randomize": args.randomize, "friction": args.friction,
                                                           "mass_delta": args.mass_delta}, "planner-runtime sim options"))
     except (ValueError, TypeError) as exc:
@@ -100,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             sched = CommandSchedule.constant(*args.command)
         else:
             sched = random_schedule(np.random.default_rng(10_000 + seed), args.duration)
-        tr = run_episode(robot, expert_policy(make_expert(args.expert, PROJECT, overrides)), sched, args.duration)
+        tr = run_episode(robot, expert_policy(make_expert(args.expert, overrides=overrides)), sched, args.duration)
         m = episode_metrics(tr, settle=args.settle)
         m.update(seed=seed, pushes=len(robot.pushes), physics=robot.physics.as_dict())
         per_ep.append(m)

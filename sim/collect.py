@@ -183,15 +183,21 @@ def job_semantics(cfg: dict):
     return NAMED[cfg["semantics"]].with_gains(g.get("kp"), g.get("kd"))
 
 
-def make_expert(name: str, semantics, overrides: dict | None = None):
-    """The data source at the given action semantics: ``act(state, command, t) -> (target, LowCmd)``."""
+def make_expert(name: str, semantics=None, overrides: dict | None = None):
+    """The data source at the given action semantics (None: the expert's own, the trot
+    expert's ``project`` or the PPO policy's ``legged-gym``):
+    ``act(state, command, t) -> (target, LowCmd)``."""
+    from robot.actions import LEGGED_GYM, PROJECT
+
     if name == "ppo":
         from sim.ppo_policy import PPOPolicy
 
         if overrides:
             raise ValueError("--expert-config applies to the trot expert only")
-        return PPOPolicy(semantics=semantics)
+        return PPOPolicy(semantics=semantics or LEGGED_GYM)
     from sim.expert import ExpertConfig, TrotExpert
+
+    semantics = semantics or PROJECT
 
     return TrotExpert(ExpertConfig.from_overrides(expert_overrides(semantics, overrides)))
 

@@ -101,12 +101,11 @@ def _trace(rows: dict, fell: bool, fall_time: float | None, reason: str | None =
 def run_expert_episode(index: int, cfg: EvalConfig, which: str = "trot") -> tuple[dict, object]:
     """A reference policy on the episode: the trot expert (its own project semantics) or
     the PPO walking policy (its legged-gym semantics)."""
-    from robot.actions import PROJECT
     from sim.collect import make_expert
     from sim.episode import episode_metrics, expert_policy, run_episode
 
     robot, sched = _episode_setup(index, cfg)
-    tr = run_episode(robot, expert_policy(make_expert(which, PROJECT)), sched, cfg.duration)
+    tr = run_episode(robot, expert_policy(make_expert(which)), sched, cfg.duration)
     m = episode_metrics(tr)
     m["physics"] = robot.physics.as_dict()
     m["cost"] = float(np.sum(tilt_cost(tr.gravity_z)))

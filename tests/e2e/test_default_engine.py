@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from export.default_engine import STEPS
+from export.default_engine import GAINS, STEPS
 from planner_runtime.engines import default_engine_path
 
 ENGINE = default_engine_path()
@@ -42,7 +42,10 @@ def test_default_engine_manifest_matches_the_go2_profile():
     prov = json.loads((ENGINE.parent / "PROVENANCE.json").read_text())
     assert m["provenance"]["dataset_sha256"] == prov["recovery_dataset_sha256"] != prov["dataset_sha256"]
     assert m["action"]["name"] == "legged-gym" and m["action"]["source"] == "training dataset"
-    assert (m["action"]["kp"], m["action"]["kd"]) == (20.0, 0.5) and m["overrides"] == {}
+    # executed at the gains its data was collected at (the recipe's GAINS), not set at export
+    gains = dict(zip(GAINS[::2], GAINS[1::2], strict=True))
+    assert (m["action"]["kp"], m["action"]["kd"]) == (float(gains["--kp"]), float(gains["--kd"])) == (24.0, 0.6)
+    assert m["overrides"] == {}
     # real-time chunking: it takes the committed prefix and plans from the forecast state (every
     # dimension), by a forecaster fine-tuned on the engine's own episodes under latency
     assert m["graph"]["inputs"][-2:] == ["prefix", "n_prefix"]
