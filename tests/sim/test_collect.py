@@ -231,13 +231,14 @@ def test_ppo_at_other_gains_executes_and_records_them(tmp_path, capsys):
     gains, the data's action semantics say so (an engine trained on it is executed at them),
     a file at other gains is not appended to, and gains the controller cannot run are refused."""
     from robot.actions import LEGGED_GYM
+    from sim.collect import make_expert
     from sim.ppo_policy import PPOPolicy
 
     stiff = LEGGED_GYM.with_gains(24.0, 0.6)
     state = LowState(q=LEGGED_GYM.default_joint_pos.copy(), dq=np.zeros(12), quaternion=np.array([1.0, 0, 0, 0]),
                      gyroscope=np.zeros(3), base_lin_vel=np.zeros(3))
-    t20, c20 = PPOPolicy().act(state, np.array([0.5, 0.0, 0.0]), 0.0)
-    t24, c24 = PPOPolicy(semantics=stiff).act(state, np.array([0.5, 0.0, 0.0]), 0.0)
+    t20, c20 = make_expert("ppo").act(state, np.array([0.5, 0.0, 0.0]), 0.0)  # its own semantics
+    t24, c24 = make_expert("ppo", stiff).act(state, np.array([0.5, 0.0, 0.0]), 0.0)
     assert np.array_equal(t20, t24) and np.all(c20.kp == 20.0) and np.all(c24.kp == 24.0) and np.all(c24.kd == 0.6)
     with pytest.raises(ValueError, match="PD gains aside"):
         PPOPolicy(semantics=LEGGED_GYM.__class__(**{**LEGGED_GYM.__dict__, "scale": LEGGED_GYM.scale * 2}))
