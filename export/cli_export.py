@@ -91,11 +91,10 @@ def execution_gains(semantics: dict[str, Any] | None, kp: float | None,
         if value is not None and not abs(value - data) <= 1e-9 * max(1.0, data):  # NaN differs too
             over[f"action.{name}"] = {"value": float(value), "data": data, "by": f"--{name} {value:g}"}
     try:
-        out = ActionSemantics.from_dict(semantics, "--kp/--kd").with_gains(kp, kd).as_dict()
+        executed = ActionSemantics.from_dict(semantics, "--kp/--kd").with_gains(kp, kd)
     except ValueError as exc:
         raise ExportError(str(exc)) from exc
-    out = {**semantics, "kp": out["kp"], "kd": out["kd"]}
-    return out, over
+    return {**semantics, "kp": executed.kp, "kd": executed.kd}, over
 
 
 def _knobs(items: list[str]) -> dict[str, Any]:
