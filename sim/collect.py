@@ -194,10 +194,10 @@ def make_expert(name: str, semantics=None, overrides: dict | None = None):
 
         if overrides:
             raise ValueError("--expert-config applies to the trot expert only")
-        return PPOPolicy(semantics=semantics or LEGGED_GYM)
+        return PPOPolicy(semantics=LEGGED_GYM if semantics is None else semantics)
     from sim.expert import ExpertConfig, TrotExpert
 
-    semantics = semantics or PROJECT
+    semantics = PROJECT if semantics is None else semantics
 
     return TrotExpert(ExpertConfig.from_overrides(expert_overrides(semantics, overrides)))
 
