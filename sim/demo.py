@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-from robot.observation import tilt_cost
 from sim.physics import add_model_argument, check_model_argument
 
 HELP = "service + simulated Go2 (DDS) + controller on the embedded engine: walks, reports, plots"
@@ -106,7 +105,6 @@ def trace_metrics(trace: dict, t0: float, t1: float | None, schedule) -> tuple[d
                       np.asarray(trace["gravity_z"])[idx], np.asarray(trace["base_pos"])[idx],
                       bool(np.any(np.asarray(trace["gravity_z"])[idx] > -0.5)), None)
     m = episode_metrics(tr)
-    m["cost"] = float(np.sum(tilt_cost(tr.gravity_z)))
     return m, tr
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from robot.controller import CommandSchedule
 from robot.go2_constants import POLICY_DT
+from robot.observation import tilt_cost
 from robot.types import LowCmd, LowState
 
 PHYSICS_PER_TICK = int(round(POLICY_DT / 0.002))
@@ -85,7 +86,7 @@ def episode_metrics(tr: EpisodeTrace, settle: float = 1.0, stride: float = 0.32)
     ``stride_*_rmse`` use velocities averaged over ``stride`` s (the gait's own in-stride
     sway removed), which is what "tracks the command" means for a trot."""
     if len(tr.t) == 0:
-        return {"fell": tr.fell, "duration": 0.0}
+        return {"fell": tr.fell, "duration": 0.0, "cost": 0.0}
     change = np.r_[True, np.any(np.diff(tr.command, axis=0) != 0, axis=1)]
     last_change = np.maximum.accumulate(np.where(change, tr.t, -np.inf))
     ok = (tr.t - last_change) >= settle
@@ -119,6 +120,8 @@ def episode_metrics(tr: EpisodeTrace, settle: float = 1.0, stride: float = 0.32)
         "vx_mean_abs_err": float(np.mean(np.abs(ev[:, 0]))),
         "min_gravity_z_abs": float(np.min(-tr.gravity_z)),
         "max_tilt_deg": float(np.degrees(np.arccos(np.clip(np.min(-tr.gravity_z), -1, 1)))),
+        # the paper's cost: 50 Hz ticks with the torso tilted past ~18 deg (against eval's budget)
+        "cost": float(np.sum(tilt_cost(tr.gravity_z))),
         "min_height": float(tr.base_pos[:, 2].min()),
         "distance": float(np.linalg.norm(tr.base_pos[-1, :2] - tr.base_pos[0, :2])),
     }

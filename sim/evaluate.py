@@ -43,7 +43,7 @@ import numpy as np
 
 from planner_runtime.bench.stats import summary
 from planner_runtime.config import ConfigError
-from robot.observation import CONDITION_NAMES, tilt_cost
+from robot.observation import CONDITION_NAMES
 from sim.eval_config import EvalConfig, config_from_args, to_argv, unused_options
 from sim.eval_config import add_arguments as add_arguments  # the CLI's options (sim/eval_config.py)
 from sim.physics import check_model_argument
@@ -108,7 +108,6 @@ def run_expert_episode(index: int, cfg: EvalConfig, which: str = "trot") -> tupl
     tr = run_episode(robot, expert_policy(make_expert(which)), sched, cfg.duration)
     m = episode_metrics(tr)
     m["physics"] = robot.physics.as_dict()
-    m["cost"] = float(np.sum(tilt_cost(tr.gravity_z)))
     return m, tr
 
 
@@ -191,7 +190,6 @@ def run_planner_episode(engine, spec, index: int, cfg: EvalConfig, state_scale: 
     tr = _trace(rows, fell, fall_time, reason)
     m = episode_metrics(tr)
     m["physics"] = physics
-    m["cost"] = float(np.sum(tilt_cost(tr.gravity_z)))
     inf = summary(link.infer_ms)
     m["infer_ms_median"], m["infer_ms_p99"] = inf.get("median"), inf.get("p99")
     m["plans"] = len(link.chunks)
