@@ -41,7 +41,8 @@ COLLECT = ["collect", "--append", "--expert", "ppo", "--noise-levels", "0.0", "0
            "--workers", "2", "--seed", "0", "--no-progress", "--json", *GAINS]
 # The networks predict the clean trajectory (prediction "x0") with x_0 also as input channels
 # and kernel-3 convolutions: the training defaults (export/train/config.py). Planner 16000
-# steps, dynamics 10000 (val loss 0.0040 / 0.0042), trained side by side on the 2 cores.
+# steps, dynamics 10000 (final val_loss in their metrics files about 0.011 / 0.0041: the planner's
+# loss weights its first action 10x, first_action_weight), trained side by side on the 2 cores.
 STEPS = {"planner": 16000, "dynamics": 10000}
 # Windows that start in the last second before a fall are not trained on (fall_cut).
 TRAIN = ["train", "--method", "mpdiffuser", "--components", "{component}", "--steps", "{steps}",
