@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from planner_runtime.provenance import source_commit
+
 # The PPO walking policy (its legged-gym action semantics, at the GAINS below) on three Go2 models,
 # with per-episode randomized physics (sim.physics.RANDOMIZED) and nominal physics, three
 # action-noise levels (mixed quality), pushes: 105 simulated minutes in one file.
@@ -197,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="only export again from WORK/checkpoints (after an engine contract change); "
                         "the earlier stages of WORK/PROVENANCE.json are kept")
     a = p.parse_args(argv)
+    commit = source_commit()  # the code every stage below runs (the CLI from this checkout)
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     data = Path(a.data) if a.data else work / "go2_robust.h5"
@@ -239,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             **({"recovery_dataset": str(rec), "recovery_dataset_sha256": _sha256(rec)} if rec else {}),
             "onpolicy_dataset": str(work / ONPOLICY_NAME),
             "onpolicy_dataset_sha256": _sha256(work / ONPOLICY_NAME), "stages": stages,
-            "total_wall_s": round(sum(s["wall_s"] for s in stages), 1)}
+            "total_wall_s": round(sum(s["wall_s"] for s in stages), 1), "source_commit": commit}
     (work / "PROVENANCE.json").write_text(json.dumps(prov, indent=2))
     if a.install:
         dest = Path(__file__).resolve().parents[1] / "planner_runtime" / "engines"
@@ -268,7 +271,8 @@ def _reexport(work: Path, ck: Path, engine: Path, install: bool, data: Path | No
     stages = [s for s in prov.get("stages", []) if _stage(s) not in redo]
     prov.update(engine_sha256=_sha256(engine), stages=stages + log,
                 total_wall_s=round(sum(s["wall_s"] for s in stages + log), 1),
-                reexported_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                reexported_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                reexport_source_commit=source_commit())
     old.write_text(json.dumps(prov, indent=2))
     if install:
         (dest / ENGINE_NAME).write_bytes(engine.read_bytes())

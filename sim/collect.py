@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from planner_runtime.provenance import source_commit
 from sim.commands import HOLD_RANGE, VX_RANGE, VY_RANGE, YAW_RANGE
 from sim.physics import add_model_argument
 
@@ -427,24 +428,6 @@ def _versions() -> dict:
             "numpy": numpy.__version__, "h5py": h5py.__version__, "python": platform.python_version()}
 
 
-def _git_commit() -> str | None:
-    """HEAD of the source checkout, with "+dirty" when sim/ or robot/ have local changes
-    (read-only git calls; None outside a git checkout)."""
-    import subprocess
-
-    here = Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                              timeout=5).stdout.strip()
-        if not head:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "sim", "robot"], cwd=here.parent,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return head + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def run(args: argparse.Namespace) -> int:
     import multiprocessing as mp
 
@@ -502,10 +485,10 @@ def run(args: argparse.Namespace) -> int:
                   "first_episode": start_index, "episodes": n_eps, "workers": args.workers,
                   "config": cfg, "argv": sys.argv[1:], "expert": expert_desc,
                   "sim_model": str(args.model), "sim_model_sha256": file_sha256(model_path),
-                  "model_physics": model_physics.as_dict(), "git_commit": _git_commit()}
+                  "model_physics": model_physics.as_dict(), "git_commit": source_commit()}
     provenance = {
         "collector": "sim.collect (planner-runtime collect)", "versions": _versions(),
-        "git_commit": _git_commit(), "observation_spec": observation_spec(),
+        "git_commit": source_commit(), "observation_spec": observation_spec(),
         "reward": "robot.observation.reward_cost at the state after each tick",
         "actions": "semantics.to_action(clean expert target); raw/target_executed = noisy target sent",
         # the first run's; each run's own are in runs[i].config.commands (collect --vx/--vy/--yaw)
