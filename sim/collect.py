@@ -488,7 +488,7 @@ def run(args: argparse.Namespace) -> int:
                   "model_physics": model_physics.as_dict(), "git_commit": source_commit()}
     provenance = {
         "collector": "sim.collect (planner-runtime collect)", "versions": _versions(),
-        "git_commit": source_commit(), "observation_spec": observation_spec(),
+        "git_commit": run_record["git_commit"], "observation_spec": observation_spec(),
         "reward": "robot.observation.reward_cost at the state after each tick",
         "actions": "semantics.to_action(clean expert target); raw/target_executed = noisy target sent",
         # the first run's; each run's own are in runs[i].config.commands (collect --vx/--vy/--yaw)
