@@ -5,8 +5,10 @@ Sections (``--what``, comma-separated, default ``sampler``; ``all`` = every sect
 - sampler: plan latency of a Go2-sized MPDiffuser (S=30, A=12, C=3, H=16, K=10, warm start
   7 steps, CFG, N=1; planner + dynamics U-Nets) in ONE run: the fused ONNX graph and the step
   graph on ONNX Runtime (CPU unless ``--provider``), and the torch reference sampler in eager
-  mode on the same inputs; calls are interleaved round-robin so machine load hits all three
-  alike. Median, p99 and the speed-up over eager torch. Models are random-init with the
+  mode on the same inputs; the variants take turns in blocks of ``--block`` consecutive
+  calls (default 25), round after round, so machine load hits all three alike while each
+  variant runs back to back as the service does (one call of each in turn put every ONNX
+  call behind a 50 ms torch call that had evicted its weights from the caches). Median, p99 and the speed-up over eager torch. Models are random-init with the
   given size (latency does not depend on the weights) unless ``--checkpoints`` is given.
   ``--device cuda`` adds a torch CUDA-graph baseline (GPU machines only).
 - cadence: ``planner_runtime.bench.cadence.cadence_bench``: one engine (``--engine``, else
@@ -85,8 +87,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--client-cpus", default=None, metavar="LIST",
                    help="service section: pin the bench client (the controller's stand-in), e.g. 0")
     p.add_argument("--block", type=int, default=25,
-                   help="service section, back to back: this many requests, then as many sampler-only "
-                        "and floor plans (default 25)")
+                   help="consecutive calls per variant before the next takes its turn: sampler section "
+                        "(fused, step, eager torch), and service section back to back (requests, then "
+                        "as many sampler-only and floor plans); default 25")
     p.add_argument("--no-floor", action="store_true",
                    help="service section: skip the floor (a bare one-thread ZeroMQ server around the same plan)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -198,13 +201,18 @@ def bench_sampler(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, l
     gc_was_on = gc.isenabled()
     gc.disable()
     try:
-        for _ in range(args.iters):  # round-robin: load from other processes hits every variant alike
+        # Variants take turns in blocks, round after round: load from other processes hits
+        # every variant alike, and each runs back to back as the service plans.
+        block = max(1, int(args.block))
+        while len(samples["torch_eager"]) < args.iters:
+            n = min(block, args.iters - len(samples["torch_eager"]))
             for k, f in calls.items():
-                c = time.thread_time()
-                t = time.perf_counter()
-                f()
-                samples[k].append((time.perf_counter() - t) * 1e3)
-                cpu[k].append((time.thread_time() - c) * 1e3)
+                for _ in range(n):
+                    c = time.thread_time()
+                    t = time.perf_counter()
+                    f()
+                    samples[k].append((time.perf_counter() - t) * 1e3)
+                    cpu[k].append((time.thread_time() - c) * 1e3)
     finally:
         if gc_was_on:
             gc.enable()
@@ -219,6 +227,7 @@ def bench_sampler(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, l
         "model": model_desc,
         "provider": engines["fused"].backend,
         "threads": args.threads,
+        "block": int(args.block),
         "exporter": args.exporter,
         "committed_prefix_rows": int(args.prefix),
         "export_s": round(export_s, 1),

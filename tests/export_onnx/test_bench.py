@@ -28,6 +28,16 @@ def test_bench_sampler_json(tmp_path, capsys):
     assert (tmp_path / "eng" / "bench_fused.onnx").is_file()
 
 
+def test_bench_sampler_blocks_give_every_variant_exactly_iters_calls(capsys):
+    # 5 calls per variant in blocks of 2: rounds of 2, 2 and a last one of 1
+    rc = main(["bench", "--what", "sampler", "--iters", "5", "--warmup", "0", "--block", "2",
+               "--dim", "8", "--json"])
+    assert rc == 0
+    s = json.loads(capsys.readouterr().out)["sampler"]
+    assert s["block"] == 2
+    assert {k: r["n"] for k, r in s["latency"].items()} == {"torch_eager": 5, "ort_fused": 5, "ort_step": 5}
+
+
 def test_bench_unknown_section(capsys):
     assert main(["bench", "--what", "gpu-magic"]) == 2
     assert "unknown --what" in capsys.readouterr().err
