@@ -8,8 +8,9 @@ Sections (``--what``, comma-separated, default ``sampler``; ``all`` = every sect
   mode on the same inputs; the variants take turns in blocks of ``--block`` consecutive
   calls (default 25), round after round, so machine load hits all three alike while each
   variant runs back to back as the service does (one call of each in turn put every ONNX
-  call behind a 50 ms torch call that had evicted its weights from the caches). Median, p99 and the speed-up over eager torch. Models are random-init with the
-  given size (latency does not depend on the weights) unless ``--checkpoints`` is given.
+  call behind a 50 ms torch call that had evicted its weights from the caches). Median,
+  p99 and the speed-up over eager torch. Models are random-init with the given size
+  (latency does not depend on the weights) unless ``--checkpoints`` is given.
   ``--device cuda`` adds a torch CUDA-graph baseline (GPU machines only).
 - cadence: ``planner_runtime.bench.cadence.cadence_bench``: one engine (``--engine``, else
   the sampler section's fused graph, else the embedded default) back to back vs paced at
