@@ -204,11 +204,9 @@ def bench_sampler(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, l
     try:
         # Variants take turns in blocks, round after round: load from other processes hits
         # every variant alike, and each runs back to back as the service plans.
-        block = max(1, int(args.block))
-        while len(samples["torch_eager"]) < args.iters:
-            n = min(block, args.iters - len(samples["torch_eager"]))
+        for start in range(0, args.iters, args.block):  # run() refuses a block < 1
             for k, f in calls.items():
-                for _ in range(n):
+                for _ in range(min(args.block, args.iters - start)):
                     c = time.thread_time()
                     t = time.perf_counter()
                     f()
@@ -228,7 +226,7 @@ def bench_sampler(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, l
         "model": model_desc,
         "provider": engines["fused"].backend,
         "threads": args.threads,
-        "block": int(args.block),
+        "block": args.block,
         "exporter": args.exporter,
         "committed_prefix_rows": int(args.prefix),
         "export_s": round(export_s, 1),
