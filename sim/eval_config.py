@@ -7,7 +7,7 @@ of :class:`EvalConfig` takes its default from that parser (:func:`_default`), so
 cannot disagree. The parsed options become an ``EvalConfig`` once, through
 ``planner_runtime.config.from_mapping`` (:func:`config_from_args`); from there on the Go2
 evaluation (``sim.evaluate``), the robustness matrix (``sim.eval_matrix``), the latency sweep
-(``sim.latency_sweep``) and the Gymnasium evaluation (``sim.gym_eval``) read only the config.
+(``sim.latency_sweep``), the speed sweep (``sim.speed_sweep``), the plan fidelity check (``sim.plan_fidelity``) and the Gymnasium evaluation (``sim.gym_eval``) read only the config.
 
 A config read from a mapping (JSON, a dict) goes through ``from_mapping(EvalConfig, data,
 where)``: an unknown key is refused with a ``ConfigError`` naming it and the close match. A
@@ -93,6 +93,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="latencies of the sweep (default 0 20 40 80)")
     p.add_argument("--sweep-rules", nargs="+", default=None, metavar="RULE",
                    help="chunk rules of the sweep (default: all of sim.latency_sweep.RULES)")
+    p.add_argument("--speed-sweep", default=None, metavar="DIR",
+                   help="run the speed sweep (constant straight-ahead commands from a stand, "
+                        "sim.speed_sweep) into DIR: the speed each method reaches")
+    p.add_argument("--sweep-speeds", type=float, nargs="+", default=None, metavar="V",
+                   help="commanded speeds of the speed sweep in m/s (default 0.1 0.2 0.3 0.4 0.5 0.6 0.8)")
+    p.add_argument("--plan-fidelity", default=None, metavar="DATA.h5",
+                   help="open loop, no simulator: plan from the dataset's straight-walking rows and set "
+                        "each --engine's plans against what the demonstrator did (sim.plan_fidelity)")
     add_gym_arguments(p)  # --env ID: any Gymnasium environment (sim/gym_eval.py)
 
 
@@ -152,6 +160,9 @@ class EvalConfig:
     latency_sweep: str | None = _default("latency_sweep")
     sweep_latencies: tuple[float, ...] | None = _default("sweep_latencies")
     sweep_rules: tuple[str, ...] | None = _default("sweep_rules")
+    speed_sweep: str | None = _default("speed_sweep")
+    sweep_speeds: tuple[float, ...] | None = _default("sweep_speeds")
+    plan_fidelity: str | None = _default("plan_fidelity")
     # Gymnasium environments (sim.gym_eval)
     env: str | None = _default("env")
     env_kwargs: str | None = _default("env_kwargs")  # JSON

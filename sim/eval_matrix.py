@@ -43,7 +43,7 @@ TRACKING_GOAL = 1.3  # x the PPO policy's tracking RMSE
 
 # options that steer the matrix / sweep run itself, not its cells
 RUN_OPTIONS = ("json", "plot", "no_progress", "matrix", "matrix_models", "matrix_conditions", "jobs",
-               "latency_sweep", "sweep_latencies", "sweep_rules", "threads")
+               "latency_sweep", "sweep_latencies", "sweep_rules", "speed_sweep", "sweep_speeds", "threads")
 
 
 def cell_base(cfg: EvalConfig, forwarded: tuple[str, ...], where: str) -> EvalConfig:

@@ -425,6 +425,14 @@ def run_eval(cfg: EvalConfig) -> int:
         from sim.latency_sweep import run_sweep
 
         return run_sweep(cfg)
+    if cfg.speed_sweep:
+        from sim.speed_sweep import run_sweep as run_speed_sweep
+
+        return run_speed_sweep(cfg)
+    if cfg.plan_fidelity:
+        from sim.plan_fidelity import run_fidelity
+
+        return run_fidelity(cfg)
     err = check_model_argument(cfg.model)
     if err:
         print(f"error: {err}", file=sys.stderr)
