@@ -7,7 +7,8 @@ of :class:`EvalConfig` takes its default from that parser (:func:`_default`), so
 cannot disagree. The parsed options become an ``EvalConfig`` once, through
 ``planner_runtime.config.from_mapping`` (:func:`config_from_args`); from there on the Go2
 evaluation (``sim.evaluate``), the robustness matrix (``sim.eval_matrix``), the latency sweep
-(``sim.latency_sweep``), the speed sweep (``sim.speed_sweep``), the plan fidelity check (``sim.plan_fidelity``) and the Gymnasium evaluation (``sim.gym_eval``) read only the config.
+(``sim.latency_sweep``), the speed sweep (``sim.speed_sweep``), the plan fidelity check
+(``sim.plan_fidelity``) and the Gymnasium evaluation (``sim.gym_eval``) read only the config.
 
 A config read from a mapping (JSON, a dict) goes through ``from_mapping(EvalConfig, data,
 where)``: an unknown key is refused with a ``ConfigError`` naming it and the close match. A

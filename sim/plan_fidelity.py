@@ -30,6 +30,8 @@ SETTLED_S = 1.5  # s into the command before a row counts
 ON_SPEED = 0.07  # m/s: the row's body vx within this of the command
 STRAIGHT = (0.03, 0.05)  # |vy| (m/s), |yaw rate| (rad/s) commands counted as straight ahead
 SAMPLES = 60  # rows per band
+# the eval options it reads (any other one given is refused: it would not apply)
+OPTIONS = ("plan_fidelity", "engine", "seed", "cfg_w", "threads", "json", "no_progress")
 
 Planner = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (state [S], cond [C]) -> plan [H, S + A]
 
@@ -93,12 +95,11 @@ def run_fidelity(cfg) -> int:
     from sim.eval_config import given_options
     from sim.evaluate import _engines
 
-    closed_loop = {"model", "randomize", "pushes", "friction", "mass_delta", "actuator_lag", "obs_latency", "command",
-             "latency", "record", "plot", "matrix", "latency_sweep", "speed_sweep", "ranker_check"}
-    bad = [k for k in given_options(cfg) if k in closed_loop]
+    bad = [k for k in given_options(cfg) if k not in OPTIONS]
     if bad:
         print(f"error: --plan-fidelity is open loop on a dataset: --{', --'.join(k.replace('_', '-') for k in bad)} "
-              f"{'does' if len(bad) == 1 else 'do'} not apply", file=sys.stderr)
+              f"{'does' if len(bad) == 1 else 'do'} not apply (it takes --{', --'.join(o.replace('_', '-') for o in OPTIONS[1:])})",
+              file=sys.stderr)
         return 2
     try:
         ds = load_dataset(cfg.plan_fidelity, checksum=False)

@@ -112,3 +112,5 @@ def test_eval_plan_fidelity_on_ppo_data_and_a_mismatched_dataset(ppo_data, capsy
     # closed-loop options do not apply to it
     assert _eval("--plan-fidelity", str(ppo_data / "ppo.h5"), "--model", "menagerie", "--randomize") == 2
     assert "--model, --randomize do not apply" in capsys.readouterr().err
+    assert _eval("--plan-fidelity", str(ppo_data / "ppo.h5"), "--reference", "ppo") == 2
+    assert "--reference does not apply (it takes --engine, --seed, --cfg-w, --threads, --json, --no-progress)" in capsys.readouterr().err
