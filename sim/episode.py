@@ -80,6 +80,15 @@ def expert_policy(expert) -> Policy:
     return policy
 
 
+def since_command_change(command: np.ndarray, t: np.ndarray, starts: np.ndarray | None = None) -> np.ndarray:
+    """Per row, the time since its command last changed (rows ``starts``, e.g. episode starts
+    in a dataset, count as changes; so does row 0). ``command`` [T, 3], ``t`` [T] ascending."""
+    change = np.r_[True, np.any(np.diff(command, axis=0) != 0, axis=1)]
+    if starts is not None:
+        change[starts] = True
+    return t - np.maximum.accumulate(np.where(change, t, -np.inf))
+
+
 def episode_metrics(tr: EpisodeTrace, settle: float = 1.0, stride: float = 0.32) -> dict:
     """Falls and tracking. Tracking errors skip ``settle`` s after every command change
     (the commanded step is not trackable instantly). ``*_rmse`` use per-tick velocities;
@@ -87,9 +96,7 @@ def episode_metrics(tr: EpisodeTrace, settle: float = 1.0, stride: float = 0.32)
     sway removed), which is what "tracks the command" means for a trot."""
     if len(tr.t) == 0:
         return {"fell": tr.fell, "duration": 0.0, "cost": 0.0}
-    change = np.r_[True, np.any(np.diff(tr.command, axis=0) != 0, axis=1)]
-    last_change = np.maximum.accumulate(np.where(change, tr.t, -np.inf))
-    ok = (tr.t - last_change) >= settle
+    ok = since_command_change(tr.command, tr.t) >= settle
     if not ok.any():
         ok = np.ones_like(ok)
     ev = tr.base_lin_vel[ok, :2] - tr.command[ok, :2]

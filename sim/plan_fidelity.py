@@ -39,13 +39,11 @@ Planner = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (state [S], cond [C]
 def band_rows(conditions: np.ndarray, base_vx: np.ndarray, bounds: np.ndarray, noise: np.ndarray | None,
               band: tuple[float, float], horizon: int) -> np.ndarray:
     """Indices of the rows of ``band`` (see the module docstring)."""
+    from sim.episode import since_command_change
+
     c = conditions
-    n = len(c)
-    start = np.zeros(n, bool)
-    start[bounds[:, 0]] = True
-    change = start | np.r_[True, np.any(np.diff(c[:, :3], axis=0) != 0, axis=1)]
-    idx = np.arange(n)
-    age = (idx - np.maximum.accumulate(np.where(change, idx, 0))) * POLICY_DT
+    idx = np.arange(len(c))
+    age = since_command_change(c[:, :3], idx * POLICY_DT, bounds[:, 0])
     ends = np.repeat(bounds[:, 1], bounds[:, 1] - bounds[:, 0])
     ok = ((c[:, 0] >= band[0]) & (c[:, 0] < band[1]) & (np.abs(c[:, 1]) < STRAIGHT[0])
           & (np.abs(c[:, 2]) < STRAIGHT[1]) & (age >= SETTLED_S) & (np.abs(base_vx - c[:, 0]) < ON_SPEED)
