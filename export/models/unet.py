@@ -21,6 +21,10 @@ The FiLM input is act(MLP([time, x_0, y])) computed once per call. No attention.
 ``x0_channels=True`` also concatenates x_0 to the input at every horizon step (Din + S input
 channels to the first 1x1 conv), so the convolutions see the observed state directly instead
 of only through the per-channel FiLM modulation.
+``y_state > 0``: the last ``y_state`` columns of y (history blocks: the previous state or
+action, which the robot always knows) are embedded with x_0 and never replaced by the null
+token, so classifier-free guidance extrapolates only the rest of the condition (the command)
+and not the history with it.
 
 Export notes: no in-place slice assignment, no data-dependent control flow; the null token
 is mixed in arithmetically (y_drop * null + (1 - y_drop) * emb) so a CFG batch is one call.
@@ -88,7 +92,7 @@ class TemporalUnet(nn.Module):
     def __init__(self, horizon: int, in_dim: int, out_dim: int, x0_dim: int, cond_dim: int,
                  dim: int = 32, mults: Sequence[int] = (1, 2, 4), blocks_per_level: int = 1,
                  emb_dim: int | None = None, kernel: int = 5, groups: int = 8, act: str = "mish",
-                 mid_blocks: int = 2, x0_channels: bool = False):
+                 mid_blocks: int = 2, x0_channels: bool = False, y_state: int = 0):
         super().__init__()
         if act not in ACTIVATIONS:
             raise ValueError(f"unknown activation {act!r}; expected one of {sorted(ACTIVATIONS)}")
@@ -102,14 +106,17 @@ class TemporalUnet(nn.Module):
                             cond_dim=cond_dim, dim=dim, mults=list(mults),
                             blocks_per_level=blocks_per_level, emb_dim=emb_dim, kernel=kernel,
                             groups=groups, act=act, mid_blocks=mid_blocks,
-                            x0_channels=bool(x0_channels))
+                            x0_channels=bool(x0_channels), y_state=int(y_state))
+        if not 0 <= y_state < cond_dim:
+            raise ValueError(f"y_state must be in 0..{cond_dim - 1} (condition columns {cond_dim}), got {y_state}")
         self.x0_channels = bool(x0_channels)
+        self.y_state = int(y_state)
         e = emb_dim or dim
         A = ACTIVATIONS[act]
         self.time_emb = nn.Sequential(SinusoidalEmbedding(e), nn.Linear(e, 4 * e), A(),
                                       nn.Linear(4 * e, e))
-        self.x0_emb = nn.Sequential(nn.Linear(x0_dim, 2 * e), A(), nn.Linear(2 * e, e))
-        self.y_emb = nn.Sequential(nn.Linear(cond_dim, 2 * e), A(), nn.Linear(2 * e, e))
+        self.x0_emb = nn.Sequential(nn.Linear(x0_dim + y_state, 2 * e), A(), nn.Linear(2 * e, e))
+        self.y_emb = nn.Sequential(nn.Linear(cond_dim - y_state, 2 * e), A(), nn.Linear(2 * e, e))
         self.y_null = nn.Parameter(torch.zeros(e))
         cdim = 3 * e
         # ends with the activation every block's FiLM Linear would otherwise apply itself
@@ -151,6 +158,9 @@ class TemporalUnet(nn.Module):
               y_drop: torch.Tensor) -> torch.Tensor:
         """The FiLM conditioning vector [B, 3 * emb_dim]."""
         d = y_drop.reshape(-1, 1).to(y.dtype)
+        if self.y_state:
+            n = y.shape[-1] - self.y_state
+            x0, y = torch.cat([x0, y[..., n:]], dim=-1), y[..., :n]
         ye = d * self.y_null.reshape(1, -1) + (1.0 - d) * self.y_emb(y)
         return self.cond_mlp(torch.cat([self.time_emb(k), self.x0_emb(x0), ye], dim=-1))
 

@@ -97,6 +97,9 @@ class ComponentConfig:
     cond_normalizer: str | None = None
     val_fraction: float = 0.1
     cond_extras: list[str] = field(default_factory=list)
+    # the history extras (prev_state, prev_action; last in cond_extras) embedded with x_0 and
+    # never replaced by the null token, so CFG extrapolates the command only (TemporalUnet y_state)
+    history_with_state: bool = False
     gamma: float = 0.997
     return_scale: float | None = None
     # samples before a fall (terminal episodes) that start no training window: the expert's

@@ -61,7 +61,22 @@ class DiffusionTask(TrainTask):
     def build_model(self) -> nn.Module:
         d = self.data
         m = {k: v for k, v in to_dict(self.cfg.model).items() if k in UNET_KEYS}
-        return TemporalUnet(d.H, d.D, self.out_dim(), d.S, d.C, **m)
+        return TemporalUnet(d.H, d.D, self.out_dim(), d.S, d.C, y_state=self.history_width(), **m)
+
+    def history_width(self) -> int:
+        """Condition columns embedded with x_0 (``history_with_state``): the trailing history
+        extras' width, 0 when off."""
+        if not self.cfg.history_with_state:
+            return 0
+        extras = list(self.cfg.cond_extras)
+        widths = {"prev_state": self.data.S, "prev_action": self.data.A}
+        n = 0
+        while extras and extras[-1] in widths:
+            n += widths[extras.pop()]
+        if n == 0 or any(e in widths for e in extras):
+            raise ValueError("history_with_state needs the history extras (prev_state, prev_action) last in "
+                             f"cond_extras, got {list(self.cfg.cond_extras)}")
+        return n
 
     def batch(self, split: str, batch_size: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         ws = self.data.train if split == "train" else self.data.val

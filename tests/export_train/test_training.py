@@ -276,3 +276,42 @@ def test_forecaster_fine_tunes_on_data_with_another_spread(linear_data, tmp_path
     assert load_checkpoint(tmp_path / "c" / "forecaster.pt")["model_config"]["step_scale"] != \
         a["model_config"]["step_scale"]
     build_sampler([tmp_path / "a" / "planner.pt", tmp_path / "b" / "forecaster.pt"], "planner")
+
+
+def test_history_with_state_keeps_the_history_through_cfg_dropout(linear_data):
+    """history_with_state: the history columns (prev_action, last in cond_extras) reach the
+    network with the null token on, the command columns do not; off, neither does."""
+    on = PlannerTask(cfg(cond_extras=["prev_action"], history_with_state=True),
+                     make_data(cfg(cond_extras=["prev_action"]), linear_data))
+    S, A, C = on.data.S, on.data.A, on.data.C
+    assert on.history_width() == A
+    torch.manual_seed(0)
+    net = on.build_model().eval()
+    assert net.config()["y_state"] == A
+    B = 5
+    tau, k, x0 = torch.randn(B, 8, S + A), torch.full((B,), 3.0), torch.randn(B, S)
+    y = torch.randn(B, C)
+    y_cmd = y.clone()
+    y_cmd[:, :C - A] += 1.0  # another command, the same history
+    y_hist = y.clone()
+    y_hist[:, C - A:] += 1.0  # the same command, another history
+    dropped, kept = torch.ones(B), torch.zeros(B)
+    with torch.no_grad():
+        base = net(tau, k, x0, y, dropped)
+        torch.testing.assert_close(net(tau, k, x0, y_cmd, dropped), base)  # command dropped
+        assert (net(tau, k, x0, y_hist, dropped) - base).abs().max() > 1e-4  # history kept
+        assert (net(tau, k, x0, y_cmd, kept) - net(tau, k, x0, y, kept)).abs().max() > 1e-4
+        # the checkpoint's model config rebuilds the same network
+        again = type(net)(**net.config())
+        again.load_state_dict(net.state_dict())
+        torch.testing.assert_close(again(tau, k, x0, y_hist, dropped), net(tau, k, x0, y_hist, dropped))
+
+    off = PlannerTask(cfg(cond_extras=["prev_action"]), make_data(cfg(cond_extras=["prev_action"]), linear_data))
+    assert off.history_width() == 0
+    plain = off.build_model().eval()
+    with torch.no_grad():  # the whole condition is dropped
+        torch.testing.assert_close(plain(tau, k, x0, y_hist, dropped), plain(tau, k, x0, y, dropped))
+
+    bad = cfg(cond_extras=["prev_action", "return"], history_with_state=True)
+    with pytest.raises(ValueError, match="history extras"):
+        PlannerTask(bad, make_data(bad, linear_data)).build_model()
