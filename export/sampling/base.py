@@ -39,7 +39,10 @@ n_prefix committed actions, the forecast replaces the selected state dimensions 
 n_prefix more rows, and the method samples an ordinary plan from that execution-time state.
 The returned plan has the committed actions (with the forecaster's states) as rows
 0..n_prefix-1 and the new plan from row n_prefix on (its last n_prefix rows fall off the
-horizon), so the contract is the same: row t applies at t0 + t dt.
+horizon), so the contract is the same: row t applies at t0 + t dt. A condition with history
+blocks (``set_history``: the previous tick's state / action, built at observation time) is
+moved to that execution time too: the previous action becomes the last committed action and
+the previous state the forecast state before it.
 
 Temperature: the runtime (or caller) scales ``noise`` by sqrt(temperature) before the call;
 with DDIM (eta = 0) no further noise is added, so temperature only widens the start.
@@ -78,6 +81,24 @@ class DiffusionSampler(nn.Module):
         self.forecaster: nn.Module | None = None
         self.forecast_states: list[int] = []
         self.register_buffer("forecast_mask", torch.zeros(S, dtype=torch.bool), persistent=False)
+        self.history: dict[str, int] = {}  # history block -> its first condition column
+
+    def set_history(self, extras: list[str] | tuple[str, ...]) -> None:
+        """The condition's trailing extras (export.data.COND_EXTRAS, in the training order):
+        where its ``prev_state`` / ``prev_action`` blocks sit, so a forecast plan's condition
+        can be moved to the forecast's time."""
+        widths = {"return": 1, "prev_state": self.S, "prev_action": self.A}
+        unknown = [e for e in extras if e not in widths]
+        if unknown:
+            raise ValueError(f"unknown condition extras {unknown}; expected among {sorted(widths)}")
+        col = self.C - sum(widths[e] for e in extras)
+        if col < 0:
+            raise ValueError(f"condition extras {list(extras)} are wider than the condition ({self.C})")
+        self.history = {}
+        for e in extras:
+            if e != "return":
+                self.history[e] = col
+            col += widths[e]
 
     def set_forecaster(self, net: nn.Module, states: list[int] | None = None) -> None:
         """Handle a committed prefix by forecasting the execution-time state with ``net``;
@@ -166,6 +187,32 @@ class DiffusionSampler(nn.Module):
         xs = torch.stack(states, dim=1) * self.norm_traj.scale[:S] + self.norm_traj.shift[:S]
         return torch.where(self.forecast_mask, x, x0n), torch.cat([xs, prefix], dim=-1)
 
+    def _forecast_cond(self, x0: torch.Tensor, cond: torch.Tensor, pre: torch.Tensor,
+                       n_prefix: torch.Tensor) -> torch.Tensor:
+        """The raw condition at the forecast's time: history blocks (``set_history``) from the
+        committed rows ``pre`` [B, H, D] (the last committed action; the forecast state one
+        tick before the plan's x_0, x_0 itself after one committed action, in the forecast
+        dimensions; the other dimensions keep their measured pair, as x_0 does); unchanged at
+        n_prefix = 0 or without history."""
+        if not self.history:
+            return cond
+        S, A = self.S, self.A
+        n = n_prefix.reshape(1)
+        last = torch.index_select(pre, 1, torch.clamp(n - 1, min=0))[:, 0]  # row n - 1 [B, D]
+        before = torch.index_select(pre, 1, torch.clamp(n - 2, min=0))[:, 0, :S]
+        cols = []
+        at = 0
+        for name, start in sorted(self.history.items(), key=lambda kv: kv[1]):
+            width = S if name == "prev_state" else A
+            old = cond[:, start:start + width]
+            if name == "prev_state":
+                new = torch.where(self.forecast_mask, torch.where(n > 1, before, x0), old)
+            else:
+                new = last[:, S:]
+            cols += [cond[:, at:start], torch.where(n > 0, new, old)]
+            at = start + width
+        return torch.cat([*cols, cond[:, at:]], dim=-1)
+
     def _compose(self, inner: torch.Tensor, pre: torch.Tensor, n_prefix: torch.Tensor) -> torch.Tensor:
         """Rows t < n_prefix from ``pre``, row t >= n_prefix from ``inner[t - n_prefix]``
         (the new plan delayed by n_prefix rows: the reverse of the warm-start shift)."""
@@ -181,6 +228,7 @@ class DiffusionSampler(nn.Module):
         x0n, yn = self.norm_x0(x0), self.norm_cond(cond)
         if self.forecaster is not None and prefix is not None and n_prefix is not None:
             x0f, pre = self._forecast(x0n, prefix, n_prefix)
+            yn = self.norm_cond(self._forecast_cond(x0, cond, pre, n_prefix))
             n = int(levels.shape[0]) - 1
             tau = self.start(shift_plan(prev_plan, n_prefix), noise, levels[0:1])
             for i in range(n):
@@ -207,6 +255,7 @@ class DiffusionSampler(nn.Module):
         x0n, yn = self.norm_x0(x0), self.norm_cond(cond)
         if self.forecaster is not None and prefix is not None and n_prefix is not None:
             x0f, pre = self._forecast(x0n, prefix, n_prefix)
+            yn = self.norm_cond(self._forecast_cond(x0, cond, pre, n_prefix))
             first = self.start(shift_plan(prev_plan, n_prefix), noise, level)
             tau = torch.where(start.reshape(1, 1, 1) > 0, first, tau)
             tau_next, x0_hat = self.denoise_step(tau, level, next_level, x0f, yn, cfg_w)

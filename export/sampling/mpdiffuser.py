@@ -185,6 +185,8 @@ def attach_forecaster(sampler, cks: dict, forecast_states: str = "all") -> None:
     if spec == "none" or "forecaster" not in list(cks):  # iterating records no use
         return
     fc = cks["forecaster"]
+    # the plan's condition moves to the forecast's time with it (its history blocks)
+    sampler.set_history(list(((cks.get("planner") or {}).get("config") or {}).get("cond_extras") or []))
     if spec == "all":
         sampler.set_forecaster(build_model(fc), None)
         return

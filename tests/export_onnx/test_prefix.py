@@ -9,6 +9,9 @@ inpaint, and refuses a prefix with an error that says what to do.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -240,3 +243,71 @@ def test_forecast_states_by_name_and_refusals():
     assert s2.forecaster is None and s2.knobs()["prefix"] == "inpaint"
     with pytest.raises(ValueError, match="matches no state"):
         attach_forecaster(make_sampler("planner"), Cks(forecaster=fc), "zz_")
+
+
+def test_forecast_moves_the_history_condition_to_the_forecast_time():
+    """With history blocks in the condition (built at observation time), a forecast plan is
+    conditioned at the forecast's time: the previous action is the last committed one, the
+    previous state the forecast one tick before (x_0 itself after one committed action) in the
+    forecast dimensions and the measured one elsewhere; the command and n_prefix = 0 untouched.
+    In the exported graph too."""
+    from export.data import Normalizer, Normalizers
+    from export.models.forecaster import ForecasterNet
+    from export.models.unet import TemporalUnet
+    from export.onnx_export import export_engine, generic_meta
+    from export.sampling.mpdiffuser import PlannerOnlySampler
+
+    from .conftest import WARM
+
+    Cx = 1 + S + A  # [command, prev_state, prev_action]
+    rng = np.random.default_rng(3)
+    norms = Normalizers(Normalizer.fit(rng.normal(size=(64, S + A)), "std"),
+                        Normalizer.fit(rng.normal(size=(64, Cx)), "std"))
+    seen = []
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = TemporalUnet(H, S + A, S + A, S, Cx, dim=16, mults=(1, 2))
+
+        def forward(self, tau, k, x0, y, y_drop):
+            seen.append(y[:1].detach().clone())
+            return self.net(tau, k, x0, y, y_drop)
+
+    torch.manual_seed(0)
+    s = PlannerOnlySampler(Net().eval(), norms=norms, S=S, A=A, C=Cx, H=H, num_levels=10, clip=1.0)
+    s.set_forecaster(ForecasterNet(S, A, [0.3] * S, hidden=(16,)).eval(), [0, 1, 2])
+    s.set_history(["prev_state", "prev_action"])
+    assert s.history == {"prev_state": 1, "prev_action": 1 + S}
+    g = torch.Generator().manual_seed(4)
+    x0, cond = torch.randn(1, S, generator=g), torch.randn(1, Cx, generator=g)
+    prev, noise = torch.randn(1, H, S + A, generator=g), torch.randn(1, H, S + A, generator=g)
+    levels, w = torch.tensor([WARM, 2, 1, 0]), torch.tensor([1.5])
+    pre = torch.as_tensor(committed(13))
+    for n in (0, 1, 3):
+        seen.clear()
+        with torch.no_grad():
+            plan = s(x0, cond, prev, noise, levels, w, pre, torch.tensor([n]))[0]
+        got = s.norm_cond.inverse(seen[-1])[0]
+        want = cond[0].clone()
+        if n > 0:
+            want[1 + S:] = pre[0, n - 1]
+            want[1:4] = x0[0, :3] if n == 1 else plan[0, n - 2, :3]
+        assert torch.allclose(got, want, atol=1e-5), (n, got, want)
+
+    root = Path(tempfile.mkdtemp())
+    for p in s.parameters():
+        p.requires_grad_(False)
+    export_engine(s, root / "h.onnx", graph="fused", meta=generic_meta(S, A, Cx, warm_level=WARM, control_dt=0.1))
+    eng = load_engine(root / "h.onnx", threads=1)
+    inp = {"x0": x0.numpy(), "cond": cond.numpy(), "prev_plan": prev.numpy(), "noise": noise.numpy(),
+           "levels": levels.numpy()}
+    with torch.no_grad():
+        ref = s(x0, cond, prev, noise, levels, w, pre, torch.tensor([3]))[0].numpy()
+    out = eng.plan(**inp, cfg_w=1.5, prefix=pre[0].numpy(), n_prefix=3).plan
+    assert np.abs(out - ref).max() <= TOL
+
+    with pytest.raises(ValueError, match="unknown condition extras"):
+        s.set_history(["prev_stat"])
+    with pytest.raises(ValueError, match="wider"):
+        s.set_history(["prev_state", "prev_action", "prev_action"])
