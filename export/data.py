@@ -273,10 +273,15 @@ def _episodes(ds: Dataset, cond_extras: tuple[str, ...], gamma: float,
     return eps
 
 
+def extra_widths(S: int, A: int) -> dict[str, int]:
+    """Columns each condition extra (``COND_EXTRAS``) appends, for state / action dims S, A."""
+    return {"return": 1, "prev_state": S, "prev_action": A}
+
+
 def extra_width(ds: Dataset, name: str) -> int:
     """Columns a condition extra appends (``COND_EXTRAS``)."""
     S, A, _ = ds.dims
-    return {"return": 1, "prev_state": S, "prev_action": A}[name]
+    return extra_widths(S, A)[name]
 
 
 def extra_names(ds: Dataset, name: str) -> list[str]:

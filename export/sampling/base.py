@@ -55,7 +55,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from export.data import Normalizers
+from export.data import Normalizers, extra_widths
 from export.sampling.common import Normalize, Schedule, q_sample, shift_plan
 
 
@@ -87,7 +87,7 @@ class DiffusionSampler(nn.Module):
         """The condition's trailing extras (export.data.COND_EXTRAS, in the training order):
         where its ``prev_state`` / ``prev_action`` blocks sit, so a forecast plan's condition
         can be moved to the forecast's time."""
-        widths = {"return": 1, "prev_state": self.S, "prev_action": self.A}
+        widths = extra_widths(self.S, self.A)
         unknown = [e for e in extras if e not in widths]
         if unknown:
             raise ValueError(f"unknown condition extras {unknown}; expected among {sorted(widths)}")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.data import WindowData
+from export.data import WindowData, extra_widths
 from export.models.unet import TemporalUnet
 from export.sampling.common import PREDICTIONS, Schedule, q_sample
 from export.train.config import ComponentConfig
@@ -69,7 +69,7 @@ class DiffusionTask(TrainTask):
         if not self.cfg.history_with_state:
             return 0
         extras = list(self.cfg.cond_extras)
-        widths = {"prev_state": self.data.S, "prev_action": self.data.A}
+        widths = {k: v for k, v in extra_widths(self.data.S, self.data.A).items() if k != "return"}
         n = 0
         while extras and extras[-1] in widths:
             n += widths[extras.pop()]
