@@ -311,3 +311,23 @@ def test_forecast_moves_the_history_condition_to_the_forecast_time():
         s.set_history(["prev_stat"])
     with pytest.raises(ValueError, match="wider"):
         s.set_history(["prev_state", "prev_action", "prev_action"])
+
+
+def test_attach_forecaster_reads_the_history_from_the_planner_checkpoint():
+    """An exported forecasting engine learns where the history blocks sit from the planner
+    checkpoint's cond_extras (none: no history to move)."""
+    from export.models.forecaster import ForecasterNet
+    from export.sampling.mpdiffuser import attach_forecaster
+
+    from .conftest import C, make_sampler
+
+    net = ForecasterNet(S, A, [1.0] * S, hidden=(8,))
+    fc = {"model_class": "ForecasterNet", "model_config": {"S": S, "A": A, "step_scale": [1.0] * S, "hidden": [8]},
+          "ema": net.state_dict(), "model": net.state_dict()}
+    s = make_sampler("planner")
+    s.C = C + A + 1  # a planner conditioned on [command, return, prev_action]
+    attach_forecaster(s, {"planner": {"config": {"cond_extras": ["return", "prev_action"]}}, "forecaster": fc}, "all")
+    assert s.history == {"prev_action": C + 1}
+    s2 = make_sampler("planner")
+    attach_forecaster(s2, {"planner": {"config": {"cond_extras": []}}, "forecaster": fc}, "all")
+    assert s2.history == {} and s2.forecaster is not None
