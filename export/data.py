@@ -278,6 +278,23 @@ def extra_widths(S: int, A: int) -> dict[str, int]:
     return {"return": 1, "prev_state": S, "prev_action": A}
 
 
+def extra_columns(extras: list[str] | tuple[str, ...], S: int, A: int, C: int) -> dict[str, int]:
+    """The first condition column of each extra (``extras`` in the training order, appended
+    after the dataset's own C - sum(widths) condition columns)."""
+    widths = extra_widths(S, A)
+    unknown = [e for e in extras if e not in widths]
+    if unknown:
+        raise ValueError(f"unknown condition extras {unknown}; expected among {sorted(widths)}")
+    col = C - sum(widths[e] for e in extras)
+    if col < 0:
+        raise ValueError(f"condition extras {list(extras)} are wider than the condition ({C})")
+    cols = {}
+    for e in extras:
+        cols[e] = col
+        col += widths[e]
+    return cols
+
+
 def extra_width(ds: Dataset, name: str) -> int:
     """Columns a condition extra appends (``COND_EXTRAS``)."""
     S, A, _ = ds.dims

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -220,6 +220,11 @@ def to_argv(cfg: EvalConfig) -> list[str]:
 GYM_ONLY = ("env_kwargs", "max_steps", "condition", "condition_hook", "policy", "temperature", "diversity")
 GYM_OPTIONS = ("env", "engine", "episodes", "seed", "threads", "chunk", "cfg_w", "record", "json", "no_progress",
                *GYM_ONLY)
+
+
+def as_flags(names: Iterable[str]) -> str:
+    """Option names as the command line spells them: ``["cfg_w", "seed"]`` -> ``--cfg-w, --seed``."""
+    return ", ".join("--" + k.replace("_", "-") for k in names)
 
 
 def given_options(cfg: EvalConfig) -> list[str]:

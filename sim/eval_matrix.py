@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from planner_runtime.config import ConfigError
-from sim.eval_config import EvalConfig, given_options, to_argv, with_changes
+from sim.eval_config import EvalConfig, as_flags, given_options, to_argv, with_changes
 
 MODELS = ("project", "menagerie", "menagerie-fitted")
 CONDITIONS: dict[str, dict[str, Any]] = {  # condition -> the EvalConfig fields it changes
@@ -52,8 +52,8 @@ def cell_base(cfg: EvalConfig, forwarded: tuple[str, ...], where: str) -> EvalCo
     option the run was given is refused (ConfigError): a cell would not apply it."""
     ignored = [k for k in given_options(cfg) if k not in forwarded and k not in RUN_OPTIONS]
     if ignored:
-        raise ConfigError(f"{where}: --{', --'.join(k.replace('_', '-') for k in ignored)} would not reach "
-                          f"the cells (they take only --{', --'.join(k.replace('_', '-') for k in forwarded)}); "
+        raise ConfigError(f"{where}: {as_flags(ignored)} would not reach "
+                          f"the cells (they take only {as_flags(forwarded)}); "
                           "run a single eval for other settings")
     return with_changes(EvalConfig(no_progress=True, json=True),
                         {k: getattr(cfg, k) for k in forwarded}, where)

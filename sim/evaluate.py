@@ -44,7 +44,7 @@ import numpy as np
 from planner_runtime.bench.stats import summary
 from planner_runtime.config import ConfigError
 from robot.observation import CONDITION_NAMES
-from sim.eval_config import EvalConfig, config_from_args, to_argv, unused_options
+from sim.eval_config import EvalConfig, as_flags, config_from_args, to_argv, unused_options
 from sim.eval_config import add_arguments as add_arguments  # the CLI's options (sim/eval_config.py)
 from sim.physics import check_model_argument
 from sim.recording import RAW_SHAPES, ClosedLoopRecorder, engine_dataset_writer, new_dataset_path
@@ -408,7 +408,7 @@ def run_eval(cfg: EvalConfig) -> int:
         one = len(unused) == 1
         where = (f"{'does' if one else 'do'} not apply to a Gymnasium evaluation (--env)" if cfg.env
                  else f"{'applies' if one else 'apply'} only with --env ID (a Gymnasium evaluation)")
-        print(f"error: {', '.join('--' + k.replace('_', '-') for k in unused)} {where}", file=sys.stderr)
+        print(f"error: {as_flags(unused)} {where}", file=sys.stderr)
         return 2
     if cfg.env:
         from sim.gym_eval import run_gym

@@ -90,14 +90,13 @@ def run_fidelity(cfg) -> int:
     from robot.actions import ActionSemantics
     from robot.controller import check_engine
     from robot.observation import ConditionBuilder
-    from sim.eval_config import given_options
+    from sim.eval_config import as_flags, given_options
     from sim.evaluate import _engines
 
     bad = [k for k in given_options(cfg) if k not in OPTIONS]
     if bad:
-        print(f"error: --plan-fidelity is open loop on a dataset: --{', --'.join(k.replace('_', '-') for k in bad)} "
-              f"{'does' if len(bad) == 1 else 'do'} not apply (it takes --{', --'.join(o.replace('_', '-') for o in OPTIONS[1:])})",
-              file=sys.stderr)
+        print(f"error: --plan-fidelity is open loop on a dataset: {as_flags(bad)} "
+              f"{'does' if len(bad) == 1 else 'do'} not apply (it takes {as_flags(OPTIONS[1:])})", file=sys.stderr)
         return 2
     try:
         ds = load_dataset(cfg.plan_fidelity, checksum=False)

@@ -55,7 +55,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from export.data import Normalizers, extra_widths
+from export.data import Normalizers, extra_columns
 from export.sampling.common import Normalize, Schedule, q_sample, shift_plan
 
 
@@ -87,18 +87,8 @@ class DiffusionSampler(nn.Module):
         """The condition's trailing extras (export.data.COND_EXTRAS, in the training order):
         where its ``prev_state`` / ``prev_action`` blocks sit, so a forecast plan's condition
         can be moved to the forecast's time."""
-        widths = extra_widths(self.S, self.A)
-        unknown = [e for e in extras if e not in widths]
-        if unknown:
-            raise ValueError(f"unknown condition extras {unknown}; expected among {sorted(widths)}")
-        col = self.C - sum(widths[e] for e in extras)
-        if col < 0:
-            raise ValueError(f"condition extras {list(extras)} are wider than the condition ({self.C})")
-        self.history = {}
-        for e in extras:
-            if e != "return":
-                self.history[e] = col
-            col += widths[e]
+        cols = extra_columns(extras, self.S, self.A, self.C)
+        self.history = {e: c for e, c in cols.items() if e != "return"}
 
     def set_forecaster(self, net: nn.Module, states: list[int] | None = None) -> None:
         """Handle a committed prefix by forecasting the execution-time state with ``net``;
@@ -202,7 +192,7 @@ class DiffusionSampler(nn.Module):
         before = torch.index_select(pre, 1, torch.clamp(n - 2, min=0))[:, 0, :S]
         cols = []
         at = 0
-        for name, start in sorted(self.history.items(), key=lambda kv: kv[1]):
+        for name, start in self.history.items():  # in column order
             width = S if name == "prev_state" else A
             old = cond[:, start:start + width]
             if name == "prev_state":

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.data import WindowData, extra_widths
+from export.data import WindowData, extra_columns
 from export.models.unet import TemporalUnet
 from export.sampling.common import PREDICTIONS, Schedule, q_sample
 from export.train.config import ComponentConfig
@@ -68,15 +68,13 @@ class DiffusionTask(TrainTask):
         extras' width, 0 when off."""
         if not self.cfg.history_with_state:
             return 0
-        extras = list(self.cfg.cond_extras)
-        widths = {k: v for k, v in extra_widths(self.data.S, self.data.A).items() if k != "return"}
-        n = 0
-        while extras and extras[-1] in widths:
-            n += widths[extras.pop()]
-        if n == 0 or any(e in widths for e in extras):
+        d = self.data
+        cols = extra_columns(self.cfg.cond_extras, d.S, d.A, d.C)
+        history = [c for e, c in cols.items() if e != "return"]
+        if not history or cols.get("return", -1) > min(history):
             raise ValueError("history_with_state needs the history extras (prev_state, prev_action) last in "
                              f"cond_extras, got {list(self.cfg.cond_extras)}")
-        return n
+        return d.C - min(history)
 
     def batch(self, split: str, batch_size: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         ws = self.data.train if split == "train" else self.data.val
