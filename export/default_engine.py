@@ -5,6 +5,7 @@
     python -m export.default_engine --work runs/default_engine --skip-collect --skip-base  # redo the recovery rounds
     python -m export.default_engine --work runs/default_engine --skip-collect --skip-diffusion --install  # forecaster only
     python -m export.default_engine --work runs/default_engine --reexport --install  # checkpoints kept
+    python -m export.default_engine --work runs/history --history  # the history-conditioned variant
 
 Runs the same ``planner-runtime`` commands a user would (so the recipe is the CLI, not a
 private code path), times each stage, and writes the engine plus ``PROVENANCE.json``
@@ -72,6 +73,11 @@ BRANCH_EPISODES = (12, 14)  # engine episodes per collect run, per round
 RECOVERY_TRAIN = ["train", "--method", "mpdiffuser", "--components", "{component}", "--steps", "4000",
                   "--set", "batch_size=128", "--set", "lr=3e-4", "--set", "ema_start=500",
                   "--set", "fall_cut=50", "--threads", "1", "--no-progress", "--json"]
+# --history: the history-conditioned variant (docs/training.md, "History as a condition"):
+# every planner / dynamics / forecaster training also conditions on the previous policy
+# tick's action, embedded with the state so CFG extrapolates the command only. Not the
+# shipped engine's recipe (docs/robustness.md, "Speed response", has its matrix).
+HISTORY = ["--set", 'cond_extras=["prev_action"]', "--set", "history_with_state=true"]
 BASE_DIR = "base_checkpoints"  # the planner and dynamics before the recovery rounds
 RECOVERY_NAME = "go2_recovery.h5"  # the dataset plus the branches (the fine-tune's data)
 # The paper's Go2 sampling (mpdiffuser.txt App. O): MPDiffuser's alternation of dynamics and
@@ -107,6 +113,32 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _train(cmd: list[str], history: bool) -> list[str]:
+    """A training command of the recipe, with the history condition's flags when ``history``."""
+    return [*cmd, *HISTORY] if history else list(cmd)
+
+
+def _history_of(ck: Path) -> bool:
+    """Whether the checkpoints in ``ck`` were trained with the recipe's history condition
+    (HISTORY); anything else the recipe did not make is refused."""
+    if not (ck / "config.json").is_file():
+        raise SystemExit(f"{ck}/config.json is missing: not checkpoints of `planner-runtime train`")
+    cfg = json.loads((ck / "config.json").read_text())
+    extras, with_state = list(cfg.get("cond_extras") or []), bool(cfg.get("history_with_state", False))
+    if (extras, with_state) == ([], False):
+        return False
+    if (extras, with_state) == (["prev_action"], True):
+        return True
+    raise SystemExit(f"{ck}/config.json: cond_extras {extras}, history_with_state {with_state} is neither "
+                     "this recipe's default nor its --history variant")
+
+
+def _check_history(ck: Path, history: bool) -> None:
+    if _history_of(ck) != history:
+        raise SystemExit(f"{ck} was trained {'with' if not history else 'without'} the history condition: "
+                         f"{'pass' if not history else 'drop'} --history to continue from it")
+
+
 def _run(args: list[str], log: list[dict], parallel: list[list[str]] | None = None) -> None:
     cmds = parallel or [args]
     t0 = time.monotonic()
@@ -125,22 +157,23 @@ def _export(ck: Path, out: Path, states: str) -> list[str]:
     return [EXPORT[0], "--checkpoints", str(ck), "-o", str(out), *EXPORT[1:], "--knob", f"forecast_states={states}"]
 
 
-def _forecaster_stages(data: Path, ck: Path, work: Path, log: list[dict]) -> None:
+def _forecaster_stages(data: Path, ck: Path, work: Path, log: list[dict], history: bool) -> None:
     """The forecaster on the training data, the base engine, its own episodes under latency,
     the fine-tune on them (module constants above)."""
     base, onpolicy = work / BASE_ENGINE_NAME, work / ONPOLICY_NAME
-    _run([FORECASTER[0], "--data", str(data), "--out", str(ck), *FORECASTER[1:]], log)
+    _run(_train([FORECASTER[0], "--data", str(data), "--out", str(ck), *FORECASTER[1:]], history), log)
     _run(_export(ck, base, BASE_STATES), log)
     onpolicy.unlink(missing_ok=True)  # this recipe's own intermediate: eval --record writes a new file
     _run([RECORD[0], "--engine", f"base={base}", "--record", str(onpolicy), *RECORD[1:]], log)
-    _run([FINETUNE[0], "--init-from", str(ck), "--data", str(onpolicy), "--out", str(ck), *FINETUNE[1:]], log)
+    _run(_train([FINETUNE[0], "--init-from", str(ck), "--data", str(onpolicy), "--out", str(ck), *FINETUNE[1:]],
+                history), log)
 
 
 def _round_engine(work: Path, r: int) -> Path:
     return work / f"go2_round{r}.onnx"
 
 
-def _recovery_stages(data: Path, base: Path, ck: Path, work: Path, log: list[dict]) -> Path:
+def _recovery_stages(data: Path, base: Path, ck: Path, work: Path, log: list[dict], history: bool) -> Path:
     """The recovery rounds (module constants above); returns the fine-tune's dataset."""
     rec = work / RECOVERY_NAME
     rec.unlink(missing_ok=True)  # this recipe's own intermediate: rebuilt from the dataset
@@ -154,9 +187,9 @@ def _recovery_stages(data: Path, base: Path, ck: Path, work: Path, log: list[dic
             _run([BRANCH[0], "--out", str(rec), "--model", model, *extra, "--seed", str(seed),
                   "--branch-from", str(engine),
                   *[t.format(episodes=BRANCH_EPISODES[r - 1]) for t in BRANCH[1:]]], log)
-        _run([], log, parallel=[[RECOVERY_TRAIN[0], "--init-from", str(base), "--data", str(rec),
-                                 "--out", str(ck), *[t.format(component=c) for t in RECOVERY_TRAIN[1:]]]
-                                for c in STEPS])
+        _run([], log, parallel=[_train([RECOVERY_TRAIN[0], "--init-from", str(base), "--data", str(rec),
+                                        "--out", str(ck), *[t.format(component=c) for t in RECOVERY_TRAIN[1:]]],
+                                       history) for c in STEPS])
     return rec
 
 
@@ -198,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reexport", action="store_true",
                    help="only export again from WORK/checkpoints (after an engine contract change); "
                         "the earlier stages of WORK/PROVENANCE.json are kept")
+    p.add_argument("--history", action="store_true",
+                   help="the history-conditioned variant: every training also conditions on the previous "
+                        "action (HISTORY above); not the shipped engine's recipe")
     a = p.parse_args(argv)
     commit = source_commit()  # the code every stage below runs (the CLI from this checkout)
     work = Path(a.work)
@@ -207,12 +243,15 @@ def main(argv: list[str] | None = None) -> int:
     engine = work / ENGINE_NAME
     log: list[dict] = []
     if a.reexport or a.skip_diffusion:
-        return _reexport(work, ck, engine, a.install, data if a.skip_diffusion else None)
+        if a.skip_diffusion and ck.is_dir():
+            _check_history(ck, a.history)
+        return _reexport(work, ck, engine, a.install, data if a.skip_diffusion else None, a.history)
     kept: list[dict] = []
     if a.skip_base:
         old = work / "PROVENANCE.json"
         if not all((base / f"{c}.pt").is_file() for c in STEPS) or not old.is_file():
             raise SystemExit(f"--skip-base needs {base}/{{planner,dynamics}}.pt and {old} from an earlier run of this recipe")
+        _check_history(base, a.history)
         kept = [s for s in json.loads(old.read_text()).get("stages", []) if _stage(s) in ("collect", "train")]
     else:
         if not a.skip_collect:
@@ -222,11 +261,11 @@ def main(argv: list[str] | None = None) -> int:
                 _run([*COLLECT[:1], "--out", str(data), "--model", model, "--minutes", str(minutes),
                       *(["--randomize"] if randomize else []), *COLLECT[1:]], log)
         # planner and dynamics are independent networks: train them side by side (2 cores)
-        train = [[TRAIN[0], "--data", str(data), "--out", str(base),
-                  *[t.format(component=c, steps=STEPS[c]) for t in TRAIN[1:]]] for c in STEPS]
+        train = [_train([TRAIN[0], "--data", str(data), "--out", str(base),
+                         *[t.format(component=c, steps=STEPS[c]) for t in TRAIN[1:]]], a.history) for c in STEPS]
         _run([], log, parallel=train)
     if a.recovery:
-        rec: Path | None = _recovery_stages(data, base, ck, work, log)
+        rec: Path | None = _recovery_stages(data, base, ck, work, log, a.history)
     else:
         rec = None
         ck.mkdir(parents=True, exist_ok=True)
@@ -234,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             if (base / f).is_file():  # the base networks are the engine's
                 shutil.copyfile(base / f, ck / f)
     # the fine-tunes keep the base networks' normalizers (the dataset's): so does the forecaster
-    _forecaster_stages(data, ck, work, log)
+    _forecaster_stages(data, ck, work, log, a.history)
     _run(_export(ck, engine, FINAL_STATES), log)
     stages = kept + log
     prov = {"engine": ENGINE_NAME, "engine_sha256": _sha256(engine), "dataset": str(data),
@@ -242,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
             **({"recovery_dataset": str(rec), "recovery_dataset_sha256": _sha256(rec)} if rec else {}),
             "onpolicy_dataset": str(work / ONPOLICY_NAME),
             "onpolicy_dataset_sha256": _sha256(work / ONPOLICY_NAME), "stages": stages,
-            "total_wall_s": round(sum(s["wall_s"] for s in stages), 1), "source_commit": commit}
+            "total_wall_s": round(sum(s["wall_s"] for s in stages), 1), "history": a.history,
+            "source_commit": commit}
     (work / "PROVENANCE.json").write_text(json.dumps(prov, indent=2))
     if a.install:
         dest = Path(__file__).resolve().parents[1] / "planner_runtime" / "engines"
@@ -252,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _reexport(work: Path, ck: Path, engine: Path, install: bool, data: Path | None) -> int:
+def _reexport(work: Path, ck: Path, engine: Path, install: bool, data: Path | None, history: bool) -> int:
     """Export again from WORK/checkpoints (redoing the forecaster's stages first when ``data``)."""
     old = work / "PROVENANCE.json"
     if not old.is_file() or not ck.is_dir():
@@ -261,7 +301,7 @@ def _reexport(work: Path, ck: Path, engine: Path, install: bool, data: Path | No
     log: list[dict] = []
     redo = {"export"} | ({"forecaster"} if data is not None else set())
     if data is not None:
-        _forecaster_stages(data, ck, work, log)
+        _forecaster_stages(data, ck, work, log, history)
         onpolicy = work / ONPOLICY_NAME
         prov.update(onpolicy_dataset=str(onpolicy), onpolicy_dataset_sha256=_sha256(onpolicy))
     _run(_export(ck, engine, FINAL_STATES), log)

@@ -156,6 +156,12 @@ def test_the_recipe_runs_its_stages_in_order_and_the_recovery_rounds_build_on_ea
                     out = tmp_path / c[c.index(flag) + 1]  # absolute: the join keeps it
                     out.parent.mkdir(parents=True, exist_ok=True)
                     out.write_bytes(b"x")
+            if c[0] == "train":  # a training writes its config (the history condition's, when asked)
+                hist = "history_with_state=true" in c
+                out = tmp_path / c[c.index("--out") + 1]
+                out.mkdir(parents=True, exist_ok=True)
+                (out / "config.json").write_text(json.dumps(
+                    {"cond_extras": ["prev_action"] if hist else [], "history_with_state": hist}))
         log.append({"commands": ["planner-runtime " + shlex.join(c) for c in cmds], "wall_s": 1.0})
 
     monkeypatch.setattr(default_engine, "_run", fake_run)
@@ -201,3 +207,57 @@ def test_the_recipe_runs_its_stages_in_order_and_the_recovery_rounds_build_on_ea
     plain = json.loads((work / "PROVENANCE.json").read_text())
     assert [default_engine._stage(s) for s in plain["stages"]] == ["train"] + ["forecaster"] * 4 + ["export"]
     assert "recovery_dataset" not in plain and (ck / "planner.pt").read_bytes() == b"x"
+    # --history: the same sequence, every training (base, fine-tunes, forecaster) with the history
+    work2 = tmp_path / "w2"
+    assert default_engine.main(["--work", str(work2), "--data", str(data), "--skip-collect", "--history"]) == 0
+    hist = json.loads((work2 / "PROVENANCE.json").read_text())
+    assert hist["history"] is True and plain["history"] is False
+    assert [default_engine._stage(s) for s in hist["stages"]] == stages
+    trains = [c for s in hist["stages"] for c in s["commands"] if c.startswith("planner-runtime train ")]
+    assert len(trains) == 2 + 2 * len(rounds) + 2
+    assert all("--set 'cond_extras=[\"prev_action\"]' --set history_with_state=true" in c for c in trains)
+    assert not any("history_with_state" in c for s in prov["stages"] for c in s["commands"])
+
+
+def test_recipe_history_variant_trains_every_network_with_the_history_condition(tmp_path):
+    """``python -m export.default_engine --history``: every training command of the recipe
+    carries the history condition, which parses into the config that embeds the previous
+    action with the state; the default recipe carries none. Continuing from checkpoints of
+    the other kind (--skip-base, --skip-diffusion) is refused before anything runs."""
+    sets = lambda cmd: [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]  # noqa: E731
+    for recipe in (default_engine.TRAIN, default_engine.RECOVERY_TRAIN, default_engine.FORECASTER,
+                   default_engine.FINETUNE):
+        on = resolve_config("mpdiffuser", user_config(None, sets(default_engine._train(recipe, True))))
+        off = resolve_config("mpdiffuser", user_config(None, sets(default_engine._train(recipe, False))))
+        assert (list(on.cond_extras), on.history_with_state) == (["prev_action"], True)
+        assert (list(off.cond_extras), off.history_with_state) == ([], False)
+        assert default_engine._train(recipe, False) == recipe  # the shipped recipe unchanged
+
+    def checkpoints(name, cfg):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps(cfg))
+        return d
+
+    plain, hist = checkpoints("plain", {"cond_extras": []}), checkpoints(
+        "hist", {"cond_extras": ["prev_action"], "history_with_state": True})
+    assert default_engine._history_of(plain) is False and default_engine._history_of(hist) is True
+    with pytest.raises(SystemExit, match="neither"):  # a history the recipe never makes
+        default_engine._history_of(checkpoints("other", {"cond_extras": ["prev_action"]}))
+    with pytest.raises(SystemExit, match="config.json is missing"):
+        default_engine._history_of(tmp_path)
+
+    work = tmp_path / "work"
+    base = work / default_engine.BASE_DIR
+    base.mkdir(parents=True)
+    (base / "config.json").write_text(json.dumps({"cond_extras": []}))
+    for c in default_engine.STEPS:
+        (base / f"{c}.pt").write_bytes(b"")
+    (work / "PROVENANCE.json").write_text("{}")
+    with pytest.raises(SystemExit, match="without the history condition: drop --history"):
+        default_engine.main(["--work", str(work), "--skip-base", "--history"])
+    (work / "checkpoints").mkdir()
+    (work / "checkpoints" / "config.json").write_text((hist / "config.json").read_text())
+    with pytest.raises(SystemExit, match="with the history condition: pass --history"):
+        default_engine.main(["--work", str(work), "--skip-diffusion"])
+    assert sorted(p.name for p in work.iterdir()) == ["PROVENANCE.json", "base_checkpoints", "checkpoints"]
