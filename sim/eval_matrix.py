@@ -10,7 +10,8 @@ then the cell's model and condition (:data:`CONDITIONS`: changed ``EvalConfig`` 
 checked by ``sim.eval_config.with_changes``). Writes ``matrix.json`` (all
 cell reports), ``matrix.md`` (the table) and ``matrix.png`` (falls and tracking per cell), and
 prints the goal verdict of the first engine: 0 falls, tracking RMSE <= 1.3x the PPO policy's,
-and no episode over the cost budget, in every cell.
+and no episode over the cost budget, in every cell (undetermined where only the tracking ratio
+decides and the run has no PPO reference).
 """
 
 from __future__ import annotations
@@ -71,14 +72,30 @@ def cell_command(cell: EvalConfig) -> list[str]:
 
 
 def verdict(cell: dict, engine: str) -> dict:
-    """The issue's goals for one engine in one cell."""
+    """The issue's goals for one engine in one cell. ``met`` is None where they depend on the
+    tracking ratio alone and the cell has no PPO reference to take it against."""
     r = cell["results"].get(engine, {})
     ppo = cell["results"].get("ppo", {}).get("tracking_rmse_xy")
     ratio = r.get("tracking_rmse_xy") / ppo if ppo and r.get("tracking_rmse_xy") is not None else None
+    safe = r.get("falls") == 0 and not r.get("episodes_over_budget")
+    met = None if safe and ppo is None else bool(safe and ratio is not None and ratio <= TRACKING_GOAL)
     return {"falls": r.get("falls"), "tracking_vs_ppo": ratio,
-            "over_budget": r.get("episodes_over_budget"),
-            "met": bool(r.get("falls") == 0 and ratio is not None and ratio <= TRACKING_GOAL
-                        and not r.get("episodes_over_budget"))}
+            "over_budget": r.get("episodes_over_budget"), "met": met}
+
+
+def goal(verdicts: list[dict], engine: str) -> dict:
+    """The goals over the cells: met, missed, and undetermined (no PPO reference)."""
+    met = [v["met"] for v in verdicts]
+    return {"engine": engine, "cells": len(met), "cells_met": met.count(True),
+            "cells_undetermined": met.count(None), "all_met": bool(met) and all(m is True for m in met)}
+
+
+def goal_line(g: dict) -> str:
+    line = f"goal for {g['engine']}: met in {g['cells_met']} of {g['cells']} cells"
+    if g["cells_undetermined"]:
+        line += (f"; undetermined in {g['cells_undetermined']} (0 falls and within the cost budget, "
+                 "but no PPO reference to take the tracking ratio against: add --reference ppo)")
+    return line
 
 
 def run_matrix(cfg: EvalConfig) -> int:
@@ -105,17 +122,14 @@ def run_matrix(cfg: EvalConfig) -> int:
               "wall_s": time.monotonic() - t0, "engines": engines,
               "cells": [{"model": m, "condition": c, **results[(m, c)]} for m, c in cells]}
     if engines:
-        verdicts = [verdict(cell, engines[0]) for cell in report["cells"] if "results" in cell]
-        report["goal"] = {"engine": engines[0], "cells": len(verdicts),
-                          "cells_met": sum(v["met"] for v in verdicts),
-                          "all_met": bool(verdicts) and all(v["met"] for v in verdicts)}
+        report["goal"] = goal([verdict(cell, engines[0]) for cell in report["cells"] if "results" in cell],
+                              engines[0])
     (out / "matrix.json").write_text(json.dumps(report, indent=1, default=float))
     (out / "matrix.md").write_text(table(report))
     plot(report, out / "matrix.png")
     print(table(report))
     if "goal" in report:
-        g = report["goal"]
-        print(f"goal for {g['engine']}: met in {g['cells_met']} of {g['cells']} cells")
+        print(goal_line(report["goal"]))
     return 0 if all("results" in c for c in report["cells"]) else 1
 
 

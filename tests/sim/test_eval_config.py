@@ -200,3 +200,27 @@ def test_run_cells_keeps_each_finished_cell_on_disk(tmp_path):
     assert set(kept) == {"project_+3_kg.json", "menagerie_bad.json"}
     assert kept["project_+3_kg.json"] == {"cell": ["project", "+3 kg"], "results": {"x": {"falls": 5}}}
     assert "boom" in kept["menagerie_bad.json"]["error"]
+
+
+def test_matrix_goal_is_undetermined_without_a_ppo_reference():
+    """A matrix run without ``--reference ppo`` cannot take the tracking ratio: a cell with 0
+    falls and no episode over the budget is undetermined, not missed (it said "met in 0 of
+    18" before); a fall or an episode over the budget is a miss with or without PPO."""
+    def cell(engine, ppo=None):
+        res = {"e": {"falls": 0, "episodes_over_budget": 0, "tracking_rmse_xy": 0.1, **engine}}
+        if ppo is not None:
+            res["ppo"] = {"tracking_rmse_xy": ppo}
+        return {"results": res}
+
+    v = eval_matrix.verdict
+    assert v(cell({}, ppo=0.1), "e")["met"] is True
+    assert v(cell({}, ppo=0.07), "e")["met"] is False  # 1.43x
+    assert v(cell({}), "e")["met"] is None
+    assert v(cell({"falls": 1}), "e")["met"] is False
+    assert v(cell({"episodes_over_budget": 2}), "e")["met"] is False
+    g = eval_matrix.goal([v(cell({}), "e"), v(cell({"falls": 1}), "e"), v(cell({}, ppo=0.1), "e")], "e")
+    assert (g["cells"], g["cells_met"], g["cells_undetermined"], g["all_met"]) == (3, 1, 1, False)
+    line = eval_matrix.goal_line(g)
+    assert line.startswith("goal for e: met in 1 of 3 cells; undetermined in 1") and "--reference ppo" in line
+    full = eval_matrix.goal([v(cell({}, ppo=0.1), "e")], "e")
+    assert full["all_met"] is True and eval_matrix.goal_line(full) == "goal for e: met in 1 of 1 cells"
