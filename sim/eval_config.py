@@ -86,6 +86,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="models of the matrix (default: project menagerie menagerie-fitted)")
     p.add_argument("--matrix-conditions", nargs="+", default=None, metavar="COND",
                    help="conditions of the matrix (default: all of sim.eval_matrix.CONDITIONS)")
+    p.add_argument("--matrix-ppo-from", default=None, metavar="DIR",
+                   help="take the PPO reference column from an earlier matrix run in DIR (its cells/*.json, "
+                        "run with --reference ppo on the same episodes, duration, seed and conditions: "
+                        "checked) instead of running the policy again; lockstep episodes are deterministic")
     p.add_argument("--jobs", type=int, default=2,
                    help="matrix / sweep cells run in parallel (default %(default)s)")
     p.add_argument("--latency-sweep", default=None, metavar="DIR",
@@ -157,6 +161,7 @@ class EvalConfig:
     matrix: str | None = _default("matrix")
     matrix_models: tuple[str, ...] | None = _default("matrix_models")
     matrix_conditions: tuple[str, ...] | None = _default("matrix_conditions")
+    matrix_ppo_from: str | None = _default("matrix_ppo_from")
     jobs: int = _default("jobs")
     latency_sweep: str | None = _default("latency_sweep")
     sweep_latencies: tuple[float, ...] | None = _default("sweep_latencies")

@@ -43,7 +43,7 @@ TRACKING_GOAL = 1.3  # x the PPO policy's tracking RMSE
 
 
 # options that steer the matrix / sweep run itself, not its cells
-RUN_OPTIONS = ("json", "plot", "no_progress", "matrix", "matrix_models", "matrix_conditions", "jobs",
+RUN_OPTIONS = ("json", "plot", "no_progress", "matrix", "matrix_models", "matrix_conditions", "matrix_ppo_from", "jobs",
                "latency_sweep", "sweep_latencies", "sweep_rules", "speed_sweep", "sweep_speeds", "threads")
 
 
@@ -98,6 +98,44 @@ def goal_line(g: dict) -> str:
     return line
 
 
+def cell_file(label: str) -> str:
+    """The file name a finished cell's report is kept under (``run_cells(keep=...)``)."""
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", label).strip("_") + ".json"
+
+
+def cell_label(cell: tuple[str, str]) -> str:
+    return f"{cell[0]} / {cell[1]}"
+
+
+def earlier_ppo(folder: Path, cell: tuple[str, str], cfg: EvalConfig) -> dict:
+    """The PPO reference of ``cell`` in an earlier matrix run's folder, checked against this
+    run's episodes, duration and seed (ValueError otherwise). Its conditions (model, physics
+    ranges, ...) are compared with the cell's own once the cell has reported them."""
+    path = folder / "cells" / cell_file(cell_label(cell))
+    if not path.is_file():
+        raise ValueError(f"--matrix-ppo-from: {path} is missing (no such cell in that run)")
+    d = json.loads(path.read_text())
+    ppo = d.get("results", {}).get("ppo")
+    if ppo is None:
+        raise ValueError(f"--matrix-ppo-from: {path} has no PPO reference (that run lacked --reference ppo)")
+    mine = {"episodes": cfg.episodes, "duration_s": float(cfg.duration), "seed": cfg.seed}
+    theirs = {k: d.get(k) for k in mine}
+    if theirs != mine:
+        raise ValueError(f"--matrix-ppo-from: {path} was run with {theirs}, this run with {mine}")
+    return {"ppo": ppo, "conditions": d.get("conditions"), "path": str(path)}
+
+
+def merge_ppo(res: dict, earlier: dict) -> dict:
+    """A cell's report with the earlier run's PPO reference added (marked with where it came
+    from), or with ``ppo_from_error`` and no reference where the two cells' conditions differ."""
+    if "results" not in res:
+        return res
+    if earlier["conditions"] != res.get("conditions"):
+        return {**res, "ppo_from_error": f"{earlier['path']}: its conditions {earlier['conditions']} "
+                                         f"differ from this cell's {res.get('conditions')}"}
+    return {**res, "results": {"ppo": {**earlier["ppo"], "from": earlier["path"]}, **res["results"]}}
+
+
 def run_matrix(cfg: EvalConfig) -> int:
     out = Path(str(cfg.matrix))
     out.mkdir(parents=True, exist_ok=True)
@@ -114,13 +152,32 @@ def run_matrix(cfg: EvalConfig) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    earlier: dict = {}
+    if cfg.matrix_ppo_from:
+        if "ppo" in (cfg.reference or ()) and not cfg.no_expert:
+            print("error: --matrix-ppo-from takes the PPO column from an earlier run: "
+                  "drop ppo from --reference", file=sys.stderr)
+            return 2
+        try:
+            earlier = {cell: earlier_ppo(Path(cfg.matrix_ppo_from), cell, cfg) for cell in cells}
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     t0 = time.monotonic()
     results = run_cells(cells, lambda cell: cell_command(configs[cell]), cfg.jobs,
-                        "matrix", lambda cell: f"{cell[0]} / {cell[1]}", keep=out / "cells")
+                        "matrix", cell_label, keep=out / "cells")
+    for cell, e in earlier.items():
+        results[cell] = merge_ppo(results[cell], e)
+        (out / "cells" / cell_file(cell_label(cell))).write_text(
+            json.dumps({"cell": list(cell), **results[cell]}, default=float))
+        if "ppo_from_error" in results[cell]:
+            print(f"warning: no PPO reference for {cell_label(cell)}: {results[cell]['ppo_from_error']}",
+                  file=sys.stderr)
     engines = [e.split("=", 1)[0] if "=" in e else Path(e).stem for e in cfg.engine]
     report = {"episodes": cfg.episodes, "duration_s": cfg.duration, "seed": cfg.seed,
               "wall_s": time.monotonic() - t0, "engines": engines,
-              "cells": [{"model": m, "condition": c, **results[(m, c)]} for m, c in cells]}
+              "cells": [{"model": m, "condition": c, **results[(m, c)]} for m, c in cells],
+              **({"ppo_from": cfg.matrix_ppo_from} if cfg.matrix_ppo_from else {})}
     if engines:
         report["goal"] = goal([verdict(cell, engines[0]) for cell in report["cells"] if "results" in cell],
                               engines[0])
@@ -152,8 +209,7 @@ def run_cells(cells: list, command, jobs: int, tag: str, label, keep: Path | Non
         out = ({"error": res.stderr[-2000:]} if res.returncode != 0
                else json.loads(res.stdout.strip().splitlines()[-1]))
         if keep is not None:
-            name = re.sub(r"[^A-Za-z0-9.+-]+", "_", str(label(cell))).strip("_")
-            (keep / f"{name}.json").write_text(json.dumps({"cell": list(cell), **out}, default=float))
+            (keep / cell_file(str(label(cell)))).write_text(json.dumps({"cell": list(cell), **out}, default=float))
         return cell, out
 
     with ThreadPoolExecutor(max(1, jobs)) as pool:
