@@ -94,7 +94,8 @@ def goal_line(g: dict) -> str:
     line = f"goal for {g['engine']}: met in {g['cells_met']} of {g['cells']} cells"
     if g["cells_undetermined"]:
         line += (f"; undetermined in {g['cells_undetermined']} (0 falls and within the cost budget, "
-                 "but no PPO reference to take the tracking ratio against: add --reference ppo)")
+                 "but no PPO reference to take the tracking ratio against: add --reference ppo, "
+                 "or --matrix-ppo-from an earlier run that had it)")
     return line
 
 
