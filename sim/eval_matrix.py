@@ -217,12 +217,18 @@ def run_cells(cells: list, command, jobs: int, tag: str, label, keep: Path | Non
         return dict(pool.map(one, cells))
 
 
+def methods_of(cells: list[dict]) -> list[str]:
+    """Every method any finished cell reports, in first-seen order (a cell can lack one, e.g.
+    the PPO column where ``--matrix-ppo-from`` found other conditions)."""
+    return list(dict.fromkeys(m for c in cells for m in c["results"]))
+
+
 def table(report: dict) -> str:
     """Markdown: one row per cell, per method falls / tracking RMSE (x PPO) / cost."""
     cells = [c for c in report["cells"] if "results" in c]
     if not cells:
         return "no cell finished\n"
-    methods = list(cells[0]["results"])
+    methods = methods_of(cells)
     head = "| model | condition | " + " | ".join(methods) + " |\n"
     head += "|---|---|" + "---|" * len(methods) + "\n"
     rows = []
@@ -230,7 +236,10 @@ def table(report: dict) -> str:
         ppo = c["results"].get("ppo", {}).get("tracking_rmse_xy")
         vals = []
         for m in methods:
-            r = c["results"].get(m, {})
+            r = c["results"].get(m)
+            if r is None:  # not run in this cell
+                vals.append("-")
+                continue
             rm = r.get("tracking_rmse_xy")
             ratio = f" ({rm / ppo:.2f}x)" if rm is not None and ppo and m != "ppo" else ""
             vals.append(f"{r.get('falls', '-')}/{r.get('episodes', '-')} falls, "
@@ -249,7 +258,7 @@ def plot(report: dict, path: Path) -> None:
     cells = [c for c in report["cells"] if "results" in c]
     if not cells:
         return
-    methods = list(cells[0]["results"])
+    methods = methods_of(cells)
     labels = [f"{c['model']}\n{c['condition']}" for c in cells]
     fig, axes = plt.subplots(2, 1, figsize=(max(10, 0.8 * len(cells)), 8), sharex=True)
     x = np.arange(len(cells))

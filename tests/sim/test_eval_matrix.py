@@ -14,7 +14,7 @@ pytest.importorskip("mujoco")
 
 from planner_runtime.engines import default_engine_path  # noqa: E402
 from sim import evaluate as ev  # noqa: E402
-from sim.eval_matrix import cell_file, merge_ppo  # noqa: E402
+from sim.eval_matrix import cell_file, merge_ppo, table  # noqa: E402
 
 CELL = ("--matrix-models", "project", "--matrix-conditions", "nominal", "--episodes", "1", "--jobs", "1")
 
@@ -72,3 +72,16 @@ def test_an_earlier_ppo_cell_under_other_conditions_is_not_merged():
     same = merge_ppo(res, {**earlier, "conditions": res["conditions"]})
     assert same["results"]["ppo"] == {"tracking_rmse_xy": 0.1, "from": "old/cells/x.json"}
     assert merge_ppo({"error": "boom"}, earlier) == {"error": "boom"}
+
+
+def test_the_table_keeps_a_column_the_first_cell_lacks():
+    """The table's methods come from every cell: a first cell without a PPO column (its
+    conditions differed from the earlier run's) does not drop PPO from the rows after it."""
+    e = {"falls": 0, "episodes": 20, "tracking_rmse_xy": 0.12, "cost_mean": 0.0}
+    rep = {"cells": [{"model": "project", "condition": "nominal", "results": {"e": e}},
+                     {"model": "menagerie", "condition": "nominal",
+                      "results": {"ppo": {**e, "tracking_rmse_xy": 0.1}, "e": e}}]}
+    head, _, first, second = table(rep).splitlines()[:4]
+    assert head == "| model | condition | e | ppo |"
+    assert first.endswith("| 0/20 falls, 0.120, cost 0.0 | - |")
+    assert "0/20 falls, 0.120 (1.20x), cost 0.0" in second and second.endswith("| 0/20 falls, 0.100, cost 0.0 |")
