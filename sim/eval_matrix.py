@@ -164,16 +164,16 @@ def run_matrix(cfg: EvalConfig) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+
+    def with_ppo(cell, res: dict) -> dict:  # the earlier PPO column, before the cell is kept
+        res = merge_ppo(res, earlier[cell])
+        if "ppo_from_error" in res:
+            print(f"warning: no PPO reference for {cell_label(cell)}: {res['ppo_from_error']}", file=sys.stderr)
+        return res
+
     t0 = time.monotonic()
     results = run_cells(cells, lambda cell: cell_command(configs[cell]), cfg.jobs,
-                        "matrix", cell_label, keep=out / "cells")
-    for cell, e in earlier.items():
-        results[cell] = merge_ppo(results[cell], e)
-        (out / "cells" / cell_file(cell_label(cell))).write_text(
-            json.dumps({"cell": list(cell), **results[cell]}, default=float))
-        if "ppo_from_error" in results[cell]:
-            print(f"warning: no PPO reference for {cell_label(cell)}: {results[cell]['ppo_from_error']}",
-                  file=sys.stderr)
+                        "matrix", cell_label, keep=out / "cells", post=with_ppo if earlier else None)
     engines = [e.split("=", 1)[0] if "=" in e else Path(e).stem for e in cfg.engine]
     report = {"episodes": cfg.episodes, "duration_s": cfg.duration, "seed": cfg.seed,
               "wall_s": time.monotonic() - t0, "engines": engines,
@@ -191,11 +191,13 @@ def run_matrix(cfg: EvalConfig) -> int:
     return 0 if all("results" in c for c in report["cells"]) else 1
 
 
-def run_cells(cells: list, command, jobs: int, tag: str, label, keep: Path | None = None) -> dict:
+def run_cells(cells: list, command, jobs: int, tag: str, label, keep: Path | None = None,
+              post=None) -> dict:
     """Run one ``planner-runtime eval --json`` subprocess per cell, ``jobs`` at a time, with
-    a progress line per finished cell; cell -> its JSON report (or {"error": stderr tail}).
-    With ``keep`` (a folder) each finished cell's report is also written there at once, as
-    ``<label>.json``, so a run stopped part way keeps the cells it finished."""
+    a progress line per finished cell; cell -> its JSON report (or {"error": stderr tail}),
+    passed through ``post(cell, report)`` when given. With ``keep`` (a folder) each finished
+    cell's report is also written there at once, as ``<label>.json``, so a run stopped part
+    way keeps the cells it finished."""
     t0 = time.monotonic()
     done = 0
     if keep is not None:
@@ -209,6 +211,8 @@ def run_cells(cells: list, command, jobs: int, tag: str, label, keep: Path | Non
               f"({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
         out = ({"error": res.stderr[-2000:]} if res.returncode != 0
                else json.loads(res.stdout.strip().splitlines()[-1]))
+        if post is not None:
+            out = post(cell, out)
         if keep is not None:
             (keep / cell_file(str(label(cell)))).write_text(json.dumps({"cell": list(cell), **out}, default=float))
         return cell, out

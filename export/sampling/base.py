@@ -55,7 +55,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from export.data import Normalizers, extra_columns
+from export.data import Normalizers, extra_columns, extra_widths
 from export.sampling.common import Normalize, Schedule, q_sample, shift_plan
 
 
@@ -186,14 +186,14 @@ class DiffusionSampler(nn.Module):
         n_prefix = 0 or without history."""
         if not self.history:
             return cond
-        S, A = self.S, self.A
+        S, widths = self.S, extra_widths(self.S, self.A)
         n = n_prefix.reshape(1)
         last = torch.index_select(pre, 1, torch.clamp(n - 1, min=0))[:, 0]  # row n - 1 [B, D]
         before = torch.index_select(pre, 1, torch.clamp(n - 2, min=0))[:, 0, :S]
         cols = []
         at = 0
         for name, start in self.history.items():  # in column order
-            width = S if name == "prev_state" else A
+            width = widths[name]
             old = cond[:, start:start + width]
             if name == "prev_state":
                 new = torch.where(self.forecast_mask, torch.where(n > 1, before, x0), old)
@@ -215,7 +215,7 @@ class DiffusionSampler(nn.Module):
                 prefix: torch.Tensor | None = None, n_prefix: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The fused graph: (plan [B, H, D] raw, score [B], best [1] int64)."""
-        x0n, yn = self.norm_x0(x0), self.norm_cond(cond)
+        x0n = self.norm_x0(x0)
         if self.forecaster is not None and prefix is not None and n_prefix is not None:
             x0f, pre = self._forecast(x0n, prefix, n_prefix)
             yn = self.norm_cond(self._forecast_cond(x0, cond, pre, n_prefix))
@@ -226,6 +226,7 @@ class DiffusionSampler(nn.Module):
             plan = self._compose(self.norm_traj.inverse(tau), pre, n_prefix)
             score, best = self.rank(plan, x0, cond)
             return plan, score, best
+        yn = self.norm_cond(cond)
         held = self._prefix(prefix, n_prefix)
         n = int(levels.shape[0]) - 1  # static at export time
         tau = self._hold(self.start(prev_plan, noise, levels[0:1]), held, noise, levels[0:1])
@@ -242,7 +243,7 @@ class DiffusionSampler(nn.Module):
              prefix: torch.Tensor | None = None, n_prefix: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, torch.Tensor]:
         """The step graph: (tau_next normalized, plan raw = unnormalized x0_hat)."""
-        x0n, yn = self.norm_x0(x0), self.norm_cond(cond)
+        x0n = self.norm_x0(x0)
         if self.forecaster is not None and prefix is not None and n_prefix is not None:
             x0f, pre = self._forecast(x0n, prefix, n_prefix)
             yn = self.norm_cond(self._forecast_cond(x0, cond, pre, n_prefix))
@@ -250,6 +251,7 @@ class DiffusionSampler(nn.Module):
             tau = torch.where(start.reshape(1, 1, 1) > 0, first, tau)
             tau_next, x0_hat = self.denoise_step(tau, level, next_level, x0f, yn, cfg_w)
             return tau_next, self._compose(self.norm_traj.inverse(x0_hat), pre, n_prefix)
+        yn = self.norm_cond(cond)
         held = self._prefix(prefix, n_prefix)
         first = self._hold(self.start(prev_plan, noise, level), held, noise, level)
         tau = torch.where(start.reshape(1, 1, 1) > 0, first, tau)
