@@ -124,7 +124,7 @@ def _inputs(s: Any, seed: int = 1, prefix: int = 0) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     B = int(getattr(s, "n_samples", 1))
     return {"x0": rng.normal(size=(B, s.S)).astype(np.float32),
-            "cond": rng.normal(size=(B, s.C)).astype(np.float32),
+            "cond": rng.normal(size=(B, s.C_in)).astype(np.float32),
             "prev_plan": rng.normal(size=(B, s.H, s.D)).astype(np.float32),
             "noise": rng.normal(size=(B, s.H, s.D)).astype(np.float32),
             "levels": warm_levels(GO2["warm"]),
@@ -153,11 +153,11 @@ def bench_sampler(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, l
                       "mid_blocks": args.mid_blocks, "x0_channels": args.x0_channels}
     nets = {n: count_params(getattr(s, n)) for n in ("planner", "dynamics") if hasattr(s, n)}
     model_desc.update(params=nets, params_total=sum(nets.values()),
-                      dims={"S": s.S, "A": s.A, "C": s.C, "H": s.H, "K": s.K},
+                      dims={"S": s.S, "A": s.A, "C": s.C_in, "H": s.H, "K": s.K},
                       warm_steps=GO2["warm"], cfg=True, n_samples=int(getattr(s, "n_samples", 1)))
     out_dir = args.keep or Path(tempfile.mkdtemp(prefix="prt-bench-"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    dims = (int(s.S), int(s.A), int(s.C))
+    dims = (int(s.S), int(s.A), int(s.C_in))
     meta = go2_meta(warm_level=GO2["warm"]) if dims == (30, 12, 3) else generic_meta(*dims, warm_level=GO2["warm"], control_dt=0.02, dt_source="bench (latency only)")
     t0 = time.perf_counter()
     paths = {}

@@ -217,6 +217,7 @@ def _go2_name_problems(data: dict[str, Any], history: tuple[str, ...]) -> list[s
 
 
 def run(args: argparse.Namespace) -> int:
+    from export.data import HISTORY_EXTRAS
     from export.onnx_export import ExportError, export_engine, generic_meta, go2_meta
     from export.sampling.registry import build_sampler_components
     from export.train.checkpoint import CheckpointError
@@ -225,11 +226,14 @@ def run(args: argparse.Namespace) -> int:
         knobs = _knobs(args.knob)
         sampler, used = build_sampler_components(args.checkpoints, args.method, graph="sampler",
                                                  n_samples=args.n_samples, **knobs)
-        dims = (int(sampler.S), int(sampler.A), int(sampler.C))
+        dims = (int(sampler.S), int(sampler.A), int(sampler.C_in))
         prov, problems = provenance(args.checkpoints, used)
         data = prov["data"]
         # condition history blocks the networks were trained with (robot.observation.HISTORY_BLOCKS)
-        history = tuple(e for e in prov["training_config"].get("cond_extras") or () if e != "return")
+        history = tuple(e for e in prov["training_config"].get("cond_extras") or () if e in HISTORY_EXTRAS)
+        if sampler.targets and data.get("condition_names") is not None:
+            # the targets fixed in the graph are not inputs: the engine's layout lacks them
+            data = {**data, "condition_names": [n for n in data["condition_names"] if n not in sampler.targets]}
         try:
             from robot.observation import condition_names
 

@@ -31,7 +31,7 @@ A dimension that is constant in the data gets scale 1 (not 0) so it maps to 0 an
 What the dataset says about its system travels with the windows: ``WindowData.provenance()``
 (the "dataset" block of every checkpoint) holds the control ``dt``, the ``robot`` name, the
 state and action names and the condition names of the networks' C columns (the dataset's,
-then each extra's: ``return_to_go``, ``prev_<state name>``, ``prev_<action name>``), so
+then each extra's: ``return_to_go``, ``cost_to_go``, ``prev_<state name>``, ``prev_<action name>``), so
 ``planner-runtime export`` writes the data's values into the manifest instead of defaults.
 """
 
@@ -45,7 +45,10 @@ import numpy as np
 from planner_runtime.dataset import Dataset
 
 NORMALIZER_KINDS = ("std", "minmax", "identity")
-COND_EXTRAS = ("return", "prev_state", "prev_action")
+COND_EXTRAS = ("return", "cost_to_go", "prev_state", "prev_action")
+# the extras built from the previous tick at observation time (robot.observation.HISTORY_BLOCKS);
+# the others are targets (what the plan should achieve), given at sampling time
+HISTORY_EXTRAS = ("prev_state", "prev_action")
 
 
 @dataclass
@@ -110,6 +113,21 @@ def returns_to_go(rewards: np.ndarray, gamma: float) -> np.ndarray:
         acc = float(rewards[t]) + gamma * acc
         out[t] = acc
     return out.astype(np.float32)
+
+
+def costs_to_go(costs: np.ndarray, gamma: float, horizon: int) -> np.ndarray:
+    """Discounted cost over the next ``horizon`` samples of one episode:
+    C_t = sum_{i<horizon} gamma^i c_{t+i} (c_t is the cost of the state tick t led to, so C_t
+    covers a plan's H rows). Past the episode's end the last cost repeats (a fall ends tilted
+    and stays so; a timeout holds its last state, as the window padding does)."""
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    c = np.asarray(costs, dtype=np.float64)
+    if len(c) == 0:
+        return np.zeros(0, np.float32)
+    padded = np.concatenate([c, np.full(horizon - 1, c[-1])])
+    w = gamma ** np.arange(horizon, dtype=np.float64)
+    return np.convolve(padded, w[::-1], mode="valid")[:len(c)].astype(np.float32)
 
 
 def split_episodes(n_episodes: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -242,7 +260,7 @@ class WindowData:
 
 
 def _episodes(ds: Dataset, cond_extras: tuple[str, ...], gamma: float,
-              return_scale: float | None) -> list[dict[str, np.ndarray]]:
+              return_scale: float | None, horizon: int) -> list[dict[str, np.ndarray]]:
     eps = []
     for s, e in ds.episode_bounds():
         ep = {k: np.asarray(getattr(ds, k)[s:e], np.float32)
@@ -252,7 +270,12 @@ def _episodes(ds: Dataset, cond_extras: tuple[str, ...], gamma: float,
         for name in cond_extras:
             if name == "return":
                 extra.append(returns_to_go(ep["rewards"], gamma)[:, None])
-            elif name in ("prev_state", "prev_action"):
+            elif name == "cost_to_go":
+                if not getattr(ds, "has_costs", True):
+                    raise ValueError(f"{ds.path}: the cost_to_go condition needs per-step costs; this "
+                                     "dataset has none")
+                extra.append(costs_to_go(ep["costs"], gamma, horizon)[:, None])
+            elif name in HISTORY_EXTRAS:
                 # the previous policy tick's state / action label; the first row repeats its own
                 # (robot.observation.ConditionBuilder builds the same at run time)
                 x = ep["observations" if name == "prev_state" else "actions"]
@@ -275,7 +298,7 @@ def _episodes(ds: Dataset, cond_extras: tuple[str, ...], gamma: float,
 
 def extra_widths(S: int, A: int) -> dict[str, int]:
     """Columns each condition extra (``COND_EXTRAS``) appends, for state / action dims S, A."""
-    return {"return": 1, "prev_state": S, "prev_action": A}
+    return {"return": 1, "cost_to_go": 1, "prev_state": S, "prev_action": A}
 
 
 def extra_columns(extras: list[str] | tuple[str, ...], S: int, A: int, C: int) -> dict[str, int]:
@@ -302,10 +325,12 @@ def extra_width(ds: Dataset, name: str) -> int:
 
 
 def extra_names(ds: Dataset, name: str) -> list[str]:
-    """Names of the columns a condition extra appends: ``return_to_go``, ``prev_<state name>``,
+    """Names of the columns a condition extra appends: ``return_to_go``, ``cost_to_go``, ``prev_<state name>``,
     ``prev_<action name>`` (for the Go2 these are robot.observation.HISTORY_BLOCKS' names)."""
     if name == "return":
         return ["return_to_go"]
+    if name == "cost_to_go":
+        return ["cost_to_go"]
     if name == "prev_state":
         return [f"prev_{n}" for n in ds.state_names]
     if name == "prev_action":
@@ -327,7 +352,7 @@ def make_windows(ds: Dataset, horizon: int, *, normalizer: str = "std",
     if horizon < 1:
         raise ValueError(f"horizon must be >= 1, got {horizon}")
     S, A, C = ds.dims
-    eps = _episodes(ds, tuple(cond_extras), gamma, return_scale)
+    eps = _episodes(ds, tuple(cond_extras), gamma, return_scale, horizon)
     C = C + sum(extra_width(ds, e) for e in cond_extras)
     tr_idx, va_idx = split_episodes(len(eps), val_fraction, seed)
     tr = [eps[i] for i in tr_idx]

@@ -6,6 +6,7 @@
     python -m export.default_engine --work runs/default_engine --skip-collect --skip-diffusion --install  # forecaster only
     python -m export.default_engine --work runs/default_engine --reexport --install  # checkpoints kept
     python -m export.default_engine --work runs/history --history  # the history-conditioned variant
+    python -m export.default_engine --work runs/cost --cost  # the cost-conditioned variant
 
 Runs the same ``planner-runtime`` commands a user would (so the recipe is the CLI, not a
 private code path), times each stage, and writes the engine plus ``PROVENANCE.json``
@@ -78,6 +79,19 @@ RECOVERY_TRAIN = ["train", "--method", "mpdiffuser", "--components", "{component
 # tick's action, embedded with the state so CFG extrapolates the command only. Not the
 # shipped engine's recipe (docs/robustness.md, "Speed response", has its matrix).
 HISTORY = ["--set", 'cond_extras=["prev_action"]', "--set", "history_with_state=true"]
+# --cost: the cost-conditioned variant (docs/training.md, "Cost as a condition"): every planner /
+# dynamics / forecaster training also conditions on the discounted tilt cost over the plan's
+# horizon (MPDiffuser's cost condition), fixed to 0 (no tilt) in the exported graph. Not the
+# shipped engine's recipe. With --history both, the cost first.
+COST = ["--set", 'cond_extras=["cost_to_go"]']
+HISTORY_COST = ["--set", 'cond_extras=["cost_to_go", "prev_action"]', "--set", "history_with_state=true"]
+# (history, cost) -> the training flags, and the (cond_extras, history_with_state) they give
+VARIANTS: dict[tuple[bool, bool], tuple[list[str], list[str], bool]] = {
+    (False, False): ([], [], False),
+    (True, False): (HISTORY, ["prev_action"], True),
+    (False, True): (COST, ["cost_to_go"], False),
+    (True, True): (HISTORY_COST, ["cost_to_go", "prev_action"], True),
+}
 BASE_DIR = "base_checkpoints"  # the planner and dynamics before the recovery rounds
 RECOVERY_NAME = "go2_recovery.h5"  # the dataset plus the branches (the fine-tune's data)
 # The paper's Go2 sampling (mpdiffuser.txt App. O): MPDiffuser's alternation of dynamics and
@@ -113,30 +127,38 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _train(cmd: list[str], history: bool) -> list[str]:
-    """A training command of the recipe, with the history condition's flags when ``history``."""
-    return [*cmd, *HISTORY] if history else list(cmd)
+Variant = tuple[bool, bool]  # (history, cost): the recipe's condition variant (VARIANTS)
 
 
-def _history_of(ck: Path) -> bool:
-    """Whether the checkpoints in ``ck`` were trained with the recipe's history condition
-    (HISTORY); anything else the recipe did not make is refused."""
+def _train(cmd: list[str], variant: Variant) -> list[str]:
+    """A training command of the recipe, with the variant's condition flags."""
+    return [*cmd, *VARIANTS[variant][0]]
+
+
+def _variant_name(variant: Variant) -> str:
+    flags = [f for f, on in zip(("--history", "--cost"), variant, strict=True) if on]
+    return " ".join(flags) or "the default (neither --history nor --cost)"
+
+
+def _variant_of(ck: Path) -> Variant:
+    """Which of the recipe's condition variants (VARIANTS) the checkpoints in ``ck`` were
+    trained with; anything else the recipe did not make is refused."""
     if not (ck / "config.json").is_file():
         raise SystemExit(f"{ck}/config.json is missing: not checkpoints of `planner-runtime train`")
     cfg = json.loads((ck / "config.json").read_text())
     extras, with_state = list(cfg.get("cond_extras") or []), bool(cfg.get("history_with_state", False))
-    if (extras, with_state) == ([], False):
-        return False
-    if (extras, with_state) == (["prev_action"], True):
-        return True
-    raise SystemExit(f"{ck}/config.json: cond_extras {extras}, history_with_state {with_state} is neither "
-                     "this recipe's default nor its --history variant")
+    for variant, (_, want, state) in VARIANTS.items():
+        if (extras, with_state) == (want, state):
+            return variant
+    raise SystemExit(f"{ck}/config.json: cond_extras {extras}, history_with_state {with_state} is none of "
+                     "this recipe's variants (default, --history, --cost)")
 
 
-def _check_history(ck: Path, history: bool) -> None:
-    if _history_of(ck) != history:
-        raise SystemExit(f"{ck} was trained {'with' if not history else 'without'} the history condition: "
-                         f"{'pass' if not history else 'drop'} --history to continue from it")
+def _check_variant(ck: Path, variant: Variant) -> None:
+    have = _variant_of(ck)
+    if have != variant:
+        raise SystemExit(f"{ck} was trained as {_variant_name(have)}, this run asks for "
+                         f"{_variant_name(variant)}: pass the flags it was trained with to continue from it")
 
 
 def _run(args: list[str], log: list[dict], parallel: list[list[str]] | None = None) -> None:
@@ -157,23 +179,23 @@ def _export(ck: Path, out: Path, states: str) -> list[str]:
     return [EXPORT[0], "--checkpoints", str(ck), "-o", str(out), *EXPORT[1:], "--knob", f"forecast_states={states}"]
 
 
-def _forecaster_stages(data: Path, ck: Path, work: Path, log: list[dict], history: bool) -> None:
+def _forecaster_stages(data: Path, ck: Path, work: Path, log: list[dict], variant: Variant) -> None:
     """The forecaster on the training data, the base engine, its own episodes under latency,
     the fine-tune on them (module constants above)."""
     base, onpolicy = work / BASE_ENGINE_NAME, work / ONPOLICY_NAME
-    _run(_train([FORECASTER[0], "--data", str(data), "--out", str(ck), *FORECASTER[1:]], history), log)
+    _run(_train([FORECASTER[0], "--data", str(data), "--out", str(ck), *FORECASTER[1:]], variant), log)
     _run(_export(ck, base, BASE_STATES), log)
     onpolicy.unlink(missing_ok=True)  # this recipe's own intermediate: eval --record writes a new file
     _run([RECORD[0], "--engine", f"base={base}", "--record", str(onpolicy), *RECORD[1:]], log)
     _run(_train([FINETUNE[0], "--init-from", str(ck), "--data", str(onpolicy), "--out", str(ck), *FINETUNE[1:]],
-                history), log)
+                variant), log)
 
 
 def _round_engine(work: Path, r: int) -> Path:
     return work / f"go2_round{r}.onnx"
 
 
-def _recovery_stages(data: Path, base: Path, ck: Path, work: Path, log: list[dict], history: bool) -> Path:
+def _recovery_stages(data: Path, base: Path, ck: Path, work: Path, log: list[dict], variant: Variant) -> Path:
     """The recovery rounds (module constants above); returns the fine-tune's dataset."""
     rec = work / RECOVERY_NAME
     rec.unlink(missing_ok=True)  # this recipe's own intermediate: rebuilt from the dataset
@@ -189,7 +211,7 @@ def _recovery_stages(data: Path, base: Path, ck: Path, work: Path, log: list[dic
                   *[t.format(episodes=BRANCH_EPISODES[r - 1]) for t in BRANCH[1:]]], log)
         _run([], log, parallel=[_train([RECOVERY_TRAIN[0], "--init-from", str(base), "--data", str(rec),
                                         "--out", str(ck), *[t.format(component=c) for t in RECOVERY_TRAIN[1:]]],
-                                       history) for c in STEPS])
+                                       variant) for c in STEPS])
     return rec
 
 
@@ -234,7 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--history", action="store_true",
                    help="the history-conditioned variant: every training also conditions on the previous "
                         "action (HISTORY above); not the shipped engine's recipe")
+    p.add_argument("--cost", action="store_true",
+                   help="the cost-conditioned variant: every training also conditions on the tilt cost over "
+                        "the plan's horizon, fixed to 0 at export (COST above); not the shipped engine's recipe")
     a = p.parse_args(argv)
+    variant: Variant = (bool(a.history), bool(a.cost))
     commit = source_commit()  # the code every stage below runs (the CLI from this checkout)
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -244,14 +270,14 @@ def main(argv: list[str] | None = None) -> int:
     log: list[dict] = []
     if a.reexport or a.skip_diffusion:
         if a.skip_diffusion and ck.is_dir():
-            _check_history(ck, a.history)
-        return _reexport(work, ck, engine, a.install, data if a.skip_diffusion else None, a.history)
+            _check_variant(ck, variant)
+        return _reexport(work, ck, engine, a.install, data if a.skip_diffusion else None, variant)
     kept: list[dict] = []
     if a.skip_base:
         old = work / "PROVENANCE.json"
         if not all((base / f"{c}.pt").is_file() for c in STEPS) or not old.is_file():
             raise SystemExit(f"--skip-base needs {base}/{{planner,dynamics}}.pt and {old} from an earlier run of this recipe")
-        _check_history(base, a.history)
+        _check_variant(base, variant)
         kept = [s for s in json.loads(old.read_text()).get("stages", []) if _stage(s) in ("collect", "train")]
     else:
         if not a.skip_collect:
@@ -262,10 +288,10 @@ def main(argv: list[str] | None = None) -> int:
                       *(["--randomize"] if randomize else []), *COLLECT[1:]], log)
         # planner and dynamics are independent networks: train them side by side (2 cores)
         train = [_train([TRAIN[0], "--data", str(data), "--out", str(base),
-                         *[t.format(component=c, steps=STEPS[c]) for t in TRAIN[1:]]], a.history) for c in STEPS]
+                         *[t.format(component=c, steps=STEPS[c]) for t in TRAIN[1:]]], variant) for c in STEPS]
         _run([], log, parallel=train)
     if a.recovery:
-        rec: Path | None = _recovery_stages(data, base, ck, work, log, a.history)
+        rec: Path | None = _recovery_stages(data, base, ck, work, log, variant)
     else:
         rec = None
         ck.mkdir(parents=True, exist_ok=True)
@@ -273,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
             if (base / f).is_file():  # the base networks are the engine's
                 shutil.copyfile(base / f, ck / f)
     # the fine-tunes keep the base networks' normalizers (the dataset's): so does the forecaster
-    _forecaster_stages(data, ck, work, log, a.history)
+    _forecaster_stages(data, ck, work, log, variant)
     _run(_export(ck, engine, FINAL_STATES), log)
     stages = kept + log
     prov = {"engine": ENGINE_NAME, "engine_sha256": _sha256(engine), "dataset": str(data),
@@ -281,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             **({"recovery_dataset": str(rec), "recovery_dataset_sha256": _sha256(rec)} if rec else {}),
             "onpolicy_dataset": str(work / ONPOLICY_NAME),
             "onpolicy_dataset_sha256": _sha256(work / ONPOLICY_NAME), "stages": stages,
-            "total_wall_s": round(sum(s["wall_s"] for s in stages), 1), "history": a.history,
+            "total_wall_s": round(sum(s["wall_s"] for s in stages), 1), "history": a.history, "cost": a.cost,
             "source_commit": commit}
     (work / "PROVENANCE.json").write_text(json.dumps(prov, indent=2))
     if a.install:
@@ -292,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _reexport(work: Path, ck: Path, engine: Path, install: bool, data: Path | None, history: bool) -> int:
+def _reexport(work: Path, ck: Path, engine: Path, install: bool, data: Path | None, variant: Variant) -> int:
     """Export again from WORK/checkpoints (redoing the forecaster's stages first when ``data``)."""
     old = work / "PROVENANCE.json"
     if not old.is_file() or not ck.is_dir():
@@ -301,7 +327,7 @@ def _reexport(work: Path, ck: Path, engine: Path, install: bool, data: Path | No
     log: list[dict] = []
     redo = {"export"} | ({"forecaster"} if data is not None else set())
     if data is not None:
-        _forecaster_stages(data, ck, work, log, history)
+        _forecaster_stages(data, ck, work, log, variant)
         onpolicy = work / ONPOLICY_NAME
         prov.update(onpolicy_dataset=str(onpolicy), onpolicy_dataset_sha256=_sha256(onpolicy))
     _run(_export(ck, engine, FINAL_STATES), log)

@@ -180,7 +180,7 @@ def build_manifest(module: nn.Module, graph: str, n_steps: int, meta: EngineMeta
         "graph": {"kind": graph, "n_steps": n_steps if graph == "fused" else 1,
                   "inputs": list(FUSED_INPUTS if graph == "fused" else STEP_INPUTS),
                   "outputs": list(FUSED_OUTPUTS if graph == "fused" else STEP_OUTPUTS)},
-        "dims": {"S": int(s.S), "A": int(s.A), "C": int(s.C), "H": int(s.H), "B": B},
+        "dims": {"S": int(s.S), "A": int(s.A), "C": int(s.C_in), "H": int(s.H), "B": B},
         "diffusion": {"K": K, "schedule": str(s.sched.kind), "warm_level": kw,
                       "cold_levels": ddim_levels(K, n_steps).tolist(),
                       "warm_levels": warm_levels(kw).tolist(),
@@ -206,7 +206,7 @@ def example_inputs(module: nn.Module, graph: str, n_steps: int, warm_level: int,
     B = int(getattr(s, "n_samples", 1))
     g = torch.Generator().manual_seed(seed)
     x0 = torch.randn(B, s.S, generator=g)
-    cond = torch.randn(B, s.C, generator=g)
+    cond = torch.randn(B, s.C_in, generator=g)
     prev = torch.randn(B, s.H, s.D, generator=g)
     noise = torch.randn(B, s.H, s.D, generator=g)
     w = torch.tensor([2.0])
@@ -282,7 +282,7 @@ def export_engine(module: nn.Module, path: str | Path, graph: str = "fused",
     if graph not in ("fused", "step"):
         raise ExportError(f"graph must be 'fused' or 'step', got {graph!r}")
     s = _unwrap(module)
-    meta = meta or generic_meta(int(s.S), int(s.A), int(s.C))
+    meta = meta or generic_meta(int(s.S), int(s.A), int(s.C_in))
     n = int(n_steps if n_steps is not None else meta.warm_level)
     if graph == "fused" and n != meta.warm_level:
         # The fused graph runs exactly n steps; the warm sequence [k_w..0] has k_w of them.

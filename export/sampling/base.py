@@ -44,6 +44,11 @@ blocks (``set_history``: the previous tick's state / action, built at observatio
 moved to that execution time too: the previous action becomes the last committed action and
 the previous state the forecast state before it.
 
+Condition targets (``set_targets``): a scalar target extra of the condition (``cost_to_go``)
+can be fixed at export; the graph's ``cond`` input then has ``C_in`` columns (the others)
+and the constant is inserted before normalization. The manifest's method knobs record it
+(``condition_targets``).
+
 Temperature: the runtime (or caller) scales ``noise`` by sqrt(temperature) before the call;
 with DDIM (eta = 0) no further noise is added, so temperature only widens the start.
 All inputs and outputs at this boundary are raw units; x_0 is normalized with the state
@@ -55,7 +60,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from export.data import Normalizers, extra_columns, extra_widths
+from export.data import HISTORY_EXTRAS, Normalizers, extra_columns, extra_widths
 from export.sampling.common import Normalize, Schedule, q_sample, shift_plan
 
 
@@ -82,13 +87,46 @@ class DiffusionSampler(nn.Module):
         self.forecast_states: list[int] = []
         self.register_buffer("forecast_mask", torch.zeros(S, dtype=torch.bool), persistent=False)
         self.history: dict[str, int] = {}  # history block -> its first condition column
+        # condition targets fixed at export (``set_targets``): network column -> value; the
+        # graph's cond input has the other C_in = C - len(targets) columns
+        self.targets: dict[str, tuple[int, float]] = {}
+
+    @property
+    def C_in(self) -> int:
+        """Width of the graph's ``cond`` input: the networks' C less the fixed targets."""
+        return self.C - len(self.targets)
+
+    def set_targets(self, extras: list[str] | tuple[str, ...], values: dict[str, float]) -> None:
+        """Fix scalar target extras of the condition (``cost_to_go``: the discounted tilt cost
+        the plan should have over its horizon) to constants in the graph; the caller then
+        supplies the other columns only. ``extras``: the training order (COND_EXTRAS)."""
+        cols = extra_columns(extras, self.S, self.A, self.C)
+        bad = [k for k in values if k not in cols or k in HISTORY_EXTRAS or extra_widths(self.S, self.A)[k] != 1]
+        if bad:
+            raise ValueError(f"condition targets {bad} are not scalar target extras of this condition "
+                             f"(cond_extras {list(extras)})")
+        vals = {k: float(v) for k, v in values.items()}
+        if not all(v == v and abs(v) != float("inf") for v in vals.values()):
+            raise ValueError(f"condition targets must be finite, got {vals}")
+        self.targets = {k: (cols[k], vals[k]) for k in sorted(vals, key=lambda k: cols[k])}
+
+    def _full_cond(self, cond: torch.Tensor) -> torch.Tensor:
+        """The networks' raw condition [B, C] from the graph's [B, C_in] (targets inserted)."""
+        if not self.targets:
+            return cond
+        parts, at = [], 0
+        for i, (col, value) in enumerate(self.targets.values()):
+            j = col - i  # the target's place among the input columns
+            parts += [cond[:, at:j], torch.ones_like(cond[:, :1]) * value]
+            at = j
+        return torch.cat([*parts, cond[:, at:]], dim=-1)
 
     def set_history(self, extras: list[str] | tuple[str, ...]) -> None:
         """The condition's trailing extras (export.data.COND_EXTRAS, in the training order):
         where its ``prev_state`` / ``prev_action`` blocks sit, so a forecast plan's condition
         can be moved to the forecast's time."""
         cols = extra_columns(extras, self.S, self.A, self.C)
-        self.history = {e: c for e, c in cols.items() if e != "return"}
+        self.history = {e: c for e, c in cols.items() if e in HISTORY_EXTRAS}
 
     def set_forecaster(self, net: nn.Module, states: list[int] | None = None) -> None:
         """Handle a committed prefix by forecasting the execution-time state with ``net``;
@@ -121,6 +159,8 @@ class DiffusionSampler(nn.Module):
         k: dict = {"clip": self.clip, "prefix": "forecast" if self.forecaster is not None else "inpaint"}
         if self.forecaster is not None:
             k["forecast_states"] = list(self.forecast_states)
+        if self.targets:
+            k["condition_targets"] = {n: v for n, (_, v) in self.targets.items()}
         return k
 
     # ---- shared --------------------------------------------------------------------------
@@ -215,6 +255,7 @@ class DiffusionSampler(nn.Module):
                 prefix: torch.Tensor | None = None, n_prefix: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The fused graph: (plan [B, H, D] raw, score [B], best [1] int64)."""
+        cond = self._full_cond(cond)
         x0n = self.norm_x0(x0)
         if self.forecaster is not None and prefix is not None and n_prefix is not None:
             x0f, pre = self._forecast(x0n, prefix, n_prefix)
@@ -243,6 +284,7 @@ class DiffusionSampler(nn.Module):
              prefix: torch.Tensor | None = None, n_prefix: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, torch.Tensor]:
         """The step graph: (tau_next normalized, plan raw = unnormalized x0_hat)."""
+        cond = self._full_cond(cond)
         x0n = self.norm_x0(x0)
         if self.forecaster is not None and prefix is not None and n_prefix is not None:
             x0f, pre = self._forecast(x0n, prefix, n_prefix)

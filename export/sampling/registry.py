@@ -10,6 +10,9 @@ ablation), and the other methods as their modules register).
 ``StepSampler`` (engine.STEP_INPUTS -> STEP_OUTPUTS), "sampler" -> the bare
 ``DiffusionSampler`` (its ``forward`` is the fused graph, ``.step`` the step graph).
 Knobs go to the method's builder (e.g. ``budget``, ``gamma``, ``clip`` for MPDiffuser).
+A scalar target extra of the condition the networks were trained with (``cost_to_go``) is
+fixed in the graph (``DiffusionSampler.set_targets``): knob ``cost_to_go=V``, default
+``DEFAULT_TARGETS``; the graph's cond input then lacks that column.
 Weights are the EMA weights (``ema=False``: the raw weights); the module is in eval mode with gradients off.
 ``build_sampler_components`` also returns the checkpoints the method read (what export records).
 
@@ -37,6 +40,8 @@ SAMPLER_BUILDERS: dict[str, str | Callable[..., DiffusionSampler]] = {
     "planner": "export.sampling.mpdiffuser:build_planner_only",
 }
 GRAPHS = ("fused", "step", "sampler")
+# the value a target extra is fixed to unless a knob names another: no tilt over the plan
+DEFAULT_TARGETS: dict[str, float] = {"cost_to_go": 0.0}
 
 
 # Modules that call ``register_sampler`` when imported (other methods' samplers); imported
@@ -132,9 +137,18 @@ def build_sampler_components(source: Any, method: str, graph: str = "fused", n_s
         cks = {k: {**ck, "ema": ck["model"]} for k, ck in cks.items()}
     offered = _UsedComponents(cks)
     builder = _resolve(method)
+    targets = {k: knobs.pop(k) for k in list(knobs) if k in DEFAULT_TARGETS}
     sampler = builder(offered, n_samples=n_samples, **knobs)
     used = {n: cks[n] for n in offered.used}
     check_compatible(used or cks)  # only what is composed must agree
+    extras = list((next(iter((used or cks).values())).get("config") or {}).get("cond_extras") or [])
+    unused = sorted(set(targets) - set(extras))
+    if unused:
+        raise ValueError(f"knob(s) {unused}: the networks were trained without that condition "
+                         f"(cond_extras {extras})")
+    fixed = {k: float(targets.get(k, v)) for k, v in DEFAULT_TARGETS.items() if k in extras}
+    if fixed:
+        sampler.set_targets(extras, fixed)
     sampler.eval()
     for p in sampler.parameters():
         p.requires_grad_(False)

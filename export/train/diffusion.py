@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.data import WindowData, extra_columns
+from export.data import HISTORY_EXTRAS, WindowData, extra_columns
 from export.models.unet import TemporalUnet
 from export.sampling.common import PREDICTIONS, Schedule, q_sample
 from export.train.config import ComponentConfig
@@ -70,8 +70,8 @@ class DiffusionTask(TrainTask):
             return 0
         d = self.data
         cols = extra_columns(self.cfg.cond_extras, d.S, d.A, d.C)
-        history = [c for e, c in cols.items() if e != "return"]
-        if not history or cols.get("return", -1) > min(history):
+        history = [c for e, c in cols.items() if e in HISTORY_EXTRAS]
+        if not history or any(c > min(history) for e, c in cols.items() if e not in HISTORY_EXTRAS):
             raise ValueError("history_with_state needs the history extras (prev_state, prev_action) last in "
                              f"cond_extras, got {list(self.cfg.cond_extras)}")
         return d.C - min(history)
