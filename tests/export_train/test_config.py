@@ -156,12 +156,13 @@ def test_the_recipe_runs_its_stages_in_order_and_the_recovery_rounds_build_on_ea
                     out = tmp_path / c[c.index(flag) + 1]  # absolute: the join keeps it
                     out.parent.mkdir(parents=True, exist_ok=True)
                     out.write_bytes(b"x")
-            if c[0] == "train":  # a training writes its config (the history condition's, when asked)
-                hist = "history_with_state=true" in c
+            if c[0] == "train":  # a training writes its config (the variant's condition, when asked)
+                sets = [c[i + 1] for i, a in enumerate(c) if a == "--set"]
+                extras = next((json.loads(v.split("=", 1)[1]) for v in sets if v.startswith("cond_extras=")), [])
                 out = tmp_path / c[c.index("--out") + 1]
                 out.mkdir(parents=True, exist_ok=True)
                 (out / "config.json").write_text(json.dumps(
-                    {"cond_extras": ["prev_action"] if hist else [], "history_with_state": hist}))
+                    {"cond_extras": extras, "history_with_state": "history_with_state=true" in sets}))
         log.append({"commands": ["planner-runtime " + shlex.join(c) for c in cmds], "wall_s": 1.0})
 
     monkeypatch.setattr(default_engine, "_run", fake_run)
@@ -217,21 +218,34 @@ def test_the_recipe_runs_its_stages_in_order_and_the_recovery_rounds_build_on_ea
     assert len(trains) == 2 + 2 * len(rounds) + 2
     assert all("--set 'cond_extras=[\"prev_action\"]' --set history_with_state=true" in c for c in trains)
     assert not any("history_with_state" in c for s in prov["stages"] for c in s["commands"])
+    # --cost: the same sequence, every training with the cost condition (and no history)
+    work3 = tmp_path / "w3"
+    assert default_engine.main(["--work", str(work3), "--data", str(data), "--skip-collect", "--cost"]) == 0
+    cost = json.loads((work3 / "PROVENANCE.json").read_text())
+    assert (cost["cost"], cost["history"], plain["cost"]) == (True, False, False)
+    assert [default_engine._stage(s) for s in cost["stages"]] == stages
+    trains = [c for s in cost["stages"] for c in s["commands"] if c.startswith("planner-runtime train ")]
+    assert len(trains) == 2 + 2 * len(rounds) + 2
+    assert all("--set 'cond_extras=[\"cost_to_go\"]'" in c and "history_with_state" not in c for c in trains)
+    assert not any("cost_to_go" in c for s in prov["stages"] for c in s["commands"])
 
 
-def test_recipe_history_variant_trains_every_network_with_the_history_condition(tmp_path):
-    """``python -m export.default_engine --history``: every training command of the recipe
-    carries the history condition, which parses into the config that embeds the previous
-    action with the state; the default recipe carries none. Continuing from checkpoints of
-    the other kind (--skip-base, --skip-diffusion) is refused before anything runs."""
+def test_recipe_condition_variants_train_every_network_with_their_condition(tmp_path):
+    """``python -m export.default_engine --history`` / ``--cost`` / both: every training
+    command of the recipe carries the variant's condition, which parses into the config the
+    variant names (the previous action embedded with the state; the cost target first); the
+    default recipe carries none. Continuing from checkpoints of another variant (--skip-base,
+    --skip-diffusion) is refused before anything runs."""
     sets = lambda cmd: [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]  # noqa: E731
+    want = {(False, False): ([], False), (True, False): (["prev_action"], True),
+            (False, True): (["cost_to_go"], False), (True, True): (["cost_to_go", "prev_action"], True)}
+    assert set(default_engine.VARIANTS) == set(want)
     for recipe in (default_engine.TRAIN, default_engine.RECOVERY_TRAIN, default_engine.FORECASTER,
                    default_engine.FINETUNE):
-        on = resolve_config("mpdiffuser", user_config(None, sets(default_engine._train(recipe, True))))
-        off = resolve_config("mpdiffuser", user_config(None, sets(default_engine._train(recipe, False))))
-        assert (list(on.cond_extras), on.history_with_state) == (["prev_action"], True)
-        assert (list(off.cond_extras), off.history_with_state) == ([], False)
-        assert default_engine._train(recipe, False) == recipe  # the shipped recipe unchanged
+        for variant, (extras, state) in want.items():
+            cfg = resolve_config("mpdiffuser", user_config(None, sets(default_engine._train(recipe, variant))))
+            assert (list(cfg.cond_extras), cfg.history_with_state) == (extras, state)
+        assert default_engine._train(recipe, (False, False)) == recipe  # the shipped recipe unchanged
 
     def checkpoints(name, cfg):
         d = tmp_path / name
@@ -239,13 +253,14 @@ def test_recipe_history_variant_trains_every_network_with_the_history_condition(
         (d / "config.json").write_text(json.dumps(cfg))
         return d
 
-    plain, hist = checkpoints("plain", {"cond_extras": []}), checkpoints(
-        "hist", {"cond_extras": ["prev_action"], "history_with_state": True})
-    assert default_engine._history_of(plain) is False and default_engine._history_of(hist) is True
-    with pytest.raises(SystemExit, match="neither"):  # a history the recipe never makes
-        default_engine._history_of(checkpoints("other", {"cond_extras": ["prev_action"]}))
+    for variant, (extras, state) in want.items():
+        ck = checkpoints(f"v{int(variant[0])}{int(variant[1])}", {"cond_extras": extras, "history_with_state": state})
+        assert default_engine._variant_of(ck) == variant
+    hist = tmp_path / "v10"
+    with pytest.raises(SystemExit, match="none of this recipe's variants"):  # a condition the recipe never makes
+        default_engine._variant_of(checkpoints("other", {"cond_extras": ["prev_action"]}))
     with pytest.raises(SystemExit, match="config.json is missing"):
-        default_engine._history_of(tmp_path)
+        default_engine._variant_of(tmp_path)
 
     work = tmp_path / "work"
     base = work / default_engine.BASE_DIR
@@ -254,10 +269,14 @@ def test_recipe_history_variant_trains_every_network_with_the_history_condition(
     for c in default_engine.STEPS:
         (base / f"{c}.pt").write_bytes(b"")
     (work / "PROVENANCE.json").write_text("{}")
-    with pytest.raises(SystemExit, match="without the history condition: drop --history"):
+    with pytest.raises(SystemExit, match="trained as the default .*, this run asks for --history"):
         default_engine.main(["--work", str(work), "--skip-base", "--history"])
+    with pytest.raises(SystemExit, match="trained as the default .*, this run asks for --cost"):
+        default_engine.main(["--work", str(work), "--skip-base", "--cost"])
     (work / "checkpoints").mkdir()
     (work / "checkpoints" / "config.json").write_text((hist / "config.json").read_text())
-    with pytest.raises(SystemExit, match="with the history condition: pass --history"):
+    with pytest.raises(SystemExit, match="trained as --history, this run asks for the default"):
         default_engine.main(["--work", str(work), "--skip-diffusion"])
+    with pytest.raises(SystemExit, match="trained as --history, this run asks for --history --cost"):
+        default_engine.main(["--work", str(work), "--skip-diffusion", "--history", "--cost"])
     assert sorted(p.name for p in work.iterdir()) == ["PROVENANCE.json", "base_checkpoints", "checkpoints"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export.data import Normalizer, make_windows, returns_to_go, split_episodes
-from planner_runtime.dataset import load_dataset
+from export.data import Normalizer, costs_to_go, make_windows, returns_to_go, split_episodes
+from planner_runtime.dataset import DatasetWriter, Episode, load_dataset
 
 from .conftest import write_random_dataset
 
@@ -91,6 +91,43 @@ def test_history_condition_extras_are_the_previous_tick(tmp_path):
         np.testing.assert_allclose(c[t, 2:5], obs[prev], atol=1e-6)
         np.testing.assert_allclose(c[t, 5:7], act[prev], atol=1e-6)
     np.testing.assert_allclose(c[0, 7], 1.0)  # the return column, scaled as without history
+
+
+def _cost_dataset(path, costs_per_episode, with_costs=True):
+    with DatasetWriter(path, ["s0", "s1"], ["a0"], ["c0"], dt=0.1, robot="test", costs=with_costs) as w:
+        for e, c in enumerate(costs_per_episode):
+            T = len(c)
+            w.append(Episode(np.full((T, 2), e, np.float32), np.full((T, 1), -e, np.float32),
+                             np.zeros((T, 1), np.float32), np.ones(T, np.float32),
+                             np.asarray(c, np.float32) if with_costs else None, terminal=e == 1))
+    return path
+
+
+def test_cost_to_go_condition_extra_is_the_plans_discounted_cost(tmp_path):
+    """cost_to_go: the discounted cost over the next H samples (the plan's rows), the last
+    cost repeated past the episode's end, never reading the next episode; before a history
+    extra its own column; a dataset without costs is refused by name."""
+    np.testing.assert_allclose(costs_to_go(np.array([0.0, 1.0, 1.0, 0.0]), 0.5, 2), [0.5, 1.5, 1.0, 0.0])
+    np.testing.assert_allclose(costs_to_go(np.array([0.0, 1.0]), 1.0, 3), [2.0, 3.0])  # a fall stays tilted
+    with pytest.raises(ValueError, match="horizon"):
+        costs_to_go(np.zeros(3), 1.0, 0)
+    eps = ([0, 0, 1, 1, 0, 0], [0, 0, 0, 1, 1], [1, 0, 0, 0])
+    ds = load_dataset(_cost_dataset(tmp_path / "c.h5", eps))
+    wd = make_windows(ds, horizon=3, normalizer="identity", val_fraction=0.0,
+                      cond_extras=("cost_to_go", "prev_action"), gamma=1.0)
+    assert wd.C == 1 + 1 + 1 and wd.provenance()["condition_names"] == ["c0", "cost_to_go", "prev_a0"]
+    b = wd.train.batch(np.arange(len(wd.train)))
+    got = b["cond"][:, 1]
+    want = np.concatenate([costs_to_go(np.asarray(c, np.float32), 1.0, 3) for c in eps])
+    np.testing.assert_allclose(got, want)
+    # spot values by hand: episode 0 at t=1 sees costs [0, 1, 1]; episode 2 (timeout, last 0) ends at 0
+    assert got[1] == 2.0 and got[-1] == 0.0
+    assert got[6 + 3] == 3.0  # episode 1 (samples 6..10, a fall) at t=3: [1, 1, then its last 1 repeated]
+    # the windows' own cost rows are the ones the condition sums
+    np.testing.assert_allclose(b["costs"][1], [0, 1, 1])
+    with pytest.raises(ValueError, match="needs per-step costs"):
+        make_windows(load_dataset(_cost_dataset(tmp_path / "n.h5", eps, with_costs=False)), horizon=3,
+                     cond_extras=("cost_to_go",))
 
 
 def test_fall_cut_drops_windows_before_a_fall_only(tmp_path):

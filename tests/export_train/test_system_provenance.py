@@ -55,3 +55,64 @@ def test_trained_run_to_engine_keeps_the_system(linear_data, tmp_path, capsys):
     assert main(["export", "--checkpoints", str(tmp_path / "run"), "--method", "planner",
                  "--graph", "step", "-o", str(out)]) == 2
     assert "older than the run's config.json" in capsys.readouterr().err
+
+
+def test_cost_condition_is_fixed_in_the_exported_graph(linear_data, tmp_path, capsys):
+    """Networks trained with the cost_to_go condition export with the target fixed in the graph
+    (default 0, knob ``cost_to_go``): the engine's cond input lacks that column, its manifest
+    records the target and the data's other condition names; the graph plans exactly what the
+    networks do with the target inserted, and the target reaches them. Knobs the networks were
+    not trained for, history columns and non-finite targets are refused."""
+    import numpy as np
+    import pytest
+    import torch
+
+    from export.sampling.registry import build_sampler
+    from planner_runtime.backends import load_engine
+    from planner_runtime.cli import main
+    from planner_runtime.engine_file import read_manifest
+    from planner_runtime.schedule import warm_levels
+
+    cfg = resolve_config("mpdiffuser", deep_merge(TINY, {"steps": 4, "cond_extras": ["cost_to_go"],
+                                                         "components": ["planner", "dynamics"]}))
+    train_method("mpdiffuser", cfg, linear_data, tmp_path / "run", progress=False)
+    s = build_sampler(tmp_path / "run", "mpdiffuser", graph="sampler")
+    assert s.C == 3 and s.C_in == 2 and s.knobs()["condition_targets"] == {"cost_to_go": 0.0}
+    hot = build_sampler(tmp_path / "run", "mpdiffuser", graph="sampler", cost_to_go=4.0)
+    rng = np.random.default_rng(0)
+    x0, cond = (torch.as_tensor(rng.normal(size=(1, n)), dtype=torch.float32) for n in (s.S, 2))
+    prev, noise = (torch.as_tensor(rng.normal(size=(1, s.H, s.D)), dtype=torch.float32) for _ in range(2))
+    levels, w = torch.as_tensor(warm_levels(5)), torch.tensor([2.0])
+
+    def full(value):  # the networks' condition: the data's two goal columns, then the target
+        return torch.cat([cond, torch.full((1, 1), value)], dim=1)
+
+    with torch.no_grad():
+        fixed = s(x0, cond, prev, noise, levels, w)[0]
+        hot_plan = hot(x0, cond, prev, noise, levels, w)[0]
+        s.targets = {}  # the same networks fed the whole condition
+        np.testing.assert_array_equal(fixed, s(x0, full(0.0), prev, noise, levels, w)[0])
+        np.testing.assert_array_equal(hot_plan, s(x0, full(4.0), prev, noise, levels, w)[0])
+    assert (fixed - hot_plan).abs().max() > 1e-4  # the target is live
+
+    out = tmp_path / "cost.onnx"
+    assert main(["export", "--checkpoints", str(tmp_path / "run"), "--method", "mpdiffuser", "--graph", "fused",
+                 "--warm-level", "5", "--knob", "cost_to_go=4.0", "-o", str(out)]) == 0
+    m = read_manifest(out).to_dict()
+    assert m["dims"]["C"] == 2 and m["observation"]["condition_names"] == ["goal0", "goal1"]
+    assert m["method"]["knobs"]["condition_targets"] == {"cost_to_go": 4.0}
+    eng = load_engine(out, threads=1)
+    got = eng.plan(x0=x0.numpy(), cond=cond.numpy(), prev_plan=prev.numpy(), noise=noise.numpy(),
+                   levels=levels.numpy(), cfg_w=2.0).plan
+    assert np.abs(got - hot_plan.numpy()).max() <= 1e-4
+
+    capsys.readouterr()
+    plain = resolve_config("mpdiffuser", deep_merge(TINY, {"steps": 4, "components": ["planner"]}))
+    train_method("mpdiffuser", plain, linear_data, tmp_path / "plain", progress=False)
+    assert main(["export", "--checkpoints", str(tmp_path / "plain"), "--method", "planner",
+                 "--knob", "cost_to_go=0", "-o", str(tmp_path / "x.onnx")]) == 2
+    assert "trained without that condition" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="not scalar target extras"):
+        s.set_targets(["cost_to_go", "prev_action"], {"prev_action": 0.0})
+    with pytest.raises(ValueError, match="finite"):
+        s.set_targets(["cost_to_go"], {"cost_to_go": float("nan")})

@@ -312,6 +312,10 @@ def test_history_with_state_keeps_the_history_through_cfg_dropout(linear_data):
     with torch.no_grad():  # the whole condition is dropped
         torch.testing.assert_close(plain(tau, k, x0, y_hist, dropped), plain(tau, k, x0, y, dropped))
 
-    bad = cfg(cond_extras=["prev_action", "return"], history_with_state=True)
-    with pytest.raises(ValueError, match="history extras"):
-        PlannerTask(bad, make_data(bad, linear_data)).build_model()
+    for order in (["prev_action", "return"], ["prev_action", "cost_to_go"]):
+        bad = cfg(cond_extras=order, history_with_state=True)
+        with pytest.raises(ValueError, match="history extras"):
+            PlannerTask(bad, make_data(bad, linear_data)).build_model()
+    # a target extra before the history: the history alone is embedded with the state
+    ok = cfg(cond_extras=["cost_to_go", "prev_action"], history_with_state=True)
+    assert PlannerTask(ok, make_data(ok, linear_data)).history_width() == A
