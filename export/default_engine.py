@@ -5,8 +5,8 @@
     python -m export.default_engine --work runs/default_engine --skip-collect --skip-base  # redo the recovery rounds
     python -m export.default_engine --work runs/default_engine --skip-collect --skip-diffusion --install  # forecaster only
     python -m export.default_engine --work runs/default_engine --reexport --install  # checkpoints kept
-    python -m export.default_engine --work runs/history --history  # the history-conditioned variant
-    python -m export.default_engine --work runs/cost --cost  # the cost-conditioned variant
+    python -m export.default_engine --work runs/history --history  # add the history condition
+    python -m export.default_engine --work runs/no_cost --no-cost  # without the cost condition
 
 Runs the same ``planner-runtime`` commands a user would (so the recipe is the CLI, not a
 private code path), times each stage, and writes the engine plus ``PROVENANCE.json``
@@ -79,10 +79,11 @@ RECOVERY_TRAIN = ["train", "--method", "mpdiffuser", "--components", "{component
 # tick's action, embedded with the state so CFG extrapolates the command only. Not the
 # shipped engine's recipe (docs/robustness.md, "Speed response", has its matrix).
 HISTORY = ["--set", 'cond_extras=["prev_action"]', "--set", "history_with_state=true"]
-# --cost: the cost-conditioned variant (docs/training.md, "Cost as a condition"): every planner /
-# dynamics / forecaster training also conditions on the discounted tilt cost over the plan's
-# horizon (MPDiffuser's cost condition), fixed to 0 (no tilt) in the exported graph. Not the
-# shipped engine's recipe. With --history both, the cost first.
+# The cost condition (docs/training.md, "Cost as a condition"; on by default, --no-cost drops
+# it): every planner / dynamics / forecaster training also conditions on the discounted tilt
+# cost over the plan's horizon (MPDiffuser's cost condition), fixed to 0 (no tilt) in the
+# exported graph. With --history both, the cost first. The engine before it was trained
+# --no-cost (docs/robustness.md has both matrices).
 COST = ["--set", 'cond_extras=["cost_to_go"]']
 HISTORY_COST = ["--set", 'cond_extras=["cost_to_go", "prev_action"]', "--set", "history_with_state=true"]
 # (history, cost) -> the training flags, and the (cond_extras, history_with_state) they give
@@ -136,8 +137,9 @@ def _train(cmd: list[str], variant: Variant) -> list[str]:
 
 
 def _variant_name(variant: Variant) -> str:
-    flags = [f for f, on in zip(("--history", "--cost"), variant, strict=True) if on]
-    return " ".join(flags) or "the default (neither --history nor --cost)"
+    history, cost = variant
+    flags = (["--history"] if history else []) + ([] if cost else ["--no-cost"])
+    return " ".join(flags) or "the default (the cost condition, no history)"
 
 
 def _variant_of(ck: Path) -> Variant:
@@ -151,7 +153,7 @@ def _variant_of(ck: Path) -> Variant:
         if (extras, with_state) == (want, state):
             return variant
     raise SystemExit(f"{ck}/config.json: cond_extras {extras}, history_with_state {with_state} is none of "
-                     "this recipe's variants (default, --history, --cost)")
+                     "this recipe's variants (default, --history, --no-cost)")
 
 
 def _check_variant(ck: Path, variant: Variant) -> None:
@@ -256,9 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--history", action="store_true",
                    help="the history-conditioned variant: every training also conditions on the previous "
                         "action (HISTORY above); not the shipped engine's recipe")
-    p.add_argument("--cost", action="store_true",
-                   help="the cost-conditioned variant: every training also conditions on the tilt cost over "
-                        "the plan's horizon, fixed to 0 at export (COST above); not the shipped engine's recipe")
+    p.add_argument("--cost", action=argparse.BooleanOptionalAction, default=True,
+                   help="every training also conditions on the tilt cost over the plan's horizon, fixed to 0 "
+                        "at export (COST above); on by default, as for the embedded engine")
     a = p.parse_args(argv)
     variant: Variant = (bool(a.history), bool(a.cost))
     commit = source_commit()  # the code every stage below runs (the CLI from this checkout)

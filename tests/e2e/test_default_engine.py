@@ -57,6 +57,11 @@ def test_default_engine_manifest_matches_the_go2_profile():
     for c in ("planner", "dynamics"):  # fine-tuned from the base networks on the recovery dataset
         assert m["provenance"]["checkpoints"][c]["dataset_sha256"] == prov["recovery_dataset_sha256"]
     assert m["provenance"]["training_config"]["init_from"]["step"] == STEPS["planner"]  # the base training
+    # conditioned on the tilt cost over the plan (the recipe's COST), fixed at 0 in the graph: the
+    # controller still sends the command alone
+    assert m["provenance"]["training_config"]["cond_extras"] == ["cost_to_go"] and prov["cost"] is True
+    assert knobs["condition_targets"] == {"cost_to_go": 0.0}
+    assert m["observation"]["condition_names"] == ["cmd_vx", "cmd_vy", "cmd_yaw_rate"]
 
 
 def test_eval_default_engine_walks_forward_without_falling():

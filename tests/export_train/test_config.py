@@ -216,18 +216,19 @@ def test_the_recipe_runs_its_stages_in_order_and_the_recovery_rounds_build_on_ea
     assert [default_engine._stage(s) for s in hist["stages"]] == stages
     trains = [c for s in hist["stages"] for c in s["commands"] if c.startswith("planner-runtime train ")]
     assert len(trains) == 2 + 2 * len(rounds) + 2
-    assert all("--set 'cond_extras=[\"prev_action\"]' --set history_with_state=true" in c for c in trains)
+    assert all("--set 'cond_extras=[\"cost_to_go\", \"prev_action\"]' --set history_with_state=true" in c
+               for c in trains)
     assert not any("history_with_state" in c for s in prov["stages"] for c in s["commands"])
-    # --cost: the same sequence, every training with the cost condition (and no history)
-    work3 = tmp_path / "w3"
-    assert default_engine.main(["--work", str(work3), "--data", str(data), "--skip-collect", "--cost"]) == 0
-    cost = json.loads((work3 / "PROVENANCE.json").read_text())
-    assert (cost["cost"], cost["history"], plain["cost"]) == (True, False, False)
-    assert [default_engine._stage(s) for s in cost["stages"]] == stages
-    trains = [c for s in cost["stages"] for c in s["commands"] if c.startswith("planner-runtime train ")]
+    # the default: every training with the cost condition (and no history); --no-cost: none
+    trains = [c for s in prov["stages"] for c in s["commands"] if c.startswith("planner-runtime train ")]
     assert len(trains) == 2 + 2 * len(rounds) + 2
-    assert all("--set 'cond_extras=[\"cost_to_go\"]'" in c and "history_with_state" not in c for c in trains)
-    assert not any("cost_to_go" in c for s in prov["stages"] for c in s["commands"])
+    assert all(c.endswith("--set 'cond_extras=[\"cost_to_go\"]'") for c in trains)
+    work3 = tmp_path / "w3"
+    assert default_engine.main(["--work", str(work3), "--data", str(data), "--skip-collect", "--no-cost"]) == 0
+    bare = json.loads((work3 / "PROVENANCE.json").read_text())
+    assert (bare["cost"], bare["history"], prov["cost"], hist["cost"]) == (False, False, True, True)
+    assert [default_engine._stage(s) for s in bare["stages"]] == stages
+    assert not any("cond_extras" in c for s in bare["stages"] for c in s["commands"])
 
 
 def test_recipe_condition_variants_train_every_network_with_their_condition(tmp_path):
@@ -269,14 +270,14 @@ def test_recipe_condition_variants_train_every_network_with_their_condition(tmp_
     for c in default_engine.STEPS:
         (base / f"{c}.pt").write_bytes(b"")
     (work / "PROVENANCE.json").write_text("{}")
-    with pytest.raises(SystemExit, match="trained as the default .*, this run asks for --history"):
+    with pytest.raises(SystemExit, match="trained as --no-cost, this run asks for --history"):
         default_engine.main(["--work", str(work), "--skip-base", "--history"])
-    with pytest.raises(SystemExit, match="trained as the default .*, this run asks for --cost"):
-        default_engine.main(["--work", str(work), "--skip-base", "--cost"])
+    with pytest.raises(SystemExit, match=r"trained as --no-cost, this run asks for the default \(the cost"):
+        default_engine.main(["--work", str(work), "--skip-base"])
     (work / "checkpoints").mkdir()
     (work / "checkpoints" / "config.json").write_text((hist / "config.json").read_text())
-    with pytest.raises(SystemExit, match="trained as --history, this run asks for the default"):
+    with pytest.raises(SystemExit, match="trained as --history --no-cost, this run asks for the default"):
         default_engine.main(["--work", str(work), "--skip-diffusion"])
-    with pytest.raises(SystemExit, match="trained as --history, this run asks for --history --cost"):
-        default_engine.main(["--work", str(work), "--skip-diffusion", "--history", "--cost"])
+    with pytest.raises(SystemExit, match="trained as --history --no-cost, this run asks for --history: pass"):
+        default_engine.main(["--work", str(work), "--skip-diffusion", "--history"])
     assert sorted(p.name for p in work.iterdir()) == ["PROVENANCE.json", "base_checkpoints", "checkpoints"]
