@@ -410,6 +410,12 @@ def run_eval(cfg: EvalConfig) -> int:
                  else f"{'applies' if one else 'apply'} only with --env ID (a Gymnasium evaluation)")
         print(f"error: {as_flags(unused)} {where}", file=sys.stderr)
         return 2
+    if cfg.no_expert and tuple(cfg.reference) != tuple(EvalConfig().reference):
+        # --no-expert skips every reference policy: an explicit --reference would run nothing
+        print(f"error: --no-expert skips every reference policy, so --reference {' '.join(cfg.reference)} "
+              "would run none; drop --no-expert (--reference ppo alone runs the PPO policy without "
+              "the trot expert)", file=sys.stderr)
+        return 2
     if cfg.env:
         from sim.gym_eval import run_gym
 

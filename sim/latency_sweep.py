@@ -48,9 +48,13 @@ JUMP_GOAL = 2.0  # at 20-40 ms, hold's mean switch jump / the rule's
 
 def sweep_base(cfg: EvalConfig) -> EvalConfig:
     """The config every cell starts from: :data:`FORWARDED` options of ``cfg``, its first
-    engine, no reference policies."""
+    engine, no reference policies (a --reference given is refused: the cells would not run it)."""
+    if tuple(cfg.reference) != tuple(EvalConfig().reference):
+        raise ConfigError("latency sweep: its cells run the engine alone; --reference "
+                          f"{' '.join(cfg.reference)} would not reach them")
     return with_changes(cell_base(cfg, (*FORWARDED, "engine", "no_expert", "reference"), "latency sweep"),
-                        {"engine": cfg.engine[:1], "no_expert": True}, "latency sweep")
+                        {"engine": cfg.engine[:1], "no_expert": True,
+                         "reference": EvalConfig().reference}, "latency sweep")
 
 
 def cell_config(base: EvalConfig, latency: float, rule: str) -> EvalConfig:

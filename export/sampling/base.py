@@ -57,6 +57,8 @@ part of the trajectory normalizer, cond with the condition normalizer.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -87,8 +89,8 @@ class DiffusionSampler(nn.Module):
         self.forecast_states: list[int] = []
         self.register_buffer("forecast_mask", torch.zeros(S, dtype=torch.bool), persistent=False)
         self.history: dict[str, int] = {}  # history block -> its first condition column
-        # condition targets fixed at export (``set_targets``): network column -> value; the
-        # graph's cond input has the other C_in = C - len(targets) columns
+        # condition targets fixed at export (``set_targets``): extra name -> (its column in the
+        # networks' condition, its value); the graph's cond input has the other C_in columns
         self.targets: dict[str, tuple[int, float]] = {}
 
     @property
@@ -106,7 +108,7 @@ class DiffusionSampler(nn.Module):
             raise ValueError(f"condition targets {bad} are not scalar target extras of this condition "
                              f"(cond_extras {list(extras)})")
         vals = {k: float(v) for k, v in values.items()}
-        if not all(v == v and abs(v) != float("inf") for v in vals.values()):
+        if not all(math.isfinite(v) for v in vals.values()):
             raise ValueError(f"condition targets must be finite, got {vals}")
         self.targets = {k: (cols[k], vals[k]) for k in sorted(vals, key=lambda k: cols[k])}
 

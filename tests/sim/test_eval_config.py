@@ -107,6 +107,9 @@ def test_a_latency_sweep_cell_is_the_first_engine_at_the_latency_under_the_rule(
               "--replan-every", "1", "--model", "menagerie", "--episodes", "2", "--duration", "20.0",
               "--seed", "10000", "--no-progress", "--json", "--randomize", "--engine", "a=x.onnx"]
     assert parse(*eval_matrix.cell_command(cell)[4:]) == parse(*before)
+    # the cells run the engine alone: a --reference the run was given is refused, not dropped
+    with pytest.raises(ConfigError, match="--reference ppo would not reach them"):
+        latency_sweep.sweep_base(parse("--latency-sweep", "out", "--engine", "a=x.onnx", "--reference", "ppo"))
 
 
 def test_a_typo_in_a_cell_override_stops_the_run_before_any_cell(monkeypatch, tmp_path, capsys):
@@ -146,6 +149,8 @@ def test_matrix_and_sweep_refuse_options_their_cells_would_not_apply():
     (["--record", "out.h5", "--policy", "random"], "--policy applies only with --env ID"),
     (["--temperature", "0.5"], "--temperature applies only with --env ID"),
     (["--env", "NoSuchEnv-v0", "--randomize", "--latency", "40"], "--randomize, --latency do not apply to a Gymnasium"),
+    # --no-expert drops every reference policy: with an explicit --reference it would silently run none
+    (["--no-expert", "--reference", "ppo"], "--no-expert skips every reference policy, so --reference ppo"),
 ])
 def test_options_the_evaluation_would_not_read_are_refused(argv, message, capsys):
     from planner_runtime.cli import main
