@@ -78,20 +78,17 @@ RECOVERY_TRAIN = ["train", "--method", "mpdiffuser", "--components", "{component
 # every planner / dynamics / forecaster training also conditions on the previous policy
 # tick's action, embedded with the state so CFG extrapolates the command only. Not the
 # shipped engine's recipe (docs/robustness.md, "Speed response", has its matrix).
-HISTORY = ["--set", 'cond_extras=["prev_action"]', "--set", "history_with_state=true"]
 # The cost condition (docs/training.md, "Cost as a condition"; on by default, --no-cost drops
 # it): every planner / dynamics / forecaster training also conditions on the discounted tilt
 # cost over the plan's horizon (MPDiffuser's cost condition), fixed to 0 (no tilt) in the
 # exported graph. With --history both, the cost first. The engine before it was trained
 # --no-cost (docs/robustness.md has both matrices).
-COST = ["--set", 'cond_extras=["cost_to_go"]']
-HISTORY_COST = ["--set", 'cond_extras=["cost_to_go", "prev_action"]', "--set", "history_with_state=true"]
-# (history, cost) -> the training flags, and the (cond_extras, history_with_state) they give
-VARIANTS: dict[tuple[bool, bool], tuple[list[str], list[str], bool]] = {
-    (False, False): ([], [], False),
-    (True, False): (HISTORY, ["prev_action"], True),
-    (False, True): (COST, ["cost_to_go"], False),
-    (True, True): (HISTORY_COST, ["cost_to_go", "prev_action"], True),
+# (history, cost) -> the (cond_extras, history_with_state) of every training (``_train`` sets them)
+VARIANTS: dict[tuple[bool, bool], tuple[list[str], bool]] = {
+    (False, False): ([], False),
+    (True, False): (["prev_action"], True),
+    (False, True): (["cost_to_go"], False),
+    (True, True): (["cost_to_go", "prev_action"], True),
 }
 BASE_DIR = "base_checkpoints"  # the planner and dynamics before the recovery rounds
 RECOVERY_NAME = "go2_recovery.h5"  # the dataset plus the branches (the fine-tune's data)
@@ -133,7 +130,9 @@ Variant = tuple[bool, bool]  # (history, cost): the recipe's condition variant (
 
 def _train(cmd: list[str], variant: Variant) -> list[str]:
     """A training command of the recipe, with the variant's condition flags."""
-    return [*cmd, *VARIANTS[variant][0]]
+    extras, with_state = VARIANTS[variant]
+    flags = ["--set", f"cond_extras={json.dumps(extras)}"] if extras else []
+    return [*cmd, *flags, *(["--set", "history_with_state=true"] if with_state else [])]
 
 
 def _variant_name(variant: Variant) -> str:
@@ -149,7 +148,7 @@ def _variant_of(ck: Path) -> Variant:
         raise SystemExit(f"{ck}/config.json is missing: not checkpoints of `planner-runtime train`")
     cfg = json.loads((ck / "config.json").read_text())
     extras, with_state = list(cfg.get("cond_extras") or []), bool(cfg.get("history_with_state", False))
-    for variant, (_, want, state) in VARIANTS.items():
+    for variant, (want, state) in VARIANTS.items():
         if (extras, with_state) == (want, state):
             return variant
     raise SystemExit(f"{ck}/config.json: cond_extras {extras}, history_with_state {with_state} is none of "
@@ -257,10 +256,10 @@ def main(argv: list[str] | None = None) -> int:
                         "the earlier stages of WORK/PROVENANCE.json are kept")
     p.add_argument("--history", action="store_true",
                    help="the history-conditioned variant: every training also conditions on the previous "
-                        "action (HISTORY above); not the shipped engine's recipe")
+                        "action (VARIANTS above); not the shipped engine's recipe")
     p.add_argument("--cost", action=argparse.BooleanOptionalAction, default=True,
                    help="every training also conditions on the tilt cost over the plan's horizon, fixed to 0 "
-                        "at export (COST above); on by default, as for the embedded engine")
+                        "at export (VARIANTS above); on by default, as for the embedded engine")
     a = p.parse_args(argv)
     variant: Variant = (bool(a.history), bool(a.cost))
     commit = source_commit()  # the code every stage below runs (the CLI from this checkout)

@@ -155,7 +155,7 @@ def run_matrix(cfg: EvalConfig) -> int:
         return 2
     earlier: dict = {}
     if cfg.matrix_ppo_from:
-        if "ppo" in (cfg.reference or ()) and not cfg.no_expert:
+        if "ppo" in (cfg.reference or ()):  # (--no-expert beside --reference is refused earlier)
             print("error: --matrix-ppo-from takes the PPO column from an earlier run: "
                   "drop ppo from --reference", file=sys.stderr)
             return 2

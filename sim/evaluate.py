@@ -44,7 +44,14 @@ import numpy as np
 from planner_runtime.bench.stats import summary
 from planner_runtime.config import ConfigError
 from robot.observation import CONDITION_NAMES
-from sim.eval_config import EvalConfig, as_flags, config_from_args, to_argv, unused_options
+from sim.eval_config import (
+    EvalConfig,
+    as_flags,
+    config_from_args,
+    given_options,
+    to_argv,
+    unused_options,
+)
 from sim.eval_config import add_arguments as add_arguments  # the CLI's options (sim/eval_config.py)
 from sim.physics import check_model_argument
 from sim.recording import RAW_SHAPES, ClosedLoopRecorder, engine_dataset_writer, new_dataset_path
@@ -410,7 +417,7 @@ def run_eval(cfg: EvalConfig) -> int:
                  else f"{'applies' if one else 'apply'} only with --env ID (a Gymnasium evaluation)")
         print(f"error: {as_flags(unused)} {where}", file=sys.stderr)
         return 2
-    if cfg.no_expert and tuple(cfg.reference) != tuple(EvalConfig().reference):
+    if cfg.no_expert and "reference" in given_options(cfg):
         # --no-expert skips every reference policy: an explicit --reference would run nothing
         print(f"error: --no-expert skips every reference policy, so --reference {' '.join(cfg.reference)} "
               "would run none; drop --no-expert (--reference ppo alone runs the PPO policy without "

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from planner_runtime.config import ConfigError
-from sim.eval_config import EvalConfig, with_changes
+from sim.eval_config import EvalConfig, given_options, with_changes
 from sim.eval_matrix import cell_base, cell_command, run_cells
 
 LATENCIES_MS = (0.0, 20.0, 40.0, 80.0)
@@ -49,12 +49,11 @@ JUMP_GOAL = 2.0  # at 20-40 ms, hold's mean switch jump / the rule's
 def sweep_base(cfg: EvalConfig) -> EvalConfig:
     """The config every cell starts from: :data:`FORWARDED` options of ``cfg``, its first
     engine, no reference policies (a --reference given is refused: the cells would not run it)."""
-    if tuple(cfg.reference) != tuple(EvalConfig().reference):
+    if "reference" in given_options(cfg):
         raise ConfigError("latency sweep: its cells run the engine alone; --reference "
                           f"{' '.join(cfg.reference)} would not reach them")
     return with_changes(cell_base(cfg, (*FORWARDED, "engine", "no_expert", "reference"), "latency sweep"),
-                        {"engine": cfg.engine[:1], "no_expert": True,
-                         "reference": EvalConfig().reference}, "latency sweep")
+                        {"engine": cfg.engine[:1], "no_expert": True}, "latency sweep")
 
 
 def cell_config(base: EvalConfig, latency: float, rule: str) -> EvalConfig:
