@@ -302,6 +302,11 @@ def summarize(metrics: list[dict]) -> dict:
         out["cost_mean"] = float(np.mean(costs))
         out["cost_max"] = float(np.max(costs))
         out["episodes_over_budget"] = int(sum(c > COST_BUDGET for c in costs))
+        # the same attribution for the episodes over the tilt budget (fallen ones included)
+        out["over_budget_episodes"] = [{"episode": i, "cost": m["cost"], "max_tilt_deg": m.get("max_tilt_deg"),
+                                        "fell": bool(m.get("fell")), "physics": m.get("physics")}
+                                       for i, m in enumerate(metrics)
+                                       if not m.get("never_planned") and m.get("cost", 0.0) > COST_BUDGET]
     if ok and "vx_rmse" in ok[0]:
         e = np.array([[m["vx_rmse"], m["vy_rmse"]] for m in ok if "vx_rmse" in m])
         out["tracking_rmse_xy"] = float(np.sqrt(np.mean(e ** 2)))
@@ -596,6 +601,10 @@ def _print_table(report: dict) -> None:
                 f"{f['episode']}" + ("" if f["fall_time_s"] is None else f" at {f['fall_time_s']:.1f} s")
                 + (f" ({f['reason']})" if f.get("reason") else "")
                 for f in r["fell_episodes"]))
+        if r.get("over_budget_episodes"):
+            print(f"{name} over the cost budget ({COST_BUDGET:g}) in episodes " + "; ".join(
+                f"{o['episode']} (cost {o['cost']:g}" + (", fell)" if o["fell"] else ")")
+                for o in r["over_budget_episodes"]))
     rec = report.get("recorded")
     if rec:
         print(f"recorded {rec['episodes']} episodes, {rec['samples']} samples -> {rec['path']}")

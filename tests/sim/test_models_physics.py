@@ -197,3 +197,10 @@ def test_eval_reports_which_episodes_fell_under_which_physics_draw():
         lo, hi = RANDOMIZED.leg_mass_scale
         assert lo <= f["physics"]["leg_mass_scale"] <= hi and f["physics"]["trunk_mass_scale"] == FITTED.trunk_mass_scale
     assert len({m["physics"]["foot_friction"] for m in ms}) == 3  # each episode its own draw
+    # episodes over the tilt budget are named the same way, with their cost and draw
+    from sim.evaluate import COST_BUDGET
+    over = [i for i, m in enumerate(ms) if m["cost"] > COST_BUDGET]
+    assert [o["episode"] for o in s["over_budget_episodes"]] == over and len(over) == s["episodes_over_budget"]
+    for o in s["over_budget_episodes"]:
+        m = ms[o["episode"]]
+        assert o["cost"] == m["cost"] > COST_BUDGET and o["physics"] == m["physics"] and o["fell"] == m["fell"]
