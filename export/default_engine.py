@@ -80,8 +80,8 @@ RECOVERY_TRAIN = ["train", "--method", "mpdiffuser", "--components", "{component
 # shipped engine's recipe (docs/robustness.md, "Speed response", has its matrix).
 # The cost condition (docs/training.md, "Cost as a condition"; on by default, --no-cost drops
 # it): every planner / dynamics / forecaster training also conditions on the discounted tilt
-# cost over the plan's horizon (MPDiffuser's cost condition), fixed to 0 (no tilt) in the
-# exported graph. With --history both, the cost first. The engine before it was trained
+# cost over the plan's horizon (MPDiffuser's cost condition), fixed to COST_TARGET (below) in
+# the exported graph. With --history both, the cost first. The engine before it was trained
 # --no-cost (docs/robustness.md has both matrices).
 # (history, cost) -> the (cond_extras, history_with_state) of every training (``_train`` sets them)
 VARIANTS: dict[tuple[bool, bool], tuple[list[str], bool]] = {
@@ -114,6 +114,13 @@ FINETUNE = ["train", "--method", "mpdiffuser", "--components", "forecaster", "--
             "--set", "forecaster.lr=3e-4", "--set", "fall_cut=50", "--threads", "1", "--no-progress", "--json"]
 EXPORT = ["export", "--method", "mpdiffuser", "--graph", "fused", "--warm-level", "7",
           "--temperature", "0.1", "--cfg-w", "1.3", "--chunk-size", "4", "--json"]
+# The shipped engine's cost target (``--knob cost_to_go``, the cost condition's value in the
+# graph): -3, beyond the data's range (0 = no tilt over the plan, the least it holds), so CFG
+# steers further from tilting. Chosen on validation episodes (project model, randomized
+# physics, seeds 50000, 20 x 20 s; docs/robustness.md): at 0 / -1 / -3 / -6, 2 / 0 / 0 / 0 falls,
+# 1 / 1 / 0 / 0 episodes over the cost budget, tracking 0.172 / 0.151 / 0.144 / 0.153 m/s. Only the final export sets it: the engines
+# of the recovery rounds and the forecaster's episodes run at the default 0.
+COST_TARGET = -3.0
 BASE_STATES = "q_rel_"  # forecast_states of the base engine (the forecaster before its fine-tune)
 FINAL_STATES = "all"  # and of the shipped one
 BASE_ENGINE_NAME = "go2_base.onnx"
@@ -176,8 +183,15 @@ def _run(args: list[str], log: list[dict], parallel: list[list[str]] | None = No
                 "wall_s": round(time.monotonic() - t0, 1)})
 
 
-def _export(ck: Path, out: Path, states: str) -> list[str]:
-    return [EXPORT[0], "--checkpoints", str(ck), "-o", str(out), *EXPORT[1:], "--knob", f"forecast_states={states}"]
+def _export(ck: Path, out: Path, states: str, cost_target: float | None = None) -> list[str]:
+    target = [] if cost_target is None else ["--knob", f"cost_to_go={cost_target:g}"]
+    return [EXPORT[0], "--checkpoints", str(ck), "-o", str(out), *EXPORT[1:], "--knob", f"forecast_states={states}",
+            *target]
+
+
+def _final_export(ck: Path, engine: Path, variant: Variant) -> list[str]:
+    """The shipped engine's export: every forecast state, the cost target when trained with it."""
+    return _export(ck, engine, FINAL_STATES, COST_TARGET if variant[1] else None)
 
 
 def _forecaster_stages(data: Path, ck: Path, work: Path, log: list[dict], variant: Variant) -> None:
@@ -258,8 +272,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="the history-conditioned variant: every training also conditions on the previous "
                         "action (VARIANTS above); not the shipped engine's recipe")
     p.add_argument("--cost", action=argparse.BooleanOptionalAction, default=True,
-                   help="every training also conditions on the tilt cost over the plan's horizon, fixed to 0 "
-                        "at export (VARIANTS above); on by default, as for the embedded engine")
+                   help="every training also conditions on the tilt cost over the plan's horizon, fixed to "
+                        "COST_TARGET at export (VARIANTS above); on by default, as for the embedded engine")
     a = p.parse_args(argv)
     variant: Variant = (bool(a.history), bool(a.cost))
     commit = source_commit()  # the code every stage below runs (the CLI from this checkout)
@@ -270,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = work / ENGINE_NAME
     log: list[dict] = []
     if a.reexport or a.skip_diffusion:
-        if a.skip_diffusion and ck.is_dir():
+        if ck.is_dir():  # the export's cost target needs the networks' own condition too
             _check_variant(ck, variant)
         return _reexport(work, ck, engine, a.install, data if a.skip_diffusion else None, variant)
     kept: list[dict] = []
@@ -301,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copyfile(base / f, ck / f)
     # the fine-tunes keep the base networks' normalizers (the dataset's): so does the forecaster
     _forecaster_stages(data, ck, work, log, variant)
-    _run(_export(ck, engine, FINAL_STATES), log)
+    _run(_final_export(ck, engine, variant), log)
     stages = kept + log
     prov = {"engine": ENGINE_NAME, "engine_sha256": _sha256(engine), "dataset": str(data),
             "dataset_sha256": _sha256(data),
@@ -309,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             "onpolicy_dataset": str(work / ONPOLICY_NAME),
             "onpolicy_dataset_sha256": _sha256(work / ONPOLICY_NAME), "stages": stages,
             "total_wall_s": round(sum(s["wall_s"] for s in stages), 1), "history": a.history, "cost": a.cost,
-            "source_commit": commit}
+            **({"cost_target": COST_TARGET} if a.cost else {}), "source_commit": commit}
     (work / "PROVENANCE.json").write_text(json.dumps(prov, indent=2))
     if a.install:
         dest = Path(__file__).resolve().parents[1] / "planner_runtime" / "engines"
@@ -331,11 +345,13 @@ def _reexport(work: Path, ck: Path, engine: Path, install: bool, data: Path | No
         _forecaster_stages(data, ck, work, log, variant)
         onpolicy = work / ONPOLICY_NAME
         prov.update(onpolicy_dataset=str(onpolicy), onpolicy_dataset_sha256=_sha256(onpolicy))
-    _run(_export(ck, engine, FINAL_STATES), log)
+    _run(_final_export(ck, engine, variant), log)
     dest = Path(__file__).resolve().parents[1] / "planner_runtime" / "engines"
     if install and (dest / "PROVENANCE.json").is_file():
         prov = {**json.loads((dest / "PROVENANCE.json").read_text()), **prov}  # keep its notes
     stages = [s for s in prov.get("stages", []) if _stage(s) not in redo]
+    if variant[1]:
+        prov["cost_target"] = COST_TARGET
     prov.update(engine_sha256=_sha256(engine), stages=stages + log,
                 total_wall_s=round(sum(s["wall_s"] for s in stages + log), 1),
                 reexported_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
