@@ -46,8 +46,11 @@ the previous state the forecast state before it.
 
 Condition targets (``set_targets``): a scalar target extra of the condition (``cost_to_go``)
 can be fixed at export; the graph's ``cond`` input then has ``C_in`` columns (the others)
-and the constant is inserted before normalization. The manifest's method knobs record it
-(``condition_targets``).
+and the constant is inserted before normalization. A target can also switch on the start
+state's tilt (``set_target_gate``): another value while the measured x_0 tilts at least a
+given angle (its projected gravity z, a state named ``gravity_z``), so a plan from a tilted
+state asks for a stronger recovery than one from upright walking. The manifest's method
+knobs record both (``condition_targets``, ``condition_target_gate``).
 
 Temperature: the runtime (or caller) scales ``noise`` by sqrt(temperature) before the call;
 with DDIM (eta = 0) no further noise is added, so temperature only widens the start.
@@ -92,6 +95,10 @@ class DiffusionSampler(nn.Module):
         # condition targets fixed at export (``set_targets``): extra name -> (its column in the
         # networks' condition, its value); the graph's cond input has the other C_in columns
         self.targets: dict[str, tuple[int, float]] = {}
+        # a tilt gate on targets (``set_target_gate``): name -> value while tilted, the angle,
+        # the gravity_z state's index and the value x_0's gravity z reaches at that angle
+        self.gate: dict[str, float] = {}
+        self.gate_deg, self.gate_index, self.gate_gz = 0.0, -1, 0.0
 
     @property
     def C_in(self) -> int:
@@ -112,14 +119,40 @@ class DiffusionSampler(nn.Module):
             raise ValueError(f"condition targets must be finite, got {vals}")
         self.targets = {k: (cols[k], vals[k]) for k in sorted(vals, key=lambda k: cols[k])}
 
-    def _full_cond(self, cond: torch.Tensor) -> torch.Tensor:
-        """The networks' raw condition [B, C] from the graph's [B, C_in] (targets inserted)."""
+    def set_target_gate(self, state_names: list[str], values: dict[str, float], tilt_deg: float) -> None:
+        """While the start state x_0 tilts at least ``tilt_deg`` (arccos of minus its projected
+        gravity z, the state named ``gravity_z``), the fixed targets in ``values`` take those
+        values instead (``cost_to_go``: ask a plan from a tilted state for less tilt than the
+        data ever had). Needs ``set_targets`` first."""
+        bad = [k for k in values if k not in self.targets]
+        if bad:
+            raise ValueError(f"a tilt gate needs fixed targets; {bad} are not (targets: {list(self.targets)})")
+        if len(state_names) != self.S or "gravity_z" not in state_names:
+            raise ValueError("a tilt gate reads the start state's projected gravity: the networks' data must "
+                             f"name a 'gravity_z' state (state names: {list(state_names) or 'none recorded'})")
+        vals = {k: float(v) for k, v in values.items()}
+        if not all(math.isfinite(v) for v in vals.values()):
+            raise ValueError(f"gated targets must be finite, got {vals}")
+        deg = float(tilt_deg)
+        if not 0.0 < deg < 90.0:
+            raise ValueError(f"the tilt gate's angle must be in (0, 90) degrees, got {tilt_deg}")
+        self.gate, self.gate_deg = vals, deg
+        self.gate_index = state_names.index("gravity_z")
+        self.gate_gz = -math.cos(math.radians(deg))  # upright: -1; tilted at least deg: >= this
+
+    def _full_cond(self, cond: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """The networks' raw condition [B, C] from the graph's [B, C_in] (targets inserted; a
+        gated target's value from the raw start state x0 [B or 1, S])."""
         if not self.targets:
             return cond
         parts, at = [], 0
-        for i, (col, value) in enumerate(self.targets.values()):
+        for i, (name, (col, value)) in enumerate(self.targets.items()):
             j = col - i  # the target's place among the input columns
-            parts += [cond[:, at:j], torch.ones_like(cond[:, :1]) * value]
+            v = torch.ones_like(cond[:, :1]) * value
+            if name in self.gate:
+                tilted = x0[:, self.gate_index:self.gate_index + 1] >= self.gate_gz
+                v = torch.where(tilted, torch.ones_like(v) * self.gate[name], v)
+            parts += [cond[:, at:j], v]
             at = j
         return torch.cat([*parts, cond[:, at:]], dim=-1)
 
@@ -163,6 +196,8 @@ class DiffusionSampler(nn.Module):
             k["forecast_states"] = list(self.forecast_states)
         if self.targets:
             k["condition_targets"] = {n: v for n, (_, v) in self.targets.items()}
+        if self.gate:
+            k["condition_target_gate"] = {"tilt_deg": self.gate_deg, "targets": dict(self.gate)}
         return k
 
     # ---- shared --------------------------------------------------------------------------
@@ -257,7 +292,7 @@ class DiffusionSampler(nn.Module):
                 prefix: torch.Tensor | None = None, n_prefix: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The fused graph: (plan [B, H, D] raw, score [B], best [1] int64)."""
-        cond = self._full_cond(cond)
+        cond = self._full_cond(cond, x0)
         x0n = self.norm_x0(x0)
         if self.forecaster is not None and prefix is not None and n_prefix is not None:
             x0f, pre = self._forecast(x0n, prefix, n_prefix)
@@ -286,7 +321,7 @@ class DiffusionSampler(nn.Module):
              prefix: torch.Tensor | None = None, n_prefix: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, torch.Tensor]:
         """The step graph: (tau_next normalized, plan raw = unnormalized x0_hat)."""
-        cond = self._full_cond(cond)
+        cond = self._full_cond(cond, x0)
         x0n = self.norm_x0(x0)
         if self.forecaster is not None and prefix is not None and n_prefix is not None:
             x0f, pre = self._forecast(x0n, prefix, n_prefix)

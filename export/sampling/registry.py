@@ -12,7 +12,9 @@ ablation), and the other methods as their modules register).
 Knobs go to the method's builder (e.g. ``budget``, ``gamma``, ``clip`` for MPDiffuser).
 A scalar target extra of the condition the networks were trained with (``cost_to_go``) is
 fixed in the graph (``DiffusionSampler.set_targets``): knob ``cost_to_go=V``, default
-``DEFAULT_TARGETS``; the graph's cond input then lacks that column.
+``DEFAULT_TARGETS``; the graph's cond input then lacks that column. Knob
+``cost_to_go_tilted=V`` gates it on the start state's tilt (``set_target_gate``): V while
+x_0 tilts at least ``tilt_gate_deg`` (default ``TILT_GATE_DEG``) degrees.
 Weights are the EMA weights (``ema=False``: the raw weights); the module is in eval mode with gradients off.
 ``build_sampler_components`` also returns the checkpoints the method read (what export records).
 
@@ -42,6 +44,11 @@ SAMPLER_BUILDERS: dict[str, str | Callable[..., DiffusionSampler]] = {
 GRAPHS = ("fused", "step", "sampler")
 # the value a target extra is fixed to unless a knob names another: no tilt over the plan
 DEFAULT_TARGETS: dict[str, float] = {"cost_to_go": 0.0}
+# tilt-gated targets: knob -> the target it gates (``DiffusionSampler.set_target_gate``), and
+# the gate's angle unless knob ``tilt_gate_deg`` names another (under the tilt cost's ~18 deg,
+# above upright walking's usual 2-8 deg: docs/robustness.md)
+GATED_TARGETS: dict[str, str] = {"cost_to_go_tilted": "cost_to_go"}
+TILT_GATE_DEG = 8.0
 
 
 # Modules that call ``register_sampler`` when imported (other methods' samplers); imported
@@ -138,17 +145,25 @@ def build_sampler_components(source: Any, method: str, graph: str = "fused", n_s
     offered = _UsedComponents(cks)
     builder = _resolve(method)
     targets = {k: knobs.pop(k) for k in list(knobs) if k in DEFAULT_TARGETS}
+    gated = {GATED_TARGETS[k]: knobs.pop(k) for k in list(knobs) if k in GATED_TARGETS}
+    gate_deg = knobs.pop("tilt_gate_deg", None)
+    if gate_deg is not None and not gated:
+        raise ValueError(f"knob tilt_gate_deg needs a gated target ({', '.join(GATED_TARGETS)})")
     sampler = builder(offered, n_samples=n_samples, **knobs)
     used = {n: cks[n] for n in offered.used}
     check_compatible(used or cks)  # only what is composed must agree
     extras = list((next(iter((used or cks).values())).get("config") or {}).get("cond_extras") or [])
-    unused = sorted(set(targets) - set(extras))
+    unused = sorted(set(targets) - set(extras)) + sorted(k for k, t in GATED_TARGETS.items()
+                                                          if t in gated and t not in extras)
     if unused:
         raise ValueError(f"knob(s) {unused}: the networks were trained without that condition "
                          f"(cond_extras {extras})")
     fixed = {k: float(targets.get(k, v)) for k, v in DEFAULT_TARGETS.items() if k in extras}
     if fixed:
         sampler.set_targets(extras, fixed)
+    if gated:
+        names = list((next(iter((used or cks).values())).get("dataset") or {}).get("state_names") or [])
+        sampler.set_target_gate(names, gated, TILT_GATE_DEG if gate_deg is None else gate_deg)
     sampler.eval()
     for p in sampler.parameters():
         p.requires_grad_(False)

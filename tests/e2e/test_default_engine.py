@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from export.default_engine import COST_TARGET, GAINS, STEPS
+from export.default_engine import COST_GATE, GAINS, STEPS
 from planner_runtime.engines import default_engine_path
 
 ENGINE = default_engine_path()
@@ -57,10 +57,13 @@ def test_default_engine_manifest_matches_the_go2_profile():
     for c in ("planner", "dynamics"):  # fine-tuned from the base networks on the recovery dataset
         assert m["provenance"]["checkpoints"][c]["dataset_sha256"] == prov["recovery_dataset_sha256"]
     assert m["provenance"]["training_config"]["init_from"]["step"] == STEPS["planner"]  # the base training
-    # conditioned on the tilt cost over the plan, fixed in the graph at the recipe's COST_TARGET
-    # (recorded in its provenance): the controller still sends the command alone
+    # conditioned on the tilt cost over the plan, fixed in the graph at 0 and, from a tilted
+    # start state, at the recipe's COST_GATE (recorded in its provenance): the controller still
+    # sends the command alone
     assert m["provenance"]["training_config"]["cond_extras"] == ["cost_to_go"] and prov["cost"] is True
-    assert knobs["condition_targets"] == {"cost_to_go": prov["cost_target"]} == {"cost_to_go": COST_TARGET}
+    assert knobs["condition_targets"] == {"cost_to_go": 0.0} and prov["cost_gate"] == COST_GATE
+    assert knobs["condition_target_gate"] == {"tilt_deg": COST_GATE["tilt_gate_deg"],
+                                              "targets": {"cost_to_go": COST_GATE["cost_to_go_tilted"]}}
     assert m["observation"]["condition_names"] == ["cmd_vx", "cmd_vy", "cmd_yaw_rate"]
 
 

@@ -192,10 +192,11 @@ def test_the_recipe_runs_its_stages_in_order_and_the_recovery_rounds_build_on_ea
     # the forecaster trains on the dataset: its normalizers must be the base networks'
     assert f"--data {data} " in cmds[i] and "--components forecaster" in cmds[i]
     # only the shipped engine's export fixes the cost target; the round and base engines keep 0
-    target = f"--knob cost_to_go={default_engine.COST_TARGET:g}"
+    gate = default_engine.COST_GATE
+    target = f"--knob cost_to_go_tilted={gate['cost_to_go_tilted']:g} --knob tilt_gate_deg={gate['tilt_gate_deg']:g}"
     assert cmds[-1].endswith(target) and f"-o {work / default_engine.ENGINE_NAME} " in cmds[-1]
-    assert [c for c in cmds if "cost_to_go=" in c.replace("cond_extras", "")] == [cmds[-1]]
-    assert prov["cost_target"] == default_engine.COST_TARGET < 0
+    assert [c for c in cmds if "cost_to_go_" in c or "tilt_gate" in c] == [cmds[-1]]
+    assert prov["cost_gate"] == gate and gate["cost_to_go_tilted"] < 0
     assert prov["recovery_dataset_sha256"] == prov["dataset_sha256"]  # the copy (nothing appended here)
     # --skip-base needs the base networks; then it keeps the base training stage, redoes the rest
     with pytest.raises(SystemExit, match="--skip-base needs"):
@@ -234,7 +235,7 @@ def test_the_recipe_runs_its_stages_in_order_and_the_recovery_rounds_build_on_ea
     assert (bare["cost"], bare["history"], prov["cost"], hist["cost"]) == (False, False, True, True)
     assert [default_engine._stage(s) for s in bare["stages"]] == stages
     assert not any("cond_extras" in c for s in bare["stages"] for c in s["commands"])
-    assert "cost_target" not in bare and not any("cost_to_go" in c for s in bare["stages"] for c in s["commands"])
+    assert "cost_gate" not in bare and not any("cost_to_go" in c for s in bare["stages"] for c in s["commands"])
     # --reexport keeps the earlier stages, exports again with the target, and refuses networks
     # of another variant (the target is a knob of the cost condition only)
     cfg = {"cond_extras": ["cost_to_go"], "history_with_state": False}
@@ -242,7 +243,7 @@ def test_the_recipe_runs_its_stages_in_order_and_the_recovery_rounds_build_on_ea
     assert default_engine.main(["--work", str(work), "--reexport"]) == 0
     re = json.loads((work / "PROVENANCE.json").read_text())
     assert re["stages"][:-1] == plain["stages"][:-1] and re["stages"][-1]["commands"][0].endswith(target)
-    assert re["cost_target"] == default_engine.COST_TARGET
+    assert re["cost_gate"] == default_engine.COST_GATE
     with pytest.raises(SystemExit, match="trained as the default .* this run asks for --no-cost"):
         default_engine.main(["--work", str(work), "--reexport", "--no-cost"])
 

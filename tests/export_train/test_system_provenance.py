@@ -116,3 +116,86 @@ def test_cost_condition_is_fixed_in_the_exported_graph(linear_data, tmp_path, ca
         s.set_targets(["cost_to_go", "prev_action"], {"prev_action": 0.0})
     with pytest.raises(ValueError, match="finite"):
         s.set_targets(["cost_to_go"], {"cost_to_go": float("nan")})
+
+
+def test_cost_target_gated_on_the_start_states_tilt(linear_data, tmp_path, capsys):
+    """Knob ``cost_to_go_tilted``: the fixed cost target takes that value while the start state
+    tilts at least ``tilt_gate_deg`` (its ``gravity_z`` state at or above -cos(angle)), the
+    other value otherwise; the graph plans exactly what the networks do with that value
+    inserted, on both sides of the angle, in torch and in ONNX Runtime. Refused: data without
+    a gravity_z state, a gate without the cost condition, an angle alone or out of range."""
+    import math
+    import shutil
+
+    import h5py
+    import numpy as np
+    import pytest
+    import torch
+
+    from export.sampling.registry import build_sampler
+    from planner_runtime.backends import load_engine
+    from planner_runtime.cli import main
+    from planner_runtime.engine_file import read_manifest
+    from planner_runtime.schedule import warm_levels
+
+    data = tmp_path / "tilt.h5"  # the double integrator with its last state named gravity_z
+    shutil.copyfile(linear_data, data)
+    with h5py.File(data, "r+") as f:
+        f.attrs["state_names"] = json.dumps(["pos0", "pos1", "vel0", "gravity_z"])
+    cfg = resolve_config("mpdiffuser", deep_merge(TINY, {"steps": 4, "cond_extras": ["cost_to_go"],
+                                                         "components": ["planner", "dynamics"]}))
+    train_method("mpdiffuser", cfg, data, tmp_path / "run", progress=False)
+    s = build_sampler(tmp_path / "run", "mpdiffuser", graph="sampler", cost_to_go_tilted=-3.0, tilt_gate_deg=30)
+    assert s.knobs()["condition_targets"] == {"cost_to_go": 0.0}
+    assert s.knobs()["condition_target_gate"] == {"tilt_deg": 30.0, "targets": {"cost_to_go": -3.0}}
+    rng = np.random.default_rng(1)
+    cond = torch.as_tensor(rng.normal(size=(1, 2)), dtype=torch.float32)
+    prev, noise = (torch.as_tensor(rng.normal(size=(1, s.H, s.D)), dtype=torch.float32) for _ in range(2))
+    levels, w = torch.as_tensor(warm_levels(5)), torch.tensor([2.0])
+    edge = -math.cos(math.radians(30.0))
+
+    def x0(gz):
+        x = torch.as_tensor(rng.normal(size=(1, s.S)), dtype=torch.float32)
+        x[0, 3] = gz
+        return x
+
+    starts = {"upright": (x0(-1.0), 0.0), "just under": (x0(edge - 1e-3), 0.0),
+              "just over": (x0(edge + 1e-3), -3.0), "tipped": (x0(-0.3), -3.0)}
+    with torch.no_grad():
+        gated = {k: s(x, cond, prev, noise, levels, w)[0] for k, (x, _) in starts.items()}
+        s.targets, s.gate = {}, {}  # the same networks fed the whole condition
+        for k, (x, value) in starts.items():
+            full = torch.cat([cond, torch.full((1, 1), value)], dim=1)
+            np.testing.assert_array_equal(gated[k], s(x, full, prev, noise, levels, w)[0], err_msg=k)
+        ungated = s(starts["tipped"][0], torch.cat([cond, torch.zeros(1, 1)], dim=1), prev, noise, levels, w)[0]
+    assert (gated["tipped"] - ungated).abs().max() > 1e-4  # the gate is live
+
+    out = tmp_path / "gate.onnx"
+    assert main(["export", "--checkpoints", str(tmp_path / "run"), "--method", "mpdiffuser", "--graph", "fused",
+                 "--warm-level", "5", "--knob", "cost_to_go_tilted=-3", "--knob", "tilt_gate_deg=30",
+                 "-o", str(out)]) == 0
+    m = read_manifest(out).to_dict()
+    assert m["dims"]["C"] == 2
+    assert m["method"]["knobs"]["condition_target_gate"] == {"tilt_deg": 30.0, "targets": {"cost_to_go": -3.0}}
+    eng = load_engine(out, threads=1)
+    for k, (x, _) in starts.items():
+        got = eng.plan(x0=x.numpy(), cond=cond.numpy(), prev_plan=prev.numpy(), noise=noise.numpy(),
+                       levels=levels.numpy(), cfg_w=2.0).plan
+        assert np.abs(got - gated[k].numpy()).max() <= 1e-4, k
+
+    capsys.readouterr()
+    bare = resolve_config("mpdiffuser", deep_merge(TINY, {"steps": 4, "cond_extras": ["cost_to_go"],
+                                                          "components": ["planner"]}))
+    train_method("mpdiffuser", bare, linear_data, tmp_path / "notilt", progress=False)
+    assert main(["export", "--checkpoints", str(tmp_path / "notilt"), "--method", "planner",
+                 "--knob", "cost_to_go_tilted=-3", "-o", str(tmp_path / "x.onnx")]) == 2
+    assert "'gravity_z' state" in capsys.readouterr().err
+    plain = resolve_config("mpdiffuser", deep_merge(TINY, {"steps": 4, "components": ["planner"]}))
+    train_method("mpdiffuser", plain, data, tmp_path / "plain", progress=False)
+    assert main(["export", "--checkpoints", str(tmp_path / "plain"), "--method", "planner",
+                 "--knob", "cost_to_go_tilted=-3", "-o", str(tmp_path / "x.onnx")]) == 2
+    assert "trained without that condition" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="needs a gated target"):
+        build_sampler(tmp_path / "run", "mpdiffuser", graph="sampler", tilt_gate_deg=10)
+    with pytest.raises(ValueError, match=r"in \(0, 90\) degrees"):
+        build_sampler(tmp_path / "run", "mpdiffuser", graph="sampler", cost_to_go_tilted=-3.0, tilt_gate_deg=95)
