@@ -81,8 +81,8 @@ RECOVERY_TRAIN = ["train", "--method", "mpdiffuser", "--components", "{component
 # The cost condition (docs/training.md, "Cost as a condition"; on by default, --no-cost drops
 # it): every planner / dynamics / forecaster training also conditions on the discounted tilt
 # cost over the plan's horizon (MPDiffuser's cost condition), fixed in the exported graph (0,
-# or COST_GATE's value from a tilted state: below). With --history both, the cost first. The engine before it was trained
-# --no-cost (docs/robustness.md has both matrices).
+# or COST_GATE's value from a tilted state: below). With --history both, the cost first.
+# The engine before it was trained --no-cost (docs/robustness.md has both matrices).
 # (history, cost) -> the (cond_extras, history_with_state) of every training (``_train`` sets them)
 VARIANTS: dict[tuple[bool, bool], tuple[list[str], bool]] = {
     (False, False): ([], False),
@@ -275,8 +275,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the history-conditioned variant: every training also conditions on the previous "
                         "action (VARIANTS above); not the shipped engine's recipe")
     p.add_argument("--cost", action=argparse.BooleanOptionalAction, default=True,
-                   help="every training also conditions on the tilt cost over the plan's horizon, fixed "
-                        "at export (0, COST_GATE from a tilted state) (VARIANTS above); on by default, as for the embedded engine")
+                   help="every training also conditions on the tilt cost over the plan's horizon, fixed at "
+                        "export (0; COST_GATE from a tilted state; VARIANTS above); on by default, as for the "
+                        "embedded engine")
     a = p.parse_args(argv)
     variant: Variant = (bool(a.history), bool(a.cost))
     commit = source_commit()  # the code every stage below runs (the CLI from this checkout)

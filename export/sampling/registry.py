@@ -46,7 +46,7 @@ GRAPHS = ("fused", "step", "sampler")
 DEFAULT_TARGETS: dict[str, float] = {"cost_to_go": 0.0}
 # tilt-gated targets: knob -> the target it gates (``DiffusionSampler.set_target_gate``), and
 # the gate's angle unless knob ``tilt_gate_deg`` names another (under the tilt cost's ~18 deg,
-# above upright walking's usual 2-8 deg: docs/robustness.md)
+# where the Go2's upright walking peaks: docs/robustness.md)
 GATED_TARGETS: dict[str, str] = {"cost_to_go_tilted": "cost_to_go"}
 TILT_GATE_DEG = 8.0
 
