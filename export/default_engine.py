@@ -192,9 +192,15 @@ def _export(ck: Path, out: Path, states: str, knobs: dict[str, float] | None = N
             *more]
 
 
+def _final_knobs(variant: Variant) -> dict[str, float]:
+    """The shipped engine's export knobs beyond the forecast states (PROVENANCE.json's
+    ``cost_gate``): the gated cost target when the networks were trained with the cost."""
+    return COST_GATE if variant[1] else {}
+
+
 def _final_export(ck: Path, engine: Path, variant: Variant) -> list[str]:
-    """The shipped engine's export: every forecast state, the gated cost target when trained with it."""
-    return _export(ck, engine, FINAL_STATES, COST_GATE if variant[1] else None)
+    """The shipped engine's export: every forecast state, and ``_final_knobs``."""
+    return _export(ck, engine, FINAL_STATES, _final_knobs(variant))
 
 
 def _forecaster_stages(data: Path, ck: Path, work: Path, log: list[dict], variant: Variant) -> None:
@@ -327,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             "onpolicy_dataset": str(work / ONPOLICY_NAME),
             "onpolicy_dataset_sha256": _sha256(work / ONPOLICY_NAME), "stages": stages,
             "total_wall_s": round(sum(s["wall_s"] for s in stages), 1), "history": a.history, "cost": a.cost,
-            **({"cost_gate": COST_GATE} if a.cost else {}), "source_commit": commit}
+            **({"cost_gate": gate} if (gate := _final_knobs(variant)) else {}), "source_commit": commit}
     (work / "PROVENANCE.json").write_text(json.dumps(prov, indent=2))
     if a.install:
         dest = Path(__file__).resolve().parents[1] / "planner_runtime" / "engines"
@@ -354,8 +360,8 @@ def _reexport(work: Path, ck: Path, engine: Path, install: bool, data: Path | No
     if install and (dest / "PROVENANCE.json").is_file():
         prov = {**json.loads((dest / "PROVENANCE.json").read_text()), **prov}  # keep its notes
     stages = [s for s in prov.get("stages", []) if _stage(s) not in redo]
-    if variant[1]:
-        prov["cost_gate"] = COST_GATE
+    if gate := _final_knobs(variant):
+        prov["cost_gate"] = gate
     prov.update(engine_sha256=_sha256(engine), stages=stages + log,
                 total_wall_s=round(sum(s["wall_s"] for s in stages + log), 1),
                 reexported_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -301,12 +301,11 @@ def summarize(metrics: list[dict]) -> dict:
     if costs:
         out["cost_mean"] = float(np.mean(costs))
         out["cost_max"] = float(np.max(costs))
-        out["episodes_over_budget"] = int(sum(c > COST_BUDGET for c in costs))
         # the same attribution for the episodes over the tilt budget (fallen ones included)
-        out["over_budget_episodes"] = [{"episode": i, "cost": m["cost"], "max_tilt_deg": m.get("max_tilt_deg"),
-                                        "fell": bool(m.get("fell")), "physics": m.get("physics")}
-                                       for i, m in enumerate(metrics)
-                                       if not m.get("never_planned") and m.get("cost", 0.0) > COST_BUDGET]
+        over = [{"episode": i, "cost": m["cost"], "max_tilt_deg": m.get("max_tilt_deg"),
+                 "fell": bool(m.get("fell")), "physics": m.get("physics")}
+                for i, m in enumerate(metrics) if not m.get("never_planned") and m.get("cost", 0.0) > COST_BUDGET]
+        out["episodes_over_budget"], out["over_budget_episodes"] = len(over), over
     if ok and "vx_rmse" in ok[0]:
         e = np.array([[m["vx_rmse"], m["vy_rmse"]] for m in ok if "vx_rmse" in m])
         out["tracking_rmse_xy"] = float(np.sqrt(np.mean(e ** 2)))

@@ -152,7 +152,8 @@ def build_sampler_components(source: Any, method: str, graph: str = "fused", n_s
     sampler = builder(offered, n_samples=n_samples, **knobs)
     used = {n: cks[n] for n in offered.used}
     check_compatible(used or cks)  # only what is composed must agree
-    extras = list((next(iter((used or cks).values())).get("config") or {}).get("cond_extras") or [])
+    first = next(iter((used or cks).values()))  # compatible: its config and data speak for all
+    extras = list((first.get("config") or {}).get("cond_extras") or [])
     unused = sorted(set(targets) - set(extras)) + sorted(k for k, t in GATED_TARGETS.items()
                                                           if t in gated and t not in extras)
     if unused:
@@ -162,7 +163,7 @@ def build_sampler_components(source: Any, method: str, graph: str = "fused", n_s
     if fixed:
         sampler.set_targets(extras, fixed)
     if gated:
-        names = list((next(iter((used or cks).values())).get("dataset") or {}).get("state_names") or [])
+        names = list((first.get("dataset") or {}).get("state_names") or [])
         sampler.set_target_gate(names, gated, TILT_GATE_DEG if gate_deg is None else gate_deg)
     sampler.eval()
     for p in sampler.parameters():

@@ -15,6 +15,19 @@ from planner_runtime.dataset import load_dataset
 from .conftest import TINY
 
 
+def _refused_export(data, out, extras, knob, message, capsys):
+    """A tiny planner trained on ``data`` (with ``extras`` conditions) whose export with
+    ``--knob knob`` exits 2 naming ``message``."""
+    from planner_runtime.cli import main
+
+    over = {"steps": 4, "components": ["planner"], **({"cond_extras": extras} if extras else {})}
+    train_method("mpdiffuser", resolve_config("mpdiffuser", deep_merge(TINY, over)), data, out, progress=False)
+    capsys.readouterr()
+    assert main(["export", "--checkpoints", str(out), "--method", "planner", "--knob", knob,
+                 "-o", str(out / "x.onnx")]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_window_data_provenance_has_dt_names_and_extras(linear_data):
     ds = load_dataset(linear_data)
     wd = make_windows(ds, 8, cond_extras=("prev_state", "return"))
@@ -106,12 +119,7 @@ def test_cost_condition_is_fixed_in_the_exported_graph(linear_data, tmp_path, ca
                    levels=levels.numpy(), cfg_w=2.0).plan
     assert np.abs(got - hot_plan.numpy()).max() <= 1e-4
 
-    capsys.readouterr()
-    plain = resolve_config("mpdiffuser", deep_merge(TINY, {"steps": 4, "components": ["planner"]}))
-    train_method("mpdiffuser", plain, linear_data, tmp_path / "plain", progress=False)
-    assert main(["export", "--checkpoints", str(tmp_path / "plain"), "--method", "planner",
-                 "--knob", "cost_to_go=0", "-o", str(tmp_path / "x.onnx")]) == 2
-    assert "trained without that condition" in capsys.readouterr().err
+    _refused_export(linear_data, tmp_path / "plain", None, "cost_to_go=0", "trained without that condition", capsys)
     with pytest.raises(ValueError, match="not scalar target extras"):
         s.set_targets(["cost_to_go", "prev_action"], {"prev_action": 0.0})
     with pytest.raises(ValueError, match="finite"):
@@ -183,18 +191,9 @@ def test_cost_target_gated_on_the_start_states_tilt(linear_data, tmp_path, capsy
                        levels=levels.numpy(), cfg_w=2.0).plan
         assert np.abs(got - gated[k].numpy()).max() <= 1e-4, k
 
-    capsys.readouterr()
-    bare = resolve_config("mpdiffuser", deep_merge(TINY, {"steps": 4, "cond_extras": ["cost_to_go"],
-                                                          "components": ["planner"]}))
-    train_method("mpdiffuser", bare, linear_data, tmp_path / "notilt", progress=False)
-    assert main(["export", "--checkpoints", str(tmp_path / "notilt"), "--method", "planner",
-                 "--knob", "cost_to_go_tilted=-3", "-o", str(tmp_path / "x.onnx")]) == 2
-    assert "'gravity_z' state" in capsys.readouterr().err
-    plain = resolve_config("mpdiffuser", deep_merge(TINY, {"steps": 4, "components": ["planner"]}))
-    train_method("mpdiffuser", plain, data, tmp_path / "plain", progress=False)
-    assert main(["export", "--checkpoints", str(tmp_path / "plain"), "--method", "planner",
-                 "--knob", "cost_to_go_tilted=-3", "-o", str(tmp_path / "x.onnx")]) == 2
-    assert "trained without that condition" in capsys.readouterr().err
+    _refused_export(linear_data, tmp_path / "notilt", ["cost_to_go"], "cost_to_go_tilted=-3", "'gravity_z' state",
+                    capsys)
+    _refused_export(data, tmp_path / "plain", None, "cost_to_go_tilted=-3", "trained without that condition", capsys)
     with pytest.raises(ValueError, match="needs a gated target"):
         build_sampler(tmp_path / "run", "mpdiffuser", graph="sampler", tilt_gate_deg=10)
     with pytest.raises(ValueError, match=r"in \(0, 90\) degrees"):
