@@ -44,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="reference policies run on the same episodes (default: trot; ppo = the PPO walking policy)")
     add_model_argument(p)
     p.add_argument("--randomize", action="store_true",
-                   help="randomize physics per episode over sim.physics.RANDOMIZED (--friction/--mass-delta/--actuator-lag override their ranges)")
+                   help="randomize physics per episode over sim.physics.RANDOMIZED (--friction/--mass-delta/--actuator-lag/--obs-latency override their ranges)")
     p.add_argument("--actuator-lag", type=float, default=None, metavar="MS",
                    help="a fixed first-order actuator torque lag (ms)")
     p.add_argument("--obs-latency", type=float, default=None, metavar="MS",

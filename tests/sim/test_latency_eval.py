@@ -108,6 +108,14 @@ def test_observation_latency_is_a_physics_condition_of_every_method():
     r = ev.physics_ranges(ev.config_from_args(p.parse_args(["--obs-latency", "40"])))
     assert r.obs_latency == (0.04, 0.04)
     assert ev.physics_ranges(ev.config_from_args(p.parse_args([]))).obs_latency is None
+    # with --randomize the fixed delays replace their ranges and every other range stays drawn
+    from sim.physics import RANDOMIZED
+
+    r = ev.physics_ranges(ev.config_from_args(p.parse_args(
+        ["--randomize", "--obs-latency", "15", "--actuator-lag", "15"])))
+    assert r.obs_latency == (0.015, 0.015) and r.actuator_lag == (0.015, 0.015)
+    assert (r.foot_friction, r.pd_gain_scale, r.leg_mass_scale) == (
+        RANDOMIZED.foot_friction, RANDOMIZED.pd_gain_scale, RANDOMIZED.leg_mass_scale)
 
 
 def test_demo_runs_count_every_fall(monkeypatch, tmp_path, capsys):
