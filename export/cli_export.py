@@ -43,7 +43,9 @@ DATA_KEYS = ("dt", "robot", "state_names", "action_names", "condition_names")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoints", required=True, type=Path,
-                   help="directory of <component>.pt files (from `planner-runtime train --out`)")
+                   help="directory of <component>.pt files (from `planner-runtime train --out`), or an "
+                        "ONNX engine: the networks inside it (export/from_engine.py), e.g. the embedded "
+                        "planner_runtime/engines/go2.onnx")
     p.add_argument("--method", default="mpdiffuser",
                    help="sampler: mpdiffuser, planner (planner-only ablation), dadp_f, dadp_i, dmemm")
     p.add_argument("--graph", choices=("fused", "step", "both"), default="fused")
@@ -203,6 +205,8 @@ def provenance(source: Path, used: dict[str, dict[str, Any]]) -> tuple[dict[str,
             "training_config": first.get("config", {}), "checkpoints": comps,
             "ignored": ignored, "action_semantics": next(iter(semantics.values()), None),
             "data": _data_block(used)}
+    if first.get("recovered_from"):  # the networks came out of an engine file (export.from_engine)
+        prov["recovered_from"] = first["recovered_from"]
     return prov, problems
 
 

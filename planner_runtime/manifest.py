@@ -46,7 +46,9 @@ Schema, format version 1 (``parse`` enforces it and names the bad field):
                           replaces or contradicts the data (e.g. ``export --dt X --force``)
     robot                {"name": str, "profile": robot profile dict (see check_profile) | null}
     provenance           {"dataset_sha256": str | null, "training_config": dict,
-                          "versions": {pkg: version}, "created_utc": str, "checkpoints": {...}}
+                          "versions": {pkg: version}, "created_utc": str, "checkpoints": {...},
+                          "recovered_from": {"engine", "engine_sha256", "graph_sha256"} (optional:
+                          networks exported again from an engine file, export/from_engine.py)}
     checksums            {"graph_sha256": str}  sha256 over the graph without its metadata
                          (ONNX: ``onnx_graph_sha256``); a ``.plan`` adds "plan_sha256"
     tensorrt             (``.plan`` only) {"version", "fp16", "device", "onnx_graph_sha256"}

@@ -3,7 +3,8 @@
     build_sampler(source, method, graph="fused", n_samples=1, **knobs) -> nn.Module
 
 ``source``: a directory holding ``<component>.pt`` files (as ``planner-runtime train
---out DIR`` writes them), a list of checkpoint paths, or a dict component -> path.
+--out DIR`` writes them), a list of checkpoint paths, a dict component -> path, or an ONNX
+engine (the networks inside it, recovered by ``export.from_engine``).
 ``method``: a key of ``SAMPLER_BUILDERS`` ("mpdiffuser", "planner" (the planner-only
 ablation), and the other methods as their modules register).
 ``graph``: "fused" -> ``FusedSampler`` (engine.FUSED_INPUTS -> FUSED_OUTPUTS), "step" ->
@@ -36,6 +37,7 @@ from torch import nn
 
 from export.sampling.base import DiffusionSampler, FusedSampler, StepSampler
 from export.train.checkpoint import CheckpointError, check_compatible, load_checkpoint
+from planner_runtime.engine_file import ONNX_SUFFIXES, PLAN_SUFFIXES
 
 SAMPLER_BUILDERS: dict[str, str | Callable[..., DiffusionSampler]] = {
     "mpdiffuser": "export.sampling.mpdiffuser:build_mpdiffuser",
@@ -80,10 +82,15 @@ def _resolve(method: str) -> Callable[..., DiffusionSampler]:
 
 def load_components(source: str | os.PathLike | Sequence[str | os.PathLike] | Mapping[str, Any]
                     ) -> dict[str, dict[str, Any]]:
-    """component name -> checkpoint dict, from a directory, a list of files or a dict."""
+    """component name -> checkpoint dict, from a directory, a list of files, a dict (of paths
+    or of checkpoint dicts) or an engine file (its networks, ``export.from_engine``)."""
     if isinstance(source, Mapping):
-        return {str(k): load_checkpoint(v) for k, v in source.items()}
+        return {str(k): dict(v) if isinstance(v, Mapping) else load_checkpoint(v) for k, v in source.items()}
     paths: list[Path]
+    if isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() in ONNX_SUFFIXES + PLAN_SUFFIXES:
+        from export.from_engine import recover_components  # the networks inside an engine file
+
+        return recover_components(source)
     if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
         paths = sorted(Path(source).glob("*.pt"))
         if not paths:

@@ -100,14 +100,17 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ck
 
 
+def new_model(name: str, config: dict[str, Any], where: Any = None) -> nn.Module:
+    """A network of model class ``name`` built with ``config`` (its initial weights)."""
+    _register_builtin()
+    if name not in MODEL_CLASSES:
+        raise CheckpointError(f"unknown model class {name!r} in {where}; known: {sorted(MODEL_CLASSES)}")
+    return MODEL_CLASSES[name](**config)
+
+
 def build_model(ck: dict[str, Any], ema: bool = True) -> nn.Module:
     """Rebuild the network of a checkpoint with its EMA (default) or raw weights, eval mode."""
-    _register_builtin()
-    name = ck["model_class"]
-    if name not in MODEL_CLASSES:
-        raise CheckpointError(f"unknown model class {name!r} in {ck.get('_path')}; "
-                              f"known: {sorted(MODEL_CLASSES)}")
-    m = MODEL_CLASSES[name](**ck["model_config"])
+    m = new_model(ck["model_class"], ck["model_config"], ck.get("_path"))
     m.load_state_dict(ck["ema" if ema else "model"])
     prediction = ck.get("prediction", "eps")
     if prediction == "x0":  # samplers speak eps: convert the clean-trajectory prediction

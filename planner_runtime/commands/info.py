@@ -79,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         prov = manifest.provenance
         print(f"provenance  dataset sha256 {prov.get('dataset_sha256')}  created {prov.get('created_utc')}")
         print(f"            versions {json.dumps(mf.plain(prov.get('versions', {})), sort_keys=True)}")
+        if rec := prov.get("recovered_from"):  # networks taken out of another engine file
+            print(f"            networks from {rec.get('engine')} (sha256 {str(rec.get('engine_sha256'))[:16]}...)")
         print("checksums   OK (verified)")
         print(f"profile     {compat['profile']} ({source}): {compat['message']}")
     return 0 if compat.get("ok") is not False else 3
