@@ -473,6 +473,22 @@ def run_eval(cfg: EvalConfig) -> int:
         except DatasetError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    # every engine is opened and checked before any episode runs: a bad --engine found after
+    # the reference policies' episodes would throw them away
+    opened = []
+    for name, path in engines:
+        try:
+            engine = load_engine(path, threads=cfg.threads)
+        except Exception as exc:
+            print(f"error: engine {name} ({path}): {exc}", file=sys.stderr)
+            return _close_all(opened, 2)
+        opened.append((name, path, engine))
+        try:
+            spec = PlannerSpec.from_manifest(engine.manifest, chunk=cfg.chunk, cfg_w=cfg.cfg_w)
+            check_engine(engine.manifest)
+        except Exception as exc:
+            print(f"error: engine {name} ({path}): {exc}", file=sys.stderr)
+            return _close_all(opened, 2)
     results: dict[str, dict] = {}
     traces: dict[str, object] = {}
     per_episode: dict[str, list[dict]] = {}
@@ -493,14 +509,9 @@ def run_eval(cfg: EvalConfig) -> int:
         return 2
     writer = recording = None
     n_recorded = 0
-    for name, path in engines:
-        try:
-            engine = load_engine(path, threads=cfg.threads)
-            spec = PlannerSpec.from_manifest(engine.manifest, chunk=cfg.chunk, cfg_w=cfg.cfg_w)
-            contract = check_engine(engine.manifest)
-        except Exception as exc:
-            print(f"error: engine {name} ({path}): {exc}", file=sys.stderr)
-            return 2
+    for name, path, engine in opened:
+        spec = PlannerSpec.from_manifest(engine.manifest, chunk=cfg.chunk, cfg_w=cfg.cfg_w)
+        contract = check_engine(engine.manifest)
         scale = state_scale_from_manifest(engine.manifest, spec.S)
         scorer = None
         if cfg.ranker_check and spec.B > 1:  # an N = 1 engine runs as the closed-loop baseline
@@ -517,7 +528,7 @@ def run_eval(cfg: EvalConfig) -> int:
                                          list(contract.condition_names), writer)
             except ValueError as exc:
                 print(f"error: engine {name} ({path}): {exc}", file=sys.stderr)
-                return 2
+                return _close_all(opened, 2)
         if cfg.record:
             recording = engine_dataset_writer(cfg.record, engine.manifest, {
                 "collector": "planner-runtime eval --record (sim/recording.py)", "engine": path,
@@ -573,6 +584,13 @@ def run_eval(cfg: EvalConfig) -> int:
     else:
         _print_table(report)
     return 0
+
+
+def _close_all(opened: list[tuple], rc: int) -> int:
+    """Close the engines ``opened`` ((name, path, engine) triples); return ``rc``."""
+    for _, _, engine in opened:
+        engine.close()
+    return rc
 
 
 def print_table(results: dict[str, dict], cols: tuple[str, ...], first: str, name_w: int, col_w: int) -> None:

@@ -229,3 +229,38 @@ def test_matrix_goal_is_undetermined_without_a_ppo_reference():
     assert line.startswith("goal for e: met in 1 of 3 cells; undetermined in 1") and "--reference ppo" in line
     full = eval_matrix.goal([v(cell({}, ppo=0.1), "e")], "e")
     assert full["all_met"] is True and eval_matrix.goal_line(full) == "goal for e: met in 1 of 1 cells"
+
+
+@pytest.mark.parametrize("bad", ["missing", "generic"])
+def test_a_bad_engine_stops_eval_before_the_reference_episodes(bad, tmp_path, monkeypatch, capsys):
+    """Every --engine is opened and checked first: a missing file, or an engine the Go2
+    controller cannot run, is reported before the reference policies spend their episodes
+    (which an error at the engine's turn would throw away)."""
+    from planner_runtime.cli import main
+    from sim import evaluate
+
+    ran: list[int] = []
+    monkeypatch.setattr(evaluate, "run_expert_episode", lambda i, cfg, which="trot": ran.append(i))
+    if bad == "missing":
+        path = tmp_path / "nope.onnx"
+        why = "nope.onnx"
+    else:  # a real engine for another system: 5 states, 2 actions (not the Go2's 30 / 12)
+        pytest.importorskip("torch")
+        from tests.export_onnx.conftest import write_checkpoints
+
+        ck = write_checkpoints(tmp_path / "ck", 5, 2, 1, 8)
+        path = tmp_path / "other.onnx"
+        assert main(["export", "--checkpoints", str(ck), "--dt", "0.05", "--warm-level", "3", "-o", str(path)]) == 0
+        why = "other.onnx"
+    capsys.readouterr()
+    rc = main(["eval", "--reference", "ppo", "--episodes", "2", "--duration", "1",
+               "--engine", f"good={_default_engine()}", "--engine", f"bad={path}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "error: engine bad" in err and why in err
+    assert ran == []  # no reference episode was run
+
+
+def _default_engine() -> str:
+    from planner_runtime.engines import default_engine_path
+
+    return str(default_engine_path())
