@@ -63,6 +63,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="x_0 also as U-Net input channels (the Go2 default)")
     p.add_argument("--checkpoints", type=Path, default=None, help="bench trained checkpoints instead")
     p.add_argument("--method", default="mpdiffuser", help="sampler method (with --checkpoints)")
+    p.add_argument("--knob", action="append", default=[], metavar="KEY=VALUE",
+                   help="method knob, as `export --knob` (with --checkpoints), repeatable; e.g. the "
+                        "embedded engine's graph: --checkpoints planner_runtime/engines/go2.onnx "
+                        "--knob cost_to_go_tilted=-3")
     p.add_argument("--prefix", type=int, default=2, metavar="N",
                    help="committed-prefix rows held in every timed plan (real-time chunking; "
                         "default 2 = a 40 ms delay at 50 Hz; 0 = none)")
@@ -141,10 +145,13 @@ def bench_sampler(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, l
     torch.set_num_threads(args.threads)
     mults = tuple(int(m) for m in str(args.mults).split(","))
     if args.checkpoints is not None:
+        from export.cli_export import parse_knobs
         from export.sampling.registry import build_sampler
 
-        s = build_sampler(args.checkpoints, args.method, graph="sampler")
-        model_desc: dict[str, Any] = {"checkpoints": str(args.checkpoints), "method": args.method}
+        knobs = parse_knobs(args.knob)
+        s = build_sampler(args.checkpoints, args.method, graph="sampler", **knobs)
+        model_desc: dict[str, Any] = {"checkpoints": str(args.checkpoints), "method": args.method,
+                                      "knobs": knobs}
     else:
         s = go2_sampler(args.dim, mults, args.kernel, args.act, mid_blocks=args.mid_blocks,
                         x0_channels=args.x0_channels)
@@ -231,6 +238,8 @@ def bench_sampler(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, l
         "committed_prefix_rows": int(args.prefix),
         "export_s": round(export_s, 1),
         "graph_nodes": {g: _node_count(p) for g, p in paths.items()},
+        # which graphs were timed (compare with an engine's `info`: the same sha256, the same graph)
+        "graph_sha256": {g: e.manifest.checksums.graph_sha256 for g, e in engines.items()},
         "max_abs_err_vs_torch": err,
         "latency": res,
         "speedup_vs_eager": {k: {"median": round(eager_s["median_ms"] / r["median_ms"], 2),
@@ -306,6 +315,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --requests must be >= 1, --block >= 1 and --rate-hz a finite rate > 0 "
               f"(got {args.requests}, {args.block}, {rate})", file=sys.stderr)
         return 2
+    if args.knob and (args.checkpoints is None or "sampler" not in what):
+        print("error: --knob sets a knob of the --checkpoints sampler the sampler section exports; "
+              "without both it would change nothing", file=sys.stderr)
+        return 2
     import os
 
     report: dict[str, Any] = {"cpus": os.cpu_count(), "load_average_before": list(os.getloadavg()),
@@ -375,6 +388,7 @@ def _print_sampler(rep: dict[str, Any]) -> None:
           f"params {m['params']} ({m['params_total']} total)")
     print(f"  backend {rep['provider']}, threads {rep['threads']}, exporter {rep['exporter']}, "
           f"nodes {rep['graph_nodes']}, max |err| vs torch {rep['max_abs_err_vs_torch']}")
+    print(f"  graph sha256 {', '.join(f'{g} {h[:16]}...' for g, h in rep['graph_sha256'].items())}")
     for k, r in rep["latency"].items():
         sp = rep["speedup_vs_eager"].get(k)
         extra = f"  ({sp['median']}x / {sp['p99']}x vs eager)" if sp else ""

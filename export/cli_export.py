@@ -99,7 +99,8 @@ def execution_gains(semantics: dict[str, Any] | None, kp: float | None,
     return {**semantics, "kp": executed.kp, "kd": executed.kd}, over
 
 
-def _knobs(items: list[str]) -> dict[str, Any]:
+def parse_knobs(items: list[str]) -> dict[str, Any]:
+    """``--knob KEY=VALUE`` items -> knobs (JSON values, else the string)."""
     out: dict[str, Any] = {}
     for it in items:
         if "=" not in it:
@@ -227,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
     from export.train.checkpoint import CheckpointError
 
     try:
-        knobs = _knobs(args.knob)
+        knobs = parse_knobs(args.knob)
         sampler, used = build_sampler_components(args.checkpoints, args.method, graph="sampler",
                                                  n_samples=args.n_samples, **knobs)
         dims = (int(sampler.S), int(sampler.A), int(sampler.C_in))

@@ -57,3 +57,24 @@ def test_bench_training_section_trains_both_networks(tmp_path, capsys):
     for comp in run.values():
         assert comp["steps_per_s"] > 0 and comp["params"] > 0
         assert comp["samples_per_s"] == pytest.approx(comp["steps_per_s"] * 8, rel=0.01)
+
+
+def test_bench_times_the_embedded_engines_own_graph(capsys):
+    """`bench --checkpoints ENGINE.onnx` with the engine's knobs times exactly that engine's
+    fused graph (its networks recovered from the file): the report names the graph it timed."""
+    from planner_runtime.engine_file import read_manifest
+    from planner_runtime.engines import default_engine_path
+
+    engine = default_engine_path()
+    rc = main(["bench", "--what", "sampler", "--iters", "2", "--warmup", "0", "--checkpoints", str(engine),
+               "--knob", "cost_to_go_tilted=-3", "--json"])
+    assert rc == 0
+    s = json.loads(capsys.readouterr().out)["sampler"]
+    assert s["graph_sha256"]["fused"] == read_manifest(engine).checksums.graph_sha256
+    assert s["model"]["knobs"] == {"cost_to_go_tilted": -3}
+    assert all(e <= 1e-3 for e in s["max_abs_err_vs_torch"].values())
+
+
+def test_bench_refuses_a_knob_it_would_not_apply(capsys):
+    assert main(["bench", "--what", "sampler", "--knob", "cost_to_go_tilted=-3"]) == 2
+    assert "--knob sets a knob of the --checkpoints sampler" in capsys.readouterr().err
