@@ -39,8 +39,7 @@ from typing import Any
 
 import numpy as np
 
-# manifest knob -> builder knob of the tilt-gated targets, and the knobs a sampler's
-# ``knobs()`` writes that the builders take back as they are
+# knobs a sampler's ``knobs()`` writes that its builder takes back as they are
 _PLAIN_KNOBS = ("clip", "gamma", "budget")
 # knobs that only describe the sampler (implied by the method or by the components)
 _IMPLIED_KNOBS = ("alternation", "prefix", "n_samples")
@@ -136,8 +135,8 @@ def _checkpoints(manifest: dict[str, Any], names: set[str], source: str) -> dict
 
 
 def _locate(params: dict[str, Any], constants: list[tuple[str, np.ndarray]]) -> dict[str, tuple]:
-    """parameter name -> (constant index, "T" when in its transpose, flat offset): where each
-    parameter's (distinct) values sit in the reference graph's constants."""
+    """parameter name -> (constant index, whether in the constant's transpose, flat offset):
+    where each parameter's (distinct) values sit in the reference graph's constants."""
     where: dict[str, tuple] = {}
     for name, p in params.items():
         v = p.detach().numpy().reshape(-1)
