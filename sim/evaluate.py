@@ -475,19 +475,17 @@ def run_eval(cfg: EvalConfig) -> int:
             return 2
     # every engine is opened and checked before any episode runs: a bad --engine found after
     # the reference policies' episodes would throw them away
-    opened = []
+    opened: list[tuple] = []  # (name, path, engine, spec, contract)
     for name, path in engines:
+        engine = None
         try:
             engine = load_engine(path, threads=cfg.threads)
-        except Exception as exc:
-            print(f"error: engine {name} ({path}): {exc}", file=sys.stderr)
-            return _close_all(opened, 2)
-        opened.append((name, path, engine))
-        try:
             spec = PlannerSpec.from_manifest(engine.manifest, chunk=cfg.chunk, cfg_w=cfg.cfg_w)
-            check_engine(engine.manifest)
+            opened.append((name, path, engine, spec, check_engine(engine.manifest)))
         except Exception as exc:
             print(f"error: engine {name} ({path}): {exc}", file=sys.stderr)
+            if engine is not None:
+                engine.close()
             return _close_all(opened, 2)
     results: dict[str, dict] = {}
     traces: dict[str, object] = {}
@@ -509,9 +507,7 @@ def run_eval(cfg: EvalConfig) -> int:
         return 2
     writer = recording = None
     n_recorded = 0
-    for name, path, engine in opened:
-        spec = PlannerSpec.from_manifest(engine.manifest, chunk=cfg.chunk, cfg_w=cfg.cfg_w)
-        contract = check_engine(engine.manifest)
+    for name, path, engine, spec, contract in opened:
         scale = state_scale_from_manifest(engine.manifest, spec.S)
         scorer = None
         if cfg.ranker_check and spec.B > 1:  # an N = 1 engine runs as the closed-loop baseline
@@ -587,9 +583,9 @@ def run_eval(cfg: EvalConfig) -> int:
 
 
 def _close_all(opened: list[tuple], rc: int) -> int:
-    """Close the engines ``opened`` ((name, path, engine) triples); return ``rc``."""
-    for _, _, engine in opened:
-        engine.close()
+    """Close the engines ``opened`` (the third item of each entry); return ``rc``."""
+    for entry in opened:
+        entry[2].close()
     return rc
 
 
