@@ -326,7 +326,11 @@ def run(args: argparse.Namespace) -> int:
                                               "cpu_* are the calling thread's CPU time"}
     engine = args.engine
     if "sampler" in what:
-        rep, samples, fused = bench_sampler(args)
+        try:
+            rep, samples, fused = bench_sampler(args)
+        except (ValueError, OSError) as exc:  # checkpoints or an engine that cannot be read, a bad knob
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         report["sampler"] = rep
         engine = engine or fused
         if args.plot:

@@ -78,3 +78,11 @@ def test_bench_times_the_embedded_engines_own_graph(capsys):
 def test_bench_refuses_a_knob_it_would_not_apply(capsys):
     assert main(["bench", "--what", "sampler", "--knob", "cost_to_go_tilted=-3"]) == 2
     assert "--knob sets a knob of the --checkpoints sampler" in capsys.readouterr().err
+
+
+def test_bench_reports_unreadable_checkpoints_as_an_error(tmp_path, capsys):
+    assert main(["bench", "--what", "sampler", "--checkpoints", str(tmp_path / "none.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "none.onnx" in err and "Traceback" not in err
+    assert main(["bench", "--what", "sampler", "--checkpoints", str(tmp_path)]) == 2  # a folder without *.pt
+    assert "no *.pt checkpoints" in capsys.readouterr().err
