@@ -37,6 +37,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from planner_runtime.engine_file import ONNX_SUFFIXES
+
 HELP = "export trained checkpoints to an ONNX engine (fused or step graph) with its manifest"
 DATA_KEYS = ("dt", "robot", "state_names", "action_names", "condition_names")
 
@@ -46,15 +48,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="directory of <component>.pt files (from `planner-runtime train --out`), or an "
                         "ONNX engine: the networks inside it (export/from_engine.py), e.g. the embedded "
                         "planner_runtime/engines/go2.onnx")
-    p.add_argument("--method", default="mpdiffuser",
-                   help="sampler: mpdiffuser, planner (planner-only ablation), dadp_f, dadp_i, dmemm")
+    p.add_argument("--method", default=None,
+                   help="sampler: mpdiffuser (default), planner (planner-only ablation), dadp_f, dadp_i, dmemm")
     p.add_argument("--graph", choices=("fused", "step", "both"), default="fused")
     p.add_argument("-o", "--output", type=Path, required=True, help="output .onnx path")
     p.add_argument("--robot", choices=("auto", "go2", "generic"), default="auto",
                    help="robot profile recorded in the manifest (auto: go2 when the data's robot is go2)")
-    p.add_argument("--warm-level", type=int, default=7, help="warm-start level k_w (fused graph unrolls k_w steps)")
-    p.add_argument("--cfg-w", type=float, default=2.0, help="default CFG weight (an engine input)")
-    p.add_argument("--temperature", type=float, default=0.001, help="noise temperature the runtime applies")
+    p.add_argument("--warm-level", type=int, default=None,
+                   help="warm-start level k_w (fused graph unrolls k_w steps; default 7)")
+    p.add_argument("--cfg-w", type=float, default=None, help="default CFG weight (an engine input; default 2.0)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="noise temperature the runtime applies (default 0.001)")
     p.add_argument("--chunk-size", type=int, default=None, help="actions executed per plan (default 4)")
     p.add_argument("--dt", type=float, default=None,
                    help="seconds between plan rows; default: the training data's dt (a different "
@@ -68,12 +72,50 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true",
                    help="export anyway: a --dt that contradicts the data, an unfinished or stale "
                         "checkpoint, names that differ from the robot profile (all recorded in the manifest)")
-    p.add_argument("--n-samples", type=int, default=1, help="candidates N (N > 1 adds the ranker)")
+    p.add_argument("--n-samples", type=int, default=None, help="candidates N (N > 1 adds the ranker; default 1)")
     p.add_argument("--knob", action="append", default=[], metavar="KEY=VALUE",
                    help="method knob passed to the sampler builder (JSON value), repeatable")
     p.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript")
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--json", action="store_true", help="print one JSON object with the manifests")
+
+
+# the sampling settings an export takes when the command line leaves them out; exported from
+# an engine file, that engine's own settings come first (``source_settings``)
+DEFAULTS: dict[str, Any] = {"method": "mpdiffuser", "warm_level": 7, "cfg_w": 2.0, "temperature": 0.001,
+                            "n_samples": 1}
+
+
+def source_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Fill the sampling settings ``args`` leaves out (None) and return the knobs to build with.
+
+    From an engine file (``--checkpoints ENGINE.onnx``) they are that engine's: its method,
+    warm level, CFG weight, temperature, chunk size, candidates, sampling knobs (``--knob``
+    entries replace single ones) and the PD gains it was exported with where they differ from
+    its data's; so ``export --checkpoints go2.onnx --graph step`` is the same engine as a step
+    graph. From checkpoints they are ``DEFAULTS``."""
+    knobs = parse_knobs(args.knob)
+    engine = Path(args.checkpoints)
+    if engine.is_file() and engine.suffix.lower() in ONNX_SUFFIXES:
+        from export.from_engine import builder_knobs
+        from planner_runtime.engine_file import read_manifest
+
+        man = read_manifest(engine)
+        own = {"method": man.method.name, "warm_level": man.diffusion.warm_level, "cfg_w": man.diffusion.cfg_w,
+               "temperature": man.diffusion.temperature, "n_samples": man.dims.B,
+               "chunk_size": man.control.chunk_size}
+        for key in ("kp", "kd"):  # executed gains set at that export, not the data's
+            over = man.overrides.get(f"action.{key}")
+            if over is not None:
+                own[key] = over["value"]
+        for key, value in own.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
+        knobs = {**builder_knobs(man.to_dict()), **knobs}
+    for key, value in DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return knobs
 
 
 def execution_gains(semantics: dict[str, Any] | None, kp: float | None,
@@ -226,9 +268,10 @@ def run(args: argparse.Namespace) -> int:
     from export.onnx_export import ExportError, export_engine, generic_meta, go2_meta
     from export.sampling.registry import build_sampler_components
     from export.train.checkpoint import CheckpointError
+    from planner_runtime.engine import EngineError
 
     try:
-        knobs = parse_knobs(args.knob)
+        knobs = source_settings(args)
         sampler, used = build_sampler_components(args.checkpoints, args.method, graph="sampler",
                                                  n_samples=args.n_samples, **knobs)
         dims = (int(sampler.S), int(sampler.A), int(sampler.C_in))
@@ -318,7 +361,7 @@ def run(args: argparse.Namespace) -> int:
                     print(f"  override {key} = {o['value']} (the data says {o['data']})")
                 for pr in m.provenance.get("forced", ()):
                     print(f"  forced: {pr}")
-    except (ExportError, CheckpointError, ValueError, OSError) as exc:
+    except (ExportError, CheckpointError, EngineError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:

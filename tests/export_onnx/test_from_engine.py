@@ -114,6 +114,12 @@ def test_the_recipes_export_of_the_embedded_engines_networks_is_the_embedded_gra
     assert again.checksums.graph_sha256 == man.checksums.graph_sha256
     assert set(again.provenance["checkpoints"]) == {"planner", "dynamics", "forecaster"}
     assert again.method.knobs == man.method.knobs
+    # with no sampling options at all the export takes the source engine's own: the same engine
+    bare = tmp_path / "bare.onnx"
+    assert main(["export", "--checkpoints", str(EMBEDDED), "-o", str(bare)]) == 0
+    _, same = load_onnx(bare)
+    assert same.checksums.graph_sha256 == man.checksums.graph_sha256
+    assert (same.diffusion.cfg_w, same.diffusion.temperature, same.control.chunk_size) == (1.3, 0.1, 4)
 
 
 def test_what_cannot_be_recovered_exactly_is_refused(tmp_path, write_checkpoints_fn, capsys):
@@ -164,3 +170,34 @@ def test_what_cannot_be_recovered_exactly_is_refused(tmp_path, write_checkpoints
     assert main(["export", "--checkpoints", str(dadp), "--method", "dadp_i", "-o", str(tmp_path / "x.onnx")]) == 2
     err = capsys.readouterr().err
     assert "recovering a 'dadp_i' engine is not supported" in err and not (tmp_path / "x.onnx").exists()
+
+
+def test_settings_left_out_come_from_the_source_engine(tmp_path, write_checkpoints_fn, capsys):
+    """Exported from an engine file, every sampling setting the command line leaves out is
+    that engine's (not the export defaults), and each one given replaces it."""
+    from export.sampling.mpdiffuser import RankerNet
+
+    ck = write_checkpoints_fn(tmp_path / "ck", S, A, C, H, extra={"ranker": RankerNet(S, A, C, hidden=(8,))})
+    src = tmp_path / "src.onnx"
+    assert main(["export", "--checkpoints", str(ck), "--dt", "0.05", "--warm-level", "3", "--cfg-w", "1.7",
+                 "--temperature", "0.2", "--chunk-size", "2", "--n-samples", "2", "--knob", "budget=2.5",
+                 "--knob", "gamma=0.9", "-o", str(src)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "step.onnx"
+    assert main(["export", "--checkpoints", str(src), "--dt", "0.05", "--graph", "step", "-o", str(out), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)["engines"][str(out)]
+    assert m["graph"]["kind"] == "step" and m["dims"]["B"] == 2
+    assert (m["diffusion"]["warm_level"], m["diffusion"]["cfg_w"], m["diffusion"]["temperature"]) == (3, 1.7, 0.2)
+    assert m["control"]["chunk_size"] == 2
+    assert (m["method"]["knobs"]["budget"], m["method"]["knobs"]["gamma"]) == (2.5, 0.9)
+    given = tmp_path / "given.onnx"
+    assert main(["export", "--checkpoints", str(src), "--dt", "0.05", "--cfg-w", "1.1", "--knob", "budget=4",
+                 "-o", str(given), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)["engines"][str(given)]
+    assert m["diffusion"]["cfg_w"] == 1.1 and m["method"]["knobs"]["budget"] == 4.0
+    assert m["diffusion"]["temperature"] == 0.2 and m["method"]["knobs"]["gamma"] == 0.9
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x01garbage")
+    assert main(["export", "--checkpoints", str(bad), "-o", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "bad.onnx" in err
