@@ -201,3 +201,32 @@ def test_settings_left_out_come_from_the_source_engine(tmp_path, write_checkpoin
     assert main(["export", "--checkpoints", str(bad), "-o", str(tmp_path / "x.onnx")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "bad.onnx" in err
+
+
+def test_gains_set_at_the_source_engines_export_carry_over(tmp_path):
+    """PD gains the source engine was exported with (an override of its data's) are the
+    re-export's unless given; gains equal to the data's stay unset (the data's apply)."""
+    import argparse
+
+    from export.cli_export import add_arguments, source_settings
+
+    def parse(*argv):
+        p = argparse.ArgumentParser()
+        add_arguments(p)
+        return p.parse_args(list(argv))
+
+    def with_kp(d):
+        d["overrides"] = {"action.kp": {"value": 26.0, "data": 24.0, "by": "--kp 26"}}
+
+    src = _rewrite_manifest(EMBEDDED, tmp_path / "kp26.onnx", with_kp)
+    args = parse("--checkpoints", str(src), "-o", str(tmp_path / "x.onnx"))
+    knobs = source_settings(args)
+    assert (args.kp, args.kd) == (26.0, None)
+    assert (args.method, args.warm_level, args.cfg_w, args.n_samples) == ("mpdiffuser", 7, 1.3, 1)
+    assert knobs == {"clip": 1.0, "forecast_states": "all", "cost_to_go": 0.0, "cost_to_go_tilted": -3.0,
+                     "tilt_gate_deg": 8.0}
+    args = parse("--checkpoints", str(src), "--kp", "24", "--cfg-w", "2.5", "-o", str(tmp_path / "x.onnx"))
+    source_settings(args)
+    assert (args.kp, args.cfg_w) == (24.0, 2.5)
+    plain = parse("--checkpoints", str(tmp_path), "-o", str(tmp_path / "x.onnx"))  # a folder: the defaults
+    assert source_settings(plain) == {} and (plain.method, plain.cfg_w, plain.kp) == ("mpdiffuser", 2.0, None)
