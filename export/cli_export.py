@@ -37,8 +37,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from planner_runtime.engine_file import ONNX_SUFFIXES
-
 HELP = "export trained checkpoints to an ONNX engine (fused or step graph) with its manifest"
 DATA_KEYS = ("dt", "robot", "state_names", "action_names", "condition_names")
 
@@ -94,13 +92,13 @@ def source_settings(args: argparse.Namespace) -> dict[str, Any]:
     entries replace single ones) and the PD gains it was exported with where they differ from
     its data's; so ``export --checkpoints go2.onnx --graph step`` is the same engine as a step
     graph. From checkpoints they are ``DEFAULTS``."""
+    from export.from_engine import builder_knobs, is_engine_file
+
     knobs = parse_knobs(args.knob)
-    engine = Path(args.checkpoints)
-    if engine.is_file() and engine.suffix.lower() in ONNX_SUFFIXES:
-        from export.from_engine import builder_knobs
+    if is_engine_file(args.checkpoints) and Path(args.checkpoints).is_file():
         from planner_runtime.engine_file import read_manifest
 
-        man = read_manifest(engine)
+        man = read_manifest(args.checkpoints)
         own = {"method": man.method.name, "warm_level": man.diffusion.warm_level, "cfg_w": man.diffusion.cfg_w,
                "temperature": man.diffusion.temperature, "n_samples": man.dims.B,
                "chunk_size": man.control.chunk_size}

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,13 @@ METHODS = ("mpdiffuser", "planner")
 
 class RecoveryError(ValueError):
     """The engine's networks cannot be recovered exactly (the message says why)."""
+
+
+def is_engine_file(source: Any) -> bool:
+    """Whether a checkpoint source names an engine file (by its suffix: ONNX or TensorRT)."""
+    from planner_runtime.engine_file import ONNX_SUFFIXES, PLAN_SUFFIXES
+
+    return isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() in ONNX_SUFFIXES + PLAN_SUFFIXES
 
 
 def builder_knobs(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -134,27 +142,34 @@ def _checkpoints(manifest: dict[str, Any], names: set[str], source: str) -> dict
     return out
 
 
+def _flat_views(a: np.ndarray) -> list[tuple[bool, np.ndarray]]:
+    """(whether transposed, row-major values) of a constant: as is, and a matrix's transpose."""
+    views = [(False, a.reshape(-1))]
+    if a.ndim == 2:
+        views.append((True, a.T.reshape(-1)))
+    return views
+
+
+def _offset(f: np.ndarray, v: np.ndarray) -> int | None:
+    """Where the values ``v`` sit as a contiguous block of ``f`` (None: nowhere)."""
+    for pos in np.flatnonzero(f[: f.size - v.size + 1] == v[0]):
+        if np.array_equal(f[pos:pos + v.size], v):
+            return int(pos)
+    return None
+
+
 def _locate(params: dict[str, Any], constants: list[tuple[str, np.ndarray]]) -> dict[str, tuple]:
     """parameter name -> (constant index, whether in the constant's transpose, flat offset):
     where each parameter's (distinct) values sit in the reference graph's constants."""
     where: dict[str, tuple] = {}
     for name, p in params.items():
         v = p.detach().numpy().reshape(-1)
-        for idx, (_, a) in enumerate(constants):
-            if a.dtype != v.dtype or a.size < v.size:
-                continue
-            for flip in ((False, True) if a.ndim == 2 else (False,)):
-                f = (a.T if flip else a).reshape(-1)
-                for pos in np.flatnonzero(f == v[0]):
-                    if pos + v.size <= f.size and np.array_equal(f[pos:pos + v.size], v):
-                        where[name] = (idx, flip, int(pos))
-                        break
-                if name in where:
-                    break
-            if name in where:
-                break
-        else:
+        found = next(((idx, flip, pos) for idx, (_, a) in enumerate(constants)
+                      if a.dtype == v.dtype and a.size >= v.size
+                      for flip, f in _flat_views(a) if (pos := _offset(f, v)) is not None), None)
+        if found is None:
             raise RecoveryError(f"parameter {name!r} is in no constant of the exported graph")
+        where[name] = found
     return where
 
 
@@ -245,7 +260,7 @@ def recover_components(path: str | Path) -> dict[str, dict[str, Any]]:
     with torch.no_grad():
         for name, (idx, flip, pos) in where.items():
             a = numpy_helper.to_array(engine_consts[same[ref_consts[idx][0]]])
-            f = (a.T if flip else a).reshape(-1)
+            f = dict(_flat_views(a))[flip]
             params[name].copy_(torch.from_numpy(f[pos:pos + params[name].numel()].copy())
                                .reshape(params[name].shape))
     got, want = onnx_graph_sha256(to_onnx(wrap(sampler), args, graph)), man.checksums.graph_sha256

@@ -35,9 +35,9 @@ from typing import Any
 
 from torch import nn
 
+from export.from_engine import is_engine_file, recover_components
 from export.sampling.base import DiffusionSampler, FusedSampler, StepSampler
 from export.train.checkpoint import CheckpointError, check_compatible, load_checkpoint
-from planner_runtime.engine_file import ONNX_SUFFIXES, PLAN_SUFFIXES
 
 SAMPLER_BUILDERS: dict[str, str | Callable[..., DiffusionSampler]] = {
     "mpdiffuser": "export.sampling.mpdiffuser:build_mpdiffuser",
@@ -87,9 +87,7 @@ def load_components(source: str | os.PathLike | Sequence[str | os.PathLike] | Ma
     if isinstance(source, Mapping):
         return {str(k): dict(v) if isinstance(v, Mapping) else load_checkpoint(v) for k, v in source.items()}
     paths: list[Path]
-    if isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() in ONNX_SUFFIXES + PLAN_SUFFIXES:
-        from export.from_engine import recover_components  # the networks inside an engine file
-
+    if is_engine_file(source):  # the networks inside an engine file
         return recover_components(source)
     if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
         paths = sorted(Path(source).glob("*.pt"))
