@@ -62,11 +62,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--x0-channels", action=argparse.BooleanOptionalAction, default=True,
                    help="x_0 also as U-Net input channels (the Go2 default)")
     p.add_argument("--checkpoints", type=Path, default=None, help="bench trained checkpoints instead")
-    p.add_argument("--method", default="mpdiffuser", help="sampler method (with --checkpoints)")
+    p.add_argument("--method", default=None,
+                   help="sampler method (with --checkpoints; default: an engine file's own, else mpdiffuser)")
     p.add_argument("--knob", action="append", default=[], metavar="KEY=VALUE",
-                   help="method knob, as `export --knob` (with --checkpoints), repeatable; e.g. the "
-                        "embedded engine's graph: --checkpoints planner_runtime/engines/go2.onnx "
-                        "--knob cost_to_go_tilted=-3")
+                   help="method knob, as `export --knob` (with --checkpoints), repeatable; from an "
+                        "engine file its own knobs are used and these replace single ones")
+    p.add_argument("--warm-level", type=int, default=None, metavar="K",
+                   help="warm-start reverse steps of the timed plans (default: an engine file's own "
+                        f"with --checkpoints ENGINE.onnx, else {GO2['warm']})")
     p.add_argument("--prefix", type=int, default=2, metavar="N",
                    help="committed-prefix rows held in every timed plan (real-time chunking; "
                         "default 2 = a 40 ms delay at 50 Hz; 0 = none)")
@@ -122,7 +125,7 @@ def go2_sampler(dim: int, mults: tuple[int, ...], kernel: int, act: str = "silu"
     return s.eval().requires_grad_(False)
 
 
-def _inputs(s: Any, seed: int = 1, prefix: int = 0) -> dict[str, Any]:
+def _inputs(s: Any, warm: int, seed: int = 1, prefix: int = 0) -> dict[str, Any]:
     from planner_runtime.schedule import warm_levels
 
     rng = np.random.default_rng(seed)
@@ -131,7 +134,7 @@ def _inputs(s: Any, seed: int = 1, prefix: int = 0) -> dict[str, Any]:
             "cond": rng.normal(size=(B, s.C_in)).astype(np.float32),
             "prev_plan": rng.normal(size=(B, s.H, s.D)).astype(np.float32),
             "noise": rng.normal(size=(B, s.H, s.D)).astype(np.float32),
-            "levels": warm_levels(GO2["warm"]),
+            "levels": warm_levels(warm),
             "prefix": rng.normal(size=(B, s.H, s.A)).astype(np.float32), "n_prefix": int(prefix)}
 
 
@@ -145,14 +148,21 @@ def bench_sampler(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, l
     torch.set_num_threads(args.threads)
     mults = tuple(int(m) for m in str(args.mults).split(","))
     if args.checkpoints is not None:
-        from export.cli_export import parse_knobs
+        from export.cli_export import source_settings
         from export.sampling.registry import build_sampler
 
-        knobs = parse_knobs(args.knob)
-        s = build_sampler(args.checkpoints, args.method, graph="sampler", **knobs)
-        model_desc: dict[str, Any] = {"checkpoints": str(args.checkpoints), "method": args.method,
+        # the settings an export would take: an engine file's own, --knob / --method /
+        # --warm-level replacing single ones (so the bench times that engine's graph)
+        src = argparse.Namespace(checkpoints=args.checkpoints, knob=args.knob, method=args.method,
+                                 warm_level=args.warm_level, cfg_w=None, temperature=None,
+                                 n_samples=None, chunk_size=None, kp=None, kd=None)
+        knobs = source_settings(src)
+        warm = int(src.warm_level)
+        s = build_sampler(args.checkpoints, src.method, graph="sampler", n_samples=src.n_samples, **knobs)
+        model_desc: dict[str, Any] = {"checkpoints": str(args.checkpoints), "method": src.method,
                                       "knobs": knobs}
     else:
+        warm = GO2["warm"] if args.warm_level is None else int(args.warm_level)
         s = go2_sampler(args.dim, mults, args.kernel, args.act, mid_blocks=args.mid_blocks,
                         x0_channels=args.x0_channels)
         model_desc = {"random_init": True, "method": "mpdiffuser", "dim": args.dim,
@@ -161,11 +171,11 @@ def bench_sampler(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, l
     nets = {n: count_params(getattr(s, n)) for n in ("planner", "dynamics") if hasattr(s, n)}
     model_desc.update(params=nets, params_total=sum(nets.values()),
                       dims={"S": s.S, "A": s.A, "C": s.C_in, "H": s.H, "K": s.K},
-                      warm_steps=GO2["warm"], cfg=True, n_samples=int(getattr(s, "n_samples", 1)))
+                      warm_steps=warm, cfg=True, n_samples=int(getattr(s, "n_samples", 1)))
     out_dir = args.keep or Path(tempfile.mkdtemp(prefix="prt-bench-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     dims = (int(s.S), int(s.A), int(s.C_in))
-    meta = go2_meta(warm_level=GO2["warm"]) if dims == (30, 12, 3) else generic_meta(*dims, warm_level=GO2["warm"], control_dt=0.02, dt_source="bench (latency only)")
+    meta = go2_meta(warm_level=warm) if dims == (30, 12, 3) else generic_meta(*dims, warm_level=warm, control_dt=0.02, dt_source="bench (latency only)")
     t0 = time.perf_counter()
     paths = {}
     for g in ("fused", "step"):
@@ -173,7 +183,7 @@ def bench_sampler(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, l
         export_engine(s, paths[g], graph=g, meta=meta, exporter=args.exporter)
     export_s = time.perf_counter() - t0
     engines = {g: load_engine(p, provider=args.provider, threads=args.threads) for g, p in paths.items()}
-    inp = _inputs(s, prefix=args.prefix)
+    inp = _inputs(s, warm, prefix=args.prefix)
     t_args = [torch.as_tensor(inp[k]) for k in ("x0", "cond", "prev_plan", "noise", "levels")]
     w = torch.tensor([2.0])
     t_prefix = (torch.as_tensor(inp["prefix"]), torch.tensor([inp["n_prefix"]], dtype=torch.int64))
@@ -335,7 +345,7 @@ def run(args: argparse.Namespace) -> int:
         engine = engine or fused
         if args.plot:
             rep["plot"] = histogram_png(samples, args.plot / "sampler_latency.png",
-                                        "Go2 MPDiffuser plan latency (warm start 7 steps, CFG)")
+                                        f"Go2 MPDiffuser plan latency (warm start {rep['model']['warm_steps']} steps, CFG)")
         if not args.json:
             _print_sampler(rep)
     if "cadence" in what:

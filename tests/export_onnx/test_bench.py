@@ -59,19 +59,30 @@ def test_bench_training_section_trains_both_networks(tmp_path, capsys):
         assert comp["samples_per_s"] == pytest.approx(comp["steps_per_s"] * 8, rel=0.01)
 
 
-def test_bench_times_the_embedded_engines_own_graph(capsys):
-    """`bench --checkpoints ENGINE.onnx` with the engine's knobs times exactly that engine's
-    fused graph (its networks recovered from the file): the report names the graph it timed."""
+def test_bench_times_the_embedded_engines_own_graph(tmp_path, capsys):
+    """`bench --checkpoints ENGINE.onnx` times exactly that engine's fused graph (its networks
+    recovered from the file, its own knobs and warm level): the report names the graph it
+    timed. `--warm-level` replaces the engine's, and the timed graph then runs that many steps."""
     from planner_runtime.engine_file import read_manifest
     from planner_runtime.engines import default_engine_path
 
     engine = default_engine_path()
+    own = read_manifest(engine)
     rc = main(["bench", "--what", "sampler", "--iters", "2", "--warmup", "0", "--checkpoints", str(engine),
-               "--knob", "cost_to_go_tilted=-3", "--json"])
+               "--json"])
     assert rc == 0
     s = json.loads(capsys.readouterr().out)["sampler"]
-    assert s["graph_sha256"]["fused"] == read_manifest(engine).checksums.graph_sha256
-    assert s["model"]["knobs"] == {"cost_to_go_tilted": -3}
+    assert s["graph_sha256"]["fused"] == own.checksums.graph_sha256
+    assert s["model"]["knobs"]["cost_to_go_tilted"] == -3 and s["model"]["warm_steps"] == own.diffusion.warm_level
+    assert all(e <= 1e-3 for e in s["max_abs_err_vs_torch"].values())
+
+    rc = main(["bench", "--what", "sampler", "--iters", "2", "--warmup", "0", "--checkpoints", str(engine),
+               "--warm-level", "4", "--keep", str(tmp_path), "--json"])
+    assert rc == 0
+    s = json.loads(capsys.readouterr().out)["sampler"]
+    timed = read_manifest(tmp_path / "bench_fused.onnx")
+    assert s["model"]["warm_steps"] == 4 and timed.to_dict()["graph"]["n_steps"] == 4
+    assert s["graph_sha256"]["fused"] != own.checksums.graph_sha256
     assert all(e <= 1e-3 for e in s["max_abs_err_vs_torch"].values())
 
 
