@@ -92,6 +92,18 @@ def planning_window(summary: dict) -> tuple[float | None, float | None]:
     return start, end
 
 
+def walk_end(summary: dict) -> tuple[bool, str | None]:
+    """How the walk ended early, if it did: (fell, reason). The controller runs its whole
+    duration in planning unless the safety machine damps: a damping transition whose reason is
+    a fall (tilt past 60 deg) is a fall; any other (stale robot state, a planner fault, a
+    command out of limits) is a safety stop, and the walk did not finish either. (False,
+    None): the walk ran to the end."""
+    for tr in summary.get("transitions", []):
+        if tr["to"] == "damping":
+            return tr["reason"].startswith("fall"), tr["reason"]
+    return False, None
+
+
 def trace_metrics(trace: dict, t0: float, t1: float | None, schedule) -> tuple[dict, object]:
     """Tracking metrics of the stand-in's ground-truth trace over [t0, t1]."""
     from sim.episode import EpisodeTrace, episode_metrics
@@ -130,8 +142,10 @@ def run(args: argparse.Namespace) -> int:
         rp = out / "demo_report.json"
         reports.append(json.loads(rp.read_text()) if rp.is_file() else None)
     falls = sum(bool(r is None or r["fell"]) for r in reports)
+    stops = [None if r is None else r.get("safety_stop") for r in reports]
     summary = {"runs": args.runs, "falls": falls, "cpu_hog": args.cpu_hog,
                "failed_to_run": sum(r is None for r in reports),
+               "safety_stops": sum(s is not None for s in stops), "safety_stop_reasons": stops,
                "vx_rmse": [None if r is None else r["metrics"]["vx_rmse"] for r in reports],
                "max_tilt_deg": [None if r is None else r["metrics"]["max_tilt_deg"] for r in reports],
                "plan_age_p99_ms": [None if r is None else (r["controller"]["plan_age_ms"] or {}).get("p99")
@@ -142,8 +156,12 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, default=float))
     else:
         print(f"[demo] {args.runs} runs with {args.cpu_hog} CPU hog(s): {falls} fell "
-              f"({summary['failed_to_run']} did not run); per-run vx RMSE {summary['vx_rmse']}")
-    return 0 if falls == 0 else 1
+              f"({summary['failed_to_run']} did not run), {summary['safety_stops']} stopped by the "
+              f"safety layer before the end; per-run vx RMSE {summary['vx_rmse']}")
+        for i, s in enumerate(stops):
+            if s is not None:
+                print(f"[demo]   run {i}: {s}")
+    return 0 if falls == 0 and summary["safety_stops"] == 0 else 1
 
 
 def _run_once(args: argparse.Namespace, out: Path, quiet: bool = False) -> int:
@@ -221,12 +239,14 @@ def _run_once(args: argparse.Namespace, out: Path, quiet: bool = False) -> int:
               file=sys.stderr)
         return 1
     metrics, tr = trace_metrics(trace, t0, t1, schedule)
-    # A fall ends planning (the safety machine damps at tilt > 60 deg): count it as one.
-    metrics["fell"] = bool(metrics["fell"] or any(
-        t["to"] == "damping" and t["reason"].startswith("fall") for t in summary.get("transitions", [])))
+    # A fall ends planning (the safety machine damps at tilt > 60 deg): count it as one. Any
+    # other damping is a safety stop: the walk was cut short, which the report says.
+    damped_fall, reason = walk_end(summary)
+    metrics["fell"] = bool(metrics["fell"] or damped_fall)
+    stopped = None if metrics["fell"] else reason
     png = plot_episode(tr, out / "demo_tracking.png", title=f"demo: {engine.name}")
     report = {"engine": str(engine), "schedule": args.schedule, "planning_s": float(tr.t[-1]) if len(tr.t) else 0.0,
-              "fell": metrics["fell"], "metrics": metrics, "controller": {
+              "fell": metrics["fell"], "safety_stop": stopped, "metrics": metrics, "controller": {
                   k: summary.get(k) for k in ("mode", "counts", "chunks_rejected", "plan_age_ms",
                                               "period_error_ms", "transitions", "tracking", "chunking")},
               "cpu_hog": args.cpu_hog,
@@ -237,7 +257,8 @@ def _run_once(args: argparse.Namespace, out: Path, quiet: bool = False) -> int:
     elif args.json:
         print(json.dumps(report, default=float))
     else:
-        print(f"[demo] planned for {report['planning_s']:.1f} s; fell: {metrics['fell']}")
+        print(f"[demo] planned for {report['planning_s']:.1f} s; fell: {metrics['fell']}"
+              + (f"; stopped by the safety layer: {stopped}" if stopped else ""))
         print(f"[demo] tracking RMSE vx {metrics['vx_rmse']:.3f} m/s, vy {metrics['vy_rmse']:.3f} m/s, "
               f"yaw {metrics['yaw_rmse']:.3f} rad/s; stride-averaged vx {metrics['stride_vx_rmse']:.3f}")
         print(f"[demo] mean vx {metrics['mean_vx']:.3f} m/s, distance {metrics['distance']:.2f} m, "
@@ -251,4 +272,4 @@ def _run_once(args: argparse.Namespace, out: Path, quiet: bool = False) -> int:
                   f"delay {ck.get('delay_ticks')} ticks; switch jump mean {ck.get('switch_jump_mean') or 0:.3f} "
                   f"/ max {ck.get('switch_jump_max') or 0:.3f} rad")
         print(f"[demo] plot: {png}; report: {out / 'demo_report.json'}")
-    return 0 if not metrics["fell"] else 1
+    return 0 if not (metrics["fell"] or stopped) else 1

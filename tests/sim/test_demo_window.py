@@ -36,3 +36,17 @@ def test_trace_metrics_cover_the_window_and_count_tilted_ticks_as_cost():
     m, tr = trace_metrics(trace, 100.2, 100.5, lambda t: np.zeros(3))
     assert len(tr.t) == 16 and tr.t[0] == 0.0  # ticks 10..25, times from the window start
     assert m["cost"] == 2.0 and not tr.fell  # ticks 12 and 20; 13 sits on it, 5 and 40 are outside
+
+
+def test_a_damping_that_is_not_a_fall_is_a_safety_stop_and_a_full_walk_is_neither():
+    from sim.demo import walk_end
+
+    def ended(reason):
+        s = _tr((3.1, "stand", "planning"), (9.0, "planning", "damping"))
+        s["transitions"][-1]["reason"] = reason
+        return s
+
+    assert walk_end(ended("fall: trunk tilted 1.01 rad > 1.00 rad")) == (True, "fall: trunk tilted 1.01 rad > 1.00 rad")
+    assert walk_end(ended("robot state stale for 0.103 s (limit 0.100 s)")) == (
+        False, "robot state stale for 0.103 s (limit 0.100 s)")
+    assert walk_end(_tr((3.1, "stand", "planning"))) == (False, None)

@@ -118,21 +118,22 @@ def test_observation_latency_is_a_physics_condition_of_every_method():
         RANDOMIZED.foot_friction, RANDOMIZED.pd_gain_scale, RANDOMIZED.leg_mass_scale)
 
 
-def test_demo_runs_count_every_fall(monkeypatch, tmp_path, capsys):
+def test_demo_runs_count_every_fall_and_every_safety_stop(monkeypatch, tmp_path, capsys):
     """``demo --runs N`` totals the runs' reports (the runs themselves: tests/e2e)."""
     import json
 
     from sim import demo
 
-    fell = iter([False, True, False])
+    runs = iter([(False, None), (True, None), (False, None),
+                 (False, "robot state stale for 0.103 s (limit 0.100 s)"), (False, None)])
 
     def fake_once(args, out, quiet=False):
         out.mkdir(parents=True)
-        f = next(fell)
+        f, stop = next(runs)
         (out / "demo_report.json").write_text(json.dumps({
-            "fell": f, "metrics": {"vx_rmse": 0.1, "max_tilt_deg": 70.0 if f else 9.0},
+            "fell": f, "safety_stop": stop, "metrics": {"vx_rmse": 0.1, "max_tilt_deg": 70.0 if f else 9.0},
             "controller": {"plan_age_ms": {"p99": 40.0}}}))
-        return int(f)
+        return int(f or stop is not None)
 
     monkeypatch.setattr(demo, "_run_once", fake_once)
     p = argparse.ArgumentParser()
@@ -140,6 +141,13 @@ def test_demo_runs_count_every_fall(monkeypatch, tmp_path, capsys):
     assert demo.run(p.parse_args(["--runs", "3", "--out", str(tmp_path), "--json"])) == 1
     s = json.loads(capsys.readouterr().out)
     assert s["runs"] == 3 and s["falls"] == 1 and s["max_tilt_deg"] == [9.0, 70.0, 9.0]
+    assert s["safety_stops"] == 0
+    # a run cut short by the safety layer is not a fall, but the demo did not pass either
+    assert demo.run(p.parse_args(["--runs", "2", "--out", str(tmp_path / "b")])) == 1
+    out = capsys.readouterr().out
+    assert "0 fell" in out and "1 stopped by the safety layer" in out and "run 0: robot state stale" in out
+    assert json.loads((tmp_path / "b" / "demo_runs.json").read_text())["safety_stop_reasons"] == [
+        "robot state stale for 0.103 s (limit 0.100 s)", None]
     assert demo.run(p.parse_args(["--runs", "0"])) == 2
 
 
