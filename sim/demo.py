@@ -94,12 +94,13 @@ def planning_window(summary: dict) -> tuple[float | None, float | None]:
 
 def walk_end(summary: dict) -> tuple[bool, str | None]:
     """How the walk ended early, if it did: (fell, reason). The controller runs its whole
-    duration in planning unless the safety machine damps: a damping transition whose reason is
-    a fall (tilt past 60 deg) is a fall; any other (stale robot state, a planner fault, a
-    command out of limits) is a safety stop, and the walk did not finish either. (False,
-    None): the walk ran to the end."""
+    duration in planning unless the safety machine ends the walk: a damping transition whose
+    reason is a fall (tilt past 60 deg) is a fall; any other damping (stale robot state, a
+    command out of limits), or leaving planning for good to stand (the planner lost), is a
+    safety stop, and the walk did not finish either. (False, None): the walk ran to the end."""
+    _, end = planning_window(summary)
     for tr in summary.get("transitions", []):
-        if tr["to"] == "damping":
+        if tr["to"] == "damping" or (end is not None and tr["t"] == end):
             return tr["reason"].startswith("fall"), tr["reason"]
     return False, None
 

@@ -50,3 +50,8 @@ def test_a_damping_that_is_not_a_fall_is_a_safety_stop_and_a_full_walk_is_neithe
     assert walk_end(ended("robot state stale for 0.103 s (limit 0.100 s)")) == (
         False, "robot state stale for 0.103 s (limit 0.100 s)")
     assert walk_end(_tr((3.1, "stand", "planning"))) == (False, None)
+    lost = _tr((3.1, "stand", "planning"), (5.0, "planning", "hold"), (5.5, "hold", "stand"))
+    lost["transitions"][-1]["reason"] = "no valid chunk for 0.5 s"
+    assert walk_end(lost) == (False, "no valid chunk for 0.5 s")  # the planner lost for good
+    back = _tr((3.1, "stand", "planning"), (5.0, "planning", "hold"), (5.05, "hold", "planning"))
+    assert walk_end(back) == (False, None)  # a late chunk, then on walking: not a stop
