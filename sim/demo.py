@@ -49,9 +49,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_chunking_arguments(p)
     p.add_argument("--cpu-hog", type=int, default=0, metavar="N",
                    help="busy-loop processes running beside the stack for the whole demo (default 0)")
+    p.add_argument("--rt-priority", type=int, default=None, metavar="N",
+                   help="run the controller's 500 Hz loop and the simulated robot under SCHED_FIFO at "
+                        "priority N (1-99; needs root or CAP_SYS_NICE), as the controller runs on the "
+                        "robot, whose physics no CPU load delays; the planner service stays at normal "
+                        "priority (default: all at normal priority)")
     p.add_argument("--runs", type=int, default=1, help="repeat the demo this many times (default 1)")
     p.add_argument("--out", default="demo_out", help="directory for the plot, logs and JSON (default demo_out)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def rt_flags(args: argparse.Namespace, flag: str) -> list[str]:
+    """The real-time priority flag for one of the demo's processes (``--rt-priority`` for the
+    controller, ``--dds-rt-priority`` for the simulated robot), or none."""
+    return [] if args.rt_priority is None else [flag, str(int(args.rt_priority))]
 
 
 def _cli(*args: str) -> list[str]:
@@ -129,8 +140,8 @@ def _hogs(n: int) -> list[subprocess.Popen]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.runs < 1 or args.cpu_hog < 0:
-        print("error: --runs must be >= 1 and --cpu-hog >= 0", file=sys.stderr)
+    if args.runs < 1 or args.cpu_hog < 0 or (args.rt_priority is not None and not 1 <= args.rt_priority <= 99):
+        print("error: --runs must be >= 1, --cpu-hog >= 0 and --rt-priority in 1-99", file=sys.stderr)
         return 2
     if args.runs == 1:
         return _run_once(args, Path(args.out))
@@ -202,14 +213,15 @@ def _run_once(args: argparse.Namespace, out: Path, quiet: bool = False) -> int:
                                           stderr=subprocess.STDOUT, env=env)
         procs["sim"] = subprocess.Popen(_cli("sim", "--dds", "--domain-id", str(domain), "--iface", "lo",
                                              "--dds-start-pose", "lying", "--dds-trace", str(trace_path),
-                                             "--model", str(args.model)),
+                                             "--model", str(args.model), *rt_flags(args, "--dds-rt-priority")),
                                         stdout=logs["sim"], stderr=subprocess.STDOUT, env=env)
         meta = _wait_ready(endpoint, procs["serve"], timeout=60.0)
         chunk = int(meta.get("chunk") or 4)
         say(f"[demo] planner service ready at {endpoint} (chunk {chunk}); simulated Go2 on DDS domain {domain}")
         ctl_cmd = _cli("controller", "--iface", "lo", "--domain-id", str(domain), "--planner", endpoint,
                        "--start-state", args.start_state,
-                       "--schedule", args.schedule, "--duration", str(args.duration + 4.0), "--json")
+                       "--schedule", args.schedule, "--duration", str(args.duration + 4.0), "--json",
+                       *rt_flags(args, "--rt-priority"))
         for flag, v in (("--merge", args.merge), ("--replan-every", args.replan_every),
                         ("--delay-ticks", args.delay_ticks)):
             if v is not None:
@@ -250,7 +262,7 @@ def _run_once(args: argparse.Namespace, out: Path, quiet: bool = False) -> int:
               "fell": metrics["fell"], "safety_stop": stopped, "metrics": metrics, "controller": {
                   k: summary.get(k) for k in ("mode", "counts", "chunks_rejected", "plan_age_ms",
                                               "period_error_ms", "transitions", "tracking", "chunking")},
-              "cpu_hog": args.cpu_hog,
+              "cpu_hog": args.cpu_hog, "rt_priority": args.rt_priority,
               "plot": str(png), "exit_codes": codes}
     (out / "demo_report.json").write_text(json.dumps(report, indent=2, default=float))
     if quiet:

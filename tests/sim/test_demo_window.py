@@ -55,3 +55,19 @@ def test_a_damping_that_is_not_a_fall_is_a_safety_stop_and_a_full_walk_is_neithe
     assert walk_end(lost) == (False, "no valid chunk for 0.5 s")  # the planner lost for good
     back = _tr((3.1, "stand", "planning"), (5.0, "planning", "hold"), (5.05, "hold", "planning"))
     assert walk_end(back) == (False, None)  # a late chunk, then on walking: not a stop
+
+
+def test_rt_priority_reaches_the_controller_and_the_simulated_robot_or_is_refused(capsys):
+    import argparse
+
+    from sim import demo
+
+    p = argparse.ArgumentParser()
+    demo.add_arguments(p)
+    args = p.parse_args(["--rt-priority", "20"])
+    assert demo.rt_flags(args, "--rt-priority") == ["--rt-priority", "20"]
+    assert demo.rt_flags(args, "--dds-rt-priority") == ["--dds-rt-priority", "20"]
+    assert demo.rt_flags(p.parse_args([]), "--rt-priority") == []  # default: normal priority
+    for bad in ("0", "100"):
+        assert demo.run(p.parse_args(["--rt-priority", bad])) == 2
+        assert "--rt-priority in 1-99" in capsys.readouterr().err
