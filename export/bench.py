@@ -154,8 +154,7 @@ def bench_sampler(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, l
         # the settings an export would take: an engine file's own, --knob / --method /
         # --warm-level replacing single ones (so the bench times that engine's graph)
         src = argparse.Namespace(checkpoints=args.checkpoints, knob=args.knob, method=args.method,
-                                 warm_level=args.warm_level, cfg_w=None, temperature=None,
-                                 n_samples=None, chunk_size=None, kp=None, kd=None)
+                                 warm_level=args.warm_level)
         knobs = source_settings(src)
         warm = int(src.warm_level)
         s = build_sampler(args.checkpoints, src.method, graph="sampler", n_samples=src.n_samples, **knobs)

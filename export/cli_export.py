@@ -91,7 +91,8 @@ def source_settings(args: argparse.Namespace) -> dict[str, Any]:
     warm level, CFG weight, temperature, chunk size, candidates, sampling knobs (``--knob``
     entries replace single ones) and the PD gains it was exported with where they differ from
     its data's; so ``export --checkpoints go2.onnx --graph step`` is the same engine as a step
-    graph. From checkpoints they are ``DEFAULTS``."""
+    graph. From checkpoints they are ``DEFAULTS``. A setting ``args`` does not have at all
+    (a command without that option, as ``bench``) is added to it."""
     from export.from_engine import builder_knobs, is_engine_file
 
     knobs = parse_knobs(args.knob)
@@ -107,11 +108,11 @@ def source_settings(args: argparse.Namespace) -> dict[str, Any]:
             if over is not None:
                 own[key] = over["value"]
         for key, value in own.items():
-            if getattr(args, key) is None:
+            if getattr(args, key, None) is None:
                 setattr(args, key, value)
         knobs = {**builder_knobs(man.to_dict()), **knobs}
     for key, value in DEFAULTS.items():
-        if getattr(args, key) is None:
+        if getattr(args, key, None) is None:
             setattr(args, key, value)
     return knobs
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 
+PRIORITIES = range(1, 100)  # the SCHED_FIFO priorities Linux accepts
+
 
 def set_realtime(priority: int) -> str:
     """Switch this process to SCHED_FIFO at ``priority`` (1-99); returns what happened."""
-    if not 1 <= int(priority) <= 99:
+    if int(priority) not in PRIORITIES:
         raise ValueError(f"SCHED_FIFO priority must be in 1..99, got {priority}")
     if not hasattr(os, "sched_setscheduler"):
         return "not available on this platform"

@@ -140,7 +140,9 @@ def _hogs(n: int) -> list[subprocess.Popen]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.runs < 1 or args.cpu_hog < 0 or (args.rt_priority is not None and not 1 <= args.rt_priority <= 99):
+    from robot.realtime import PRIORITIES
+
+    if args.runs < 1 or args.cpu_hog < 0 or (args.rt_priority is not None and args.rt_priority not in PRIORITIES):
         print("error: --runs must be >= 1, --cpu-hog >= 0 and --rt-priority in 1-99", file=sys.stderr)
         return 2
     if args.runs == 1:

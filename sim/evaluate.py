@@ -38,6 +38,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -473,15 +474,18 @@ def run_eval(cfg: EvalConfig) -> int:
         except DatasetError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    if cfg.ranker_data and not cfg.ranker_check:
+        print("error: --ranker-data needs --ranker-check", file=sys.stderr)
+        return 2
     # every engine is opened and checked before any episode runs: a bad --engine found after
     # the reference policies' episodes would throw them away
-    opened: list[tuple] = []  # (name, path, engine, spec, contract)
+    opened: list[_Opened] = []
     for name, path in engines:
         engine = None
         try:
             engine = load_engine(path, threads=cfg.threads)
             spec = PlannerSpec.from_manifest(engine.manifest, chunk=cfg.chunk, cfg_w=cfg.cfg_w)
-            opened.append((name, path, engine, spec, check_engine(engine.manifest)))
+            opened.append(_Opened(name, path, engine, spec, check_engine(engine.manifest)))
         except Exception as exc:
             print(f"error: engine {name} ({path}): {exc}", file=sys.stderr)
             if engine is not None:
@@ -502,9 +506,6 @@ def run_eval(cfg: EvalConfig) -> int:
                 traces[name] = tr
         results[name] = summarize(ms)
         per_episode[name] = ms
-    if cfg.ranker_data and not cfg.ranker_check:
-        print("error: --ranker-data needs --ranker-check", file=sys.stderr)
-        return 2
     writer = recording = None
     n_recorded = 0
     for name, path, engine, spec, contract in opened:
@@ -582,10 +583,19 @@ def run_eval(cfg: EvalConfig) -> int:
     return 0
 
 
-def _close_all(opened: list[tuple], rc: int) -> int:
-    """Close the engines ``opened`` (the third item of each entry); return ``rc``."""
+class _Opened(NamedTuple):
+    """An --engine opened and checked before any episode runs."""
+    name: str
+    path: str
+    engine: Any
+    spec: Any
+    contract: Any
+
+
+def _close_all(opened: list[_Opened], rc: int) -> int:
+    """Close the engines ``opened``; return ``rc``."""
     for entry in opened:
-        entry[2].close()
+        entry.engine.close()
     return rc
 
 
