@@ -9,7 +9,7 @@ whether the planner's engine holds committed actions (real-time chunking,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -39,14 +39,20 @@ class InProcessPlanner:
 
     With ``latency`` (seconds: (lo, hi), drawn per plan from ``rng``) a plan is released to
     the controller only once ``clock()`` (the simulated time) reaches its observation's send
-    time plus the latency; it warm-starts from the newest plan released by then."""
+    time plus the latency; it warm-starts from the newest plan released by then. With
+    ``latencies`` (seconds, a measured sequence) plan ``i`` takes ``latencies[i]`` instead,
+    cycling: a real-time run's turnarounds replayed in order."""
 
     def __init__(self, engine: Engine, spec: PlannerSpec, seed: int = 0,
                  latency: tuple[float, float] = (0.0, 0.0), clock: Callable[[], float] | None = None,
-                 rng: np.random.Generator | None = None) -> None:
+                 rng: np.random.Generator | None = None, latencies: Sequence[float] | None = None) -> None:
         self.planner = AsyncPlanner(engine, spec, seed=seed)
         self.inpaints = bool(getattr(engine, "inpaints", False))
         self.latency = (float(latency[0]), float(latency[1]))
+        self.replay = None if latencies is None else np.asarray(latencies, np.float64).reshape(-1)
+        if self.replay is not None and (self.replay.size == 0 or not np.all(np.isfinite(self.replay))
+                                        or np.any(self.replay < 0)):
+            raise ValueError("latencies must be a non-empty sequence of finite seconds >= 0")
         self.clock = clock
         self.rng = rng or np.random.default_rng(seed)
         self._released_last: Any = None  # warm-start record of the newest released plan
@@ -65,7 +71,10 @@ class InProcessPlanner:
         self._release(now)
         chunk, last = self.planner.plan_once(obs, self._released_last)
         lo, hi = self.latency
-        lat = lo if hi <= lo else float(self.rng.uniform(lo, hi))
+        if self.replay is not None:
+            lat = float(self.replay[len(self.chunks) % self.replay.size])
+        else:
+            lat = lo if hi <= lo else float(self.rng.uniform(lo, hi))
         self._queue.append((now + lat, chunk, last))
         if lat <= 0:
             self._released_last = last

@@ -20,6 +20,10 @@ import json
 import logging
 import signal
 import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 HELP = "run the Go2 controller (DDS robot or --sim) with its safety state machine"
 
@@ -78,6 +82,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rt-priority", type=int, default=None,
                    help="run the loop under SCHED_FIFO with this priority (1-99; needs root or "
                         "CAP_SYS_NICE); recommended on the robot")
+    p.add_argument("--timing-out", default=None, metavar="NPZ",
+                   help="write the loop periods and plan turnarounds here at exit (what "
+                        "`planner-runtime eval --timing-trace` replays in lockstep)")
     p.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
 
 
@@ -106,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("robot").setLevel(min(logging.INFO, logging.getLogger().getEffectiveLevel()))
     try:
         schedule = _schedule(args)
+        if args.timing_out and not Path(args.timing_out).resolve().parent.is_dir():
+            raise ValueError(f"--timing-out {args.timing_out}: its folder does not exist")
         safety = SafetyConfig(passive_s=args.passive, stand_up_s=args.stand_up, grace_s=args.grace, hold_s=args.hold, stand_timeout_s=args.stand_timeout,
                               startup_wait_s=args.startup_wait, state_timeout_s=args.state_timeout)
         chunk = args.chunk or go2.CHUNK_SIZE
@@ -118,8 +127,6 @@ def run(args: argparse.Namespace) -> int:
 
     estimator = None
     try:
-        from pathlib import Path
-
         from robot.velocity_estimator import VelocityEstimator
 
         path = args.velocity_estimator or Path(__file__).with_name("assets") / "velocity_estimator.npz"
@@ -231,6 +238,9 @@ def run(args: argparse.Namespace) -> int:
         if control is not None:
             control.close()
         robot.close()
+    if args.timing_out:
+        timing: dict[str, Any] = ctl.timing()
+        np.savez(args.timing_out, **timing)
     if hasattr(robot, "stats"):
         summary["robot"] = robot.stats()
     summary.update(extra)

@@ -234,6 +234,7 @@ class Controller:
         self.merge = self._choose_merge()
         self.executor = self._new_executor()
         self._t_planning: float | None = None
+        self.planning_tick: int | None = None  # the loop tick planning first began
         self._counts = {"obs_sent": 0, "chunks_accepted": 0, "send_errors": 0}
         self.latencies = Series(1 << 16)  # plan receipt - observation stamp (s)
         self.periods = Series()  # wall-clock period of each loop iteration (s), the newest 262144
@@ -359,6 +360,8 @@ class Controller:
             self._after_resume()
         if self.safety.mode is Mode.PLANNING and self._t_planning is None:
             self._t_planning = t
+            if self.planning_tick is None:
+                self.planning_tick = self.tick
         safe, ok = self.filter.apply(cmd, state)
         if not ok and self.safety.mode is not Mode.DAMPING:
             self.safety.request_stop("command filter: non-finite command or state")
@@ -536,6 +539,18 @@ class Controller:
             "planner": (self.planner.summary()
                         if self.planner is not None and hasattr(self.planner, "summary") else None),
         }
+
+    def timing(self) -> dict[str, np.ndarray]:
+        """The run's real-time timing, for replay in lockstep (``planner-runtime eval
+        --timing-trace``, sim/timing_replay.py): every held loop period (wall s) and the loop
+        tick its iteration began (``period_tick0`` for the first), each accepted plan's
+        turnaround (receipt - its state's measurement, s) in order, and the tick planning first
+        began (-1: never)."""
+        per = self.periods.values()
+        return {"period_s": per, "period_tick0": np.array(self.periods.count - per.size + 1),
+                "turnaround_s": self.latencies.values(),
+                "planning_tick": np.array(-1 if self.planning_tick is None else self.planning_tick),
+                "control_dt": np.array(self.robot.control_dt)}
 
     def _track(self, cmd: np.ndarray, est: np.ndarray, true: np.ndarray | None) -> None:
         k = self._trk

@@ -54,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=EVAL_SEED, help="base seed (default %(default)s)")
     p.add_argument("--command", type=float, nargs=3, default=None, metavar=("VX", "VY", "YAW"),
                    help="a constant command instead of random schedules")
+    p.add_argument("--schedule", default=None, metavar="T:VX,VY,YAW;...",
+                   help="one command schedule from the start of planning for every episode (the "
+                        "demo's form) instead of random schedules")
     p.add_argument("--pushes", action="store_true", help="random pushes during episodes")
     p.add_argument("--friction", type=float, nargs=2, default=None, metavar=("LO", "HI"))
     p.add_argument("--mass-delta", type=float, nargs=2, default=None, metavar=("LO", "HI"),
@@ -61,6 +64,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk", type=int, default=None, help="actions executed per plan (default: manifest)")
     p.add_argument("--latency", type=float, nargs="+", default=None, metavar="MS",
                    help="simulated plan latency in ms: one value, or LO HI drawn per plan (default 0)")
+    p.add_argument("--timing-trace", default=None, metavar="RUN",
+                   help="replay a real-time run's timing in the planner's episodes: its plan turnarounds "
+                        "in order and its loop periods (a demo run folder, or a controller --timing-out "
+                        "NPZ; sim/timing_replay.py); instead of --latency")
     add_chunking_arguments(p)
     p.add_argument("--cfg-w", type=float, default=None, help="override the engine's CFG weight")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
@@ -138,12 +145,14 @@ class EvalConfig:
     duration: float = _default("duration")
     seed: int = _default("seed")
     command: tuple[float, float, float] | None = _default("command")
+    schedule: str | None = _default("schedule")
     pushes: bool = _default("pushes")
     friction: tuple[float, float] | None = _default("friction")
     mass_delta: tuple[float, float] | None = _default("mass_delta")
     # planning and chunk rules (planner_runtime.chunking)
     chunk: int | None = _default("chunk")
     latency: tuple[float, ...] | None = _default("latency")
+    timing_trace: str | None = _default("timing_trace")
     merge: str | None = _default("merge")
     start_state: str = _default("start_state")
     replan_every: int | None = _default("replan_every")

@@ -93,8 +93,12 @@ def _episode_setup(index: int, cfg: EvalConfig) -> tuple:
     robot = MujocoGo2(SimConfig(**kw))
     robot.reset()
     horizon = cfg.duration + 5.0
-    sched = (CommandSchedule.constant(*cfg.command) if cfg.command is not None
-             else random_schedule(np.random.default_rng(s_sched), horizon))
+    if cfg.schedule is not None:
+        sched = CommandSchedule.parse(cfg.schedule)
+    elif cfg.command is not None:
+        sched = CommandSchedule.constant(*cfg.command)
+    else:
+        sched = random_schedule(np.random.default_rng(s_sched), horizon)
     return robot, sched
 
 
@@ -139,8 +143,12 @@ def run_planner_episode(engine, spec, index: int, cfg: EvalConfig, state_scale: 
     # service's hello: ValueError when the Go2 controller cannot run it
     contract = contract or check_engine(engine.manifest)
     lat = latency_range(cfg)
+    replay = timing_trace(cfg)
+    if replay is not None:  # a real-time run's turnarounds and loop periods (sim.timing_replay)
+        lat = (0.0, float(replay.turnarounds.max()))  # not lockstep: plans are released late
     link = InProcessPlanner(engine, spec, seed=index, latency=lat, clock=robot.now,
-                               rng=np.random.default_rng([cfg.seed, index, 7]))
+                               rng=np.random.default_rng([cfg.seed, index, 7]),
+                               latencies=None if replay is None else replay.turnarounds)
     # The simulated robot starts standing: no passive phase, a short stand-up, then planning.
     safety = SafetyConfig(passive_s=0.0, stand_up_s=0.5)
     ctrl = Controller(robot, link, command=sched.at,
@@ -174,6 +182,8 @@ def run_planner_episode(engine, spec, index: int, cfg: EvalConfig, state_scale: 
         if t_plan0 is None:
             if mode is Mode.PLANNING:
                 t_plan0 = robot.now()
+                if replay is not None:  # the loop's periods from here on, as they ran in real time
+                    robot.tick_steps = replay.tick_steps(robot.control_dt)
             else:
                 continue
         if tick % dec != dec - 1:  # sample once per policy tick, after its last physics step
@@ -209,6 +219,18 @@ def run_planner_episode(engine, spec, index: int, cfg: EvalConfig, state_scale: 
     m["merge"], m["delay_ticks"] = ctrl.merge, ctrl.executor.delay.ticks()
     m["replan_every"] = ctrl.executor.config.interval()
     return m, tr
+
+
+def timing_trace(cfg: EvalConfig):
+    """--timing-trace loaded (``sim.timing_replay.TimingTrace``), None when not given.
+    Raises ValueError (a bad trace, or given with --latency)."""
+    if not cfg.timing_trace:
+        return None
+    if cfg.latency:
+        raise ValueError("give --latency or --timing-trace, not both (the trace has its own plan latencies)")
+    from sim.timing_replay import load_timing_trace
+
+    return load_timing_trace(cfg.timing_trace)
 
 
 def latency_range(cfg: EvalConfig) -> tuple[float, float]:
@@ -458,6 +480,13 @@ def run_eval(cfg: EvalConfig) -> int:
     try:
         physics_ranges(cfg)
         latency_range(cfg)
+        replay = timing_trace(cfg)
+        if cfg.schedule is not None:
+            from robot.controller import CommandSchedule
+
+            if cfg.command is not None:
+                raise ValueError("give --command or --schedule, not both")
+            CommandSchedule.parse(cfg.schedule)
         engines = _engines(cfg)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -567,8 +596,9 @@ def run_eval(cfg: EvalConfig) -> int:
               "conditions": {"model": cfg.model, "pushes": cfg.pushes, "randomize": cfg.randomize,
                              "friction": cfg.friction, "mass_delta": cfg.mass_delta,
                              "actuator_lag_ms": cfg.actuator_lag, "obs_latency_ms": cfg.obs_latency,
-                             "command": cfg.command,
-                             "latency_ms": cfg.latency, "merge": cfg.merge,
+                             "command": cfg.command, "schedule": cfg.schedule,
+                             "latency_ms": cfg.latency,
+                             "timing_trace": None if replay is None else replay.summary(), "merge": cfg.merge,
                              "start_state": cfg.start_state, "delay_ticks": cfg.delay_ticks,
                              "physics_ranges": {k: v for k, v in asdict(physics_ranges(cfg)).items() if v is not None}},
               "results": results}

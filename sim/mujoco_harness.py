@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -184,6 +185,7 @@ class MujocoGo2(RobotInterface):
         self._cmd = LowCmd.zero_torque()
         self._applied = np.zeros(NUM_JOINTS)  # lagged motor torque (slow path)
         self._history: list[tuple[float, LowState]] = []  # observation latency (slow path)
+        self.tick_steps: Iterator[int] | None = None  # physics steps per wait_tick (replay)
         self.reset()
 
     # ---------------------------------------------------------------- physics
@@ -293,7 +295,10 @@ class MujocoGo2(RobotInterface):
         self.data.ctrl[a] = pos + vel + tau
 
     def wait_tick(self) -> None:
-        self.step(1)
+        """One controller iteration's worth of physics: one step, or as many as
+        ``tick_steps`` (an iterator of step counts, set to replay a real-time loop's periods:
+        sim/timing_replay.py) says."""
+        self.step(1 if self.tick_steps is None else next(self.tick_steps))
 
     def now(self) -> float:
         return float(self.data.time)
@@ -358,7 +363,7 @@ class MujocoGo2(RobotInterface):
             quaternion=s[qa:qa + 4].copy(), gyroscope=s[qd:qd + 3].copy(),
             accelerometer=s[qacc:qacc + 3].copy(), q=d.qpos[self.qadr].copy(),
             dq=d.qvel[self.vadr].copy(), tau_est=d.actuator_force[self.act].copy(),
-            foot_force=s[self._touch].copy(), tick=int(round(d.time / PHYSICS_DT)),
+            foot_force=s[self._touch].copy(), tick=int(round(d.time * 1e3)),  # ms, as the Go2 firmware counts
             base_lin_vel=self.base_lin_vel(), base_pos=d.qpos[0:3].copy(),
         )
 

@@ -285,7 +285,7 @@ def test_command_schedule_parsing():
         CommandSchedule.parse("0:0.5,0")
 
 
-def test_cli_controller_sim_without_planner_stands_then_damps():
+def test_cli_controller_sim_without_planner_stands_then_damps(tmp_path):
     import json
     import subprocess
     import sys
@@ -302,13 +302,20 @@ def test_cli_controller_sim_without_planner_stands_then_damps():
     assert "no planner" in out["transitions"][-1]["reason"]
     assert out["filter"]["nonfinite"] == 0 and out["ticks"] > 400
     # the default latches: the controller stays in damping (no resume by itself) until --duration
-    res = subprocess.run(cmd + ["--duration", "2.5"], capture_output=True, text=True, timeout=120,
-                         env=child_env())
+    res = subprocess.run(cmd + ["--duration", "2.5", "--timing-out", str(tmp_path / "t.npz")],
+                         capture_output=True, text=True, timeout=120, env=child_env())
     assert res.returncode == 0, res.stderr[-2000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert [tr["to"] for tr in out["transitions"]] == ["stand_up", "stand", "damping"]
     assert out["mode"] == "damping" and "no planner" in out["fault"]["latched"] and out["fault"]["resumable"]
     assert out["ticks"] > 1000  # 2.5 s at 500 Hz: it kept damping after 0.9 s instead of exiting
+    with np.load(tmp_path / "t.npz") as z:  # --timing-out: every loop period, no plan, never planned
+        assert z["period_s"].size == out["ticks"] - 1 and int(z["period_tick0"]) == 1
+        assert abs(float(np.median(z["period_s"])) - 0.002) < 5e-4
+        assert z["turnaround_s"].size == 0 and int(z["planning_tick"]) == -1
+    nowhere = subprocess.run(cmd + ["--timing-out", str(tmp_path / "no" / "t.npz")], capture_output=True,
+                             text=True, timeout=120, env=child_env())
+    assert nowhere.returncode == 2 and "--timing-out" in nowhere.stderr
     bad = subprocess.run(cmd[:5] + ["--command", "0.5", "0", "0", "--schedule", "0:0.5,0,0"],
                          capture_output=True, text=True, timeout=120, env=child_env())
     assert bad.returncode == 2 and "not both" in bad.stderr
