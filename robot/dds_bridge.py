@@ -28,6 +28,7 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -109,6 +110,41 @@ def topic_publishers(topic: str, domain_id: int, wait_s: float) -> list[dict[str
         if time.monotonic() >= deadline:
             return list(found.values())
         time.sleep(0.02)
+
+
+class NewestReader:
+    """A DDS reader of ``topic`` that holds only the newest sample (history KEEP_LAST 1) and
+    is read by polling (``take``): no Python runs per arriving message.
+
+    The SDK's subscriber calls a Python handler on DDS's receive thread for every message.
+    At 500 Hz that costs the process a few hundred microseconds per state (deserializing,
+    the CRC, parsing) under the GIL; when the process is starved (a loaded CPU, a controller
+    not at real-time priority) the receive thread falls behind and works through a queue of
+    old messages, so the newest state the loop reads was measured up to seconds earlier
+    while it looks fresh (measured in the demo with the simulated robot keeping real time:
+    docs/realtime.md, "Stale states under load"). Polled, the loop
+    reads the newest message whenever it reads, and DDS's C receive thread only overwrites
+    the one cached sample. A participant of its own on the domain (after ``init_channels``),
+    kept for the process's life like the SDK's entities (see ``DdsRobot.close``)."""
+
+    def __init__(self, domain_id: int, topic: str, idl_type: Any) -> None:
+        from cyclonedds.domain import DomainParticipant
+        from cyclonedds.qos import Policy, Qos
+        from cyclonedds.sub import DataReader
+        from cyclonedds.topic import Topic
+
+        self._dp = DomainParticipant(int(domain_id))
+        self._topic = Topic(self._dp, topic, idl_type)
+        self._reader = DataReader(self._dp, self._topic, qos=Qos(Policy.History.KeepLast(1)))
+
+    def take(self) -> Any:
+        """The newest message that arrived since the last take, or None."""
+        from cyclonedds.sub import InvalidSample
+
+        got = self._reader.take(N=1)
+        if not got or isinstance(got[-1], InvalidSample):
+            return None
+        return got[-1]
 
 
 def _crc():
@@ -384,7 +420,7 @@ class DdsRobot(RobotInterface):
     def __init__(self, domain_id: int = 0, iface: str = "lo", *, dry_run: bool = False,
                  control_dt: float = go2.CONTROL_DT, check_state_crc: bool = True,
                  spin_s: float = 0.0, lowcmd_check_s: float = 1.0) -> None:
-        from unitree_sdk2py.core.channel import ChannelPublisher, ChannelSubscriber
+        from unitree_sdk2py.core.channel import ChannelPublisher
         from unitree_sdk2py.idl.unitree_go.msg.dds_ import LowCmd_, LowState_
 
         init_channels(domain_id, iface)
@@ -394,10 +430,12 @@ class DdsRobot(RobotInterface):
         self._lock = threading.Lock()
         self._state: LowState | None = None
         self._state_time = 0.0
-        self._state_event = threading.Event()
         self._closed = False
-        self.states_received = 0
+        self.states_received = 0  # new states read (the loop reads the newest; see NewestReader)
+        self.states_skipped = 0  # states the robot published between two read (by its ms tick)
         self.states_bad_crc = 0
+        # per state read: read time - its robot tick (s); minus the smallest, how late it was read
+        self._delays: deque[float] = deque(maxlen=1 << 18)
         self.commands_published = 0
         self.commands_dry_run = 0
         self.last_command: LowCmd | None = None
@@ -420,33 +458,47 @@ class DdsRobot(RobotInterface):
         if not dry_run:
             self._pub = ChannelPublisher(TOPIC_LOWCMD, LowCmd_)
             self._pub.Init()
-        self._sub = ChannelSubscriber(TOPIC_LOWSTATE, LowState_)
-        self._sub.Init(self._on_state, 0)
+        # rt/lowstate polled for its newest message (NewestReader): never a backlog of old states
+        self._states = NewestReader(domain_id, TOPIC_LOWSTATE, LowState_)
         self.pacer = DeadlinePacer(control_dt, spin_s=spin_s)
         log.info("DDS robot on domain %d iface %s%s", domain_id, iface,
                  " (dry run: no motor commands are published)" if dry_run else "")
 
-    def _on_state(self, msg: Any) -> None:
-        if self._closed:
+    def _poll(self) -> None:
+        """Take the newest rt/lowstate, if one arrived since the last poll (CRC checked)."""
+        msg = self._states.take()
+        if msg is None or self._closed:
             return
+        now = time.monotonic()
         if self.check_state_crc and msg.crc != _crc().Crc(msg):
             self.states_bad_crc += 1
             return
         st = lowstate_from_msg(msg)
         with self._lock:
+            prev = self._state
             self._state = st
-            self._state_time = time.monotonic()
+            self._state_time = now
             self.states_received += 1
-        self._state_event.set()
+            if prev is not None:  # robot ticks are ms: states published meanwhile, never read
+                gap = (st.tick - prev.tick) & 0xFFFFFFFF
+                self.states_skipped += max(0, int(round(gap / (self.control_dt * 1e3))) - 1)
+            self._delays.append(now - st.tick * 1e-3)  # + a constant clock offset
 
     def wait_for_state(self, timeout: float) -> LowState:
-        if not self._state_event.wait(timeout):
-            raise DdsError(f"no valid {TOPIC_LOWSTATE} within {timeout:.1f} s "
-                           f"({self.states_bad_crc} dropped for a bad CRC): is the robot "
-                           "(or `planner-runtime sim --dds`) running on this domain and interface?")
-        return self.read_state()
+        deadline = time.monotonic() + timeout
+        while True:
+            self._poll()
+            if self._state is not None:
+                return self._state
+            if time.monotonic() >= deadline:
+                raise DdsError(f"no valid {TOPIC_LOWSTATE} within {timeout:.1f} s "
+                               f"({self.states_bad_crc} dropped for a bad CRC): is the robot "
+                               "(or `planner-runtime sim --dds`) running on this domain and interface?")
+            time.sleep(0.001)
 
     def read_state(self) -> LowState:
+        """The newest state the robot published (polled now)."""
+        self._poll()
         with self._lock:
             if self._state is None:
                 raise DdsError(f"no {TOPIC_LOWSTATE} received yet")
@@ -479,7 +531,20 @@ class DdsRobot(RobotInterface):
                 "commands_published": self.commands_published,
                 "commands_dry_run": self.commands_dry_run, "overruns": self.pacer.overruns,
                 "missed_periods": self.pacer.missed, "dry_run": self.dry_run,
-                "other_lowcmd_publishers": len(self.other_lowcmd_publishers)}
+                "other_lowcmd_publishers": len(self.other_lowcmd_publishers),
+                "states_skipped": self.states_skipped, "state_delay_ms": self.state_delay_ms()}
+
+    def state_delay_ms(self) -> dict[str, float]:
+        """How late each state was read after the robot stamped it, beyond the earliest of
+        the run (the clocks' offset is unknown, so the earliest counts as 0): median / p99 /
+        max in ms. Up to a 2 ms loop period is the polling itself; more is a loop that ran
+        late."""
+        from planner_runtime.bench.stats import summary
+
+        if not self._delays:
+            return {}
+        d = np.asarray(self._delays)
+        return summary(d - d.min(), scale=1e3)
 
     def close(self) -> None:
         # The DDS entities are deliberately not deleted: deleting a reader or writer while

@@ -2,8 +2,10 @@
 as it talks to the real Go2.
 
 Publishes rt/lowstate (unitree_go LowState_, CRC stamped) at 500 Hz paced on absolute
-real-time deadlines, subscribes rt/lowcmd and applies each command with the firmware's PD
-semantics through ``sim.mujoco_harness.MujocoGo2``. A command is rejected (counted, never
+real-time deadlines (its tick in simulated ms, as the firmware's), reads the newest rt/lowcmd
+once per period (``robot.dds_bridge.NewestReader``: a stand-in that fell behind applies the
+newest command, not a queue of old ones) and applies it with the firmware's PD semantics
+through ``sim.mujoco_harness.MujocoGo2``. A command is rejected (counted, never
 applied) when its CRC is wrong, its head / level flag are not the low-level framing, or it
 holds a non-finite number or a negative gain. Like the firmware, the last accepted command
 is held until the next one; before any command the motors are passive.
@@ -24,6 +26,7 @@ import time
 
 import numpy as np
 
+from robot.types import LowCmd
 from sim.physics import add_model_argument
 
 log = logging.getLogger("sim.dds_robot")
@@ -56,7 +59,7 @@ class DdsStandIn:
 
     def __init__(self, domain_id: int, iface: str, *, start_pose: str = "lying", seed: int = 0,
                  rate_hz: float = 500.0, remote_stop_at: float | None = None, model: str = "project") -> None:
-        from unitree_sdk2py.core.channel import ChannelPublisher, ChannelSubscriber
+        from unitree_sdk2py.core.channel import ChannelPublisher
         from unitree_sdk2py.idl.unitree_go.msg.dds_ import LowCmd_, LowState_
 
         from robot import go2_constants as go2
@@ -64,6 +67,7 @@ class DdsStandIn:
             TOPIC_LOWCMD,
             TOPIC_LOWSTATE,
             LowStateCrc,
+            NewestReader,
             init_channels,
             new_lowstate_msg,
         )
@@ -76,8 +80,6 @@ class DdsStandIn:
         self.steps_per_tick = max(1, int(round(1.0 / rate_hz / PHYSICS_DT)))
         self.period = self.steps_per_tick * PHYSICS_DT
         self.remote_stop_at = remote_stop_at
-        self._lock = threading.Lock()
-        self._pending = None
         self._stop = threading.Event()
         self._closed = False
         self.truth: dict[str, list] = {k: [] for k in ("mono", "base_lin_vel", "gyro", "gravity_z", "base_pos")}
@@ -92,28 +94,30 @@ class DdsStandIn:
         self._state_crc = LowStateCrc(self._msg)  # the SDK's CRC without its Python packing
         self._pub = ChannelPublisher(TOPIC_LOWSTATE, LowState_)
         self._pub.Init()
-        self._sub = ChannelSubscriber(TOPIC_LOWCMD, LowCmd_)
-        self._sub.Init(self._on_cmd, 0)
+        # the newest rt/lowcmd, polled once per period: like the firmware, a robot that fell
+        # behind applies the newest command, never a queue of old ones (NewestReader)
+        self._cmds = NewestReader(domain_id, TOPIC_LOWCMD, LowCmd_)
 
-    def _on_cmd(self, msg) -> None:
+    def _poll_cmd(self) -> LowCmd | None:
+        """The newest rt/lowcmd since the last poll, if it passes the checks (else counted)."""
         from robot.dds_bridge import check_lowcmd, lowcmd_from_msg
 
-        if self._closed:
-            return
+        msg = self._cmds.take()
+        if msg is None or self._closed:
+            return None
         self.stats["cmds_received"] += 1
         why = check_lowcmd(msg)
         if why is not None:
             self.stats[why] += 1
-            return
+            return None
         cmd = lowcmd_from_msg(msg)
         if not cmd.is_finite():
             self.stats["non_finite"] += 1
-            return
+            return None
         if np.any(cmd.kp < 0) or np.any(cmd.kd < 0):
             self.stats["bad_gain"] += 1
-            return
-        with self._lock:
-            self._pending = cmd
+            return None
+        return cmd
 
     def stop(self) -> None:
         self._stop.set()
@@ -131,8 +135,7 @@ class DdsStandIn:
             elapsed = time.monotonic() - t_start
             if duration is not None and elapsed >= duration:
                 break
-            with self._lock:
-                cmd, self._pending = self._pending, None
+            cmd = self._poll_cmd()
             if cmd is not None:
                 self.sim.write_command(cmd)
                 self.stats["cmds_applied"] += 1

@@ -13,7 +13,9 @@ with ``--dds-trace``) over the planning phase; the demo prints the metrics and w
 Chunks are executed by the runtime's chunk rules (``--merge``, ``--start-state``,
 ``--replan-every``, passed to the controller). ``--cpu-hog N`` runs N busy processes beside
 the stack (the load a Jetson's other work puts on the planner); ``--runs N`` repeats the whole
-demo and reports the falls of all runs.
+demo and reports the falls of all runs. Each run writes the controller's loop periods and
+plan turnarounds to ``timing.npz``: ``planner-runtime eval --timing-trace RUN_DIR`` replays
+them in lockstep (sim/timing_replay.py).
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "priority N (1-99; needs root or CAP_SYS_NICE), as the controller runs on the "
                         "robot, whose physics no CPU load delays; the planner service stays at normal "
                         "priority (default: all at normal priority)")
+    p.add_argument("--robot-rt-priority", type=int, default=None, metavar="N",
+                   help="run the simulated robot under SCHED_FIFO at priority N (default: --rt-priority): "
+                        "alone, its physics keeps real time under load, as a real robot's does, while "
+                        "the controller and the planner share the loaded CPU")
     p.add_argument("--runs", type=int, default=1, help="repeat the demo this many times (default 1)")
     p.add_argument("--out", default="demo_out", help="directory for the plot, logs and JSON (default demo_out)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -61,8 +67,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def rt_flags(args: argparse.Namespace, flag: str) -> list[str]:
     """The real-time priority flag for one of the demo's processes (``--rt-priority`` for the
-    controller, ``--dds-rt-priority`` for the simulated robot), or none."""
-    return [] if args.rt_priority is None else [flag, str(int(args.rt_priority))]
+    controller, ``--dds-rt-priority`` for the simulated robot: ``--robot-rt-priority`` when
+    given, else ``--rt-priority``), or none."""
+    prio = robot_priority(args) if flag == "--dds-rt-priority" else args.rt_priority
+    return [] if prio is None else [flag, str(int(prio))]
+
+
+def robot_priority(args: argparse.Namespace) -> int | None:
+    """The simulated robot's SCHED_FIFO priority: --robot-rt-priority, else --rt-priority."""
+    return args.rt_priority if args.robot_rt_priority is None else args.robot_rt_priority
 
 
 def _cli(*args: str) -> list[str]:
@@ -142,8 +155,10 @@ def _hogs(n: int) -> list[subprocess.Popen]:
 def run(args: argparse.Namespace) -> int:
     from robot.realtime import PRIORITIES
 
-    if args.runs < 1 or args.cpu_hog < 0 or (args.rt_priority is not None and args.rt_priority not in PRIORITIES):
-        print("error: --runs must be >= 1, --cpu-hog >= 0 and --rt-priority in 1-99", file=sys.stderr)
+    bad_prio = any(v is not None and v not in PRIORITIES for v in (args.rt_priority, args.robot_rt_priority))
+    if args.runs < 1 or args.cpu_hog < 0 or bad_prio:
+        print("error: --runs must be >= 1, --cpu-hog >= 0 and --rt-priority / --robot-rt-priority in 1-99",
+              file=sys.stderr)
         return 2
     if args.runs == 1:
         return _run_once(args, Path(args.out))
@@ -223,6 +238,7 @@ def _run_once(args: argparse.Namespace, out: Path, quiet: bool = False) -> int:
         ctl_cmd = _cli("controller", "--iface", "lo", "--domain-id", str(domain), "--planner", endpoint,
                        "--start-state", args.start_state,
                        "--schedule", args.schedule, "--duration", str(args.duration + 4.0), "--json",
+                       "--timing-out", str(out / "timing.npz"),
                        *rt_flags(args, "--rt-priority"))
         for flag, v in (("--merge", args.merge), ("--replan-every", args.replan_every),
                         ("--delay-ticks", args.delay_ticks)):
@@ -262,10 +278,11 @@ def _run_once(args: argparse.Namespace, out: Path, quiet: bool = False) -> int:
     png = plot_episode(tr, out / "demo_tracking.png", title=f"demo: {engine.name}")
     report = {"engine": str(engine), "schedule": args.schedule, "planning_s": float(tr.t[-1]) if len(tr.t) else 0.0,
               "fell": metrics["fell"], "safety_stop": stopped, "metrics": metrics, "controller": {
-                  k: summary.get(k) for k in ("mode", "counts", "chunks_rejected", "plan_age_ms",
+                  k: summary.get(k) for k in ("robot", "mode", "counts", "chunks_rejected", "plan_age_ms",
                                               "period_error_ms", "transitions", "tracking", "chunking")},
               "cpu_hog": args.cpu_hog, "rt_priority": args.rt_priority,
-              "plot": str(png), "exit_codes": codes}
+              "robot_rt_priority": robot_priority(args),
+              "plot": str(png), "timing": str(out / "timing.npz"), "exit_codes": codes}
     (out / "demo_report.json").write_text(json.dumps(report, indent=2, default=float))
     if quiet:
         pass

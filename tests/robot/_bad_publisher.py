@@ -38,9 +38,11 @@ def main() -> int:
     while time.monotonic() < deadline and not matched:
         matched = bool(pub.Write(bad_crc, 0.5))
     sent = 0
-    for _ in range(n):
-        sent += bool(pub.Write(bad_crc)) + bool(pub.Write(nan_cmd))
-        time.sleep(0.004)
+    for _ in range(n):  # 5 ms apart: the stand-in reads the newest command every 2 ms
+        sent += bool(pub.Write(bad_crc))
+        time.sleep(0.005)
+        sent += bool(pub.Write(nan_cmd))
+        time.sleep(0.005)
     # The controller's own bridge refuses to publish a NaN command at all.
     bridge = DdsRobot(domain, "lo", dry_run=True)
     try:

@@ -264,3 +264,40 @@ def test_release_sport_mode_then_every_stop_command_carries_the_sentinels(dds_do
     assert rec["bad"] == 0 and rec["passive"] > 50 and rec["damping"] > 50 and rec["pd"] > 100, rec
     assert rec["q_without_stop_sentinel"] == 0 and rec["dq_without_stop_sentinel"] == 0, rec
     assert stats["cmds_applied"] > 100 and stats["non_finite"] == 0 and stats["bad_crc"] == 0
+
+
+def test_a_loop_that_fell_behind_reads_the_newest_state_not_a_queue_of_old_ones(dds_domain, stand_in_factory):
+    """rt/lowstate comes at 500 Hz. The bridge reads the newest message when the loop reads
+    (robot.dds_bridge.NewestReader). Here the loop holds the GIL for 0.4 s, as a starved
+    process does not run. The first state read after that must be as fresh as any state
+    read before: the robot's tick against this clock shows it. A handler called for every
+    message would still be working through the 0.4 s of messages queued behind it."""
+    from robot.dds_bridge import DdsRobot
+
+    robot_proc = stand_in_factory("--dds-start-pose", "stand")
+    robot = DdsRobot(dds_domain, "lo", dry_run=True, lowcmd_check_s=0.0)
+    try:
+        robot.wait_for_state(10.0)
+        offsets = []  # read time - robot tick (s): constant but for how late a state is read
+        for _ in range(200):
+            st = robot.read_state()
+            offsets.append(time.monotonic() - st.tick * 1e-3)
+            time.sleep(0.002)
+        skipped0 = robot.states_skipped
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(5.0)  # no other thread of this process runs while this one spins
+        try:
+            t_end = time.monotonic() + 0.4
+            while time.monotonic() < t_end:
+                pass
+        finally:
+            sys.setswitchinterval(old)
+        st = robot.read_state()
+        behind = (time.monotonic() - st.tick * 1e-3) - min(offsets)
+        assert behind < 0.05, f"the state read after the stall was {behind * 1e3:.0f} ms old"
+        assert robot.states_skipped - skipped0 >= 100  # ~200 published meanwhile, never read
+        delay = robot.stats()["state_delay_ms"]
+        assert delay["n"] == robot.states_received and delay["median"] < 20.0, delay
+    finally:
+        robot.close()
+        robot_proc.stop()

@@ -58,6 +58,7 @@ def test_a_damping_that_is_not_a_fall_is_a_safety_stop_and_a_full_walk_is_neithe
 
 
 def test_rt_priority_reaches_the_controller_and_the_simulated_robot_or_is_refused(capsys):
+    """--rt-priority: both processes; --robot-rt-priority: the simulated robot's own."""
     import argparse
 
     from sim import demo
@@ -68,6 +69,13 @@ def test_rt_priority_reaches_the_controller_and_the_simulated_robot_or_is_refuse
     assert demo.rt_flags(args, "--rt-priority") == ["--rt-priority", "20"]
     assert demo.rt_flags(args, "--dds-rt-priority") == ["--dds-rt-priority", "20"]
     assert demo.rt_flags(p.parse_args([]), "--rt-priority") == []  # default: normal priority
-    for bad in ("0", "100"):
-        assert demo.run(p.parse_args(["--rt-priority", bad])) == 2
-        assert "--rt-priority in 1-99" in capsys.readouterr().err
+    # the simulated robot alone (a real robot's physics keeps real time; the controller does not)
+    only = p.parse_args(["--robot-rt-priority", "30"])
+    assert demo.rt_flags(only, "--rt-priority") == [] and demo.robot_priority(only) == 30
+    assert demo.rt_flags(only, "--dds-rt-priority") == ["--dds-rt-priority", "30"]
+    both = p.parse_args(["--rt-priority", "20", "--robot-rt-priority", "30"])
+    assert demo.rt_flags(both, "--rt-priority") == ["--rt-priority", "20"]
+    assert demo.rt_flags(both, "--dds-rt-priority") == ["--dds-rt-priority", "30"]
+    for bad in (["--rt-priority", "0"], ["--rt-priority", "100"], ["--robot-rt-priority", "0"]):
+        assert demo.run(p.parse_args(bad)) == 2
+        assert "--robot-rt-priority in 1-99" in capsys.readouterr().err
