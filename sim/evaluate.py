@@ -143,16 +143,14 @@ def run_planner_episode(engine, spec, index: int, cfg: EvalConfig, state_scale: 
     # service's hello: ValueError when the Go2 controller cannot run it
     contract = contract or check_engine(engine.manifest)
     lat = latency_range(cfg)
-    replay = timing_trace(cfg)
-    if replay is not None:  # a real-time run's turnarounds and loop periods (sim.timing_replay)
-        lat = (0.0, float(replay.turnarounds.max()))  # not lockstep: plans are released late
+    replay = timing_trace(cfg)  # a real-time run's turnarounds and loop periods (sim.timing_replay)
     link = InProcessPlanner(engine, spec, seed=index, latency=lat, clock=robot.now,
                                rng=np.random.default_rng([cfg.seed, index, 7]),
                                latencies=None if replay is None else replay.turnarounds)
     # The simulated robot starts standing: no passive phase, a short stand-up, then planning.
     safety = SafetyConfig(passive_s=0.0, stand_up_s=0.5)
     ctrl = Controller(robot, link, command=sched.at,
-                      config=ControllerConfig(lockstep=lat[1] <= 0, max_actions=spec.chunk,
+                      config=ControllerConfig(lockstep=lat[1] <= 0 and replay is None, max_actions=spec.chunk,
                                               replan_every=cfg.replan_every,
                                               safety=safety,
                                               semantics=contract.semantics,

@@ -53,9 +53,6 @@ class TimingTrace:
                 yield n - done
                 done = n
 
-    def latencies(self) -> np.ndarray:
-        return self.turnarounds
-
     def summary(self) -> dict:
         """What the trace holds, for a report: ms medians / p99 and counts."""
         err = np.abs(self.periods - self.control_dt) * 1e3
