@@ -139,7 +139,11 @@ def run(args: argparse.Namespace) -> int:
         from robot.realtime import set_realtime
 
         # Before DDS starts its threads, so they inherit the policy.
-        log.info("real-time scheduling: %s", set_realtime(args.rt_priority))
+        got = set_realtime(args.rt_priority)
+        (log.info if got.startswith("SCHED_FIFO") else log.warning)("real-time scheduling: %s", got)
+    elif not (args.sim or args.dry_run):
+        log.warning("the 500 Hz loop runs at normal priority: under CPU load it runs late "
+                    "(docs/benchmarks.md#controller-loop); on the robot give it --rt-priority N")
     planner = None
     robot = None
     control = None

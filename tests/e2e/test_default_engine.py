@@ -116,3 +116,10 @@ def test_demo_three_real_processes_plan_and_drive_the_dds_robot(tmp_path):
     assert rep["controller"]["chunks_rejected"] == {}
     assert rep["planning_s"] > 1.0
     assert (tmp_path / "demo_tracking.png").stat().st_size > 10_000
+    # the run's timing, for `eval --timing-trace`: one turnaround per accepted chunk
+    from sim.timing_replay import load_timing_trace
+
+    timing = load_timing_trace(tmp_path)
+    assert timing.turnarounds.size == rep["controller"]["counts"]["chunks_accepted"]
+    assert timing.periods.size > 1000  # 500 Hz loop iterations after planning began
+    assert rep["controller"]["robot"]["state_delay_ms"]["median"] < 50.0  # the newest state, read in time

@@ -125,6 +125,10 @@ def test_sim_in_the_loop_then_planner_kill9_hold_stand_damping(dds_domain, stand
     assert all("watchdog" in tr["reason"] for tr in after)
     ts = [tr["t"] for tr in after]
     assert t_kill < ts[0] < ts[1] < ts[2]
+    # motors driven at normal priority: the controller says so (on the robot: --rt-priority)
+    assert any("runs at normal priority" in ln for ln in ctl.lines), "".join(ctl.lines[-20:])
+    # it read the newest state each time: how late, by the robot's tick
+    assert summary["robot"]["state_delay_ms"]["n"] == summary["robot"]["states_received"]
 
 
 def test_dry_run_publishes_nothing_and_remote_stop_goes_to_damping(dds_domain, stand_in_factory):
@@ -133,6 +137,7 @@ def test_dry_run_publishes_nothing_and_remote_stop_goes_to_damping(dds_domain, s
     summary = ctl.result(timeout=60)
     stats = robot.stop()
     assert summary["robot"]["dry_run"] is True
+    assert not any("runs at normal priority" in ln for ln in ctl.lines)  # no motors: no warning
     assert summary["robot"]["commands_published"] == 0 and summary["robot"]["commands_dry_run"] > 0
     assert summary["robot"]["states_received"] > 0
     assert stats["cmds_received"] == 0 and stats["cmds_applied"] == 0
