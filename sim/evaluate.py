@@ -24,7 +24,8 @@ metrics: the chunk-switch discontinuity (largest and mean joint-target jump at a
 largest jump between other ticks, RMS jerk of the joint targets) and the forecast error of
 the state at the tick each plan's first free action runs: the plan's own states over the
 committed prefix (the dynamics model's forecast) and the previous plan's prediction (both
-RMS over state dimensions in normalizer units).
+RMS over state dimensions in normalizer units). ``--timing-trace RUN`` replays a real-time
+run's plan turnarounds in order and its loop periods instead (``sim.timing_replay``).
 
 The options are one typed config, ``sim.eval_config.EvalConfig``, built once from the
 command line (:func:`run`); everything below reads that config.
