@@ -91,13 +91,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _schedule(args):
     from robot.controller import CommandSchedule
 
-    if args.schedule and args.command:
-        raise ValueError("give --command or --schedule, not both")
-    if args.schedule:
-        return CommandSchedule.parse(args.schedule)
-    if args.command:
-        return CommandSchedule.constant(*args.command)
-    return CommandSchedule()
+    return CommandSchedule.from_options(args.command, args.schedule) or CommandSchedule()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -140,6 +140,18 @@ class CommandSchedule:
             raise ValueError(f"empty command schedule {text!r}")
         return cls(segs)
 
+    @classmethod
+    def from_options(cls, command: Sequence[float] | None, schedule: str | None) -> CommandSchedule | None:
+        """The schedule of a ``--command VX VY YAW`` or ``--schedule TEXT`` option (not both:
+        ValueError); None when neither is given (the caller has its own default)."""
+        if schedule is not None and command is not None:
+            raise ValueError("give --command or --schedule, not both")
+        if schedule is not None:
+            return cls.parse(schedule)
+        if command is not None:
+            return cls.constant(*command)
+        return None
+
     def __call__(self, t: float) -> np.ndarray:
         i = int(np.searchsorted(self.times, t, side="right")) - 1
         return self.commands[max(i, 0)].copy()

@@ -94,12 +94,8 @@ def _episode_setup(index: int, cfg: EvalConfig) -> tuple:
     robot = MujocoGo2(SimConfig(**kw))
     robot.reset()
     horizon = cfg.duration + 5.0
-    if cfg.schedule is not None:
-        sched = CommandSchedule.parse(cfg.schedule)
-    elif cfg.command is not None:
-        sched = CommandSchedule.constant(*cfg.command)
-    else:
-        sched = random_schedule(np.random.default_rng(s_sched), horizon)
+    sched = (CommandSchedule.from_options(cfg.command, cfg.schedule)
+             or random_schedule(np.random.default_rng(s_sched), horizon))
     return robot, sched
 
 
@@ -480,12 +476,9 @@ def run_eval(cfg: EvalConfig) -> int:
         physics_ranges(cfg)
         latency_range(cfg)
         replay = timing_trace(cfg)
-        if cfg.schedule is not None:
-            from robot.controller import CommandSchedule
+        from robot.controller import CommandSchedule
 
-            if cfg.command is not None:
-                raise ValueError("give --command or --schedule, not both")
-            CommandSchedule.parse(cfg.schedule)
+        CommandSchedule.from_options(cfg.command, cfg.schedule)
         engines = _engines(cfg)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
