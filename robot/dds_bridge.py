@@ -148,6 +148,97 @@ class NewestReader:
         return got[-1]
 
 
+TICK_UNITS = (("ms", 1e3), ("us", 1e6))  # the Go2's (ms); Unitree's older legged SDK documents us
+TICK_RATE_TOLERANCE = 0.1  # a measured rate within 10% of a unit's is taken as that unit
+
+
+class TickClock:
+    """The robot's state ``tick`` read against this host's monotonic clock, with its unit
+    measured rather than assumed.
+
+    The Go2's firmware counts milliseconds in ``LowState_.tick``; Unitree's older legged SDK
+    documents the same field in microseconds, and a simulator may count its own steps. Over
+    the first ``identify_s`` seconds of reads the tick's rate is measured (ticks per second,
+    the uint32 wrap undone) and taken as ms or us when within 10% of theirs, as one tick per
+    published state when within 10% of ``state_hz``, else as the measured rate itself (and
+    logged). From it: ``skipped``, the states published between two reads that were never
+    read (when the tick counts at least as fast as states come), and ``delay_ms()``, how
+    late each state was read after the robot stamped it. The two clocks' offset is unknown,
+    so the earliest read of the run counts as 0; their drift (tens of ppm: a few ms per
+    minute) adds to the figure over long runs. Neither number controls anything: they are
+    reported (``DdsRobot.stats``)."""
+
+    def __init__(self, state_hz: float, *, identify_s: float = 1.0, keep: int = 1 << 18) -> None:
+        self.state_hz = float(state_hz)
+        self.identify_s = float(identify_s)
+        self.hz: float | None = None  # ticks per second, once identified
+        self.unit: str | None = None  # "ms", "us", "per state", "N Hz (measured)" or "not counting"
+        self.skipped = 0
+        self._prev: int | None = None  # the last raw tick
+        self._ticks = 0  # ticks since the first read (unwrapped)
+        self._t0 = 0.0
+        self._gaps: list[int] = []  # tick gaps read before the unit was known
+        self._reads: deque[tuple[float, int]] = deque(maxlen=keep)  # (read time, unwrapped tick)
+
+    def add(self, tick: int, now: float) -> None:
+        raw = int(tick) & 0xFFFFFFFF
+        if self._prev is None:
+            self._t0 = now
+        else:
+            gap = (raw - self._prev) & 0xFFFFFFFF
+            self._ticks += gap
+            if self.hz is not None:
+                self.skipped += self._missed(gap)
+            elif self.unit is None:
+                self._gaps.append(gap)
+        self._prev = raw
+        self._reads.append((now, self._ticks))
+        if self.unit is None and now - self._t0 >= self.identify_s:
+            self._identify(self._ticks / (now - self._t0))
+
+    def _identify(self, rate: float) -> None:
+        known = (*TICK_UNITS, ("per state", self.state_hz))
+        for name, hz in known:
+            if abs(rate / hz - 1.0) <= TICK_RATE_TOLERANCE:
+                self.unit, self.hz = name, hz
+                break
+        else:
+            if rate <= 0:
+                self.unit = "not counting"
+                self._gaps.clear()
+                log.warning("the robot's state tick did not advance in %.1f s: no state delay or "
+                            "skipped-state count", self.identify_s)
+                return
+            self.unit, self.hz = f"{rate:.0f} Hz (measured)", rate
+            log.info("the robot's state tick counts %.0f per second (not ms, us or one per "
+                     "state): using the measured rate", rate)
+        self.skipped += sum(self._missed(g) for g in self._gaps)
+        self._gaps.clear()
+
+    @property
+    def resolves_states(self) -> bool:
+        """Whether the tick tells consecutive states apart (it counts at least as fast as
+        states come), so that ``skipped`` means something."""
+        return self.hz is not None and self.hz >= self.state_hz * (1.0 - TICK_RATE_TOLERANCE)
+
+    def _missed(self, gap: int) -> int:
+        if not self.resolves_states:
+            return 0
+        assert self.hz is not None
+        return max(0, int(round(gap * self.state_hz / self.hz)) - 1)
+
+    def delay_ms(self) -> dict[str, float]:
+        """How late each state was read after the robot stamped it, beyond the earliest of
+        the run: median / p99 / max in ms ({} before the unit is known)."""
+        from planner_runtime.bench.stats import summary
+
+        if self.hz is None or not self._reads:
+            return {}
+        r = np.asarray(self._reads)
+        d = r[:, 0] - r[:, 1] / self.hz
+        return summary(d - d.min(), scale=1e3)
+
+
 @functools.cache
 def _crc():
     """The SDK's CRC, made once: its constructor reloads the compiled CRC library each time
@@ -436,10 +527,8 @@ class DdsRobot(RobotInterface):
         self._state_time = 0.0
         self._closed = False
         self.states_received = 0  # new states read (the loop reads the newest; see NewestReader)
-        self.states_skipped = 0  # states the robot published between two read (by its ms tick)
         self.states_bad_crc = 0
-        # per state read: read time - its robot tick (s); minus the smallest, how late it was read
-        self._delays: deque[float] = deque(maxlen=1 << 18)
+        self.ticks = TickClock(1.0 / control_dt)  # states skipped and read delays, by the robot's tick
         self.commands_published = 0
         self.commands_dry_run = 0
         self.last_command: LowCmd | None = None
@@ -479,14 +568,10 @@ class DdsRobot(RobotInterface):
             return
         st = lowstate_from_msg(msg)
         with self._lock:
-            prev = self._state
             self._state = st
             self._state_time = now
             self.states_received += 1
-            if prev is not None:  # robot ticks are ms: states published meanwhile, never read
-                gap = (st.tick - prev.tick) & 0xFFFFFFFF
-                self.states_skipped += max(0, int(round(gap / (self.control_dt * 1e3))) - 1)
-            self._delays.append(now - st.tick * 1e-3)  # + a constant clock offset
+            self.ticks.add(st.tick, now)
 
     def wait_for_state(self, timeout: float) -> LowState:
         deadline = time.monotonic() + timeout
@@ -536,19 +621,19 @@ class DdsRobot(RobotInterface):
                 "commands_dry_run": self.commands_dry_run, "overruns": self.pacer.overruns,
                 "missed_periods": self.pacer.missed, "dry_run": self.dry_run,
                 "other_lowcmd_publishers": len(self.other_lowcmd_publishers),
-                "states_skipped": self.states_skipped, "state_delay_ms": self.state_delay_ms()}
+                "states_skipped": self.states_skipped if self.ticks.resolves_states else None,
+                "state_delay_ms": self.state_delay_ms(),
+                "tick_unit": self.ticks.unit}
+
+    @property
+    def states_skipped(self) -> int:
+        """States the robot published between two reads, never read (by its tick)."""
+        return self.ticks.skipped
 
     def state_delay_ms(self) -> dict[str, float]:
-        """How late each state was read after the robot stamped it, beyond the earliest of
-        the run (the clocks' offset is unknown, so the earliest counts as 0): median / p99 /
-        max in ms. Up to a 2 ms loop period is the polling itself; more is a loop that ran
-        late."""
-        from planner_runtime.bench.stats import summary
-
-        if not self._delays:
-            return {}
-        d = np.asarray(self._delays)
-        return summary(d - d.min(), scale=1e3)
+        """How late each state was read after the robot stamped it (``TickClock.delay_ms``).
+        Up to a 2 ms loop period is the polling itself; more is a loop that ran late."""
+        return self.ticks.delay_ms()
 
     def close(self) -> None:
         # The DDS entities are deliberately not deleted: deleting a reader or writer while

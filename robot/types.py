@@ -28,7 +28,7 @@ class LowState:
     dq: np.ndarray = field(default_factory=lambda: _z(NUM_JOINTS))
     tau_est: np.ndarray = field(default_factory=lambda: _z(NUM_JOINTS))
     foot_force: np.ndarray = field(default_factory=lambda: _z(4))  # FR, FL, RR, RL
-    tick: int = 0  # firmware tick in ms (the MuJoCo Go2: simulated ms; Isaac Lab: its step count)
+    tick: int = 0  # firmware tick: ms on the Go2 and MuJoCo Go2, Isaac Lab steps (TickClock measures it)
     wireless_remote: bytes = b"\x00" * 40
     # Privileged, simulator-only fields (None on the robot).
     base_lin_vel: np.ndarray | None = None  # body frame, m/s

@@ -284,10 +284,12 @@ def test_a_loop_that_fell_behind_reads_the_newest_state_not_a_queue_of_old_ones(
     try:
         robot.wait_for_state(10.0)
         offsets = []  # read time - robot tick (s): constant but for how late a state is read
-        for _ in range(200):
+        t_end = time.monotonic() + 1.2  # past the first second, in which the tick's unit is measured
+        while time.monotonic() < t_end:
             st = robot.read_state()
             offsets.append(time.monotonic() - st.tick * 1e-3)
             time.sleep(0.002)
+        assert robot.stats()["tick_unit"] == "ms"  # the simulated Go2 counts ms, as the firmware does
         skipped0 = robot.states_skipped
         old = sys.getswitchinterval()
         sys.setswitchinterval(5.0)  # no other thread of this process runs while this one spins
@@ -306,3 +308,33 @@ def test_a_loop_that_fell_behind_reads_the_newest_state_not_a_queue_of_old_ones(
     finally:
         robot.close()
         robot_proc.stop()
+
+
+def test_a_robot_whose_tick_counts_microseconds_is_measured_not_misread_as_ms(dds_domain):
+    """LowState_.tick in microseconds (as Unitree's older legged SDK documents it), wrapping
+    past 2**32 mid-run, over real cyclonedds at 500 Hz. Read as milliseconds it would count
+    about 999 skipped states per read and delays of seconds; measured, it is identified as us
+    and the loop reading every period skips few states and reads them within milliseconds."""
+    from robot.dds_bridge import DdsRobot
+
+    here = Path(__file__).parent
+    pub = subprocess.Popen([sys.executable, str(here / "_tick_publisher.py"), str(dds_domain), "4.0",
+                            "1000000", str(2**32 - 2_000_000)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    robot = DdsRobot(dds_domain, "lo", dry_run=True, lowcmd_check_s=0.0)
+    try:
+        robot.wait_for_state(10.0)
+        t_end = time.monotonic() + 3.0
+        while time.monotonic() < t_end:
+            robot.read_state()
+            robot.wait_tick()
+        stats = robot.stats()
+    finally:
+        robot.close()
+        out, err = pub.communicate(timeout=30)
+    sent = json.loads(out.strip().splitlines()[-1])
+    assert sent["wrapped"], (out, err)  # the tick wrapped while the loop read
+    assert stats["tick_unit"] == "us"
+    assert stats["states_received"] > 1000
+    assert stats["states_skipped"] < 0.2 * stats["states_received"], stats
+    assert stats["state_delay_ms"]["median"] < 20.0, stats["state_delay_ms"]
