@@ -82,6 +82,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rt-priority", type=int, default=None,
                    help="run the loop under SCHED_FIFO with this priority (1-99; needs root or "
                         "CAP_SYS_NICE); recommended on the robot")
+    p.add_argument("--cpus", default=None, metavar="LIST",
+                   help="pin the controller (its loop and DDS's threads) to these CPUs, e.g. 1; on "
+                        "the robot's computer keep them apart from the planner service's (serve "
+                        "--cpus) so a real-time loop never preempts the planner")
     p.add_argument("--timing-out", default=None, metavar="NPZ",
                    help="write the loop periods and plan turnarounds here at exit (what "
                         "`planner-runtime eval --timing-trace` replays in lockstep)")
@@ -128,6 +132,13 @@ def run(args: argparse.Namespace) -> int:
             estimator = VelocityEstimator(path)
     except (OSError, ValueError) as exc:
         print(f"error: velocity estimator: {exc}", file=sys.stderr)
+        return 2
+    from planner_runtime.cpus import pin_cpus
+
+    try:
+        cpus = pin_cpus(args.cpus)  # before DDS starts its threads: they inherit the CPU set
+    except (ValueError, OSError) as exc:
+        print(f"error: --cpus {args.cpus!r}: {exc}", file=sys.stderr)
         return 2
     if args.rt_priority:
         from robot.realtime import set_realtime
@@ -242,6 +253,7 @@ def run(args: argparse.Namespace) -> int:
     if hasattr(robot, "stats"):
         summary["robot"] = robot.stats()
     summary.update(extra)
+    summary["cpus"] = sorted(cpus) if cpus is not None else None
     if args.json:
         print(json.dumps(summary))
     else:

@@ -60,6 +60,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run the simulated robot under SCHED_FIFO at priority N (default: --rt-priority): "
                         "alone, its physics keeps real time under load, as a real robot's does, while "
                         "the controller and the planner share the loaded CPU")
+    for who, what in (("serve", "the planner service (serve --cpus)"), ("controller", "the controller (controller --cpus)"),
+                      ("robot", "the simulated robot")):
+        p.add_argument(f"--{who}-cpus", default=None, metavar="LIST",
+                       help=f"pin {what} to these CPUs, e.g. 0 (default: not pinned); on the robot the "
+                            "planner and the real-time controller get cores of their own")
     p.add_argument("--runs", type=int, default=1, help="repeat the demo this many times (default 1)")
     p.add_argument("--out", default="demo_out", help="directory for the plot, logs and JSON (default demo_out)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -73,9 +78,33 @@ def rt_flags(args: argparse.Namespace, flag: str) -> list[str]:
     return [] if prio is None else [flag, str(int(prio))]
 
 
+def pinning(args: argparse.Namespace) -> dict[str, set[int] | None]:
+    """The CPU set of each of the demo's processes (``--serve-cpus`` / ``--controller-cpus``
+    / ``--robot-cpus``; None: not pinned). Raises ValueError naming the bad option."""
+    from planner_runtime.cpus import parse_cpus
+
+    out = {}
+    for who in ("serve", "controller", "robot"):
+        text = getattr(args, f"{who}_cpus")
+        try:
+            out[who] = parse_cpus(text)
+        except ValueError as exc:
+            raise ValueError(f"--{who}-cpus {text!r}: {exc}") from exc
+    return out
+
+
+def _cpu_flag(cpus: set[int] | None) -> list[str]:
+    return [] if cpus is None else ["--cpus", ",".join(map(str, sorted(cpus)))]
+
+
 def robot_priority(args: argparse.Namespace) -> int | None:
     """The simulated robot's SCHED_FIFO priority: --robot-rt-priority, else --rt-priority."""
     return args.rt_priority if args.robot_rt_priority is None else args.robot_rt_priority
+
+
+def _pin_child(cpus: set[int] | None):
+    """A ``preexec_fn`` pinning a child to ``cpus`` before it starts (None: no pinning)."""
+    return None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
 
 
 def _cli(*args: str) -> list[str]:
@@ -160,6 +189,11 @@ def run(args: argparse.Namespace) -> int:
         print("error: --runs must be >= 1, --cpu-hog >= 0 and --rt-priority / --robot-rt-priority in 1-99",
               file=sys.stderr)
         return 2
+    try:
+        pinning(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.runs == 1:
         return _run_once(args, Path(args.out))
     reports, codes = [], []
@@ -173,6 +207,8 @@ def run(args: argparse.Namespace) -> int:
     falls = sum(bool(r is None or r["fell"]) for r in reports)
     stops = [None if r is None else r.get("safety_stop") for r in reports]
     summary = {"runs": args.runs, "falls": falls, "cpu_hog": args.cpu_hog,
+               "rt_priority": args.rt_priority, "robot_rt_priority": robot_priority(args),
+               "cpus": {k: None if v is None else sorted(v) for k, v in pinning(args).items()},
                "failed_to_run": sum(r is None for r in reports),
                "safety_stops": sum(s is not None for s in stops), "safety_stop_reasons": stops,
                "vx_rmse": [None if r is None else r["metrics"]["vx_rmse"] for r in reports],
@@ -207,6 +243,7 @@ def _run_once(args: argparse.Namespace, out: Path, quiet: bool = False) -> int:
         if not engine.is_file():
             raise FileNotFoundError(f"engine not found: {engine}")
         schedule = CommandSchedule.parse(args.schedule)
+        cpus = pinning(args)
         err = check_model_argument(args.model)
         if err:
             raise FileNotFoundError(err)
@@ -226,12 +263,13 @@ def _run_once(args: argparse.Namespace, out: Path, quiet: bool = False) -> int:
     try:
         say(f"[demo] engine {engine}" + (f"; {args.cpu_hog} CPU hog(s) running" if hogs else ""))
         procs["serve"] = subprocess.Popen(_cli("serve", "--engine", str(engine), "--bind", endpoint,
-                                               "--threads", "1"), stdout=logs["serve"],
+                                               "--threads", "1", *_cpu_flag(cpus["serve"])), stdout=logs["serve"],
                                           stderr=subprocess.STDOUT, env=env)
         procs["sim"] = subprocess.Popen(_cli("sim", "--dds", "--domain-id", str(domain), "--iface", "lo",
                                              "--dds-start-pose", "lying", "--dds-trace", str(trace_path),
                                              "--model", str(args.model), *rt_flags(args, "--dds-rt-priority")),
-                                        stdout=logs["sim"], stderr=subprocess.STDOUT, env=env)
+                                        stdout=logs["sim"], stderr=subprocess.STDOUT, env=env,
+                                        preexec_fn=_pin_child(cpus["robot"]))
         meta = _wait_ready(endpoint, procs["serve"], timeout=60.0)
         chunk = int(meta.get("chunk") or 4)
         say(f"[demo] planner service ready at {endpoint} (chunk {chunk}); simulated Go2 on DDS domain {domain}")
@@ -239,7 +277,7 @@ def _run_once(args: argparse.Namespace, out: Path, quiet: bool = False) -> int:
                        "--start-state", args.start_state,
                        "--schedule", args.schedule, "--duration", str(args.duration + 4.0), "--json",
                        "--timing-out", str(out / "timing.npz"),
-                       *rt_flags(args, "--rt-priority"))
+                       *rt_flags(args, "--rt-priority"), *_cpu_flag(cpus["controller"]))
         for flag, v in (("--merge", args.merge), ("--replan-every", args.replan_every),
                         ("--delay-ticks", args.delay_ticks)):
             if v is not None:
@@ -282,6 +320,7 @@ def _run_once(args: argparse.Namespace, out: Path, quiet: bool = False) -> int:
                                               "period_error_ms", "transitions", "tracking", "chunking")},
               "cpu_hog": args.cpu_hog, "rt_priority": args.rt_priority,
               "robot_rt_priority": robot_priority(args),
+              "cpus": {k: None if v is None else sorted(v) for k, v in cpus.items()},
               "plot": str(png), "timing": str(out / "timing.npz"), "exit_codes": codes}
     (out / "demo_report.json").write_text(json.dumps(report, indent=2, default=float))
     if quiet:

@@ -43,6 +43,7 @@ import zmq
 
 from planner_runtime.bench.stats import histogram_png, summary
 from planner_runtime.client import PlannerClient, wait_for_service
+from planner_runtime.cpus import parse_cpus
 from planner_runtime.server import free_tcp_port
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -367,20 +368,6 @@ class _FloorBaseline:
         _stop_worker(self.proc)
         self.sock.close(0)
         self._ctx.term()
-
-
-def parse_cpus(text: str | None) -> set[int] | None:
-    """"0,2" -> {0, 2}; None or "" -> None (no pinning). Refuses CPUs this process may not use."""
-    if not text:
-        return None
-    try:
-        cpus = {int(c) for c in str(text).split(",") if c.strip()}
-    except ValueError as exc:
-        raise ValueError(f"CPU list must be comma-separated integers, got {text!r}") from exc
-    allowed = os.sched_getaffinity(0)
-    if not cpus or not cpus <= allowed:
-        raise ValueError(f"CPUs {sorted(cpus)} not all available (allowed: {sorted(allowed)})")
-    return cpus
 
 
 def service_latency(engine_path: str | Path, n: int, warmup: int, threads: int | None,

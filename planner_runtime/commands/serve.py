@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 from typing import Any
@@ -82,18 +81,17 @@ def build_server(args: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from planner_runtime.cpus import pin_cpus
     from planner_runtime.engine import EngineError
     from planner_runtime.server import setup_logging
 
     setup_logging(args.log_json, getattr(logging, args.log_level.upper()))
     log = logging.getLogger("planner_runtime.serve")
-    if args.cpus:
-        try:
-            cpus = {int(c) for c in args.cpus.split(",") if c.strip()}
-            os.sched_setaffinity(0, cpus)  # before the engine starts its threads: they inherit it
-        except (ValueError, OSError) as exc:
-            print(f"error: --cpus {args.cpus!r}: {exc}", file=sys.stderr)
-            return 2
+    try:
+        pin_cpus(args.cpus)  # before the engine starts its threads: they inherit it
+    except (ValueError, OSError) as exc:
+        print(f"error: --cpus {args.cpus!r}: {exc}", file=sys.stderr)
+        return 2
     try:
         server = build_server(args)
     except (EngineError, ValueError, OSError) as exc:

@@ -287,6 +287,7 @@ def test_command_schedule_parsing():
 
 def test_cli_controller_sim_without_planner_stands_then_damps(tmp_path):
     import json
+    import os
     import subprocess
     import sys
 
@@ -294,10 +295,12 @@ def test_cli_controller_sim_without_planner_stands_then_damps(tmp_path):
 
     cmd = [sys.executable, "-m", "planner_runtime.cli", "controller", "--sim", "--passive", "0.1",
            "--stand-up", "0.5", "--startup-wait", "0.3", "--json"]
-    res = subprocess.run(cmd + ["--on-fault", "exit"], capture_output=True, text=True, timeout=120,
-                         env=child_env())
+    cpu = max(os.sched_getaffinity(0))
+    res = subprocess.run(cmd + ["--on-fault", "exit", "--cpus", str(cpu)], capture_output=True, text=True,
+                         timeout=120, env=child_env())
     assert res.returncode == 0, res.stderr[-2000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["cpus"] == [cpu]  # --cpus: the controller ran pinned
     assert [tr["to"] for tr in out["transitions"]] == ["stand_up", "stand", "damping"]
     assert "no planner" in out["transitions"][-1]["reason"]
     assert out["filter"]["nonfinite"] == 0 and out["ticks"] > 400
@@ -308,6 +311,7 @@ def test_cli_controller_sim_without_planner_stands_then_damps(tmp_path):
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert [tr["to"] for tr in out["transitions"]] == ["stand_up", "stand", "damping"]
     assert out["mode"] == "damping" and "no planner" in out["fault"]["latched"] and out["fault"]["resumable"]
+    assert out["cpus"] is None  # not pinned unless asked
     assert out["ticks"] > 1000  # 2.5 s at 500 Hz: it kept damping after 0.9 s instead of exiting
     with np.load(tmp_path / "t.npz") as z:  # --timing-out: every loop period, no plan, never planned
         assert z["period_s"].size == out["ticks"] - 1 and int(z["period_tick0"]) == 1
@@ -316,6 +320,10 @@ def test_cli_controller_sim_without_planner_stands_then_damps(tmp_path):
     nowhere = subprocess.run(cmd + ["--timing-out", str(tmp_path / "no" / "t.npz")], capture_output=True,
                              text=True, timeout=120, env=child_env())
     assert nowhere.returncode == 2 and "--timing-out" in nowhere.stderr
+    for bad_cpus in (str(max(os.sched_getaffinity(0)) + 1000), "one"):
+        refused = subprocess.run(cmd + ["--cpus", bad_cpus], capture_output=True, text=True, timeout=120,
+                                 env=child_env())
+        assert refused.returncode == 2 and "--cpus" in refused.stderr and "Traceback" not in refused.stderr
     bad = subprocess.run(cmd[:5] + ["--command", "0.5", "0", "0", "--schedule", "0:0.5,0,0"],
                          capture_output=True, text=True, timeout=120, env=child_env())
     assert bad.returncode == 2 and "not both" in bad.stderr

@@ -197,7 +197,8 @@ def test_run_bench_reports_latency_memory_and_cpu(engine_path, tmp_path):
 def test_run_bench_pins_service_and_client_and_restores_the_client(engine_path):
     import os
 
-    from planner_runtime.bench.service import parse_cpus, run_bench
+    from planner_runtime.bench.service import run_bench
+    from planner_runtime.cpus import parse_cpus
 
     before = os.sched_getaffinity(0)
     cpu = min(before)

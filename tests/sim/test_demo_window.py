@@ -79,3 +79,27 @@ def test_rt_priority_reaches_the_controller_and_the_simulated_robot_or_is_refuse
     for bad in (["--rt-priority", "0"], ["--rt-priority", "100"], ["--robot-rt-priority", "0"]):
         assert demo.run(p.parse_args(bad)) == 2
         assert "--robot-rt-priority in 1-99" in capsys.readouterr().err
+
+
+def test_cpu_pinning_reaches_each_process_or_is_refused_before_anything_starts(capsys, tmp_path):
+    """--serve-cpus / --controller-cpus reach serve's and the controller's own --cpus; the
+    simulated robot is pinned before it starts; a CPU this machine lacks is refused (rc 2)."""
+    import argparse
+    import os
+
+    from sim import demo
+
+    p = argparse.ArgumentParser()
+    demo.add_arguments(p)
+    cpu = max(os.sched_getaffinity(0))
+    args = p.parse_args(["--serve-cpus", str(cpu), "--controller-cpus", f"{cpu}, {cpu}"])
+    pins = demo.pinning(args)
+    assert pins == {"serve": {cpu}, "controller": {cpu}, "robot": None}
+    assert demo._cpu_flag(pins["serve"]) == ["--cpus", str(cpu)] and demo._cpu_flag(None) == []
+    assert demo._pin_child(None) is None
+    for flag in ("--serve-cpus", "--controller-cpus", "--robot-cpus"):
+        bad = p.parse_args([flag, str(cpu + 1000), "--out", str(tmp_path / "out")])
+        assert demo.run(bad) == 2
+        err = capsys.readouterr().err
+        assert flag in err and "not all available" in err
+    assert not (tmp_path / "out").exists()  # refused before any run started
