@@ -552,6 +552,31 @@ def action_problems(act: ActionSpec, profile: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def condition_range(manifest: Manifest) -> dict[str, list[float]] | None:
+    """The range each of the networks' condition columns had in the training data, in their
+    training order (a Go2 engine's starts with the command; fixed targets such as
+    ``cost_to_go`` are among them), from a min-max normalizer: ``shift -/+ scale``. None for
+    any other normalizer (it records no range) or none. A column that was constant in the
+    data reads as its value +/- 1 (the normalizer's placeholder scale), so the range is an
+    upper bound there. What the controller clamps live velocity commands to
+    (robot/live_command.py)."""
+    norm = manifest.normalizer
+    if not isinstance(norm, Mapping) or norm.get("kind") != "minmax":
+        return None
+    cond = norm.get("cond")
+    if not isinstance(cond, Mapping):
+        return None
+    try:
+        shift = [float(v) for v in cond["shift"]]
+        scale = [float(v) for v in cond["scale"]]
+    except (KeyError, TypeError, ValueError):
+        return None
+    if len(shift) != len(scale) or not all(math.isfinite(v) for v in shift + scale):
+        return None
+    return {"lo": [a - b for a, b in zip(shift, scale, strict=True)],
+            "hi": [a + b for a, b in zip(shift, scale, strict=True)]}
+
+
 def engine_identity(manifest: Manifest) -> dict[str, Any]:
     """Who an engine is, in a few stable fields a controller can log, compare and pin: the
     graph checksum (and the TensorRT plan's), method, format version, robot, and the

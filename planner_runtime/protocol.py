@@ -23,7 +23,9 @@ carry an int ``req`` that the reply echoes):
                  K, cold_levels, warm_levels, cfg_w, temperature, backend, graph, protocol,
                  inpaints (whether the engine holds committed actions),
                  ``identity`` (the engine's identity: graph_sha256, plan_sha256, method,
-                 format_version, robot, dataset_sha256, created_utc), owner_timeout_s, and
+                 format_version, robot, dataset_sha256, created_utc), ``condition_range``
+                 ({"lo", "hi"} per condition column of the networks, from a min-max
+                 normalizer; null otherwise), owner_timeout_s, and
                  ``profile_check`` (list of mismatches, empty when it fits) when a profile
                  was sent
     claim        client -> server: take ownership of the planner (see Ownership); optional

@@ -53,7 +53,7 @@ from planner_runtime import __version__
 from planner_runtime import protocol as P
 from planner_runtime.async_planner import AsyncPlanner, PlannerSpec
 from planner_runtime.engine import Engine
-from planner_runtime.manifest import engine_identity, profile_problems
+from planner_runtime.manifest import condition_range, engine_identity, profile_problems
 
 if TYPE_CHECKING:
     from zmq.auth.thread import ThreadAuthenticator
@@ -165,6 +165,7 @@ def public_metadata(engine: Engine, spec: PlannerSpec, planner: AsyncPlanner) ->
         "cold_threshold": planner.cold_threshold, "inpaints": bool(getattr(engine, "inpaints", False)),
         "manifest": engine.manifest.public_dict(),  # without the private fields (normalizer)
         "identity": engine_identity(engine.manifest),
+        "condition_range": condition_range(engine.manifest),  # the data's, where the normalizer says
     }
 
 

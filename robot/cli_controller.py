@@ -43,6 +43,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="constant velocity command (m/s, m/s, rad/s)")
     p.add_argument("--schedule", default=None, metavar="T:VX,VY,YAW;...",
                    help="command schedule, times from the start of planning, e.g. '0:0.5,0,0;5:0,0,0.5'")
+    p.add_argument("--command-source", choices=["schedule", "remote", "endpoint"], default="schedule",
+                   help="where the velocity command comes from: --command / --schedule (default), the "
+                        "Go2's wireless remote sticks (left: vx, vy; right: yaw), or a program over the "
+                        "--control endpoint ({\"cmd\": \"velocity\", ...}); live commands are clamped to "
+                        "the engine's data range and --command-limits (robot/live_command.py)")
+    p.add_argument("--command-limits", type=float, nargs=4, default=None,
+                   metavar=("VX_MIN", "VX_MAX", "VY_MAX", "YAW_MAX"),
+                   help="narrow live commands further (m/s, m/s, m/s, rad/s; vy and yaw symmetric); "
+                        "required when the engine states no command range")
+    p.add_argument("--command-timeout", type=float, default=0.5, metavar="S",
+                   help="an endpoint velocity command lapses to zero after S s without renewal (default 0.5)")
     p.add_argument("--chunk", type=int, default=None,
                    help="at most this many actions of a chunk are executed (default: the engine's "
                         "chunk size from the planner's metadata, else 4)")
@@ -95,7 +106,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _schedule(args):
     from robot.controller import CommandSchedule
 
+    live = args.command_source != "schedule"
+    if live and (args.command is not None or args.schedule is not None):
+        raise ValueError(f"--command-source {args.command_source} takes the command live: give no "
+                         "--command / --schedule")
+    if live and args.command_source == "endpoint" and not args.control:
+        raise ValueError("--command-source endpoint needs --control ENDPOINT (where commands arrive)")
+    if not live and args.command_limits is not None:
+        raise ValueError("--command-limits applies to live commands (--command-source remote|endpoint)")
     return CommandSchedule.from_options(args.command, args.schedule) or CommandSchedule()
+
+
+def _live_command(args, meta: dict | None):
+    """The live command source (``--command-source remote|endpoint``), clamped to the range
+    of the engine's training data (``condition_range`` in the service's metadata) and to
+    ``--command-limits``; None for a schedule. ValueError when no limit is known."""
+    from robot.live_command import CommandLimits, LiveCommand
+
+    if args.command_source == "schedule":
+        return None
+    engine = CommandLimits.from_condition_range((meta or {}).get("condition_range"))
+    user = CommandLimits.from_option(args.command_limits) if args.command_limits is not None else None
+    if engine is None and user is None:
+        raise ValueError("--command-source " + args.command_source + ": the planner states no command range "
+                         "for its engine (no --planner, or a normalizer other than min-max); give "
+                         "--command-limits VX_MIN VX_MAX VY_MAX YAW_MAX")
+    limits = engine.intersect(user) if engine is not None else user
+    assert limits is not None
+    return LiveCommand(args.command_source, limits, timeout_s=args.command_timeout)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -154,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
     control = None
     negotiated = True
     extra: dict = {}
+    meta: dict | None = None
     try:
         if args.planner:
             from robot.controller import go2_profile, identity_line
@@ -181,11 +220,19 @@ def run(args: argparse.Namespace) -> int:
             else:
                 negotiated = False  # the link refuses to plan; the robot stands, then damps
             log.warning("planner engine identity: %s", identity_line(neg.identity))
+        # (a refused engine never plans: its missing range is not what to report then)
+        live = _live_command(args, meta) if negotiated or args.command_limits is not None else None
+        if live is not None:
+            log.warning("velocity command live from the %s, clamped to vx %.2f..%.2f m/s, vy %.2f..%.2f m/s, "
+                        "yaw %.2f..%.2f rad/s (%s)", "wireless remote" if live.source == "remote" else
+                        "control endpoint", live.limits.lo[0], live.limits.hi[0], live.limits.lo[1],
+                        live.limits.hi[1], live.limits.lo[2], live.limits.hi[2], live.limits.source)
+            schedule = live
         if args.control:
             from robot.control_endpoint import ControlEndpoint
 
             control = ControlEndpoint(args.control)
-            log.warning("control endpoint %s (resume | stop | status)", control.endpoint)
+            log.warning("control endpoint %s (resume | stop | status | stats | velocity)", control.endpoint)
         if args.sim:
             from robot.interface import load_simulator
 

@@ -11,9 +11,15 @@ A request is one JSON object, the reply one JSON object:
     {"cmd": "stop"}     -> {"ok": true, "mode": "damping"}  (a resumable operator stop)
     {"cmd": "stats"}    -> {"ok": true, "ticks", "mode", "period_ms", "plan_age_ms", "counts", ...}
                            loop period and plan age since the previous "stats" (robot/soak.py)
+    {"cmd": "velocity", "vx": 0.5, "vy": 0.0, "yaw": 0.2}
+                        -> {"ok": true, "command": [vx, vy, yaw] as clamped, "clamped": bool,
+                            "timeout_s": S}  (with `controller --command-source endpoint`; the
+                           command lapses to zero unless renewed within S: robot/live_command.py)
+                           {"ok": false, "refused": WHY}  (another command source, non-finite)
 
 From a shell: ``python -m robot.control_endpoint resume ipc:///run/go2-controller.sock``
-(prints the reply; exit status 0 when ok, 1 when refused, 2 without an answer).
+(prints the reply; exit status 0 when ok, 1 when refused, 2 without an answer), or
+``python -m robot.control_endpoint velocity EP --vx 0.5 --yaw 0.2``.
 Only loopback and ipc:// endpoints are accepted: whoever can reach this socket can make the
 robot stand up.
 """
@@ -71,7 +77,7 @@ class ControlEndpoint:
         from robot.safety import Mode
 
         if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
-            raise ValueError('expected {"cmd": "status" | "resume" | "stop" | "stats"}')
+            raise ValueError('expected {"cmd": "status" | "resume" | "stop" | "stats" | "velocity"}')
         sm = ctl.safety
         cmd = req["cmd"]
         if cmd == "status":
@@ -90,20 +96,27 @@ class ControlEndpoint:
         if cmd == "stop":
             ctl.request_stop("operator stop (control endpoint)")
             return {"ok": True, "mode": Mode.DAMPING.value}
-        raise ValueError(f"unknown cmd {cmd!r} (status, resume, stop, stats)")
+        if cmd == "velocity":
+            try:
+                got, clamped = ctl.set_velocity([req.get(k) for k in ("vx", "vy", "yaw")])
+            except ValueError as exc:
+                return {"ok": False, "refused": str(exc)}
+            return {"ok": True, "command": got.tolist(), "clamped": clamped, "timeout_s": ctl.command.timeout_s}
+        raise ValueError(f"unknown cmd {cmd!r} (status, resume, stop, stats, velocity)")
 
     def close(self) -> None:
         self.sock.close(0)
 
 
-def send(endpoint: str, cmd: str, timeout: float = 2.0) -> dict[str, Any] | None:
-    """Send one command to a controller's control endpoint; its reply, or None on timeout."""
+def send(endpoint: str, cmd: str, timeout: float = 2.0, **fields: Any) -> dict[str, Any] | None:
+    """Send one command (with ``fields``, e.g. vx=0.5) to a controller's control endpoint;
+    its reply, or None on timeout."""
     ctx: zmq.Context = zmq.Context.instance()
     s = ctx.socket(zmq.REQ)
     s.setsockopt(zmq.LINGER, 0)
     try:
         s.connect(endpoint)
-        s.send(json.dumps({"cmd": cmd}).encode())
+        s.send(json.dumps({"cmd": cmd, **fields}).encode())
         if not s.poll(int(timeout * 1000)):
             return None
         return json.loads(s.recv())
@@ -116,11 +129,14 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m robot.control_endpoint",
                                  description="send a command to a running `planner-runtime controller --control EP`")
-    ap.add_argument("cmd", choices=["status", "resume", "stop", "stats"])
+    ap.add_argument("cmd", choices=["status", "resume", "stop", "stats", "velocity"])
     ap.add_argument("endpoint")
     ap.add_argument("--timeout", type=float, default=2.0)
+    for k, what in (("vx", "m/s forward"), ("vy", "m/s left"), ("yaw", "rad/s counter-clockwise")):
+        ap.add_argument(f"--{k}", type=float, default=0.0, help=f"velocity: {what} (default 0)")
     args = ap.parse_args(argv)
-    reply = send(args.endpoint, args.cmd, args.timeout)
+    fields = {k: getattr(args, k) for k in ("vx", "vy", "yaw")} if args.cmd == "velocity" else {}
+    reply = send(args.endpoint, args.cmd, args.timeout, **fields)
     if reply is None:
         print(json.dumps({"ok": False, "error": f"no answer from {args.endpoint} within {args.timeout} s"}))
         return 2

@@ -50,6 +50,7 @@ from robot import go2_constants as go2
 from robot import wireless_remote
 from robot.actions import PROJECT, ActionSemantics, go2_execution_profile
 from robot.interface import RobotInterface
+from robot.live_command import LiveCommand
 from robot.observation import ACTION_DIM, CONDITION_NAMES, ConditionBuilder, build_state
 from robot.safety import CommandFilter, Mode, SafetyConfig, SafetyStateMachine, damping_command
 from robot.types import LowCmd, LowState
@@ -224,7 +225,7 @@ class Controller:
     """One controller instance drives one robot; ``run`` blocks until done or stopped."""
 
     def __init__(self, robot: RobotInterface, planner: PlannerLink | None = None,
-                 command: CommandSchedule | None = None,
+                 command: CommandSchedule | LiveCommand | None = None,
                  config: ControllerConfig | None = None, velocity_estimator=None) -> None:
         self.robot = robot
         # Optional robot.velocity_estimator.VelocityEstimator: where the robot has no velocity
@@ -233,7 +234,10 @@ class Controller:
         # velocity tracking while planning: running sums (command, estimate, ground truth)
         self._trk = {"n": 0, "se_est": 0.0, "vx_est": 0.0, "n_true": 0, "se_true": 0.0, "se_est_true": 0.0}
         self.planner = planner
-        self.command = command or CommandSchedule()
+        # A schedule over time since planning began, or a live source (robot.live_command):
+        # the wireless remote's sticks or a program over the control endpoint.
+        self.command: CommandSchedule | LiveCommand = command or CommandSchedule()
+        self._now = 0.0  # the current tick's time (robot.now()): what live commands are stamped with
         self.config = (config or ControllerConfig()).validate()
         self.safety = SafetyStateMachine(self.config.safety)
         self.condition = ConditionBuilder(self.config.condition_names)
@@ -247,7 +251,7 @@ class Controller:
         self.executor = self._new_executor()
         self._t_planning: float | None = None
         self.planning_tick: int | None = None  # the loop tick planning first began
-        self._counts = {"obs_sent": 0, "chunks_accepted": 0, "send_errors": 0}
+        self._counts = {"obs_sent": 0, "chunks_accepted": 0, "send_errors": 0, "remote_bad": 0}
         self.latencies = Series(1 << 16)  # plan receipt - observation stamp (s)
         self.periods = Series()  # wall-clock period of each loop iteration (s), the newest 262144
         self._window = (0, 0)  # (periods, latencies) counts at the last window_stats()
@@ -313,6 +317,7 @@ class Controller:
         self._last_wall = wall
         robot = self.robot
         t = robot.now()
+        self._now = t
         if self.t_start is None:
             self.t_start = t
         try:
@@ -335,6 +340,11 @@ class Controller:
                 if pressed and not self._remote_resume_prev and self.safety.mode is Mode.DAMPING:
                     self.safety.request_resume("wireless remote " + "+".join(wireless_remote.RESUME_COMBO))
                 self._remote_resume_prev = pressed
+                if isinstance(self.command, LiveCommand) and self.command.source == "remote":
+                    try:
+                        self.command.from_remote(remote, t)
+                    except ValueError:  # garbled sticks (NaN): the last command stands, then lapses
+                        self._counts["remote_bad"] += 1
         if self.control is not None:
             try:
                 self.control.poll(self, state, age)
@@ -454,8 +464,20 @@ class Controller:
 
     # -------------------------------------------------------------------- planner I/O
     def _command_at(self, t: float) -> np.ndarray:
+        if isinstance(self.command, LiveCommand):
+            return self.command.at(t)
         since = 0.0 if self._t_planning is None else t - self._t_planning
         return self.command(since)
+
+    def set_velocity(self, cmd: Any) -> tuple[np.ndarray, bool]:
+        """A velocity command from the control endpoint (``--command-source endpoint``):
+        clamped to the limits; ValueError when the controller takes its command elsewhere or
+        the command is not 3 finite numbers."""
+        if not (isinstance(self.command, LiveCommand) and self.command.source == "endpoint"):
+            src = self.command.source if isinstance(self.command, LiveCommand) else "schedule"
+            raise ValueError(f"this controller's command source is {src!r}: velocity commands over the "
+                             "control endpoint need `controller --command-source endpoint`")
+        return self.command.set(cmd, self._now)
 
     def _linked_planner(self) -> PlannerLink:
         if self.planner is None:
@@ -546,6 +568,7 @@ class Controller:
             "period_error_ms": summary(err, scale=1e3),
             "plan_age_ms": None if lat is None else summary(lat, scale=1e3),
             "tracking": self._tracking_summary(),
+            "command": self.command.stats() if isinstance(self.command, LiveCommand) else None,
             "fault": {"latched": s.fault, "resumable": s.fault_resumable if s.fault else None,
                       "resumes": list(s.resumes)},
             "planner": (self.planner.summary()

@@ -67,6 +67,23 @@ def test_default_engine_manifest_matches_the_go2_profile():
     assert m["observation"]["condition_names"] == ["cmd_vx", "cmd_vy", "cmd_yaw_rate"]
 
 
+def test_default_engine_states_the_command_range_its_data_covered():
+    """What live commands are clamped to (controller --command-source remote|endpoint): the
+    range of the commands in its training data, which the collection drew from sim.commands'
+    ranges (within 1%: the recovery branches replay commands from that range too)."""
+    from planner_runtime.engine_file import load_onnx
+    from planner_runtime.manifest import condition_range
+    from robot.live_command import CommandLimits
+    from sim.commands import VX_RANGE, VY_RANGE, YAW_RANGE
+
+    _, man = load_onnx(ENGINE)
+    lim = CommandLimits.from_condition_range(condition_range(man))
+    assert lim is not None
+    want_lo = [VX_RANGE[0], VY_RANGE[0], YAW_RANGE[0]]
+    want_hi = [VX_RANGE[1], VY_RANGE[1], YAW_RANGE[1]]
+    assert lim.lo.tolist() == pytest.approx(want_lo, abs=0.01) and lim.hi.tolist() == pytest.approx(want_hi, abs=0.01)
+
+
 def test_eval_default_engine_walks_forward_without_falling():
     out = _cli("eval", "--no-expert", "--episodes", "1", "--duration", "6", "--command", "0.5", "0", "0",
                "--no-progress", "--json", timeout=600)
