@@ -228,6 +228,17 @@ def run(args: argparse.Namespace) -> int:
                         "control endpoint", live.limits.lo[0], live.limits.hi[0], live.limits.lo[1],
                         live.limits.hi[1], live.limits.lo[2], live.limits.hi[2], live.limits.source)
             schedule = live
+        elif meta is not None:
+            from robot.live_command import CommandLimits
+
+            data = CommandLimits.from_condition_range(meta.get("condition_range"))
+            if data is not None:
+                outside = [c for c in schedule.commands if not np.array_equal(data.clamp(c)[0], c)]
+                if outside:
+                    log.warning("the command schedule asks for %s, outside the commands the engine was "
+                                "trained on (vx %.2f..%.2f, vy %.2f..%.2f, yaw %.2f..%.2f): what it plans "
+                                "there was never measured", [c.round(3).tolist() for c in outside],
+                                data.lo[0], data.hi[0], data.lo[1], data.hi[1], data.lo[2], data.hi[2])
         if args.control:
             from robot.control_endpoint import ControlEndpoint
 

@@ -228,3 +228,16 @@ def test_cli_refuses_live_sources_it_cannot_bound_or_mixes(tmp_path):
     out = json.loads(ok.stdout.strip().splitlines()[-1])
     assert out["command"]["source"] == "remote"
     assert out["command"]["limits"]["lo"] == [-0.2, -0.1, -0.6] and out["command"]["limits"]["hi"] == [0.5, 0.1, 0.6]
+
+
+def test_a_fixed_command_outside_the_engines_data_is_named_at_startup(minmax_service):
+    ep, _ = minmax_service
+    cmd = [sys.executable, "-m", "planner_runtime.cli", "controller", "--sim", "--planner", ep, "--passive", "0.1",
+           "--stand-up", "0.3", "--duration", "1.0", "--json"]
+    far = subprocess.run(cmd + ["--schedule", "0:0.5,0,0;1:1.2,0,0"], capture_output=True, text=True,
+                         timeout=120, env=child_env())
+    assert far.returncode == 0, far.stderr[-2000:]
+    assert "asks for [[1.2, 0.0, 0.0]], outside the commands the engine was trained on" in far.stderr
+    near = subprocess.run(cmd + ["--command", "0.5", "0", "0"], capture_output=True, text=True, timeout=120,
+                          env=child_env())
+    assert near.returncode == 0 and "outside the commands" not in near.stderr
