@@ -97,3 +97,25 @@ def test_systemd_analyze_verify_is_clean_and_catches_a_typo(tmp_path):
     assert verify(SERVE.name) == ""
     assert verify(CTRL.name) == ""
     assert "Unknown key 'Restrat'" in verify("typo.service")
+
+
+def test_the_env_files_example_arguments_are_options_the_commands_take():
+    """The commented examples in planner-runtime.env (what a site uncomments) parse with the
+    serve and controller parsers: an option renamed or removed fails here, not on the robot."""
+    import argparse
+    import shlex
+
+    from planner_runtime.commands.serve import add_arguments as serve_args
+    from robot.cli_controller import add_arguments as controller_args
+
+    sample = (DOCKER / "systemd" / "planner-runtime.env").read_text().splitlines()
+    parsers = {"PLANNER_SERVE_ARGS": serve_args, "PLANNER_CONTROLLER_ARGS": controller_args}
+    seen = {k: 0 for k in parsers}
+    for line in sample:
+        key, _, value = line.lstrip("#").partition("=")
+        if key in parsers and value.strip():
+            p = argparse.ArgumentParser(exit_on_error=False)
+            parsers[key](p)
+            p.parse_args(shlex.split(value) + (["--engine", "go2.onnx"] if key == "PLANNER_SERVE_ARGS" else []))
+            seen[key] += 1
+    assert seen["PLANNER_SERVE_ARGS"] >= 1 and seen["PLANNER_CONTROLLER_ARGS"] >= 1, seen
