@@ -117,7 +117,7 @@ def _run_inner(engine_path: str | None = None, measure_s: float = 10.0, domain_i
         if '"ready"' not in ready:
             raise RuntimeError("the DDS stand-in robot did not start")
         if rt_priority:
-            from robot.realtime import set_realtime
+            from planner_runtime.scheduling import set_realtime
 
             out["rt_priority"] = set_realtime(int(rt_priority))
         link = ServiceLink(ep, timeout=30.0)

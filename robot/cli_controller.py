@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: velocity estimator: {exc}", file=sys.stderr)
         return 2
-    from planner_runtime.cpus import pin_cpus
+    from planner_runtime.scheduling import pin_cpus
 
     try:
         cpus = pin_cpus(args.cpus)  # before DDS starts its threads: they inherit the CPU set
@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --cpus {args.cpus!r}: {exc}", file=sys.stderr)
         return 2
     if args.rt_priority:
-        from robot.realtime import set_realtime
+        from planner_runtime.scheduling import set_realtime
 
         # Before DDS starts its threads, so they inherit the policy.
         got = set_realtime(args.rt_priority)

@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     duration = getattr(args, "dds_duration", None)
     rt = getattr(args, "dds_rt_priority", None)
     if rt:
-        from robot.realtime import set_realtime
+        from planner_runtime.scheduling import set_realtime
 
         log.info("real-time scheduling: %s", set_realtime(rt))
     robot = DdsStandIn(args.domain_id, args.iface, start_pose=args.dds_start_pose,

@@ -56,6 +56,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "priority N (1-99; needs root or CAP_SYS_NICE), as the controller runs on the "
                         "robot, whose physics no CPU load delays; the planner service stays at normal "
                         "priority (default: all at normal priority)")
+    p.add_argument("--serve-rt-priority", type=int, default=None, metavar="N",
+                   help="run the planner service under SCHED_FIFO at priority N (serve --rt-priority; "
+                        "below --rt-priority's, so the controller still preempts it; default: normal "
+                        "priority)")
     p.add_argument("--robot-rt-priority", type=int, default=None, metavar="N",
                    help="run the simulated robot under SCHED_FIFO at priority N (default: --rt-priority): "
                         "alone, its physics keeps real time under load, as a real robot's does, while "
@@ -81,7 +85,7 @@ def rt_flags(args: argparse.Namespace, flag: str) -> list[str]:
 def pinning(args: argparse.Namespace) -> dict[str, set[int] | None]:
     """The CPU set of each of the demo's processes (``--serve-cpus`` / ``--controller-cpus``
     / ``--robot-cpus``; None: not pinned). Raises ValueError naming the bad option."""
-    from planner_runtime.cpus import parse_cpus
+    from planner_runtime.scheduling import parse_cpus
 
     out = {}
     for who in ("serve", "controller", "robot"):
@@ -91,6 +95,10 @@ def pinning(args: argparse.Namespace) -> dict[str, set[int] | None]:
         except ValueError as exc:
             raise ValueError(f"--{who}-cpus {text!r}: {exc}") from exc
     return out
+
+
+def _prio_flag(priority: int | None) -> list[str]:
+    return [] if priority is None else ["--rt-priority", str(int(priority))]
 
 
 def _cpu_flag(cpus: set[int] | None) -> list[str]:
@@ -182,12 +190,13 @@ def _hogs(n: int) -> list[subprocess.Popen]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robot.realtime import PRIORITIES
+    from planner_runtime.scheduling import PRIORITIES
 
-    bad_prio = any(v is not None and v not in PRIORITIES for v in (args.rt_priority, args.robot_rt_priority))
+    bad_prio = any(v is not None and v not in PRIORITIES
+                   for v in (args.rt_priority, args.robot_rt_priority, args.serve_rt_priority))
     if args.runs < 1 or args.cpu_hog < 0 or bad_prio:
-        print("error: --runs must be >= 1, --cpu-hog >= 0 and --rt-priority / --robot-rt-priority in 1-99",
-              file=sys.stderr)
+        print("error: --runs must be >= 1, --cpu-hog >= 0 and --rt-priority / --robot-rt-priority / "
+              "--serve-rt-priority in 1-99", file=sys.stderr)
         return 2
     try:
         pinning(args)
@@ -208,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
     stops = [None if r is None else r.get("safety_stop") for r in reports]
     summary = {"runs": args.runs, "falls": falls, "cpu_hog": args.cpu_hog,
                "rt_priority": args.rt_priority, "robot_rt_priority": robot_priority(args),
+               "serve_rt_priority": args.serve_rt_priority,
                "cpus": {k: None if v is None else sorted(v) for k, v in pinning(args).items()},
                "failed_to_run": sum(r is None for r in reports),
                "safety_stops": sum(s is not None for s in stops), "safety_stop_reasons": stops,
@@ -263,7 +273,8 @@ def _run_once(args: argparse.Namespace, out: Path, quiet: bool = False) -> int:
     try:
         say(f"[demo] engine {engine}" + (f"; {args.cpu_hog} CPU hog(s) running" if hogs else ""))
         procs["serve"] = subprocess.Popen(_cli("serve", "--engine", str(engine), "--bind", endpoint,
-                                               "--threads", "1", *_cpu_flag(cpus["serve"])), stdout=logs["serve"],
+                                               "--threads", "1", *_cpu_flag(cpus["serve"]),
+                                               *_prio_flag(args.serve_rt_priority)), stdout=logs["serve"],
                                           stderr=subprocess.STDOUT, env=env)
         procs["sim"] = subprocess.Popen(_cli("sim", "--dds", "--domain-id", str(domain), "--iface", "lo",
                                              "--dds-start-pose", "lying", "--dds-trace", str(trace_path),
@@ -319,7 +330,7 @@ def _run_once(args: argparse.Namespace, out: Path, quiet: bool = False) -> int:
                   k: summary.get(k) for k in ("robot", "mode", "counts", "chunks_rejected", "plan_age_ms",
                                               "period_error_ms", "transitions", "tracking", "chunking")},
               "cpu_hog": args.cpu_hog, "rt_priority": args.rt_priority,
-              "robot_rt_priority": robot_priority(args),
+              "robot_rt_priority": robot_priority(args), "serve_rt_priority": args.serve_rt_priority,
               "cpus": {k: None if v is None else sorted(v) for k, v in cpus.items()},
               "plot": str(png), "timing": str(out / "timing.npz"), "exit_codes": codes}
     (out / "demo_report.json").write_text(json.dumps(report, indent=2, default=float))

@@ -43,7 +43,7 @@ import zmq
 
 from planner_runtime.bench.stats import histogram_png, summary
 from planner_runtime.client import PlannerClient, wait_for_service
-from planner_runtime.cpus import parse_cpus
+from planner_runtime.scheduling import parse_cpus
 from planner_runtime.server import free_tcp_port
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100

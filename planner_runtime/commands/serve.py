@@ -38,6 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "prediction (RMS in normalizer units; inf disables)")
     p.add_argument("--cpus", default=None, metavar="LIST",
                    help="pin the service to these CPU cores, e.g. 2,3 (keeps it off the controller's core)")
+    p.add_argument("--rt-priority", type=int, default=None, metavar="N",
+                   help="run the service under SCHED_FIFO at priority N (1-99; needs root or "
+                        "CAP_SYS_NICE), below the controller's: it then plans ahead of normal-priority "
+                        "load while the controller's loop still preempts it (default: normal priority)")
     p.add_argument("--owner-timeout", type=float, default=1.0, metavar="S",
                    help="the client that owns the planner (its claim, or its first observation) loses "
                         "it after S seconds without its observations (default 1.0; inf: only a "
@@ -81,8 +85,8 @@ def build_server(args: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from planner_runtime.cpus import pin_cpus
     from planner_runtime.engine import EngineError
+    from planner_runtime.scheduling import PRIORITIES, pin_cpus, set_realtime
     from planner_runtime.server import setup_logging
 
     setup_logging(args.log_json, getattr(logging, args.log_level.upper()))
@@ -92,6 +96,13 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"error: --cpus {args.cpus!r}: {exc}", file=sys.stderr)
         return 2
+    if args.rt_priority is not None:
+        if args.rt_priority not in PRIORITIES:
+            print(f"error: --rt-priority must be in 1-99, got {args.rt_priority}", file=sys.stderr)
+            return 2
+        got = set_realtime(args.rt_priority)  # as pinning: before any thread starts
+        (log.info if got.startswith("SCHED_FIFO") else log.warning)("real-time scheduling: %s", got,
+                                                                     extra={"event": "scheduling"})
     try:
         server = build_server(args)
     except (EngineError, ValueError, OSError) as exc:

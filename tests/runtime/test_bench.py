@@ -198,7 +198,7 @@ def test_run_bench_pins_service_and_client_and_restores_the_client(engine_path):
     import os
 
     from planner_runtime.bench.service import run_bench
-    from planner_runtime.cpus import parse_cpus
+    from planner_runtime.scheduling import parse_cpus
 
     before = os.sched_getaffinity(0)
     cpu = min(before)

@@ -77,3 +77,34 @@ def test_serve_refuses_a_corrupt_engine(tmp_path, free_endpoint_port):
             "--bind", f"tcp://127.0.0.1:{free_endpoint_port}"]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "corrupt.onnx" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_serve_pins_and_takes_real_time_priority_or_says_why_not(serve_argv, endpoint, spec):
+    """--cpus pins the service, --rt-priority puts it under SCHED_FIFO (or, where the system
+    refuses, logs that it runs at normal priority); out-of-range values are refused (exit 2)."""
+    import os
+
+    cpu = max(os.sched_getaffinity(0))
+    proc = subprocess.Popen(serve_argv(endpoint, "--log-json", "--cpus", str(cpu), "--rt-priority", "5"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with PlannerClient(endpoint, timeout=60.0) as c:
+            c.hello()
+            assert os.sched_getaffinity(proc.pid) == {cpu}
+            fifo = os.sched_getscheduler(proc.pid) == os.SCHED_FIFO
+            seq = c.send_observation(np.zeros(spec.S), np.zeros(spec.C))
+            assert c.wait_chunk(seq, timeout=30.0).obs_seq == seq  # it plans at that priority
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    sched = [e for e in events if e.get("event") == "scheduling"]
+    assert len(sched) == 1 and ("SCHED_FIFO priority 5" in sched[0]["msg"]) == fifo, sched
+    if not fifo:
+        assert "not permitted" in sched[0]["msg"]
+    for bad in (["--rt-priority", "0"], ["--rt-priority", "100"], ["--cpus", str(cpu + 1000)]):
+        r = subprocess.run(serve_argv(endpoint, *bad), capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and bad[0] in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -76,9 +76,13 @@ def test_rt_priority_reaches_the_controller_and_the_simulated_robot_or_is_refuse
     both = p.parse_args(["--rt-priority", "20", "--robot-rt-priority", "30"])
     assert demo.rt_flags(both, "--rt-priority") == ["--rt-priority", "20"]
     assert demo.rt_flags(both, "--dds-rt-priority") == ["--dds-rt-priority", "30"]
-    for bad in (["--rt-priority", "0"], ["--rt-priority", "100"], ["--robot-rt-priority", "0"]):
+    for bad in (["--rt-priority", "0"], ["--rt-priority", "100"], ["--robot-rt-priority", "0"],
+                ["--serve-rt-priority", "100"]):
         assert demo.run(p.parse_args(bad)) == 2
-        assert "--robot-rt-priority in 1-99" in capsys.readouterr().err
+        assert "--serve-rt-priority in 1-99" in capsys.readouterr().err
+    # the planner service's own priority reaches serve only
+    assert demo._prio_flag(p.parse_args(["--serve-rt-priority", "10"]).serve_rt_priority) == ["--rt-priority", "10"]
+    assert demo._prio_flag(None) == []
 
 
 def test_cpu_pinning_reaches_each_process_or_is_refused_before_anything_starts(capsys, tmp_path):
