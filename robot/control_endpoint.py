@@ -134,9 +134,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=2.0)
     for k, what in (("vx", "m/s forward"), ("vy", "m/s left"), ("yaw", "rad/s counter-clockwise")):
         ap.add_argument(f"--{k}", type=float, default=0.0, help=f"velocity: {what} (default 0)")
+    ap.add_argument("--for", dest="hold_s", type=float, default=0.0, metavar="S",
+                    help="velocity: keep sending it for S s, --rate times a second (a command lapses to "
+                         "zero unless renewed: the controller's --command-timeout); default: once")
+    ap.add_argument("--rate", type=float, default=10.0, metavar="HZ", help="with --for (default 10)")
     args = ap.parse_args(argv)
     fields = {k: getattr(args, k) for k in ("vx", "vy", "yaw")} if args.cmd == "velocity" else {}
-    reply = send(args.endpoint, args.cmd, args.timeout, **fields)
+    if not (args.rate > 0 and args.hold_s >= 0):
+        ap.error("--rate must be > 0 and --for >= 0")
+    import time
+
+    end = time.monotonic() + (args.hold_s if args.cmd == "velocity" else 0.0)
+    while True:
+        t = time.monotonic()
+        reply = send(args.endpoint, args.cmd, args.timeout, **fields)
+        if reply is None or not reply.get("ok") or t >= end:
+            break
+        time.sleep(max(0.0, t + 1.0 / args.rate - time.monotonic()))
     if reply is None:
         print(json.dumps({"ok": False, "error": f"no answer from {args.endpoint} within {args.timeout} s"}))
         return 2

@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{who}-cpus", default=None, metavar="LIST",
                        help=f"pin {what} to these CPUs, e.g. 0 (default: not pinned); on the robot the "
                             "planner and the real-time controller get cores of their own")
+    p.add_argument("--steer", choices=["schedule", "endpoint"], default="schedule",
+                   help="how the schedule reaches the controller: as its --schedule (default), or live "
+                        "over its control endpoint, 20 velocity commands a second from this process as a "
+                        "navigation program would send them (controller --command-source endpoint)")
     p.add_argument("--runs", type=int, default=1, help="repeat the demo this many times (default 1)")
     p.add_argument("--out", default="demo_out", help="directory for the plot, logs and JSON (default demo_out)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -108,6 +113,52 @@ def _cpu_flag(cpus: set[int] | None) -> list[str]:
 def robot_priority(args: argparse.Namespace) -> int | None:
     """The simulated robot's SCHED_FIFO priority: --robot-rt-priority, else --rt-priority."""
     return args.rt_priority if args.robot_rt_priority is None else args.robot_rt_priority
+
+
+class EndpointDriver:
+    """Sends the schedule to the controller's control endpoint as live velocity commands (20 a
+    second), as a navigation program would: it polls ``status`` until the controller plans,
+    then sends ``schedule(t - t_planning)``. The reference the demo tracks against starts when
+    the controller began planning; this clock starts at the first status that says so, up to
+    one period (50 ms) later."""
+
+    PERIOD_S = 0.05
+
+    def __init__(self, endpoint: str, schedule) -> None:
+        import threading
+
+        self.endpoint, self.schedule = endpoint, schedule
+        self.sent = self.refused = self.unanswered = 0
+        self.t0: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from robot.control_endpoint import send
+
+        while not self._stop.wait(self.PERIOD_S):
+            now = time.monotonic()
+            if self.t0 is None:
+                st = send(self.endpoint, "status", timeout=0.5)
+                if st is not None and st.get("mode") == "planning":
+                    self.t0 = now
+                continue
+            vx, vy, yaw = (float(v) for v in self.schedule(now - self.t0))
+            reply = send(self.endpoint, "velocity", timeout=0.5, vx=vx, vy=vy, yaw=yaw)
+            if reply is None:
+                self.unanswered += 1
+            elif reply.get("ok"):
+                self.sent += 1
+            else:
+                self.refused += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+
+    def stats(self) -> dict:
+        return {"sent": self.sent, "refused": self.refused, "unanswered": self.unanswered}
 
 
 def _pin_child(cpus: set[int] | None):
@@ -270,6 +321,7 @@ def _run_once(args: argparse.Namespace, out: Path, quiet: bool = False) -> int:
     procs: dict[str, subprocess.Popen] = {}
     say = (lambda *a: print(*a, file=sys.stderr)) if args.json or quiet else print
     hogs = _hogs(args.cpu_hog)
+    driver: EndpointDriver | None = None
     try:
         say(f"[demo] engine {engine}" + (f"; {args.cpu_hog} CPU hog(s) running" if hogs else ""))
         procs["serve"] = subprocess.Popen(_cli("serve", "--engine", str(engine), "--bind", endpoint,
@@ -284,9 +336,12 @@ def _run_once(args: argparse.Namespace, out: Path, quiet: bool = False) -> int:
         meta = _wait_ready(endpoint, procs["serve"], timeout=60.0)
         chunk = int(meta.get("chunk") or 4)
         say(f"[demo] planner service ready at {endpoint} (chunk {chunk}); simulated Go2 on DDS domain {domain}")
+        control_ep = f"ipc://{trace_path.parent}/control.sock"
+        steering = (["--schedule", args.schedule] if args.steer == "schedule" else
+                    ["--command-source", "endpoint", "--control", control_ep])
         ctl_cmd = _cli("controller", "--iface", "lo", "--domain-id", str(domain), "--planner", endpoint,
                        "--start-state", args.start_state,
-                       "--schedule", args.schedule, "--duration", str(args.duration + 4.0), "--json",
+                       *steering, "--duration", str(args.duration + 4.0), "--json",
                        "--timing-out", str(out / "timing.npz"),
                        *rt_flags(args, "--rt-priority"), *_cpu_flag(cpus["controller"]))
         for flag, v in (("--merge", args.merge), ("--replan-every", args.replan_every),
@@ -294,8 +349,13 @@ def _run_once(args: argparse.Namespace, out: Path, quiet: bool = False) -> int:
             if v is not None:
                 ctl_cmd += [flag, str(v)]
         say("[demo] controller: passive -> stand-up -> planning -> damping ...")
-        res = subprocess.run(ctl_cmd, capture_output=True, text=True, env=env,
-                             timeout=args.duration + 120.0)
+        driver = EndpointDriver(control_ep, schedule) if args.steer == "endpoint" else None
+        try:
+            res = subprocess.run(ctl_cmd, capture_output=True, text=True, env=env,
+                                 timeout=args.duration + 120.0)
+        finally:
+            if driver is not None:
+                driver.stop()
         logs["controller"].write(res.stderr)
         if res.returncode != 0:
             raise RuntimeError(f"controller exited with {res.returncode}: {res.stderr[-2000:]}")
@@ -331,6 +391,8 @@ def _run_once(args: argparse.Namespace, out: Path, quiet: bool = False) -> int:
                                               "period_error_ms", "transitions", "tracking", "chunking")},
               "cpu_hog": args.cpu_hog, "rt_priority": args.rt_priority,
               "robot_rt_priority": robot_priority(args), "serve_rt_priority": args.serve_rt_priority,
+              "steer": args.steer, "command": summary.get("command"),
+              "steering_sent": None if driver is None else driver.stats(),
               "cpus": {k: None if v is None else sorted(v) for k, v in cpus.items()},
               "plot": str(png), "timing": str(out / "timing.npz"), "exit_codes": codes}
     (out / "demo_report.json").write_text(json.dumps(report, indent=2, default=float))
@@ -346,6 +408,10 @@ def _run_once(args: argparse.Namespace, out: Path, quiet: bool = False) -> int:
         print(f"[demo] mean vx {metrics['mean_vx']:.3f} m/s, distance {metrics['distance']:.2f} m, "
               f"max tilt {metrics['max_tilt_deg']:.1f} deg, cost {metrics['cost']:.0f}")
         pa = summary.get("plan_age_ms") or {}
+        if driver is not None:
+            print(f"[demo] steered over the control endpoint: {driver.sent} velocity commands taken, "
+                  f"{driver.refused} refused, {driver.unanswered} unanswered; the controller counted "
+                  f"{(summary.get('command') or {}).get('lapses')} lapses")
         print(f"[demo] plan age at receipt median {pa.get('median', float('nan')):.1f} ms, "
               f"p99 {pa.get('p99', float('nan')):.1f} ms; chunks {summary['counts'].get('chunks_accepted')}")
         ck = summary.get("chunking") or {}

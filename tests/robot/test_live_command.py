@@ -200,10 +200,23 @@ def test_the_endpoint_takes_velocity_commands_only_when_it_is_the_source(minmax_
         bad = ask("velocity", vx="fast")
         assert not bad["ok"] and "3 numbers" in bad["refused"]
         assert ctl.mode is Mode.PLANNING  # a bad command changes nothing
+        assert ctl.summary()["command"]["lapses"] == 1  # the one above
+        # from a shell: `python -m robot.control_endpoint velocity EP --vx .. --for S` keeps renewing it
+        from robot.control_endpoint import main as endpoint_cli
+
+        n_updates = ctl.command.updates
+        rc: list = []
+        t = threading.Thread(target=lambda: rc.append(endpoint_cli(
+            ["velocity", cep, "--vx", "0.3", "--yaw", "-0.2", "--for", "0.5", "--rate", "20"])))
+        t.start()
+        while t.is_alive():
+            ctl.step()
+        # (the in-process robot's clock runs faster than the wall clock the CLI paces on)
+        assert rc == [0] and ctl.command.updates - n_updates >= 8  # ~11 in 0.5 s at 20 Hz
+        assert ctl.command.at(ctl.robot.now()).tolist() == pytest.approx([0.3, 0.0, -0.2])
     finally:
         ctl.control.close()
         link.close()
-    assert ctl.summary()["command"]["lapses"] == 1
     # a controller steered otherwise refuses velocity commands (the endpoint answers so)
     for other in (None, LiveCommand("remote", lim)):
         with pytest.raises(ValueError, match="command source is '(schedule|remote)'.*--command-source endpoint"):
