@@ -84,7 +84,12 @@ def rt_flags(args: argparse.Namespace, flag: str) -> list[str]:
     controller, ``--dds-rt-priority`` for the simulated robot: ``--robot-rt-priority`` when
     given, else ``--rt-priority``), or none."""
     prio = robot_priority(args) if flag == "--dds-rt-priority" else args.rt_priority
-    return [] if prio is None else [flag, str(int(prio))]
+    return _option(flag, prio)
+
+
+def _option(flag: str, value: object) -> list[str]:
+    """``[flag, value]`` for a child's command line, or nothing when the value is None."""
+    return [] if value is None else [flag, str(value)]
 
 
 def pinning(args: argparse.Namespace) -> dict[str, set[int] | None]:
@@ -102,12 +107,8 @@ def pinning(args: argparse.Namespace) -> dict[str, set[int] | None]:
     return out
 
 
-def _prio_flag(priority: int | None) -> list[str]:
-    return [] if priority is None else ["--rt-priority", str(int(priority))]
-
-
 def _cpu_flag(cpus: set[int] | None) -> list[str]:
-    return [] if cpus is None else ["--cpus", ",".join(map(str, sorted(cpus)))]
+    return _option("--cpus", None if cpus is None else ",".join(map(str, sorted(cpus))))
 
 
 def robot_priority(args: argparse.Namespace) -> int | None:
@@ -326,7 +327,8 @@ def _run_once(args: argparse.Namespace, out: Path, quiet: bool = False) -> int:
         say(f"[demo] engine {engine}" + (f"; {args.cpu_hog} CPU hog(s) running" if hogs else ""))
         procs["serve"] = subprocess.Popen(_cli("serve", "--engine", str(engine), "--bind", endpoint,
                                                "--threads", "1", *_cpu_flag(cpus["serve"]),
-                                               *_prio_flag(args.serve_rt_priority)), stdout=logs["serve"],
+                                               *_option("--rt-priority", args.serve_rt_priority)),
+                                          stdout=logs["serve"],
                                           stderr=subprocess.STDOUT, env=env)
         procs["sim"] = subprocess.Popen(_cli("sim", "--dds", "--domain-id", str(domain), "--iface", "lo",
                                              "--dds-start-pose", "lying", "--dds-trace", str(trace_path),

@@ -81,8 +81,9 @@ def test_rt_priority_reaches_the_controller_and_the_simulated_robot_or_is_refuse
         assert demo.run(p.parse_args(bad)) == 2
         assert "--serve-rt-priority in 1-99" in capsys.readouterr().err
     # the planner service's own priority reaches serve only
-    assert demo._prio_flag(p.parse_args(["--serve-rt-priority", "10"]).serve_rt_priority) == ["--rt-priority", "10"]
-    assert demo._prio_flag(None) == []
+    assert demo._option("--rt-priority", p.parse_args(["--serve-rt-priority", "10"]).serve_rt_priority) == [
+        "--rt-priority", "10"]
+    assert demo._option("--rt-priority", None) == []
 
 
 def test_cpu_pinning_reaches_each_process_or_is_refused_before_anything_starts(capsys, tmp_path):
