@@ -237,7 +237,6 @@ class Controller:
         # A schedule over time since planning began, or a live source (robot.live_command):
         # the wireless remote's sticks or a program over the control endpoint.
         self.command: CommandSchedule | LiveCommand = command or CommandSchedule()
-        self._now = 0.0  # the current tick's time (robot.now()): what live commands are stamped with
         self.config = (config or ControllerConfig()).validate()
         self.safety = SafetyStateMachine(self.config.safety)
         self.condition = ConditionBuilder(self.config.condition_names)
@@ -317,7 +316,6 @@ class Controller:
         self._last_wall = wall
         robot = self.robot
         t = robot.now()
-        self._now = t
         if self.t_start is None:
             self.t_start = t
         try:
@@ -477,7 +475,7 @@ class Controller:
             src = self.command.source if isinstance(self.command, LiveCommand) else "schedule"
             raise ValueError(f"this controller's command source is {src!r}: velocity commands over the "
                              "control endpoint need `controller --command-source endpoint`")
-        return self.command.set(cmd, self._now)
+        return self.command.set(cmd, self.robot.now())
 
     def _linked_planner(self) -> PlannerLink:
         if self.planner is None:

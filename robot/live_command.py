@@ -110,12 +110,12 @@ class LiveCommand:
     limits: CommandLimits
     timeout_s: float = COMMAND_TIMEOUT_S
     deadzone: float = STICK_DEADZONE
-    _cmd: np.ndarray = field(default_factory=lambda: np.zeros(3))
-    _t: float | None = None
-    updates: int = 0
-    clamped: int = 0
-    lapses: int = 0
-    _lapsed: bool = False
+    _cmd: np.ndarray = field(default_factory=lambda: np.zeros(3), init=False)
+    _t: float | None = field(default=None, init=False)
+    updates: int = field(default=0, init=False)
+    clamped: int = field(default=0, init=False)
+    lapses: int = field(default=0, init=False)
+    _lapsed: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES[1:]:

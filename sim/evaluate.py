@@ -225,7 +225,7 @@ def timing_trace(cfg: EvalConfig):
         raise ValueError("give --latency or --timing-trace, not both (the trace has its own plan latencies)")
     from sim.timing_replay import load_timing_trace
 
-    return load_timing_trace(cfg.timing_trace)
+    return load_timing_trace(cfg.timing_trace)  # cached per path: every episode shares one read
 
 
 def latency_range(cfg: EvalConfig) -> tuple[float, float]:

@@ -21,6 +21,7 @@ a real robot's state is never late by the simulator's CPU), and the order of eve
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +68,15 @@ class TimingTrace:
 def load_timing_trace(path: str | Path) -> TimingTrace:
     """The trace of a demo run folder (its ``timing.npz``) or of an NPZ the controller wrote
     with ``--timing-out``; the loop periods from the iteration planning began. Raises
-    :class:`TimingTraceError` with what is wrong."""
+    :class:`TimingTraceError` with what is wrong. Read once per file version (evaluation
+    replays it in every episode)."""
+    p = Path(path)
+    f = p / FILE if p.is_dir() else p
+    return _load(str(p), f.stat().st_mtime_ns if f.is_file() else None)
+
+
+@functools.lru_cache(maxsize=8)
+def _load(path: str, _version: int | None) -> TimingTrace:
     p = Path(path)
     if p.is_dir():
         p = p / FILE

@@ -86,7 +86,7 @@ def build_server(args: Any) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from planner_runtime.engine import EngineError
-    from planner_runtime.scheduling import PRIORITIES, pin_cpus, set_realtime
+    from planner_runtime.scheduling import pin_cpus, set_realtime
     from planner_runtime.server import setup_logging
 
     setup_logging(args.log_json, getattr(logging, args.log_level.upper()))
@@ -97,10 +97,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --cpus {args.cpus!r}: {exc}", file=sys.stderr)
         return 2
     if args.rt_priority is not None:
-        if args.rt_priority not in PRIORITIES:
-            print(f"error: --rt-priority must be in 1-99, got {args.rt_priority}", file=sys.stderr)
+        try:
+            got = set_realtime(args.rt_priority)  # as pinning: before any thread starts
+        except ValueError as exc:
+            print(f"error: --rt-priority: {exc}", file=sys.stderr)
             return 2
-        got = set_realtime(args.rt_priority)  # as pinning: before any thread starts
         (log.info if got.startswith("SCHED_FIFO") else log.warning)("real-time scheduling: %s", got,
                                                                      extra={"event": "scheduling"})
     try:
