@@ -178,11 +178,14 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"error: --cpus {args.cpus!r}: {exc}", file=sys.stderr)
         return 2
-    if args.rt_priority:
+    if args.rt_priority is not None:
         from planner_runtime.scheduling import set_realtime
 
-        # Before DDS starts its threads, so they inherit the policy.
-        got = set_realtime(args.rt_priority)
+        try:  # before DDS starts its threads, so they inherit the policy
+            got = set_realtime(args.rt_priority)
+        except ValueError as exc:
+            print(f"error: --rt-priority: {exc}", file=sys.stderr)
+            return 2
         (log.info if got.startswith("SCHED_FIFO") else log.warning)("real-time scheduling: %s", got)
     elif not (args.sim or args.dry_run):
         log.warning("the 500 Hz loop runs at normal priority: under CPU load it runs late "

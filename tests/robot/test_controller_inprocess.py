@@ -320,6 +320,10 @@ def test_cli_controller_sim_without_planner_stands_then_damps(tmp_path):
     nowhere = subprocess.run(cmd + ["--timing-out", str(tmp_path / "no" / "t.npz")], capture_output=True,
                              text=True, timeout=120, env=child_env())
     assert nowhere.returncode == 2 and "--timing-out" in nowhere.stderr
+    for bad_prio in ("0", "100"):  # refused with the reason (0 was silently ignored, 100 a traceback)
+        refused = subprocess.run(cmd + ["--rt-priority", bad_prio], capture_output=True, text=True, timeout=120,
+                                 env=child_env())
+        assert refused.returncode == 2 and "--rt-priority" in refused.stderr and "Traceback" not in refused.stderr
     for bad_cpus in (str(max(os.sched_getaffinity(0)) + 1000), "one"):
         refused = subprocess.run(cmd + ["--cpus", bad_cpus], capture_output=True, text=True, timeout=120,
                                  env=child_env())
