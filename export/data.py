@@ -58,6 +58,9 @@ class Normalizer:
     kind: str
     shift: np.ndarray  # [D] float32
     scale: np.ndarray  # [D] float32
+    # the dimensions that were constant in the fitted data (their scale is the placeholder 1,
+    # so shift +/- scale is not their range); () when none or not recorded
+    constant: tuple[int, ...] = ()
 
     @classmethod
     def fit(cls, x: np.ndarray, kind: str = "std", eps: float = 1e-6) -> Normalizer:
@@ -74,8 +77,10 @@ class Normalizer:
             shift, scale = (hi + lo) / 2.0, (hi - lo) / 2.0
         else:
             shift, scale = np.zeros(x.shape[1]), np.ones(x.shape[1])
-        scale = np.where(scale < eps, 1.0, scale)  # constant dims: map to 0, stay finite
-        return cls(kind, shift.astype(np.float32), scale.astype(np.float32))
+        const = scale < eps
+        scale = np.where(const, 1.0, scale)  # constant dims: map to 0, stay finite
+        constant = tuple(int(i) for i in np.flatnonzero(const)) if kind != "identity" else ()
+        return cls(kind, shift.astype(np.float32), scale.astype(np.float32), constant)
 
     @property
     def dim(self) -> int:
@@ -93,16 +98,22 @@ class Normalizer:
         return (np.asarray(z, np.float32) * self.scale + self.shift).astype(np.float32)
 
     def slice(self, start: int, stop: int) -> Normalizer:
-        return Normalizer(self.kind, self.shift[start:stop].copy(), self.scale[start:stop].copy())
+        stop = min(stop, self.dim)
+        return Normalizer(self.kind, self.shift[start:stop].copy(), self.scale[start:stop].copy(),
+                          tuple(i - start for i in self.constant if start <= i < stop))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain types only (checkpoints load with ``weights_only=True``; manifests are JSON)."""
-        return {"kind": self.kind, "shift": self.shift.tolist(), "scale": self.scale.tolist()}
+        """Plain types only (checkpoints load with ``weights_only=True``; manifests are JSON);
+        ``constant`` only when some dimension was."""
+        d: dict[str, Any] = {"kind": self.kind, "shift": self.shift.tolist(), "scale": self.scale.tolist()}
+        if self.constant:
+            d["constant"] = list(self.constant)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Normalizer:
         return cls(str(d["kind"]), np.asarray(d["shift"], np.float32),
-                   np.asarray(d["scale"], np.float32))
+                   np.asarray(d["scale"], np.float32), tuple(int(i) for i in d.get("constant", ())))
 
 
 def returns_to_go(rewards: np.ndarray, gamma: float) -> np.ndarray:

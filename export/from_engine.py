@@ -113,7 +113,8 @@ def _checkpoints(manifest: dict[str, Any], names: set[str], source: str) -> dict
         raise RecoveryError(f"{source}: the manifest does not record its networks' model classes and "
                             "configs (exported before they were recorded): export it again from its checkpoints")
     norm, dims, diff = manifest["normalizer"], manifest["dims"], manifest["diffusion"]
-    normalizers = {k: {"kind": norm["kind"], "shift": list(norm[k]["shift"]), "scale": list(norm[k]["scale"])}
+    normalizers = {k: {"kind": norm["kind"], "shift": list(norm[k]["shift"]), "scale": list(norm[k]["scale"]),
+                       **({"constant": list(norm[k]["constant"])} if norm[k].get("constant") else {})}
                    for k in ("traj", "cond")}
     out: dict[str, dict[str, Any]] = {}
     for comp, c in comps.items():

@@ -156,7 +156,10 @@ def _versions() -> dict[str, str]:
 
 def _normalizer_block(s: nn.Module) -> dict[str, Any]:
     def stats(m: nn.Module) -> dict[str, Any]:
-        return {"shift": [float(v) for v in m.shift], "scale": [float(v) for v in m.scale]}
+        out = {"shift": [float(v) for v in m.shift], "scale": [float(v) for v in m.scale]}
+        if getattr(m, "constant", ()):
+            out["constant"] = [int(i) for i in m.constant]  # placeholder scale: not a range
+        return out
 
     return {"kind": str(s.norm_traj.kind), "traj": stats(s.norm_traj), "cond": stats(s.norm_cond),
             "formula": "z = (x - shift) / scale; traj rows [x (S), u (A)]; x0 uses traj[:S]"}

@@ -557,8 +557,9 @@ def condition_range(manifest: Manifest) -> dict[str, list[float]] | None:
     training order (a Go2 engine's starts with the command; fixed targets such as
     ``cost_to_go`` are among them), from a min-max normalizer: ``shift -/+ scale``. None for
     any other normalizer (it records no range) or none. A column that was constant in the
-    data reads as its value +/- 1 (the normalizer's placeholder scale), so the range is an
-    upper bound there. What the controller clamps live velocity commands to
+    data (the normalizer's ``constant``) has its value as both ends; in an engine exported
+    before the normalizer recorded them, such a column reads as its value +/- 1 (the
+    placeholder scale), an upper bound. What the controller clamps live velocity commands to
     (robot/live_command.py)."""
     norm = manifest.normalizer
     if not isinstance(norm, Mapping) or norm.get("kind") != "minmax":
@@ -573,8 +574,13 @@ def condition_range(manifest: Manifest) -> dict[str, list[float]] | None:
         return None
     if len(shift) != len(scale) or not all(math.isfinite(v) for v in shift + scale):
         return None
-    return {"lo": [a - b for a, b in zip(shift, scale, strict=True)],
-            "hi": [a + b for a, b in zip(shift, scale, strict=True)]}
+    try:
+        constant = {int(i) for i in cond.get("constant", ())}
+    except (TypeError, ValueError):
+        return None
+    half = [0.0 if i in constant else b for i, b in enumerate(scale)]
+    return {"lo": [a - b for a, b in zip(shift, half, strict=True)],
+            "hi": [a + b for a, b in zip(shift, half, strict=True)]}
 
 
 def engine_identity(manifest: Manifest) -> dict[str, Any]:

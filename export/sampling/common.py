@@ -122,6 +122,7 @@ class Normalize(nn.Module):
     def __init__(self, norm: Normalizer):
         super().__init__()
         self.kind = norm.kind
+        self.constant = tuple(norm.constant)  # recorded in the manifest (Normalizer.constant)
         self.register_buffer("shift", torch.tensor(norm.shift, dtype=torch.float32))
         self.register_buffer("scale", torch.tensor(norm.scale, dtype=torch.float32))
 

@@ -131,12 +131,14 @@ def plan_inputs_fn():
 
 def write_checkpoints(out: Path, S: int, A: int, C: int, H: int, K: int = 10, seed: int = 0,
                       sha: str = "ab" * 32, extra: dict | None = None, data: dict | None = None,
-                      step: int = 0, config: dict | None = None) -> Path:
+                      step: int = 0, config: dict | None = None, cond_rows: np.ndarray | None = None) -> Path:
     """Random-init planner + dynamics checkpoints in the trainer's format (no training).
 
     ``extra``: more components, name -> nn.Module with ``config()`` (e.g. DADP's models).
     ``data``: more keys of the "dataset" block (dt, robot, names: what the trainer records);
     ``step`` / ``config``: the checkpoints' step and more training-config keys (e.g. steps).
+    ``cond_rows``: the condition samples [N, C] the condition normalizer is fitted on
+    (default: random).
     """
     from export.data import Normalizer, Normalizers
     from export.models.unet import TemporalUnet
@@ -145,7 +147,7 @@ def write_checkpoints(out: Path, S: int, A: int, C: int, H: int, K: int = 10, se
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     norms = Normalizers(Normalizer.fit(rng.normal(size=(32, S + A)), "minmax"),
-                        Normalizer.fit(rng.normal(size=(32, C)), "minmax"))
+                        Normalizer.fit(rng.normal(size=(32, C)) if cond_rows is None else cond_rows, "minmax"))
     nets = {comp: TemporalUnet(H, S + A, od, S, C, dim=8, mults=(1, 2))
             for comp, od in (("planner", S + A), ("dynamics", S))}
     nets.update(extra or {})

@@ -230,3 +230,29 @@ def test_gains_set_at_the_source_engines_export_carry_over(tmp_path):
     assert (args.kp, args.cfg_w) == (24.0, 2.5)
     plain = parse("--checkpoints", str(tmp_path), "-o", str(tmp_path / "x.onnx"))  # a folder: the defaults
     assert source_settings(plain) == {} and (plain.method, plain.cfg_w, plain.kp) == ("mpdiffuser", 2.0, None)
+
+
+def test_a_condition_column_constant_in_the_data_has_no_range_through_export_and_reexport(tmp_path, write_checkpoints_fn):
+    """A command column the data never varied (vy 0 throughout): the min-max normalizer gives
+    it the placeholder scale 1, which once read as a range of +/-1 around 0 and let a live
+    command ask for sideways speeds the planner never saw. The manifest now records the
+    column as constant, the range is [0, 0], and the controller's limits hold vy at 0;
+    exporting the engine's networks again keeps it."""
+    from planner_runtime.manifest import condition_range
+    from robot.live_command import CommandLimits
+
+    rng = np.random.default_rng(0)
+    rows = np.stack([rng.uniform(-0.3, 0.8, 64), np.zeros(64), rng.uniform(-0.5, 0.5, 64)], 1)
+    ck = write_checkpoints_fn(tmp_path / "ck", 30, 12, 3, 16, cond_rows=rows)
+    first, again = tmp_path / "e.onnx", tmp_path / "again.onnx"
+    assert main(["export", "--checkpoints", str(ck), "--method", "mpdiffuser", "-o", str(first)]) == 0
+    assert main(["export", "--checkpoints", str(first), "--method", "mpdiffuser", "-o", str(again)]) == 0
+    for path in (first, again):
+        m = load_onnx(path)[1]
+        assert list(m.normalizer["cond"]["constant"]) == [1] and "constant" not in m.normalizer["traj"]
+        rng_ = condition_range(m)
+        np.testing.assert_allclose(rng_["lo"], [rows[:, 0].min(), 0.0, rows[:, 2].min()], atol=1e-6)
+        np.testing.assert_allclose(rng_["hi"], [rows[:, 0].max(), 0.0, rows[:, 2].max()], atol=1e-6)
+        lim = CommandLimits.from_condition_range(rng_)
+        cmd, clamped = lim.clamp(np.array([0.5, 0.3, 0.2]))
+        assert clamped and np.allclose(cmd, [0.5, 0.0, 0.2])

@@ -59,6 +59,11 @@ def test_normalizer_kinds_roundtrip_and_constant_dims():
         np.testing.assert_allclose(n.unnormalize(z), x, atol=1e-4)
         m = Normalizer.from_dict(n.to_dict())
         np.testing.assert_array_equal(m.shift, n.shift)
+        # the constant column is recorded (its scale 1 is a placeholder, not its spread)
+        assert m.constant == n.constant == ((2,) if kind != "identity" else ())
+    mm = Normalizer.fit(x, "minmax")
+    assert mm.slice(1, 4).constant == (1,) and mm.slice(0, 2).constant == () and mm.slice(2, 3).constant == (0,)
+    assert "constant" not in Normalizer.fit(x[:, :2], "minmax").to_dict()  # older files stay the same
     assert Normalizer.fit(x, "std").clip is None and Normalizer.fit(x, "minmax").clip == 1.0
     with pytest.raises(ValueError, match="unknown normalizer"):
         Normalizer.fit(x, "cdf")
