@@ -13,15 +13,31 @@ needs root or CAP_SYS_NICE; without it, ``set_realtime`` says so.
 
 from __future__ import annotations
 
+import argparse
 import os
 
 PRIORITIES = range(1, 100)  # the SCHED_FIFO priorities Linux accepts
 
 
-def set_realtime(priority: int) -> str:
-    """Switch this process to SCHED_FIFO at ``priority`` (1-99); returns what happened."""
+def check_priority(priority: int) -> int:
+    """``priority`` as an int, or ValueError with the reason outside 1..99."""
     if int(priority) not in PRIORITIES:
         raise ValueError(f"SCHED_FIFO priority must be in 1..99, got {priority}")
+    return int(priority)
+
+
+def priority_arg(text: str) -> int:
+    """argparse ``type`` of a SCHED_FIFO priority option: refused at parse time (exit 2, the
+    reason in the usage error), never ignored or turned into a traceback later."""
+    try:
+        return check_priority(int(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc) if "SCHED_FIFO" in str(exc) else f"not an integer: {text!r}") from exc
+
+
+def set_realtime(priority: int) -> str:
+    """Switch this process to SCHED_FIFO at ``priority`` (1-99); returns what happened."""
+    check_priority(priority)
     if not hasattr(os, "sched_setscheduler"):
         return "not available on this platform"
     try:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from planner_runtime.bench.stats import histogram_png, summary
+from planner_runtime.scheduling import priority_arg
 from planner_runtime.server import free_tcp_port
 
 log = logging.getLogger("robot.bench_loop")
@@ -102,7 +103,7 @@ def _run_inner(engine_path: str | None = None, measure_s: float = 10.0, domain_i
                            "iface": iface, "measure_s": measure_s, "rt_priority": None,
                            "note": "processes share this machine's cores with whatever else runs"}
     try:
-        rt_args = ["--dds-rt-priority", str(int(rt_priority))] if rt_priority else []
+        rt_args = ["--dds-rt-priority", str(int(rt_priority))] if rt_priority is not None else []
         robot_proc = subprocess.Popen(
             [sys.executable, "-m", "sim.dds_robot", "--domain-id", str(domain), "--iface", iface,
              "--dds-start-pose", "stand", "--dds-stats", str(stats_path), *rt_args],
@@ -116,7 +117,7 @@ def _run_inner(engine_path: str | None = None, measure_s: float = 10.0, domain_i
         ready = robot_proc.stdout.readline() if robot_proc.stdout is not None else ""
         if '"ready"' not in ready:
             raise RuntimeError("the DDS stand-in robot did not start")
-        if rt_priority:
+        if rt_priority is not None:
             from planner_runtime.scheduling import set_realtime
 
             out["rt_priority"] = set_realtime(int(rt_priority))
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m robot.bench_loop", description=__doc__.splitlines()[0])
     p.add_argument("--engine", default=None, help="a Go2 engine (default: the probe engine)")
     p.add_argument("--measure", type=float, default=10.0, help="s of planning to measure")
-    p.add_argument("--rt-priority", type=int, default=None,
+    p.add_argument("--rt-priority", type=priority_arg, default=None,
                    help="SCHED_FIFO priority for the controller and the stand-in robot")
     p.add_argument("--histogram", default=None, help="PNG of the loop periods")
     p.add_argument("--domain-id", type=int, default=None)

@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+from planner_runtime.scheduling import priority_arg
 from robot.types import LowCmd
 from sim.physics import add_model_argument
 
@@ -47,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser, with_duration: bool = False) 
                         "gyro, gravity z, base position) here at exit, for tracking metrics")
     g.add_argument("--dds-remote-stop-at", type=float, default=None,
                    help="press the wireless remote's stop combination (L2+B) after T seconds")
-    g.add_argument("--dds-rt-priority", type=int, default=None,
+    g.add_argument("--dds-rt-priority", type=priority_arg, default=None,
                    help="run the stand-in under SCHED_FIFO with this priority (needs permission)")
     g.add_argument("--dds-rate", type=float, default=500.0, help="state rate in Hz (default 500)")
     if with_duration:
@@ -187,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     # Only --dds-duration: `planner-runtime sim` has its own --duration (episode length).
     duration = getattr(args, "dds_duration", None)
     rt = getattr(args, "dds_rt_priority", None)
-    if rt:
+    if rt is not None:
         from planner_runtime.scheduling import set_realtime
 
         log.info("real-time scheduling: %s", set_realtime(rt))

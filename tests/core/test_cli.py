@@ -38,3 +38,16 @@ def test_a_closed_pipe_ends_the_command_quietly():
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 0, err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_every_priority_option_refuses_an_out_of_range_priority_when_parsed():
+    """SCHED_FIFO priorities outside 1..99 (or not numbers) on the bench and stand-in robot
+    options exit 2 with the reason at parse time; 0 was silently ignored, 100 a traceback
+    after the bench had started its processes."""
+    from planner_runtime.scheduling import priority_arg
+
+    assert priority_arg("1") == 1 and priority_arg("99") == 99
+    for cmd in (["-m", "robot.bench_loop", "--rt-priority"], ["-m", "planner_runtime.cli", "sim", "--dds", "--dds-rt-priority"]):
+        for bad, why in (("0", "must be in 1..99, got 0"), ("100", "must be in 1..99, got 100"), ("x", "not an integer")):
+            r = subprocess.run([sys.executable, *cmd, bad], capture_output=True, text=True, timeout=120)
+            assert r.returncode == 2 and why in r.stderr and "Traceback" not in r.stderr, r.stderr
