@@ -5,7 +5,8 @@
 tick without blocking (no thread: the loop is the only user of the safety state machine).
 A request is one JSON object, the reply one JSON object:
 
-    {"cmd": "status"}   -> {"ok": true, "mode": ..., "fault": ..., "resumable": ...}
+    {"cmd": "status"}   -> {"ok": true, "mode": ..., "fault": ..., "resumable": ...,
+                            "planning_s": seconds since planning began, or null}
     {"cmd": "resume"}   -> {"ok": true, "mode": "stand_up", "after": FAULT}  (applied this tick)
                            {"ok": false, "refused": WHY}  (not in damping, state stale, tilted ...)
     {"cmd": "stop"}     -> {"ok": true, "mode": "damping"}  (a resumable operator stop)
@@ -82,7 +83,8 @@ class ControlEndpoint:
         cmd = req["cmd"]
         if cmd == "status":
             return {"ok": True, "mode": sm.mode.value, "fault": sm.fault,
-                    "resumable": sm.fault_resumable if sm.fault else None, "resumes": len(sm.resumes)}
+                    "resumable": sm.fault_resumable if sm.fault else None, "resumes": len(sm.resumes),
+                    "planning_s": ctl.planning_s()}
         if cmd == "resume":
             problem = sm.resume_problem(state, state_age)
             if problem is not None:

@@ -467,6 +467,11 @@ class Controller:
         since = 0.0 if self._t_planning is None else t - self._t_planning
         return self.command(since)
 
+    def planning_s(self) -> float | None:
+        """Seconds since the loop began planning (what a schedule's time counts from); None
+        before it has."""
+        return None if self._t_planning is None else float(self.robot.now() - self._t_planning)
+
     def set_velocity(self, cmd: Any) -> tuple[np.ndarray, bool]:
         """A velocity command from the control endpoint (``--command-source endpoint``):
         clamped to the limits; ValueError when the controller takes its command elsewhere or

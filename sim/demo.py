@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -119,9 +120,9 @@ def robot_priority(args: argparse.Namespace) -> int | None:
 class EndpointDriver:
     """Sends the schedule to the controller's control endpoint as live velocity commands (20 a
     second), as a navigation program would: it polls ``status`` until the controller plans,
-    then sends ``schedule(t - t_planning)``. The reference the demo tracks against starts when
-    the controller began planning; this clock starts at the first status that says so, up to
-    one period (50 ms) later."""
+    then sends ``schedule(t - t_planning)``, with ``t_planning`` from the status's
+    ``planning_s`` (seconds since the controller began planning), so the commands follow the
+    same clock as the reference the demo tracks against."""
 
     PERIOD_S = 0.05
 
@@ -139,13 +140,14 @@ class EndpointDriver:
         from robot.control_endpoint import send
 
         while not self._stop.wait(self.PERIOD_S):
-            now = time.monotonic()
             if self.t0 is None:
                 st = send(self.endpoint, "status", timeout=0.5)
-                if st is not None and st.get("mode") == "planning":
-                    self.t0 = now
-                continue
-            vx, vy, yaw = (float(v) for v in self.schedule(now - self.t0))
+                since = None if st is None else st.get("planning_s")
+                if isinstance(since, (int, float)) and math.isfinite(since) and since >= 0:
+                    self.t0 = time.monotonic() - float(since)  # at the answer: off by its transit
+                else:
+                    continue
+            vx, vy, yaw = (float(v) for v in self.schedule(time.monotonic() - self.t0))
             reply = send(self.endpoint, "velocity", timeout=0.5, vx=vx, vy=vy, yaw=yaw)
             if reply is None:
                 self.unanswered += 1

@@ -187,7 +187,12 @@ def test_the_endpoint_takes_velocity_commands_only_when_it_is_the_source(minmax_
         return replies[-1]
 
     try:
+        before = ask("status")
+        assert before["mode"] != "planning" and before["planning_s"] is None
         ctl.run(stop_when=lambda c: c.mode is Mode.PLANNING)
+        ctl.run(duration=0.2)
+        # how long it has planned, by its own clock: what a steering program aligns a schedule to
+        assert ask("status")["planning_s"] == pytest.approx(0.2, abs=0.03)
         got = ask("velocity", vx=2.0, vy=0.1, yaw=0.0)
         assert got == {"ok": True, "command": [0.8, 0.1, 0.0], "clamped": True, "timeout_s": 0.2}
         n0 = len(link.conds)
