@@ -100,6 +100,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timing-out", default=None, metavar="NPZ",
                    help="write the loop periods and plan turnarounds here at exit (what "
                         "`planner-runtime eval --timing-trace` replays in lockstep)")
+    p.add_argument("--record", default=None, metavar="OUT.h5",
+                   help="write the run as a dataset at exit: the state at every policy tick while "
+                        "planning, its command, the action executed, reward and tilt cost (the base "
+                        "velocity from the robot, else the velocity estimator); needs h5py "
+                        "(`eval --plan-fidelity OUT.h5`, `train --data`)")
     p.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
 
 
@@ -151,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
         schedule = _schedule(args)
         if args.timing_out and not Path(args.timing_out).resolve().parent.is_dir():
             raise ValueError(f"--timing-out {args.timing_out}: its folder does not exist")
+        if args.record:
+            _check_record_path(args.record)
         safety = SafetyConfig(passive_s=args.passive, stand_up_s=args.stand_up, grace_s=args.grace, hold_s=args.hold, stand_timeout_s=args.stand_timeout,
                               startup_wait_s=args.startup_wait, state_timeout_s=args.state_timeout)
         chunk = args.chunk or go2.CHUNK_SIZE
@@ -170,6 +177,11 @@ def run(args: argparse.Namespace) -> int:
             estimator = VelocityEstimator(path)
     except (OSError, ValueError) as exc:
         print(f"error: velocity estimator: {exc}", file=sys.stderr)
+        return 2
+    if args.record and estimator is None and not args.sim:
+        print("error: --record labels each tick's reward with the base velocity, which the robot does not "
+              "measure: give --velocity-estimator NPZ (the shipped robot/assets/velocity_estimator.npz is "
+              "missing)", file=sys.stderr)
         return 2
     from planner_runtime.scheduling import pin_cpus
 
@@ -255,6 +267,8 @@ def run(args: argparse.Namespace) -> int:
             if args.release_sport_mode:
                 raise ValueError("--release-sport-mode applies to the DDS robot")
             robot = load_simulator("mujoco")(args.model, go2.LYING_JOINT_POS if args.start_pose == "lying" else None)
+            if planner is not None:
+                planner.robot_clock = robot.now  # the simulator's time, not the client's monotonic one
         else:
             from robot.dds_bridge import DdsRobot, init_channels
 
@@ -276,6 +290,10 @@ def run(args: argparse.Namespace) -> int:
 
     ctl = Controller(robot, planner, schedule, config, velocity_estimator=estimator)
     ctl.control = control
+    if args.record:
+        from robot.recording import ClosedLoopRecorder
+
+        ctl.recorder = ClosedLoopRecorder(time_origin=robot.now())
     stops = {"n": 0}
 
     def _on_signal(signum, _frame):
@@ -311,6 +329,16 @@ def run(args: argparse.Namespace) -> int:
     if args.timing_out:
         timing: dict[str, Any] = ctl.timing()
         np.savez(args.timing_out, **timing)
+    rc = 0 if negotiated else 3
+    if args.record:
+        try:
+            summary["record"] = _write_record(args, ctl, meta, estimator)
+            log.warning("recorded %d policy ticks in %d episodes to %s", summary["record"]["samples"],
+                        summary["record"]["episodes"], args.record)
+        except Exception as exc:  # noqa: BLE001 - the run is over; say what was lost, do not hide the summary
+            log.error("--record %s: nothing written: %s", args.record, exc)
+            summary["record"] = {"path": args.record, "error": str(exc)}
+            rc = rc or 4
     if hasattr(robot, "stats"):
         summary["robot"] = robot.stats()
     summary.update(extra)
@@ -322,4 +350,56 @@ def run(args: argparse.Namespace) -> int:
             print(f"t={tr['t']:.3f}  {tr['from']} -> {tr['to']}: {tr['reason']}")
         print(f"ticks {summary['ticks']}, period error median {summary['period_error_ms']['median']:.3f} ms "
               f"p99 {summary['period_error_ms']['p99']:.3f} ms; chunks {summary['counts']['chunks_accepted']}")
-    return 0 if negotiated else 3
+    return rc
+
+
+def _check_record_path(path: str) -> None:
+    """Refuse ``--record`` before the robot moves: an existing file, a missing folder, no h5py."""
+    from planner_runtime.dataset import DatasetError, _h5py
+    from robot.recording import new_dataset_path
+
+    try:
+        new_dataset_path(path)
+        _h5py()
+    except DatasetError as exc:
+        raise ValueError(f"--record: {exc}") from exc
+    if not Path(path).resolve().parent.is_dir():
+        raise ValueError(f"--record {path}: its folder does not exist")
+
+
+def _write_record(args, ctl, meta: dict | None, estimator) -> dict[str, Any]:
+    """The run's policy ticks as a dataset (robot.recording); what was written."""
+    import hashlib
+    import time as _time
+
+    from robot.recording import run_dataset_writer
+
+    if args.sim:
+        velocity = "ground truth (the simulator's)"
+    else:
+        digest = hashlib.sha256(estimator.path.read_bytes()).hexdigest()
+        velocity = f"estimated (velocity estimator {estimator.path}, sha256 {digest})"
+    from planner_runtime.bench.stats import summary as stats
+
+    rec = ctl.recorder
+    identity = (meta or {}).get("identity") or {}
+    dt = ctl.robot.control_dt * ctl.config.policy_decimation
+    # the rows are written dt apart; how far apart the loop really sampled them, so a user can
+    # see whether that holds (a loop without real-time priority runs late under load)
+    interval = {k: v for k, v in stats(rec.intervals(), scale=1e3, suffix="_ms", digits=3).items()
+                if k in ("median_ms", "p99_ms", "max_ms")}
+    prov = {"collector": "planner-runtime controller --record (robot/recording.py)",
+            "robot": f"MuJoCo Go2 ({args.model})" if args.sim else f"DDS on {args.iface}",
+            "base_velocity": velocity, "engine": identity, "planner": args.planner,
+            "policy_tick_interval": interval, "time_origin_s": rec.time_origin,
+            "controller_argv": sys.argv[1:], "created": _time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime())}
+    episodes = rec.episodes(fell=False)
+    if not episodes:
+        raise ValueError(f"no stretch of planning long enough for a training window ({len(rec)} "
+                         "policy ticks sampled)")
+    with run_dataset_writer(args.record, ctl.config.semantics, dt, prov) as w:
+        for ep in episodes:
+            w.append(ep)
+    return {"path": args.record, "episodes": len(episodes), "samples": int(sum(len(e) for e in episodes)),
+            "falls": int(sum(e.terminal for e in episodes)), "base_velocity": velocity,
+            "policy_tick_interval": interval}

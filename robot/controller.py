@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +57,7 @@ from robot.types import LowCmd, LowState
 
 if TYPE_CHECKING:
     from robot.control_endpoint import ControlEndpoint
+    from robot.recording import ClosedLoopRecorder
 
 log = logging.getLogger("robot.controller")
 
@@ -255,6 +256,9 @@ class Controller:
         self.periods = Series()  # wall-clock period of each loop iteration (s), the newest 262144
         self._window = (0, 0)  # (periods, latencies) counts at the last window_stats()
         self.trace: list[TickRecord] = []
+        # Optional robot.recording.ClosedLoopRecorder (``controller --record``): the state at
+        # every policy tick with its command and base velocity, and the action executed there
+        self.recorder: ClosedLoopRecorder | None = None
         self._last_wall: float | None = None
         self._pacer = None
         if self.config.realtime and not getattr(robot, "paces_itself", False):
@@ -350,6 +354,7 @@ class Controller:
                 log.warning("control endpoint: %s", exc)
         was_damping = self.safety.mode is Mode.DAMPING
 
+        v_est = None
         if (self.velocity_estimator is not None and state is not None
                 and self.tick % self.config.policy_decimation == 0):
             try:
@@ -375,6 +380,8 @@ class Controller:
                     fresh = self._receive(t, self.config.lockstep_timeout_s, want_seq=self.seq - 1)
             fresh = self._receive(t, 0.0) or fresh
         target = self._current_target(t)
+        if self.recorder is not None and state is not None and self.tick % self.config.policy_decimation == 0:
+            self._record_tick(t, state, v_est)
         cmd = self.safety.step(t, state, target, fresh, age)
         if was_damping and self.safety.mode is not Mode.DAMPING:
             self._after_resume()
@@ -408,6 +415,17 @@ class Controller:
         if self._pacer is not None:
             self._pacer.wait()
         return safe
+
+    def _record_tick(self, t: float, state: LowState, v_est: np.ndarray | None) -> None:
+        """This policy tick for ``recorder``: the state and command, the base velocity (the
+        robot's, else the estimator's; without either the tick is left out, which ends the
+        stretch) and the action the executor recorded for it (while planning)."""
+        v = state.base_lin_vel if state.base_lin_vel is not None else v_est
+        if v is None or self.recorder is None:
+            return
+        self.recorder.sample(t, build_state(state), self._command_at(t), np.asarray(v, np.float64),
+                             fallen=self.safety.fallen, tick=self.tick // self.config.policy_decimation)
+        self.recorder.executed(self.executor.records)
 
     def _new_executor(self) -> ChunkExecutor:
         dt = self.robot.control_dt * self.config.policy_decimation
@@ -688,6 +706,10 @@ class ServiceLink:
         self.profile = profile
         self.claim_retry_s = float(claim_retry_s)
         self.clock = clock
+        # The robot's clock (``robot.now``), when it is not the client's (a simulated Go2 runs on
+        # its own time): a chunk's receipt time is moved onto it, so turnarounds compare like
+        # with like. None: the robot's clock is the client's (monotonic, as over DDS).
+        self.robot_clock: Callable[[], float] | None = None
         self.expected_identity: dict | None = None  # from the negotiation; every claim must match
         self.refused: str | None = None
         self.negotiation: Negotiation | None = None
@@ -813,6 +835,8 @@ class ServiceLink:
                 self._check_identity(c.identity)
         if self.refused is not None:
             return None  # chunks that were already in flight are not used
+        if ch is not None and ch.received_at is not None and self.robot_clock is not None:
+            ch.received_at = self.robot_clock() - (c.clock() - ch.received_at)
         return ch
 
     def summary(self) -> dict:

@@ -54,6 +54,7 @@ from robot import go2_constants as go2
 from robot.types import LowCmd, LowState
 
 log = logging.getLogger("robot.safety")
+FALL = "fall"  # the reason's first word when the trunk tilted past the fall limit (SafetyStateMachine.fallen)
 
 
 class Mode(str, enum.Enum):
@@ -211,6 +212,11 @@ class SafetyStateMachine:
     @property
     def stopped(self) -> bool:
         return self.mode is Mode.DAMPING
+
+    @property
+    def fallen(self) -> bool:
+        """Damping because the trunk tilted past the fall limit (not an operator's or other stop)."""
+        return self.mode is Mode.DAMPING and (self.fault or "").startswith(f"{FALL}:")
 
     def _go(self, t: float, dst: Mode, reason: str) -> None:
         if dst is self.mode:
@@ -373,7 +379,7 @@ class SafetyStateMachine:
         if self.mode in (Mode.PLANNING, Mode.HOLD, Mode.STAND) and not self._startup_stand():
             tilt = tilt_rad(np.asarray(state.quaternion, dtype=np.float64))
             if tilt > cfg.fall_tilt_rad:
-                return f"fall: trunk tilted {tilt:.2f} rad > {cfg.fall_tilt_rad:.2f} rad"
+                return f"{FALL}: trunk tilted {tilt:.2f} rad > {cfg.fall_tilt_rad:.2f} rad"
         return None
 
     def _startup_stand(self) -> bool:

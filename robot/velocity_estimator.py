@@ -84,6 +84,7 @@ class VelocityEstimator:
 
     def __init__(self, path: str | Path) -> None:
         p = Path(path)
+        self.path = p
         if not p.is_file():
             raise FileNotFoundError(f"velocity estimator weights not found: {p}")
         with np.load(p, allow_pickle=False) as z:

@@ -253,7 +253,7 @@ def branch_engine(path: str) -> tuple:
 
 
 class _Brancher:
-    """The recorder hook of eval's episode loop (sim.recording.ClosedLoopRecorder's interface)
+    """The recorder hook of eval's episode loop (robot.recording.ClosedLoopRecorder's interface)
     that branches: every ``every`` s of planning it copies the simulator and lets the expert
     take over the copy for ``ticks`` policy ticks under the command of that moment."""
 

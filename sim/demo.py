@@ -75,6 +75,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how the schedule reaches the controller: as its --schedule (default), or live "
                         "over its control endpoint, 20 velocity commands a second from this process as a "
                         "navigation program would send them (controller --command-source endpoint)")
+    p.add_argument("--record", action="store_true",
+                   help="the controller records the run as a dataset, OUT/run.h5 (controller --record: "
+                        "the base velocity from its velocity estimator, as on a robot)")
     p.add_argument("--runs", type=int, default=1, help="repeat the demo this many times (default 1)")
     p.add_argument("--out", default="demo_out", help="directory for the plot, logs and JSON (default demo_out)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -352,6 +355,9 @@ def _run_once(args: argparse.Namespace, out: Path, quiet: bool = False) -> int:
                         ("--delay-ticks", args.delay_ticks)):
             if v is not None:
                 ctl_cmd += [flag, str(v)]
+        if args.record:
+            (out / "run.h5").unlink(missing_ok=True)  # the demo's own output: replaced, as its report is
+            ctl_cmd += ["--record", str(out / "run.h5")]
         say("[demo] controller: passive -> stand-up -> planning -> damping ...")
         driver = EndpointDriver(control_ep, schedule) if args.steer == "endpoint" else None
         try:
@@ -396,7 +402,7 @@ def _run_once(args: argparse.Namespace, out: Path, quiet: bool = False) -> int:
               "cpu_hog": args.cpu_hog, "rt_priority": args.rt_priority,
               "robot_rt_priority": robot_priority(args), "serve_rt_priority": args.serve_rt_priority,
               "steer": args.steer, "command": summary.get("command"),
-              "steering_sent": None if driver is None else driver.stats(),
+              "steering_sent": None if driver is None else driver.stats(), "record": summary.get("record"),
               "cpus": {k: None if v is None else sorted(v) for k, v in cpus.items()},
               "plot": str(png), "timing": str(out / "timing.npz"), "exit_codes": codes}
     (out / "demo_report.json").write_text(json.dumps(report, indent=2, default=float))

@@ -82,7 +82,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", default=None, metavar="OUT.h5",
                    help="write episodes as a new dataset: on the Go2, the one --engine's own closed-loop "
                         "episodes (the states it visited under these latency and physics options, the "
-                        "actions it executed; sim/recording.py); with --env, the reference policy's "
+                        "actions it executed; robot/recording.py); with --env, the reference policy's "
                         "(one --policy)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--plot", default=None, metavar="PNG", help="write tracking curves and bars here")

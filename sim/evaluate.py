@@ -46,6 +46,7 @@ import numpy as np
 from planner_runtime.bench.stats import summary
 from planner_runtime.config import ConfigError
 from robot.observation import CONDITION_NAMES
+from robot.recording import RAW_SHAPES, ClosedLoopRecorder, engine_dataset_writer, new_dataset_path
 from sim.eval_config import (
     EvalConfig,
     as_flags,
@@ -56,7 +57,6 @@ from sim.eval_config import (
 )
 from sim.eval_config import add_arguments as add_arguments  # the CLI's options (sim/eval_config.py)
 from sim.physics import check_model_argument
-from sim.recording import RAW_SHAPES, ClosedLoopRecorder, engine_dataset_writer, new_dataset_path
 
 HELP = "closed-loop evaluation in MuJoCo: falls, tracking, cost, dynamics consistency, latency"
 COST_BUDGET = 10.0
@@ -124,7 +124,7 @@ def run_planner_episode(engine, spec, index: int, cfg: EvalConfig, state_scale: 
                         contract=None, on_setup=None, recorder=None, setup=None) -> tuple[dict, object]:
     """Controller + lockstep planner on one episode; metrics over the planning phase.
     ``on_setup(robot, index)`` is called once the episode's simulator exists; a
-    ``recorder`` (``sim.recording.ClosedLoopRecorder``'s interface) gets every sampled state
+    ``recorder`` (``robot.recording.ClosedLoopRecorder``'s interface) gets every sampled state
     and executed action; ``setup`` = (robot, command schedule) replaces eval's own."""
     from planner_runtime.link import InProcessPlanner
     from robot.controller import Controller, ControllerConfig, check_engine
@@ -549,7 +549,7 @@ def run_eval(cfg: EvalConfig) -> int:
                 return _close_all(opened, 2)
         if cfg.record:
             recording = engine_dataset_writer(cfg.record, engine.manifest, {
-                "collector": "planner-runtime eval --record (sim/recording.py)", "engine": path,
+                "collector": "planner-runtime eval --record (robot/recording.py)", "engine": path,
                 "eval_argv": to_argv(cfg)}, list(CONDITION_NAMES), RAW_SHAPES)
         ms = []
         for i in tqdm(range(cfg.episodes), desc=name, disable=cfg.no_progress, file=sys.stderr):

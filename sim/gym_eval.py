@@ -293,7 +293,7 @@ def summarize(ms: list[dict[str, Any]]) -> dict[str, Any]:
 def _record(path: str, env_id: str, dt: float, eps: list[dict[str, Any]], cond_names: list[str],
             policy: str, seed: int) -> dict[str, Any]:
     from planner_runtime.dataset import DatasetWriter, Episode
-    from sim.recording import new_dataset_path
+    from robot.recording import new_dataset_path
 
     out = new_dataset_path(path)
     rows0 = eps[0]["_rows"]

@@ -145,7 +145,7 @@ def open_writer(path: str, manifest: Any, cfg: Any) -> Any:
     dt and action semantics (so a ranker trained on it matches the engine)."""
     from dataclasses import asdict
 
-    from sim.recording import engine_dataset_writer
+    from robot.recording import engine_dataset_writer
 
     return engine_dataset_writer(path, manifest, {
         "collector": "planner-runtime eval --ranker-check --ranker-data (sim/ranker_check.py)",

@@ -147,9 +147,11 @@ def test_demo_three_real_processes_plan_and_drive_the_dds_robot(tmp_path):
 def test_demo_steered_live_over_the_control_endpoint(tmp_path):
     """The same stack steered as a navigation program would: the demo sends the schedule to
     the controller's control endpoint 20 times a second (controller --command-source
-    endpoint); the robot walks forward, then turns when the commands say so."""
+    endpoint); the robot walks forward, then turns when the commands say so. The controller
+    records the run (demo --record: controller --record over DDS, rewards from the velocity
+    estimator, as on a robot without a velocity sensor)."""
     out = _cli("demo", "--duration", "6", "--schedule", "0:0.5,0,0;3:0.5,0,0.5", "--steer", "endpoint",
-               "--out", str(tmp_path), "--json", timeout=600)
+               "--record", "--out", str(tmp_path), "--json", timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     rep = json.loads(out.stdout)
     assert rep["steer"] == "endpoint" and rep["command"]["source"] == "endpoint"
@@ -165,3 +167,14 @@ def test_demo_steered_live_over_the_control_endpoint(tmp_path):
     with np.load(tmp_path / "timing.npz") as z:
         assert z["turnaround_s"].size == rep["controller"]["counts"]["chunks_accepted"]
     assert m["mean_yaw_rate_settled"] > 0.15, m  # 0.5 rad/s over the last 5 s of 8: about 0.3; no turn: 0
+    # the recorded run: the live commands as conditions, rewards from the estimated velocity
+    from planner_runtime.dataset import load_dataset
+
+    rec = rep["record"]
+    assert rec["base_velocity"].startswith("estimated (velocity estimator") and rec["falls"] == 0
+    ds = load_dataset(tmp_path / "run.h5")
+    assert len(ds.observations) == rec["samples"] > 150  # of about 450 policy ticks while planning
+    assert ds.provenance["robot"] == "DDS on lo" and ds.provenance["base_velocity"] == rec["base_velocity"]
+    assert set(np.round(ds.conditions[:, 2], 3)) <= {0.0, 0.5} and np.any(ds.conditions[:, 2] == 0.5)
+    assert rec["policy_tick_interval"]["median_ms"] > 19.0  # the loop's real policy period, reported
+    assert 0.1 < float(np.mean(ds.raw["base_lin_vel"][:, 0])) < 1.0  # the estimator's forward speed
