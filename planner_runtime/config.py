@@ -178,11 +178,24 @@ def check_mapping(cls: type, data: Any, where: str, *, path: str = "", item: str
     out = {}
     for k, (v, f, tp) in _checked(cls, data, where, path, item).items():
         sub = _join(path, k)
-        if dataclasses.is_dataclass(tp) and isinstance(tp, type) and isinstance(v, Mapping):
-            out[k] = check_mapping(tp, v, where, path=sub, item=item)
+        inner = _dataclass_in(tp)
+        if inner is not None and isinstance(v, Mapping):
+            # kept a mapping (a dataclass or an optional one), so the result parses again
+            out[k] = check_mapping(inner, v, where, path=sub, item=item)
         else:
             out[k] = _field_value(f, tp, v, where, sub, item)
     return out
+
+
+def _dataclass_in(tp: Any) -> type | None:
+    """The dataclass ``tp`` is, or is optionally (``X | None``); else None."""
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return tp
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(members) == 1 and dataclasses.is_dataclass(members[0]) and isinstance(members[0], type):
+            return members[0]
+    return None
 
 
 def _build(cls: type[T], data: Mapping[str, Any], where: str, path: str, item: str) -> T:

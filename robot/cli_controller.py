@@ -104,7 +104,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write the run as a dataset at exit: the state at every policy tick while "
                         "planning, its command, the action executed, reward and tilt cost (the base "
                         "velocity from the robot, else the velocity estimator); needs h5py "
-                        "(`eval --plan-fidelity OUT.h5`, `train --data`)")
+                        "(`planner-runtime dataset info OUT.h5`, `train --data OUT.h5`)")
     p.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
 
 

@@ -7,8 +7,8 @@ visits (under the evaluated latency, physics and merge rule, or on the real robo
 actions it executed. The default engine's forecaster is fine-tuned on them
 (export/default_engine.py): a forecaster trained only on the expert's states is 2-3x less
 accurate on the engine's. A robot's run is what a simulator cannot give: the real robot's
-states under the engine's own actions (``eval --plan-fidelity RUN.h5`` plans from them; a
-fine-tune trains on them).
+states under the engine's own actions, to fine-tune on (docs/controller.md, "Recording a
+run").
 
 Rows are the collection's (sim/collect.py): ``observations[k]`` is the state measured at the
 start of policy tick k, ``actions[k]`` the action executed during it (in the engine's action

@@ -94,6 +94,22 @@ def test_defaults_round_trip_and_sections_merge():
     assert (aux.batch_size, aux.lr, aux.ema_start, aux.model.latent) == (256, 1e-3, 0, 8)
 
 
+def test_a_fine_tunes_written_config_is_a_config_file_again(tmp_path):
+    """A fine-tune writes ``init_from`` into its config.json (and ``python -m
+    export.from_engine`` into the one it recovers); given back with ``--config`` it used to be
+    refused (the optional nested block came back from the file check as a dataclass, which
+    the full parse then rejected: "'init_from' must be object, got InitFrom(...)")."""
+    written = to_dict(resolve_config("mpdiffuser", {**TINY, "init_from": {"path": "ck/planner.pt", "step": 16000}}))
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(written))
+    again = resolve_config("mpdiffuser", user_config(path, ["steps=5"]))
+    assert again.init_from is not None and (again.init_from.path, again.init_from.step) == ("ck/planner.pt", 16000)
+    assert again.steps == 5 and to_dict(again) == {**written, "steps": 5}
+    assert load_config(path)["init_from"] == {"path": "ck/planner.pt", "step": 16000}
+    with pytest.raises(ConfigError, match="init_from.step"):
+        user_config(None, ['init_from={"path": "x", "step": "many"}'])
+
+
 def test_shipped_engine_and_recipe_configs_parse():
     """The embedded engine's stored training config (a component's config, written by an
     earlier version) parses strictly and round-trips; the recipe's --set overrides parse."""
