@@ -423,7 +423,8 @@ class Controller:
         v = state.base_lin_vel if state.base_lin_vel is not None else v_est
         if v is None or self.recorder is None:
             return
-        self.recorder.sample(t, build_state(state), self._command_at(t), np.asarray(v, np.float64),
+        x = self._tick_state if self._tick_state is not None else build_state(state)  # as sent, when sent
+        self.recorder.sample(t, x, self._command_at(t), np.asarray(v, np.float64),
                              fallen=self.safety.fallen, tick=self.tick // self.config.policy_decimation)
         self.recorder.executed(self.executor.records)
 

@@ -20,6 +20,7 @@ simulator's, or on a robot the velocity estimator's, which the file's provenance
 
 from __future__ import annotations
 
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -83,12 +84,18 @@ class ClosedLoopRecorder:
 
     def __init__(self, time_origin: float = 0.0) -> None:
         self.time_origin = float(time_origin)
-        self._samples: list[tuple[float, np.ndarray, np.ndarray, np.ndarray, bool, int | None]] = []
-        self._actions: dict[int, np.ndarray] = {}
+        # compact, for hours of 50 Hz ticks on the robot (about 0.5 kB a tick, 90 MB an hour): the sample times,
+        # tick numbers (-1: not given), fall flags, and one float32 row [state, command, velocity]
+        self._t = array("d")
+        self._tick = array("q")
+        self._fallen = array("b")
+        self._rows = _Rows()
+        self._actions: dict[int, int] = {}  # time key -> row of _acts
+        self._acts = _Rows()
         self._last_record: object | None = None
 
     def __len__(self) -> int:
-        return len(self._samples)
+        return len(self._t)
 
     def sample(self, t: float, x: np.ndarray, command: np.ndarray, base_lin_vel: np.ndarray,
                fallen: bool = False, tick: int | None = None) -> None:
@@ -96,14 +103,16 @@ class ClosedLoopRecorder:
         body velocity there (for the reward); ``fallen``: the robot was stopped by a fall
         (ends the stretch before it as a failure); ``tick``: the policy tick's number (None:
         samples are consecutive ticks by construction)."""
-        self._samples.append((float(t), np.asarray(x, np.float64), np.asarray(command, np.float64),
-                              np.asarray(base_lin_vel, np.float64), bool(fallen), tick))
+        self._t.append(float(t))
+        self._tick.append(-1 if tick is None else int(tick))
+        self._fallen.append(1 if fallen else 0)
+        self._rows.append(np.concatenate([np.ravel(x), np.ravel(command)[:3], np.ravel(base_lin_vel)[:3]]))
 
     def intervals(self) -> np.ndarray:
         """Seconds between consecutive sampled policy ticks (the loop's real policy period)."""
-        s = self._samples
-        return np.array([b[0] - a[0] for a, b in zip(s, s[1:], strict=False)
-                         if a[5] is None or b[5] == a[5] + 1], np.float64)
+        t, k = np.asarray(self._t), np.asarray(self._tick)
+        consecutive = (k[:-1] < 0) | (k[1:] == k[:-1] + 1)
+        return np.diff(t)[consecutive]
 
     def executed(self, records: Any) -> None:
         """Call after every controller step with ``executor.records``: keeps the newest record
@@ -114,7 +123,8 @@ class ClosedLoopRecorder:
         if r is self._last_record:
             return
         self._last_record = r
-        self._actions[self._key(r.t)] = np.asarray(r.action, np.float64)
+        self._actions[self._key(r.t)] = len(self._acts)
+        self._acts.append(np.asarray(r.action))
 
     @staticmethod
     def _key(t: float) -> int:
@@ -132,18 +142,44 @@ class ClosedLoopRecorder:
                 out.append(Episode(obs, act, cond, rew, cost, terminal=terminal, raw={"time": t, "base_lin_vel": v}))
             rows.clear()
 
-        for j in range(len(self._samples) - 1):
-            t, x, cmd, v, fallen, tick = self._samples[j]
-            a = self._actions.get(self._key(t))
-            if a is None:
-                flush(fallen)
+        data, acts = self._rows.view().astype(np.float64), self._acts.view().astype(np.float64)
+        S = data.shape[1] - 6
+        n = len(self._t)
+        for j in range(n - 1):
+            t, tick = self._t[j], self._tick[j]
+            i = self._actions.get(self._key(t))
+            if i is None:
+                flush(bool(self._fallen[j]))
                 continue
-            _, x1, _, v1, fallen1, tick1 = self._samples[j + 1]
-            if tick is not None and tick1 != tick + 1:  # the next state is not this tick's outcome
-                flush(fallen1)
+            if tick >= 0 and self._tick[j + 1] != tick + 1:  # the next state is not this tick's outcome
+                flush(bool(self._fallen[j + 1]))
                 continue
-            r, c = state_reward_cost(x1, v1, cmd)
-            rows.append((x, a, build_condition(cmd), r, c, t, v))
-        flush(fell or bool(self._samples and self._samples[-1][4]))
+            x, cmd, v = data[j, :S], data[j, S:S + 3], data[j, S + 3:]
+            r, c = state_reward_cost(data[j + 1, :S], data[j + 1, S + 3:], cmd)
+            rows.append((x, acts[i], build_condition(cmd), r, c, t, v))
+        flush(fell or bool(n and self._fallen[-1]))
         return out
+
+
+class _Rows:
+    """A growing float32 table (rows of one width), doubling its capacity as it fills."""
+
+    def __init__(self) -> None:
+        self._a: np.ndarray | None = None
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def append(self, row: np.ndarray) -> None:
+        row = np.asarray(row, np.float32).ravel()
+        if self._a is None:
+            self._a = np.empty((1024, row.size), np.float32)
+        elif self._n == len(self._a):
+            self._a = np.concatenate([self._a, np.empty_like(self._a)])
+        self._a[self._n] = row
+        self._n += 1
+
+    def view(self) -> np.ndarray:
+        return np.zeros((0, 0), np.float32) if self._a is None else self._a[:self._n]
 
