@@ -157,6 +157,9 @@ def run(args: argparse.Namespace) -> int:
         if args.timing_out and not Path(args.timing_out).resolve().parent.is_dir():
             raise ValueError(f"--timing-out {args.timing_out}: its folder does not exist")
         if args.record:
+            if args.dry_run:
+                raise ValueError("--record with --dry-run: the actions would be recorded as executed, "
+                                 "and a dry run executes none")
             _check_record_path(args.record)
         safety = SafetyConfig(passive_s=args.passive, stand_up_s=args.stand_up, grace_s=args.grace, hold_s=args.hold, stand_timeout_s=args.stand_timeout,
                               startup_wait_s=args.startup_wait, state_timeout_s=args.state_timeout)
@@ -372,6 +375,7 @@ def _write_record(args, ctl, meta: dict | None, estimator) -> dict[str, Any]:
     import hashlib
     import time as _time
 
+    from planner_runtime.bench.stats import summary as stats
     from robot.recording import run_dataset_writer
 
     if args.sim:
@@ -379,8 +383,6 @@ def _write_record(args, ctl, meta: dict | None, estimator) -> dict[str, Any]:
     else:
         digest = hashlib.sha256(estimator.path.read_bytes()).hexdigest()
         velocity = f"estimated (velocity estimator {estimator.path}, sha256 {digest})"
-    from planner_runtime.bench.stats import summary as stats
-
     rec = ctl.recorder
     identity = (meta or {}).get("identity") or {}
     dt = ctl.robot.control_dt * ctl.config.policy_decimation

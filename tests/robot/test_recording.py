@@ -132,3 +132,7 @@ def test_a_run_that_never_planned_writes_nothing_and_says_so(tmp_path):
                               "--record", str(tmp_path / "no" / "run.h5")], capture_output=True, text=True,
                              timeout=120, env=child_env())
     assert missing.returncode == 2 and "its folder does not exist" in missing.stderr
+    dry = subprocess.run([sys.executable, "-m", "planner_runtime.cli", "controller", "--dry-run", "--duration", "1",
+                          "--record", str(tmp_path / "dry.h5")], capture_output=True, text=True, timeout=120,
+                         env=child_env())
+    assert dry.returncode == 2 and "a dry run executes none" in dry.stderr and not (tmp_path / "dry.h5").exists()
