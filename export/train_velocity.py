@@ -1,6 +1,7 @@
 """Train the base-velocity estimator (robot.velocity_estimator) on a simulated dataset.
 
     python -m export.train_velocity --data data/go2_expert.h5 --out robot/assets/velocity_estimator.npz
+    python -m export.train_velocity --data trot.h5 ppo.h5 --out ve.npz     # several gaits
 
 The dataset (planner_runtime.dataset format) must carry raw/ fields quaternion, gyroscope,
 accelerometer, q, dq and the privileged raw/base_lin_vel (body frame), as
@@ -42,6 +43,23 @@ def build_arrays(path: str, history: int, max_samples: int | None = None):
     return x, y, ep, len(bounds), float(ds.dt), ds.sha256 or ""
 
 
+def build_arrays_from(paths: list[str], history: int, max_samples: int | None = None):
+    """:func:`build_arrays` over several datasets (e.g. two gaits: datasets of different action
+    semantics cannot be one file), episodes numbered across them; their dt must agree.
+    ``max_samples`` applies to each file."""
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    parts = [build_arrays(p, history, max_samples) for p in paths]
+    dts = {round(part[4], 9) for part in parts}
+    if len(dts) > 1:
+        raise ValueError(f"datasets {paths} have different dt {sorted(dts)}: one estimator runs at one rate")
+    offsets = np.cumsum([0] + [part[3] for part in parts[:-1]])
+    x = np.concatenate([part[0] for part in parts])
+    y = np.concatenate([part[1] for part in parts])
+    ep = np.concatenate([part[2] + off for part, off in zip(parts, offsets, strict=True)])
+    shas = [part[5] for part in parts]
+    return x, y, ep, int(sum(part[3] for part in parts)), parts[0][4], shas[0] if len(shas) == 1 else shas
+
+
 def train(args: argparse.Namespace) -> dict:
     import torch
 
@@ -49,7 +67,7 @@ def train(args: argparse.Namespace) -> dict:
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    x, y, ep, n_eps, dt, sha = build_arrays(args.data, args.history, args.max_samples)
+    x, y, ep, n_eps, dt, sha = build_arrays_from(args.data, args.history, args.max_samples)
     if n_eps < 2:
         raise ValueError(f"{args.data}: need at least 2 episodes to split train/validation, got {n_eps}")
     rng = np.random.default_rng(args.seed)
@@ -107,7 +125,8 @@ def train(args: argparse.Namespace) -> dict:
     out = args.out if str(args.out).endswith(".npz") else f"{args.out}.npz"
     ve.save(out, weights, x_mean, x_std, y_mean, y_std, history=args.history, dt=dt,
             activation=args.activation, extra={"metrics": metrics, "hidden": list(args.hidden),
-                                               "data": str(args.data), "data_sha256": sha,
+                                               "data": args.data[0] if len(args.data) == 1 else list(args.data),
+                                               "data_sha256": sha,
                                                "seed": args.seed})
     # The numpy inference must reproduce torch's.
     est = ve.VelocityEstimator(out)
@@ -120,7 +139,8 @@ def train(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m export.train_velocity", description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="dataset .h5 with raw/base_lin_vel")
+    p.add_argument("--data", required=True, nargs="+",
+                   help="dataset(s) .h5 with raw/base_lin_vel (several: e.g. one per gait)")
     p.add_argument("--out", required=True, help="output .npz")
     p.add_argument("--history", type=int, default=3, help="steps of history (default 3 = 60 ms at 50 Hz)")
     p.add_argument("--hidden", type=int, nargs="+", default=[128, 128])
