@@ -30,9 +30,13 @@ def priority_arg(text: str) -> int:
     """argparse ``type`` of a SCHED_FIFO priority option: refused at parse time (exit 2, the
     reason in the usage error), never ignored or turned into a traceback later."""
     try:
-        return check_priority(int(text))
+        value = int(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc) if "SCHED_FIFO" in str(exc) else f"not an integer: {text!r}") from exc
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from exc
+    try:
+        return check_priority(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def set_realtime(priority: int) -> str:
