@@ -64,7 +64,11 @@ def _info(path: str) -> dict:
             "dims": dict(zip("SAC", ds.dims, strict=True)), "state_names": ds.state_names,
             "action_names": ds.action_names, "condition_names": ds.condition_names,
             "costs": ds.has_costs, "action_semantics": ds.action_semantics is not None,
-            "raw_fields": sorted(ds.raw), "sha256": ds.sha256}
+            "raw_fields": sorted(ds.raw), "sha256": ds.sha256, "provenance": ds.provenance}
+
+
+# provenance entries `dataset info` prints (all of it is in --json): where the data came from
+SHOWN_PROVENANCE = ("collector", "robot", "base_velocity", "policy_tick_interval", "created")
 
 
 def _print_report(r: dict, imported: bool) -> None:
@@ -85,6 +89,9 @@ def _print_report(r: dict, imported: bool) -> None:
     if "episode_return" in r:
         er = r["episode_return"]
         print(f"            return min {er['min']:.4g} mean {er['mean']:.4g} max {er['max']:.4g}")
+    prov = r.get("provenance") or {}
+    for i, k in enumerate(k for k in SHOWN_PROVENANCE if k in prov):
+        print(f"{'provenance' if i == 0 else '':<12}{k}: {prov[k]}")
 
 
 def run(args: argparse.Namespace) -> int:

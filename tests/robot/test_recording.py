@@ -57,7 +57,7 @@ def test_stretches_end_at_a_missing_tick_a_tick_without_action_and_a_fall():
     assert MIN_STRETCH > 4  # the last 4-tick stretch holds no training window and is not written
 
 
-def test_controller_records_its_run_and_the_dataset_reads_back(tmp_path):
+def test_controller_records_its_run_and_the_dataset_reads_back(tmp_path, capsys):
     """`controller --sim --planner EP --record OUT.h5` against the real service on the embedded
     engine: the file carries the controller's layout and the engine's action semantics, one
     row per policy tick while planning, the command as the condition, rewards and costs as
@@ -114,6 +114,14 @@ def test_controller_records_its_run_and_the_dataset_reads_back(tmp_path):
     # the robot walked: the ground truth speed under the 0.5 m/s command
     assert 0.2 < float(np.mean(v[50:100, 0])) < 0.9
     assert np.all(np.isfinite(ds.actions)) and np.ptp(ds.actions[:, 2]) > 0.1  # executed, not a held pose
+    # `dataset info` says where a run came from
+    from planner_runtime.cli import main
+
+    assert main(["dataset", "info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "collector: planner-runtime controller --record" in text and "base_velocity: ground truth" in text
+    assert main(["dataset", "info", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["provenance"]["policy_tick_interval"] == rec["policy_tick_interval"]
 
 
 def test_a_run_that_never_planned_writes_nothing_and_says_so(tmp_path):
