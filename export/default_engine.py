@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from planner_runtime.provenance import source_commit
+from planner_runtime.provenance import source_commit, utc_stamp
 
 # The PPO walking policy (its legged-gym action semantics, at the GAINS below) on three Go2 models,
 # with per-episode randomized physics (sim.physics.RANDOMIZED) and nominal physics, three
@@ -364,7 +364,7 @@ def _reexport(work: Path, ck: Path, engine: Path, install: bool, data: Path | No
         prov["cost_gate"] = gate
     prov.update(engine_sha256=_sha256(engine), stages=stages + log,
                 total_wall_s=round(sum(s["wall_s"] for s in stages + log), 1),
-                reexported_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                reexported_utc=utc_stamp(),
                 reexport_source_commit=source_commit())
     old.write_text(json.dumps(prov, indent=2))
     if install:

@@ -27,7 +27,6 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from export.trt_ops import TRT_MAX_OPSET, unsupported_ops
 from planner_runtime import manifest as mf
 from planner_runtime.engine import FUSED_INPUTS, FUSED_OUTPUTS, STEP_INPUTS, STEP_OUTPUTS
 from planner_runtime.engine_file import attach_manifest
+from planner_runtime.provenance import utc_stamp
 from planner_runtime.schedule import ddim_levels, warm_levels
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,7 @@ def build_manifest(module: nn.Module, graph: str, n_steps: int, meta: EngineMeta
                     "dt_source": str(meta.dt_source)},
         "overrides": json.loads(json.dumps(meta.overrides)),
         "robot": {"name": meta.robot, "profile": meta.profile},
-        "provenance": {"created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "provenance": {"created_utc": utc_stamp(),
                        "versions": _versions(), **meta.provenance},
         "checksums": {"graph_sha256": "0" * 64},  # replaced by attach_manifest
     }

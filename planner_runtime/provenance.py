@@ -2,13 +2,14 @@
 
 Datasets (``planner-runtime collect``) and the default engine's recipe
 (``python -m export.default_engine``) record it, so that a rerun can be compared with the
-code that made the file. Read-only git calls; ``None`` when the package is not a git
+code that made the file; ``utc_stamp`` is the time they (and engines, recorded runs) write. Read-only git calls; ``None`` when the package is not a git
 checkout (an installed wheel) or git is missing.
 """
 
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,3 +30,8 @@ def source_commit(paths: Sequence[str] = ("planner_runtime", "export", "robot", 
         return head.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def utc_stamp() -> str:
+    """Now in UTC as provenance records write it: ``2026-12-07T14:30:00Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

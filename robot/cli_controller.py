@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from planner_runtime.scheduling import priority_arg
+
 HELP = "run the Go2 controller (DDS robot or --sim) with its safety state machine"
 
 
@@ -90,7 +92,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lowcmd-check", type=float, default=1.0, metavar="S",
                    help="s of DDS discovery looking for another rt/lowcmd publisher before "
                         "publishing (one found: refuse to start; default 1.0; 0 skips the check)")
-    p.add_argument("--rt-priority", type=int, default=None,
+    p.add_argument("--rt-priority", type=priority_arg, default=None,
                    help="run the loop under SCHED_FIFO with this priority (1-99; needs root or "
                         "CAP_SYS_NICE); recommended on the robot")
     p.add_argument("--cpus", default=None, metavar="LIST",
@@ -196,11 +198,7 @@ def run(args: argparse.Namespace) -> int:
     if args.rt_priority is not None:
         from planner_runtime.scheduling import set_realtime
 
-        try:  # before DDS starts its threads, so they inherit the policy
-            got = set_realtime(args.rt_priority)
-        except ValueError as exc:
-            print(f"error: --rt-priority: {exc}", file=sys.stderr)
-            return 2
+        got = set_realtime(args.rt_priority)  # before DDS starts its threads, so they inherit the policy
         (log.info if got.startswith("SCHED_FIFO") else log.warning)("real-time scheduling: %s", got)
     elif not (args.sim or args.dry_run):
         log.warning("the 500 Hz loop runs at normal priority: under CPU load it runs late "
@@ -373,9 +371,9 @@ def _check_record_path(path: str) -> None:
 def _write_record(args, ctl, meta: dict | None, estimator) -> dict[str, Any]:
     """The run's policy ticks as a dataset (robot.recording); what was written."""
     import hashlib
-    import time as _time
 
     from planner_runtime.bench.stats import summary as stats
+    from planner_runtime.provenance import utc_stamp
     from robot.recording import run_dataset_writer
 
     if args.sim:
@@ -394,7 +392,7 @@ def _write_record(args, ctl, meta: dict | None, estimator) -> dict[str, Any]:
             "robot": f"MuJoCo Go2 ({args.model})" if args.sim else f"DDS on {args.iface}",
             "base_velocity": velocity, "engine": identity, "planner": args.planner,
             "policy_tick_interval": interval, "time_origin_s": rec.time_origin,
-            "controller_argv": sys.argv[1:], "created": _time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime())}
+            "controller_argv": sys.argv[1:], "created_utc": utc_stamp()}
     episodes = rec.episodes(fell=False)
     if not episodes:
         raise ValueError(f"no stretch of planning long enough for a training window ({len(rec)} "

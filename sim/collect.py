@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from planner_runtime.provenance import source_commit
+from planner_runtime.provenance import source_commit, utc_stamp
 from sim.commands import HOLD_RANGE, VX_RANGE, VY_RANGE, YAW_RANGE
 from sim.physics import add_model_argument
 
@@ -481,7 +481,7 @@ def run(args: argparse.Namespace) -> int:
     expert_desc = {"name": cfg["expert_name"], "class": f"{type(expert).__module__}.{type(expert).__name__}",
                    "config": asdict(getattr(expert, "config", None) or expert.cfg)}
     model_path, model_physics = resolve_model(args.model)
-    run_record = {"started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seed": args.seed,
+    run_record = {"started_utc": utc_stamp(), "seed": args.seed,
                   "first_episode": start_index, "episodes": n_eps, "workers": args.workers,
                   "config": cfg, "argv": sys.argv[1:], "expert": expert_desc,
                   "sim_model": str(args.model), "sim_model_sha256": file_sha256(model_path),

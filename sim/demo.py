@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robot.safety import FALL
 from sim.physics import add_model_argument, check_model_argument
 
 HELP = "service + simulated Go2 (DDS) + controller on the embedded engine: walks, reports, plots"
@@ -219,7 +220,7 @@ def walk_end(summary: dict) -> tuple[bool, str | None]:
     _, end = planning_window(summary)
     for tr in summary.get("transitions", []):
         if tr["to"] == "damping" or (end is not None and tr["t"] == end):
-            return tr["reason"].startswith("fall"), tr["reason"]
+            return tr["reason"].startswith(f"{FALL}:"), tr["reason"]
     return False, None
 
 

@@ -244,6 +244,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from planner_runtime.dataset import DatasetError, DatasetWriter
+    from planner_runtime.provenance import utc_stamp
 
     out = Path(args.out)
     if out.exists() and not (args.append or args.overwrite):
@@ -295,8 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             report = collect(sim, writer, make_policy, cfg,
                              progress=None if args.json else lambda n, tot: print(f"\r{n}/{tot} episodes",
                                                                                  end="", file=sys.stderr))
-            writer.update_provenance(last_run={**report, "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                                          time.gmtime())})
+            writer.update_provenance(last_run={**report, "finished_utc": utc_stamp()})
     finally:
         sim.close()
         ih.close_app()

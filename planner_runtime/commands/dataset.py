@@ -68,7 +68,7 @@ def _info(path: str) -> dict:
 
 
 # provenance entries `dataset info` prints (all of it is in --json): where the data came from
-SHOWN_PROVENANCE = ("collector", "robot", "base_velocity", "policy_tick_interval", "created")
+SHOWN_PROVENANCE = ("collector", "robot", "base_velocity", "policy_tick_interval", "created_utc")
 
 
 def _print_report(r: dict, imported: bool) -> None:

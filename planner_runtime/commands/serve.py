@@ -13,6 +13,8 @@ import signal
 import sys
 from typing import Any
 
+from planner_runtime.scheduling import priority_arg
+
 HELP = "run the planner service: observations in, action chunks out (ZeroMQ + msgpack)"
 
 
@@ -38,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "prediction (RMS in normalizer units; inf disables)")
     p.add_argument("--cpus", default=None, metavar="LIST",
                    help="pin the service to these CPU cores, e.g. 2,3 (keeps it off the controller's core)")
-    p.add_argument("--rt-priority", type=int, default=None, metavar="N",
+    p.add_argument("--rt-priority", type=priority_arg, default=None, metavar="N",
                    help="run the service under SCHED_FIFO at priority N (1-99; needs root or "
                         "CAP_SYS_NICE), below the controller's: it then plans ahead of normal-priority "
                         "load while the controller's loop still preempts it (default: normal priority)")
@@ -97,11 +99,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --cpus {args.cpus!r}: {exc}", file=sys.stderr)
         return 2
     if args.rt_priority is not None:
-        try:
-            got = set_realtime(args.rt_priority)  # as pinning: before any thread starts
-        except ValueError as exc:
-            print(f"error: --rt-priority: {exc}", file=sys.stderr)
-            return 2
+        got = set_realtime(args.rt_priority)  # as pinning: before any thread starts (range checked when parsed)
         (log.info if got.startswith("SCHED_FIFO") else log.warning)("real-time scheduling: %s", got,
                                                                      extra={"event": "scheduling"})
     try:
