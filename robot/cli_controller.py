@@ -106,7 +106,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write the run as a dataset at exit: the state at every policy tick while "
                         "planning, its command, the action executed, reward and tilt cost (the base "
                         "velocity from the robot, else the velocity estimator); needs h5py "
-                        "(`planner-runtime dataset info OUT.h5`, `train --data OUT.h5`)")
+                        "(`planner-runtime dataset info OUT.h5`, `train --data OUT.h5`); while it "
+                        "runs every tick is also appended to OUT.h5.journal, removed at exit")
+    p.add_argument("--recover", default=None, metavar="OUT.h5",
+                   help="write OUT.h5 from the journal (OUT.h5.journal) of a --record run whose "
+                        "process died before it could, then exit; touches no robot")
     p.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
 
 
@@ -152,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                             format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.recover:
+        return _recover(args)
     # Every safety transition is logged, whatever the global verbosity.
     logging.getLogger("robot").setLevel(min(logging.INFO, logging.getLogger().getEffectiveLevel()))
     try:
@@ -292,9 +298,18 @@ def run(args: argparse.Namespace) -> int:
     ctl = Controller(robot, planner, schedule, config, velocity_estimator=estimator)
     ctl.control = control
     if args.record:
-        from robot.recording import ClosedLoopRecorder
+        from robot.observation import ACTION_DIM, STATE_DIM
+        from robot.recording import ClosedLoopRecorder, RecordJournal, journal_path
 
-        ctl.recorder = ClosedLoopRecorder(time_origin=robot.now())
+        t0 = robot.now()
+        try:
+            journal = RecordJournal(journal_path(args.record), STATE_DIM, ACTION_DIM, t0, _policy_dt(ctl),
+                                    config.semantics.as_dict(), _record_provenance(args, meta, estimator, t0))
+        except OSError as exc:  # checked before the robot moved; raced by another writer
+            print(f"error: --record {args.record}: journal: {exc}", file=sys.stderr)
+            robot.close()
+            return 2
+        ctl.recorder = ClosedLoopRecorder(time_origin=t0, journal=journal)
     stops = {"n": 0}
 
     def _on_signal(signum, _frame):
@@ -333,7 +348,7 @@ def run(args: argparse.Namespace) -> int:
     rc = 0 if negotiated else 3
     if args.record:
         try:
-            summary["record"] = _write_record(args, ctl, meta, estimator)
+            summary["record"] = _write_record(args, ctl)
             log.warning("recorded %d policy ticks in %d episodes to %s", summary["record"]["samples"],
                         summary["record"]["episodes"], args.record)
         except Exception as exc:  # noqa: BLE001 - the run is over; say what was lost, do not hide the summary
@@ -355,9 +370,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_record_path(path: str) -> None:
-    """Refuse ``--record`` before the robot moves: an existing file, a missing folder, no h5py."""
+    """Refuse ``--record`` before the robot moves: an existing file or journal, a missing
+    folder, no h5py."""
     from planner_runtime.dataset import DatasetError, _h5py
-    from robot.recording import new_dataset_path
+    from robot.recording import journal_path, new_dataset_path
 
     try:
         new_dataset_path(path)
@@ -366,40 +382,69 @@ def _check_record_path(path: str) -> None:
         raise ValueError(f"--record: {exc}") from exc
     if not Path(path).resolve().parent.is_dir():
         raise ValueError(f"--record {path}: its folder does not exist")
+    if journal_path(path).exists():
+        raise ValueError(f"--record {path}: {journal_path(path)} is the journal of a run that did not exit: "
+                         f"write its dataset with `planner-runtime controller --recover {path}` (or remove it)")
 
 
-def _write_record(args, ctl, meta: dict | None, estimator) -> dict[str, Any]:
-    """The run's policy ticks as a dataset (robot.recording); what was written."""
+def _policy_dt(ctl) -> float:
+    return float(ctl.robot.control_dt * ctl.config.policy_decimation)
+
+
+def _record_provenance(args, meta: dict | None, estimator, time_origin: float) -> dict[str, Any]:
+    """What a recorded run's dataset says about where it came from (known at its start)."""
     import hashlib
-
-    from planner_runtime.bench.stats import summary as stats
-    from planner_runtime.provenance import utc_stamp
-    from robot.recording import run_dataset_writer
 
     if args.sim:
         velocity = "ground truth (the simulator's)"
     else:
         digest = hashlib.sha256(estimator.path.read_bytes()).hexdigest()
         velocity = f"estimated (velocity estimator {estimator.path}, sha256 {digest})"
-    rec = ctl.recorder
-    identity = (meta or {}).get("identity") or {}
-    dt = ctl.robot.control_dt * ctl.config.policy_decimation
-    # the rows are written dt apart; how far apart the loop really sampled them, so a user can
-    # see whether that holds (a loop without real-time priority runs late under load)
-    interval = {k: v for k, v in stats(rec.intervals(), scale=1e3, suffix="_ms", digits=3).items()
-                if k in ("median_ms", "p99_ms", "max_ms")}
-    prov = {"collector": "planner-runtime controller --record (robot/recording.py)",
+    return {"collector": "planner-runtime controller --record (robot/recording.py)",
             "robot": f"MuJoCo Go2 ({args.model})" if args.sim else f"DDS on {args.iface}",
-            "base_velocity": velocity, "engine": identity, "planner": args.planner,
-            "policy_tick_interval": interval, "time_origin_s": rec.time_origin,
-            "controller_argv": sys.argv[1:], "created_utc": utc_stamp()}
-    episodes = rec.episodes(fell=False)
-    if not episodes:
-        raise ValueError(f"no stretch of planning long enough for a training window ({len(rec)} "
-                         "policy ticks sampled)")
-    with run_dataset_writer(args.record, ctl.config.semantics, dt, prov) as w:
-        for ep in episodes:
-            w.append(ep)
-    return {"path": args.record, "episodes": len(episodes), "samples": int(sum(len(e) for e in episodes)),
-            "falls": int(sum(e.terminal for e in episodes)), "base_velocity": velocity,
-            "policy_tick_interval": interval}
+            "base_velocity": velocity, "engine": (meta or {}).get("identity") or {}, "planner": args.planner,
+            "time_origin_s": time_origin, "controller_argv": sys.argv[1:]}
+
+
+def _write_record(args, ctl) -> dict[str, Any]:
+    """The run's policy ticks as a dataset (robot.recording); what was written. The journal is
+    removed once the dataset is written, or when there was nothing to write; kept otherwise
+    (``--recover`` writes it later)."""
+    from robot.recording import NothingRecorded, write_run
+
+    rec = ctl.recorder
+    journal = rec.journal
+    assert journal is not None  # run() gives every recorder its journal
+    try:
+        written = write_run(args.record, rec, journal.header["semantics"], journal.header["dt"],
+                            journal.header["provenance"])
+    except NothingRecorded:
+        journal.close(remove=True)
+        raise
+    except Exception as exc:
+        journal.close()
+        kept = journal.failed is None and journal.path.is_file()
+        raise RuntimeError(f"{exc}" + (f" (the run is kept in {journal.path}: `planner-runtime controller "
+                                         f"--recover {args.record}` once the cause is fixed)" if kept else "")) from exc
+    journal.close(remove=True)
+    return written
+
+
+def _recover(args) -> int:
+    """``--recover OUT.h5``: the dataset from a died run's journal."""
+    from robot.recording import NothingRecorded, recover_run
+
+    if args.record:
+        print("error: --recover writes a died run's dataset and touches no robot: give no --record",
+              file=sys.stderr)
+        return 2
+    try:
+        written = recover_run(args.recover)
+    except ValueError as exc:  # DatasetError (no / bad journal, file exists) and NothingRecorded
+        print(f"error: --recover {args.recover}: {exc}", file=sys.stderr)
+        return 4 if isinstance(exc, NothingRecorded) else 2
+    if args.json:
+        print(json.dumps({"record": written}))
+    else:
+        print(f"recovered {written['samples']} policy ticks in {written['episodes']} episodes into {written['path']}")
+    return 0

@@ -16,10 +16,25 @@ semantics, as the controller's chunk executor recorded it), ``conditions[k]`` th
 ``rewards[k]``/``costs[k]`` those of the state tick k led to (``state_reward_cost``); raw
 ``time`` (the robot clock at the tick's start, s) and ``base_lin_vel`` (body frame: the
 simulator's, or on a robot the velocity estimator's, which the file's provenance names).
+
+A controller's run is kept in memory and written at exit. So that a run survives a process
+that dies without exiting (killed, out of memory, a crash in native code), the controller
+also appends every sample and executed action to a journal beside the dataset
+(``OUT.h5.journal``, :class:`RecordJournal`): one small unbuffered write per event, so what
+was written is in the operating system's hands, not the process's. A clean exit writes the
+dataset and removes the journal; after a crash ``planner-runtime controller --recover
+OUT.h5`` replays the journal into the same recorder and writes the dataset it would have
+written (:func:`recover_run`).
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import queue
+import struct
+import threading
 from array import array
 from pathlib import Path
 from typing import Any
@@ -31,6 +46,22 @@ from robot.observation import build_condition, state_reward_cost
 
 RAW_SHAPES: dict[str, tuple[int, ...]] = {"time": (), "base_lin_vel": (3,)}  # of recorded episodes
 MIN_STRETCH = 8  # policy ticks: shorter stretches between gaps hold no training window
+JOURNAL_SUFFIX = ".journal"
+JOURNAL_FORMAT = "planner-runtime record journal"
+JOURNAL_VERSION = 1
+_SAMPLE, _ACTION = 1, 2  # journal record kinds
+_HEAD = struct.Struct("<BBqd")  # kind, fallen, tick, t; then the row as float32
+
+log = logging.getLogger(__name__)
+
+
+class NothingRecorded(ValueError):
+    """A run held no stretch of planning long enough for a training window."""
+
+
+def journal_path(out: str | Path) -> Path:
+    """Where the journal of a run recorded to ``out`` lives."""
+    return Path(str(out) + JOURNAL_SUFFIX)
 
 
 def new_dataset_path(path: str | Path) -> Path:
@@ -59,16 +90,164 @@ def engine_dataset_writer(path: str, manifest: Any, provenance: dict[str, Any],
                          raw_shapes=raw_shapes)
 
 
-def run_dataset_writer(path: str | Path, semantics: Any, dt: float, provenance: dict[str, Any]) -> DatasetWriter:
+def run_dataset_writer(path: str | Path, semantics: dict[str, Any], dt: float,
+                       provenance: dict[str, Any]) -> DatasetWriter:
     """A new dataset file for a controller's run (``controller --record``): the controller's
     state, action and command layout (robot.observation, as collection and ``eval --record``
-    write), the engine's action semantics as negotiated, the policy tick ``dt``. Refuses an
-    existing file (DatasetError)."""
+    write), the engine's action semantics as negotiated (``ActionSemantics.as_dict()``), the
+    policy tick ``dt``. Refuses an existing file (DatasetError)."""
     from robot.observation import ACTION_NAMES, CONDITION_NAMES, STATE_NAMES
 
     return DatasetWriter(new_dataset_path(path), list(STATE_NAMES), list(ACTION_NAMES), list(CONDITION_NAMES),
-                         dt, robot="go2", provenance=provenance, action_semantics=semantics.as_dict(),
+                         dt, robot="go2", provenance=provenance, action_semantics=dict(semantics),
                          raw_shapes=RAW_SHAPES)
+
+
+def write_run(path: str | Path, recorder: ClosedLoopRecorder, semantics: dict[str, Any], dt: float,
+              provenance: dict[str, Any]) -> dict[str, Any]:
+    """A controller's run (``recorder``) as a new dataset at ``path``, with ``provenance`` plus
+    the real interval between its sampled policy ticks and the time of writing; what was
+    written. NothingRecorded when no stretch holds a training window (nothing is written)."""
+    from planner_runtime.bench.stats import summary as stats
+    from planner_runtime.provenance import utc_stamp
+
+    # the rows are written dt apart; how far apart the loop really sampled them, so a user can
+    # see whether that holds (a loop without real-time priority runs late under load)
+    interval = {k: v for k, v in stats(recorder.intervals(), scale=1e3, suffix="_ms", digits=3).items()
+                if k in ("median_ms", "p99_ms", "max_ms")}
+    episodes = recorder.episodes(fell=False)
+    if not episodes:
+        raise NothingRecorded(f"no stretch of planning long enough for a training window ({len(recorder)} "
+                              "policy ticks sampled)")
+    prov = {**provenance, "policy_tick_interval": interval, "created_utc": utc_stamp()}
+    with run_dataset_writer(path, semantics, dt, prov) as w:
+        for ep in episodes:
+            w.append(ep)
+    return {"path": str(path), "episodes": len(episodes), "samples": int(sum(len(e) for e in episodes)),
+            "falls": int(sum(e.terminal for e in episodes)), "base_velocity": provenance.get("base_velocity"),
+            "policy_tick_interval": interval}
+
+
+def recover_run(out: str | Path) -> dict[str, Any]:
+    """Write the dataset ``out`` from the journal a run that did not exit left beside it
+    (``OUT.h5.journal``), as the run would have written it at exit, and remove the journal.
+    Its last stretch ends as the journal does (not as a fall, unless its last sample says the
+    robot had fallen). DatasetError: no journal, an unreadable one, or ``out`` exists;
+    NothingRecorded: no stretch holds a training window (the journal is kept)."""
+    out = Path(out)
+    jp = journal_path(out)
+    recorder, header, torn = RecordJournal.replay(jp)
+    new_dataset_path(out)
+    prov = {**header["provenance"], "recovered_from_journal": str(jp),
+            "journal_records": len(recorder) + recorder.n_actions, "journal_torn_bytes": torn}
+    written = write_run(out, recorder, header["semantics"], header["dt"], prov)
+    jp.unlink()
+    return written
+
+
+class RecordJournal:
+    """The append-only journal of a recorded run: a JSON header line (format, the state and
+    action widths, the time origin, the policy tick, the action semantics and the run's
+    provenance), then one fixed-size binary record per event: kind (sample / action), the
+    fall flag, the tick number, the time, and a float32 row (a sample's [state, command,
+    velocity], or an action, zero-padded).
+
+    The control loop only queues a record's bytes; a writer thread writes each with one
+    unbuffered ``write`` (which releases the GIL), so a slow disk never stalls the loop, and
+    a process that dies loses only what was still queued (a torn last record is ignored on
+    replay). A failed write (a full disk) is logged once and ends the journal; the run in
+    memory is unaffected. Created exclusively: an existing journal is never overwritten."""
+
+    def __init__(self, path: str | Path, state_dim: int, action_dim: int, time_origin: float, dt: float,
+                 semantics: dict[str, Any], provenance: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.width = max(state_dim + 6, action_dim)
+        self.failed: str | None = None
+        header = {"format": JOURNAL_FORMAT, "version": JOURNAL_VERSION, "state_dim": int(state_dim),
+                  "action_dim": int(action_dim), "time_origin": float(time_origin), "dt": float(dt),
+                  "semantics": semantics, "provenance": provenance}
+        self.header = header
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        self._write((json.dumps(header) + "\n").encode())
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._drain, name="record-journal", daemon=True)
+        self._writer.start()
+
+    def sample(self, t: float, tick: int, fallen: bool, row: np.ndarray) -> None:
+        self._record(_SAMPLE, t, tick, fallen, row)
+
+    def action(self, t: float, action: np.ndarray) -> None:
+        self._record(_ACTION, t, -1, False, action)
+
+    def _record(self, kind: int, t: float, tick: int, fallen: bool, row: np.ndarray) -> None:
+        if self.failed is not None or self._fd < 0:
+            return
+        buf = np.zeros(self.width, "<f4")
+        r = np.asarray(row, np.float32).ravel()
+        buf[:r.size] = r
+        self._queue.put(_HEAD.pack(kind, 1 if fallen else 0, int(tick), float(t)) + buf.tobytes())
+
+    def _drain(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self.failed is None:
+                self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        try:
+            if os.write(self._fd, data) != len(data):
+                raise OSError(f"short write to {self.path}")
+        except OSError as exc:
+            self.failed = str(exc)
+            log.error("record journal %s: %s; the run is still kept in memory and written at exit, but a "
+                      "crash from here on loses it", self.path, exc)
+
+    def close(self, remove: bool = False) -> None:
+        """Write what is queued, close; ``remove``: delete the file (its run is written)."""
+        if self._writer.is_alive():
+            self._queue.put(None)
+            self._writer.join()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if remove:
+            self.path.unlink(missing_ok=True)
+
+    @staticmethod
+    def replay(path: str | Path) -> tuple[ClosedLoopRecorder, dict[str, Any], int]:
+        """The recorder the journal at ``path`` describes, its header, and the bytes of a torn
+        last record (left out). DatasetError when there is no journal or it is not one."""
+        path = Path(path)
+        if not path.is_file():
+            raise DatasetError(f"{path}: no journal here (a run that exits writes its dataset and "
+                               "removes its journal)")
+        data = path.read_bytes()
+        line, _, body = data.partition(b"\n")
+        try:
+            header = json.loads(line)
+            ok = header.get("format") == JOURNAL_FORMAT
+        except (ValueError, AttributeError):
+            ok = False
+        if not ok:
+            raise DatasetError(f"{path}: not a record journal")
+        if header.get("version") != JOURNAL_VERSION:
+            raise DatasetError(f"{path}: journal version {header.get('version')}, this build reads "
+                               f"{JOURNAL_VERSION}")
+        S, A = int(header["state_dim"]), int(header["action_dim"])
+        width = max(S + 6, A)
+        dtype = np.dtype([("kind", "u1"), ("fallen", "u1"), ("tick", "<i8"), ("t", "<f8"), ("row", "<f4", (width,))])
+        n, torn = divmod(len(body), dtype.itemsize)
+        recs = np.frombuffer(body, dtype, count=n)
+        if np.any((recs["kind"] != _SAMPLE) & (recs["kind"] != _ACTION)):
+            raise DatasetError(f"{path}: corrupt record (unknown kind)")
+        rec = ClosedLoopRecorder(time_origin=header["time_origin"])
+        for r in recs:
+            if r["kind"] == _SAMPLE:
+                row = r["row"][:S + 6]
+                rec.sample(float(r["t"]), row[:S], row[S:S + 3], row[S + 3:], fallen=bool(r["fallen"]),
+                           tick=None if r["tick"] < 0 else int(r["tick"]))
+            else:
+                rec._action(float(r["t"]), r["row"][:A])
+        return rec, header, torn
 
 
 class ClosedLoopRecorder:
@@ -82,20 +261,25 @@ class ClosedLoopRecorder:
     Raw ``time`` is written as ``t - time_origin`` (a robot's monotonic clock is too large
     for the file's float32)."""
 
-    def __init__(self, time_origin: float = 0.0) -> None:
+    def __init__(self, time_origin: float = 0.0, journal: RecordJournal | None = None) -> None:
         self.time_origin = float(time_origin)
+        self.journal = journal  # every sample and action also appended there (controller --record)
         # compact, for hours of 50 Hz ticks on the robot (about 0.5 kB a tick, 90 MB an hour): the sample times,
         # tick numbers (-1: not given), fall flags, and one float32 row [state, command, velocity]
         self._t = array("d")
         self._tick = array("q")
         self._fallen = array("b")
         self._rows = _Rows()
-        self._actions: dict[int, int] = {}  # time key -> row of _acts
+        self._act_keys = array("q")  # the time key of each row of _acts (no dict: its resizes stall the loop)
         self._acts = _Rows()
         self._last_record: object | None = None
 
     def __len__(self) -> int:
         return len(self._t)
+
+    @property
+    def n_actions(self) -> int:
+        return len(self._acts)
 
     def sample(self, t: float, x: np.ndarray, command: np.ndarray, base_lin_vel: np.ndarray,
                fallen: bool = False, tick: int | None = None) -> None:
@@ -106,7 +290,10 @@ class ClosedLoopRecorder:
         self._t.append(float(t))
         self._tick.append(-1 if tick is None else int(tick))
         self._fallen.append(1 if fallen else 0)
-        self._rows.append(np.concatenate([np.ravel(x), np.ravel(command)[:3], np.ravel(base_lin_vel)[:3]]))
+        row = np.concatenate([np.ravel(x), np.ravel(command)[:3], np.ravel(base_lin_vel)[:3]])
+        self._rows.append(row)
+        if self.journal is not None:
+            self.journal.sample(t, self._tick[-1], fallen, row)
 
     def intervals(self) -> np.ndarray:
         """Seconds between consecutive sampled policy ticks (the loop's real policy period)."""
@@ -123,8 +310,13 @@ class ClosedLoopRecorder:
         if r is self._last_record:
             return
         self._last_record = r
-        self._actions[self._key(r.t)] = len(self._acts)
-        self._acts.append(np.asarray(r.action))
+        self._action(r.t, r.action)
+
+    def _action(self, t: float, action: np.ndarray) -> None:
+        self._act_keys.append(self._key(t))
+        self._acts.append(np.asarray(action))
+        if self.journal is not None:
+            self.journal.action(t, action)
 
     @staticmethod
     def _key(t: float) -> int:
@@ -143,11 +335,12 @@ class ClosedLoopRecorder:
             rows.clear()
 
         data, acts = self._rows.view().astype(np.float64), self._acts.view().astype(np.float64)
+        action_row = {k: i for i, k in enumerate(self._act_keys)}  # time key -> row of acts (the last one)
         S = data.shape[1] - 6
         n = len(self._t)
         for j in range(n - 1):
             t, tick = self._t[j], self._tick[j]
-            i = self._actions.get(self._key(t))
+            i = action_row.get(self._key(t))
             if i is None:
                 flush(bool(self._fallen[j]))
                 continue
@@ -162,10 +355,13 @@ class ClosedLoopRecorder:
 
 
 class _Rows:
-    """A growing float32 table (rows of one width), doubling its capacity as it fills."""
+    """A growing float32 table (rows of one width) in fixed-size blocks: an append in the
+    control loop never copies what is there (doubling one array did, tens of ms an hour in)."""
+
+    BLOCK = 4096
 
     def __init__(self) -> None:
-        self._a: np.ndarray | None = None
+        self._blocks: list[np.ndarray] = []
         self._n = 0
 
     def __len__(self) -> int:
@@ -173,13 +369,13 @@ class _Rows:
 
     def append(self, row: np.ndarray) -> None:
         row = np.asarray(row, np.float32).ravel()
-        if self._a is None:
-            self._a = np.empty((1024, row.size), np.float32)
-        elif self._n == len(self._a):
-            self._a = np.concatenate([self._a, np.empty_like(self._a)])
-        self._a[self._n] = row
+        i = self._n % self.BLOCK
+        if i == 0:
+            self._blocks.append(np.empty((self.BLOCK, row.size), np.float32))
+        self._blocks[-1][i] = row
         self._n += 1
 
     def view(self) -> np.ndarray:
-        return np.zeros((0, 0), np.float32) if self._a is None else self._a[:self._n]
-
+        if not self._blocks:
+            return np.zeros((0, 0), np.float32)
+        return np.concatenate(self._blocks)[:self._n]

@@ -68,7 +68,8 @@ def _info(path: str) -> dict:
 
 
 # provenance entries `dataset info` prints (all of it is in --json): where the data came from
-SHOWN_PROVENANCE = ("collector", "robot", "base_velocity", "policy_tick_interval", "created_utc")
+SHOWN_PROVENANCE = ("collector", "robot", "base_velocity", "policy_tick_interval", "created_utc",
+                    "recovered_from_journal")
 
 
 def _print_report(r: dict, imported: bool) -> None:

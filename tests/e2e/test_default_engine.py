@@ -173,6 +173,7 @@ def test_demo_steered_live_over_the_control_endpoint(tmp_path):
     rec = rep["record"]
     assert rec["base_velocity"].startswith("estimated (velocity estimator") and rec["falls"] == 0
     ds = load_dataset(tmp_path / "run.h5")
+    assert not (tmp_path / "run.h5.journal").exists()  # the crash journal, removed once the run is written
     assert len(ds.observations) == rec["samples"] > 150  # of about 450 policy ticks while planning
     assert ds.provenance["robot"] == "DDS on lo" and ds.provenance["base_velocity"] == rec["base_velocity"]
     assert set(np.round(ds.conditions[:, 2], 3)) <= {0.0, 0.5} and np.any(ds.conditions[:, 2] == 0.5)

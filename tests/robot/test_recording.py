@@ -1,22 +1,32 @@
 """Recording a controller's run as a dataset (``controller --record``, robot/recording.py):
-the stretch rules on synthetic samples, then the real service on the embedded engine driving
-the in-process MuJoCo Go2 over real ZeroMQ, its run written and read back through the
-dataset format. The DDS path (the demo's simulated robot, the velocity estimator's
+the stretch rules and the crash journal on synthetic samples, then the real service on the
+embedded engine driving the in-process MuJoCo Go2 over real ZeroMQ, its run written and read
+back through the dataset format, and a run killed with SIGKILL recovered from its journal. The DDS path (the demo's simulated robot, the velocity estimator's
 rewards) is in tests/e2e/test_default_engine.py::test_demo_steered_live_over_the_control_endpoint."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from planner_runtime.dataset import load_dataset
-from robot.observation import CONDITION_NAMES, STATE_DIM, STATE_NAMES, state_reward_cost
-from robot.recording import MIN_STRETCH, ClosedLoopRecorder
+from planner_runtime.dataset import DatasetError, load_dataset
+from robot.observation import ACTION_DIM, CONDITION_NAMES, STATE_DIM, STATE_NAMES, state_reward_cost
+from robot.recording import (
+    MIN_STRETCH,
+    ClosedLoopRecorder,
+    NothingRecorded,
+    RecordJournal,
+    journal_path,
+    recover_run,
+)
 
 from .conftest import child_env, free_port, start_service, wait_service
 
@@ -57,6 +67,90 @@ def test_stretches_end_at_a_missing_tick_a_tick_without_action_and_a_fall():
     assert MIN_STRETCH > 4  # the last 4-tick stretch holds no training window and is not written
 
 
+def _journal(path, t0: float = 1000.0) -> RecordJournal:
+    return RecordJournal(path, STATE_DIM, ACTION_DIM, t0, 0.02, {"name": "legged-gym", "kp": 24.0},
+                         {"collector": "test", "base_velocity": "given"})
+
+
+def _same_episodes(a, b) -> None:
+    assert [len(e) for e in a] == [len(e) for e in b] and [e.terminal for e in a] == [e.terminal for e in b]
+    for x, y in zip(a, b, strict=True):
+        for f in ("observations", "actions", "conditions", "rewards", "costs"):
+            np.testing.assert_array_equal(getattr(x, f), getattr(y, f))
+        np.testing.assert_array_equal(x.raw["time"], y.raw["time"])
+
+
+def test_the_journal_replays_into_the_same_run(tmp_path, caplog):
+    """Every sample and action the recorder keeps is in its journal: replayed, the recorder
+    gives the same episodes bit for bit (stretch breaks and the fall included); a torn last
+    record is left out; a journal is never overwritten; a failed write ends the journal, not
+    the run; a file that is not a journal, or none, is refused."""
+    path = tmp_path / "run.h5.journal"
+    rec = ClosedLoopRecorder(time_origin=1000.0, journal=_journal(path))
+    ticks = [*range(0, 20), *range(21, 42)]
+    _feed(rec, ticks, {*range(0, 20), *range(21, 41)}, fallen={41})
+    rec.journal.close()
+    mem = rec.episodes(fell=False)
+    assert [len(e) for e in mem] == [19, 20]
+    again, header, torn = RecordJournal.replay(path)
+    assert torn == 0 and header["dt"] == 0.02 and header["semantics"]["kp"] == 24.0
+    assert header["provenance"]["collector"] == "test" and again.time_origin == 1000.0
+    _same_episodes(mem, again.episodes(fell=False))
+    np.testing.assert_array_equal(rec.intervals(), again.intervals())
+    # a process killed mid-write leaves part of a record: replay stops before it
+    with open(path, "ab") as f:
+        f.write(b"\x01\x00\x07")
+    _, _, torn = RecordJournal.replay(path)
+    assert torn == 3
+    _same_episodes(mem, RecordJournal.replay(path)[0].episodes(fell=False))
+    with pytest.raises(FileExistsError):
+        _journal(path)
+    # a write that fails is logged once; the recorder keeps the run in memory (a full disk:
+    # the journal's descriptor now writes to /dev/full, where every write fails with ENOSPC)
+    other = _journal(tmp_path / "other.journal")
+    full = os.open("/dev/full", os.O_WRONLY)
+    os.dup2(full, other._fd)
+    os.close(full)
+    rec2 = ClosedLoopRecorder(time_origin=1000.0, journal=other)
+    _feed(rec2, list(range(12)), set(range(12)))
+    other.close()  # waits for the writer thread
+    assert "No space left" in other.failed and len(rec2) == 12 and len(rec2.episodes(fell=False)[0]) == 11
+    assert sum("the run is still kept in memory" in r.message for r in caplog.records) == 1
+    bad = tmp_path / "bad.journal"
+    bad.write_bytes(b'{"format": "something else"}\n')
+    with pytest.raises(DatasetError, match="not a record journal"):
+        RecordJournal.replay(bad)
+    with pytest.raises(DatasetError, match="no journal here"):
+        RecordJournal.replay(tmp_path / "missing.journal")
+
+
+def test_recover_writes_the_dataset_the_run_would_have_written(tmp_path):
+    pytest.importorskip("h5py")
+    out = tmp_path / "run.h5"
+    rec = ClosedLoopRecorder(time_origin=1000.0, journal=_journal(journal_path(out)))
+    _feed(rec, list(range(30)), set(range(30)))
+    rec.journal.close()
+    (tmp_path / "taken.h5").write_bytes(b"")
+    os.link(journal_path(out), journal_path(tmp_path / "taken.h5"))
+    with pytest.raises(DatasetError, match="exists"):  # never over a file that is there
+        recover_run(tmp_path / "taken.h5")
+    written = recover_run(out)
+    assert written["samples"] == 29 and written["episodes"] == 1 and written["falls"] == 0
+    assert not journal_path(out).exists()
+    ds = load_dataset(out)
+    _same_episodes(rec.episodes(fell=False), list(ds.episodes()))
+    assert ds.provenance["recovered_from_journal"] == str(journal_path(out))
+    assert ds.provenance["collector"] == "test" and ds.action_semantics["kp"] == 24.0
+    # a journal holding no stretch long enough is refused and kept
+    short = tmp_path / "short.h5"
+    rec = ClosedLoopRecorder(journal=_journal(journal_path(short)))
+    _feed(rec, list(range(5)), set(range(5)))
+    rec.journal.close()
+    with pytest.raises(NothingRecorded):
+        recover_run(short)
+    assert journal_path(short).exists() and not short.exists()
+
+
 def test_controller_records_its_run_and_the_dataset_reads_back(tmp_path, capsys):
     """`controller --sim --planner EP --record OUT.h5` against the real service on the embedded
     engine: the file carries the controller's layout and the engine's action semantics, one
@@ -89,6 +183,7 @@ def test_controller_records_its_run_and_the_dataset_reads_back(tmp_path, capsys)
     assert rec["episodes"] == 1 and rec["falls"] == 0 and rec["base_velocity"].startswith("ground truth")
     # the refusal of an existing file comes before anything moves
     assert again.returncode == 2 and "exists" in again.stderr and "--record" in again.stderr
+    assert not journal_path(out).exists()  # a run that exits removes its journal
 
     ds = load_dataset(out)
     man = load_onnx(EMBEDDED)[1]
@@ -144,3 +239,73 @@ def test_a_run_that_never_planned_writes_nothing_and_says_so(tmp_path):
                           "--record", str(tmp_path / "dry.h5")], capture_output=True, text=True, timeout=120,
                          env=child_env())
     assert dry.returncode == 2 and "a dry run executes none" in dry.stderr and not (tmp_path / "dry.h5").exists()
+
+
+def test_a_killed_controllers_run_is_recovered_from_its_journal(tmp_path):
+    """SIGKILL (no handler, no exit code runs) in the middle of a recorded run: the journal
+    holds the run; a new `--record` to the same path is refused until `controller --recover`
+    has written the dataset, which holds the ticks planned up to the kill."""
+    pytest.importorskip("mujoco")
+    pytest.importorskip("h5py")
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    proc = start_service(EMBEDDED, ep)
+    out = tmp_path / "run.h5"
+    cli = [sys.executable, "-m", "planner_runtime.cli", "controller"]
+    try:
+        wait_service(ep)
+        ctl = subprocess.Popen([*cli, "--sim", "--planner", ep, "--passive", "0.1", "--stand-up", "0.5",
+                                "--command", "0.5", "0", "0", "--duration", "60", "--on-fault", "exit",
+                                "--record", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env=child_env())
+        deadline = time.monotonic() + 90
+        # about 150 planned ticks (a sample and an action record each, 162 bytes a record)
+        while time.monotonic() < deadline and (not journal_path(out).exists()
+                                               or journal_path(out).stat().st_size < 150 * 2 * 162):
+            assert ctl.poll() is None, ctl.stderr.read().decode()[-2000:] if ctl.stderr else ""
+            time.sleep(0.2)
+        ctl.send_signal(signal.SIGKILL)
+        ctl.wait(10)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert not out.exists() and journal_path(out).stat().st_size >= 150 * 2 * 162
+    acted = RecordJournal.replay(journal_path(out))[0].n_actions  # planned ticks up to the kill
+    refused = subprocess.run([*cli, "--sim", "--duration", "1", "--record", str(out)], capture_output=True,
+                             text=True, timeout=120, env=child_env())
+    assert refused.returncode == 2 and f"--recover {out}" in refused.stderr
+    res = subprocess.run([*cli, "--recover", str(out), "--json"], capture_output=True, text=True, timeout=120,
+                         env=child_env())
+    assert res.returncode == 0, res.stderr[-2000:]
+    rec = json.loads(res.stdout)["record"]
+    # every planned tick but the last (whose outcome was never sampled)
+    assert rec["episodes"] == 1 and rec["falls"] == 0 and acted - 2 <= rec["samples"] <= acted and acted > 100
+    assert not journal_path(out).exists()
+    ds = load_dataset(out)
+    assert len(ds.observations) == rec["samples"] and not ds.terminals.any()
+    assert ds.provenance["planner"] == ep and ds.provenance["recovered_from_journal"].endswith("run.h5.journal")
+    np.testing.assert_allclose(ds.conditions, [[0.5, 0.0, 0.0]] * len(ds.conditions))
+    v = ds.raw["base_lin_vel"]
+    k = len(ds.observations) // 2
+    r, c = state_reward_cost(ds.observations[k + 1], v[k + 1], ds.conditions[k])
+    assert ds.rewards[k] == pytest.approx(r, abs=1e-5) and ds.costs[k] == pytest.approx(c, abs=1e-5)
+    assert np.median(np.diff(ds.raw["time"])) == pytest.approx(0.02, abs=2e-3)
+    again = subprocess.run([*cli, "--recover", str(out)], capture_output=True, text=True, timeout=120,
+                           env=child_env())
+    assert again.returncode == 2 and "no journal here" in again.stderr
+    both = subprocess.run([*cli, "--recover", str(out), "--record", str(tmp_path / "b.h5")], capture_output=True,
+                          text=True, timeout=120, env=child_env())
+    assert both.returncode == 2 and "touches no robot" in both.stderr
+
+
+def test_bench_record_measures_both_variants_and_the_journal_size(capsys):
+    """`python -m robot.bench_record`: per-tick times for memory alone and with the journal,
+    and the journal's bytes a tick: two records (sample, action) of 18 + 4 x 36 bytes."""
+    from robot.bench_record import main
+
+    assert main(["--ticks", "400", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["memory"]["n"] == res["memory_and_journal"]["n"] == 400
+    assert 0 < res["memory"]["median_us"] <= res["memory"]["max_us"]
+    header = res["memory_and_journal"]["journal_bytes_per_tick"] * 400 - 400 * 2 * (18 + 4 * (STATE_DIM + 6))
+    assert 0 < header < 2000  # the JSON header line, once
+    assert "journal_bytes_per_tick" not in res["memory"]
