@@ -40,11 +40,11 @@ def measure(ticks: int, journal: Path | None) -> dict:
         rec.sample(t, x, cmd, v, tick=k)
         rec.executed([SimpleNamespace(t=t, action=a)])
         times[k] = clock() - t0
-    out = {k: v for k, v in summary(times, scale=1e6, suffix="_us", digits=1).items()}
+    out: dict = summary(times, scale=1e6, suffix="_us", digits=1)
     out["p99_99_us"] = round(float(np.percentile(times, 99.99) * 1e6), 1)
     if j is not None:
         j.close()
-        out["journal_bytes_per_tick"] = round(journal.stat().st_size / ticks, 1)
+        out["journal_bytes_per_tick"] = round(j.path.stat().st_size / ticks, 1)
     return out
 
 
