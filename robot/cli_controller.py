@@ -307,7 +307,9 @@ def run(args: argparse.Namespace) -> int:
                                     config.semantics.as_dict(), _record_provenance(args, meta, estimator, t0))
         except OSError as exc:  # checked before the robot moved; raced by another writer
             print(f"error: --record {args.record}: journal: {exc}", file=sys.stderr)
-            robot.close()
+            for part in (planner, control, robot):
+                if part is not None:
+                    part.close()
             return 2
         ctl.recorder = ClosedLoopRecorder(time_origin=t0, journal=journal)
     stops = {"n": 0}

@@ -20,8 +20,9 @@ simulator's, or on a robot the velocity estimator's, which the file's provenance
 A controller's run is kept in memory and written at exit. So that a run survives a process
 that dies without exiting (killed, out of memory, a crash in native code), the controller
 also appends every sample and executed action to a journal beside the dataset
-(``OUT.h5.journal``, :class:`RecordJournal`): one small unbuffered write per event, so what
-was written is in the operating system's hands, not the process's. A clean exit writes the
+(``OUT.h5.journal``, :class:`RecordJournal`): the loop queues each record and a thread
+writes it with one unbuffered write, so what was written is in the operating system's
+hands, not the process's, and a slow disk never holds up the loop. A clean exit writes the
 dataset and removes the journal; after a crash ``planner-runtime controller --recover
 OUT.h5`` replays the journal into the same recorder and writes the dataset it would have
 written (:func:`recover_run`).

@@ -231,6 +231,7 @@ def test_a_run_that_never_planned_writes_nothing_and_says_so(tmp_path):
     assert res.returncode == 4, res.stderr[-2000:]
     rec = json.loads(res.stdout.strip().splitlines()[-1])["record"]
     assert "no stretch of planning" in rec["error"] and not out.exists()
+    assert not journal_path(out).exists()  # nothing a --recover could write either
     missing = subprocess.run([sys.executable, "-m", "planner_runtime.cli", "controller", "--sim", "--duration", "1",
                               "--record", str(tmp_path / "no" / "run.h5")], capture_output=True, text=True,
                              timeout=120, env=child_env())
