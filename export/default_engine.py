@@ -7,6 +7,7 @@
     python -m export.default_engine --work runs/default_engine --reexport --install  # checkpoints kept
     python -m export.default_engine --work runs/history --history  # add the history condition
     python -m export.default_engine --work runs/no_cost --no-cost  # without the cost condition
+    python -m export.default_engine --work runs/dim64 --planner-dim 64  # a planner network 4x the size
 
 Runs the same ``planner-runtime`` commands a user would (so the recipe is the CLI, not a
 private code path), times each stage, and writes the engine plus ``PROVENANCE.json``
@@ -215,6 +216,20 @@ def _forecaster_stages(data: Path, ck: Path, work: Path, log: list[dict], varian
                 variant), log)
 
 
+def _base_training(data: Path, base: Path, variant: Variant, planner_dim: int | None = None) -> list[list[str]]:
+    """The base planner and dynamics trainings (TRAIN, STEPS); ``planner_dim``: the planner
+    network's width (``model.dim``; None: the training default). The recovery fine-tunes and
+    the export take every network's architecture from its checkpoint."""
+    cmds = []
+    for c in STEPS:
+        cmd = _train([TRAIN[0], "--data", str(data), "--out", str(base),
+                      *[t.format(component=c, steps=STEPS[c]) for t in TRAIN[1:]]], variant)
+        if c == "planner" and planner_dim is not None:
+            cmd += ["--set", f"planner.model.dim={planner_dim}"]
+        cmds.append(cmd)
+    return cmds
+
+
 def _round_engine(work: Path, r: int) -> Path:
     return work / f"go2_round{r}.onnx"
 
@@ -284,7 +299,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="every training also conditions on the tilt cost over the plan's horizon, fixed at "
                         "export (0; COST_GATE from a tilted state; VARIANTS above); on by default, as for the "
                         "embedded engine")
+    p.add_argument("--planner-dim", type=int, default=None, metavar="N",
+                   help="the planner network's width (model.dim of its base training; default: the "
+                        "training default, 32, as for the embedded engine); the fused plan's time grows "
+                        "with it (docs/robustness.md, \"Speed response\")")
     a = p.parse_args(argv)
+    if a.planner_dim is not None and a.planner_dim < 8:
+        p.error("--planner-dim must be at least 8")
+    if a.planner_dim is not None and (a.skip_base or a.skip_diffusion or a.reexport):
+        p.error("--planner-dim sets the base training, which --skip-base / --skip-diffusion / --reexport reuse")
     variant: Variant = (bool(a.history), bool(a.cost))
     commit = source_commit()  # the code every stage below runs (the CLI from this checkout)
     work = Path(a.work)
@@ -312,9 +335,7 @@ def main(argv: list[str] | None = None) -> int:
                 _run([*COLLECT[:1], "--out", str(data), "--model", model, "--minutes", str(minutes),
                       *(["--randomize"] if randomize else []), *COLLECT[1:]], log)
         # planner and dynamics are independent networks: train them side by side (2 cores)
-        train = [_train([TRAIN[0], "--data", str(data), "--out", str(base),
-                         *[t.format(component=c, steps=STEPS[c]) for t in TRAIN[1:]]], variant) for c in STEPS]
-        _run([], log, parallel=train)
+        _run([], log, parallel=_base_training(data, base, variant, a.planner_dim))
     if a.recovery:
         rec: Path | None = _recovery_stages(data, base, ck, work, log, variant)
     else:

@@ -131,6 +131,27 @@ def test_shipped_engine_and_recipe_configs_parse():
     assert (full.batch_size, full.lr, full.fall_cut) == (128, 1e-3, 50)
 
 
+def test_the_recipes_planner_dim_widens_the_planner_only():
+    """`python -m export.default_engine --planner-dim 64`: the base planner's training command
+    sets its width, the dynamics' does not; resolved as `train` resolves it."""
+    from pathlib import Path
+
+    from export.train.config import component_config
+
+    plain = default_engine._base_training(Path("d.h5"), Path("base"), (False, True))
+    wide = default_engine._base_training(Path("d.h5"), Path("base"), (False, True), planner_dim=64)
+    for cmds, dims in ((plain, (32, 32)), (wide, (64, 32))):
+        for cmd, name, dim in zip(cmds, ("planner", "dynamics"), dims, strict=True):
+            assert cmd[cmd.index("--components") + 1] == name
+            sets = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]
+            full = resolve_config("mpdiffuser", user_config(None, sets))
+            assert component_config(full, name).model.dim == dim
+            assert component_config(full, name).cond_extras == ["cost_to_go"]  # the variant's flags kept
+    for bad in (["--planner-dim", "4"], ["--planner-dim", "64", "--skip-base"]):  # refused before any work
+        with pytest.raises(SystemExit):
+            default_engine.main(["--work", "/nonexistent/x", *bad])
+
+
 def test_shipped_provenance_records_every_recipe_stage_in_order():
     """The embedded engine's PROVENANCE.json: collection, planner + dynamics training, the
     recovery rounds (branches, fine-tunes), the forecaster's stages (training, base engine, its own episodes, the fine-tune on them),
