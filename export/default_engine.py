@@ -304,8 +304,8 @@ def main(argv: list[str] | None = None) -> int:
                         "training default, 32, as for the embedded engine); the fused plan's time grows "
                         "with it (docs/robustness.md, \"Speed response\")")
     a = p.parse_args(argv)
-    if a.planner_dim is not None and a.planner_dim < 8:
-        p.error("--planner-dim must be at least 8")
+    if a.planner_dim is not None and (a.planner_dim < 8 or a.planner_dim % 8):
+        p.error("--planner-dim must be a positive multiple of 8 (the networks' GroupNorm has 8 groups)")
     if a.planner_dim is not None and (a.skip_base or a.skip_diffusion or a.reexport):
         p.error("--planner-dim sets the base training, which --skip-base / --skip-diffusion / --reexport reuse")
     variant: Variant = (bool(a.history), bool(a.cost))

@@ -147,7 +147,7 @@ def test_the_recipes_planner_dim_widens_the_planner_only():
             full = resolve_config("mpdiffuser", user_config(None, sets))
             assert component_config(full, name).model.dim == dim
             assert component_config(full, name).cond_extras == ["cost_to_go"]  # the variant's flags kept
-    for bad in (["--planner-dim", "4"], ["--planner-dim", "64", "--skip-base"]):  # refused before any work
+    for bad in (["--planner-dim", "4"], ["--planner-dim", "60"], ["--planner-dim", "64", "--skip-base"]):  # refused before any work
         with pytest.raises(SystemExit):
             default_engine.main(["--work", "/nonexistent/x", *bad])
 
