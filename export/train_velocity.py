@@ -47,7 +47,6 @@ def build_arrays_from(paths: list[str], history: int, max_samples: int | None = 
     """:func:`build_arrays` over several datasets (e.g. two gaits: datasets of different action
     semantics cannot be one file), episodes numbered across them; their dt must agree.
     ``max_samples`` applies to each file."""
-    paths = [paths] if isinstance(paths, str) else list(paths)
     parts = [build_arrays(p, history, max_samples) for p in paths]
     dts = {round(part[4], 9) for part in parts}
     if len(dts) > 1:

@@ -34,7 +34,6 @@ import json
 import logging
 import os
 import queue
-import struct
 import threading
 from array import array
 from pathlib import Path
@@ -51,13 +50,19 @@ JOURNAL_SUFFIX = ".journal"
 JOURNAL_FORMAT = "planner-runtime record journal"
 JOURNAL_VERSION = 1
 _SAMPLE, _ACTION = 1, 2  # journal record kinds
-_HEAD = struct.Struct("<BBqd")  # kind, fallen, tick, t; then the row as float32
 
 log = logging.getLogger(__name__)
 
 
 class NothingRecorded(ValueError):
     """A run held no stretch of planning long enough for a training window."""
+
+
+def _record_dtype(state_dim: int, action_dim: int) -> np.dtype:
+    """One journal record: kind, fall flag, tick number, time, and a float32 row wide enough
+    for a sample's [state, command, velocity] or an action (zero-padded)."""
+    return np.dtype([("kind", "u1"), ("fallen", "u1"), ("tick", "<i8"), ("t", "<f8"),
+                     ("row", "<f4", (max(state_dim + 6, action_dim),))])
 
 
 def journal_path(out: str | Path) -> Path:
@@ -162,7 +167,7 @@ class RecordJournal:
     def __init__(self, path: str | Path, state_dim: int, action_dim: int, time_origin: float, dt: float,
                  semantics: dict[str, Any], provenance: dict[str, Any]) -> None:
         self.path = Path(path)
-        self.width = max(state_dim + 6, action_dim)
+        self._rec = np.zeros((), _record_dtype(state_dim, action_dim))  # filled per record, its bytes queued
         self.failed: str | None = None
         header = {"format": JOURNAL_FORMAT, "version": JOURNAL_VERSION, "state_dim": int(state_dim),
                   "action_dim": int(action_dim), "time_origin": float(time_origin), "dt": float(dt),
@@ -183,10 +188,11 @@ class RecordJournal:
     def _record(self, kind: int, t: float, tick: int, fallen: bool, row: np.ndarray) -> None:
         if self.failed is not None or self._fd < 0:
             return
-        buf = np.zeros(self.width, "<f4")
-        r = np.asarray(row, np.float32).ravel()
-        buf[:r.size] = r
-        self._queue.put(_HEAD.pack(kind, 1 if fallen else 0, int(tick), float(t)) + buf.tobytes())
+        rec, r = self._rec, np.ravel(row)
+        rec["kind"], rec["fallen"], rec["tick"], rec["t"] = kind, fallen, tick, t
+        rec["row"][:r.size] = r
+        rec["row"][r.size:] = 0.0
+        self._queue.put(rec.tobytes())
 
     def _drain(self) -> None:
         while (data := self._queue.get()) is not None:
@@ -234,8 +240,7 @@ class RecordJournal:
             raise DatasetError(f"{path}: journal version {header.get('version')}, this build reads "
                                f"{JOURNAL_VERSION}")
         S, A = int(header["state_dim"]), int(header["action_dim"])
-        width = max(S + 6, A)
-        dtype = np.dtype([("kind", "u1"), ("fallen", "u1"), ("tick", "<i8"), ("t", "<f8"), ("row", "<f4", (width,))])
+        dtype = _record_dtype(S, A)
         n, torn = divmod(len(body), dtype.itemsize)
         recs = np.frombuffer(body, dtype, count=n)
         if np.any((recs["kind"] != _SAMPLE) & (recs["kind"] != _ACTION)):
