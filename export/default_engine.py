@@ -7,7 +7,7 @@
     python -m export.default_engine --work runs/default_engine --reexport --install  # checkpoints kept
     python -m export.default_engine --work runs/history --history  # add the history condition
     python -m export.default_engine --work runs/no_cost --no-cost  # without the cost condition
-    python -m export.default_engine --work runs/dim64 --planner-dim 64  # a planner network 4x the size
+    python -m export.default_engine --work runs/dim64 --planner-dim 64 --warm-level 5  # a planner 4x the size
 
 Runs the same ``planner-runtime`` commands a user would (so the recipe is the CLI, not a
 private code path), times each stage, and writes the engine plus ``PROVENANCE.json``
@@ -187,10 +187,14 @@ def _run(args: list[str], log: list[dict], parallel: list[list[str]] | None = No
                 "wall_s": round(time.monotonic() - t0, 1)})
 
 
-def _export(ck: Path, out: Path, states: str, knobs: dict[str, float] | None = None) -> list[str]:
+def _export(ck: Path, out: Path, states: str, knobs: dict[str, float] | None = None,
+            warm_level: int | None = None) -> list[str]:
+    """An export command of the recipe (EXPORT); ``warm_level`` replaces its warm level."""
     more = [t for k, v in (knobs or {}).items() for t in ("--knob", f"{k}={v:g}")]
-    return [EXPORT[0], "--checkpoints", str(ck), "-o", str(out), *EXPORT[1:], "--knob", f"forecast_states={states}",
-            *more]
+    args = list(EXPORT[1:])
+    if warm_level is not None:
+        args[args.index("--warm-level") + 1] = str(warm_level)
+    return [EXPORT[0], "--checkpoints", str(ck), "-o", str(out), *args, "--knob", f"forecast_states={states}", *more]
 
 
 def _final_knobs(variant: Variant) -> dict[str, float]:
@@ -199,9 +203,10 @@ def _final_knobs(variant: Variant) -> dict[str, float]:
     return COST_GATE if variant[1] else {}
 
 
-def _final_export(ck: Path, engine: Path, variant: Variant) -> list[str]:
-    """The shipped engine's export: every forecast state, and ``_final_knobs``."""
-    return _export(ck, engine, FINAL_STATES, _final_knobs(variant))
+def _final_export(ck: Path, engine: Path, variant: Variant, warm_level: int | None = None) -> list[str]:
+    """The shipped engine's export: every forecast state, ``_final_knobs``, and ``warm_level``
+    (None: EXPORT's)."""
+    return _export(ck, engine, FINAL_STATES, _final_knobs(variant), warm_level)
 
 
 def _forecaster_stages(data: Path, ck: Path, work: Path, log: list[dict], variant: Variant) -> None:
@@ -303,11 +308,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="the planner network's width (model.dim of its base training; default: the "
                         "training default, 32, as for the embedded engine); the fused plan's time grows "
                         "with it (docs/robustness.md, \"Speed response\")")
+    p.add_argument("--warm-level", type=int, default=None, metavar="K",
+                   help="the shipped engine's warm start (denoising steps of the final export; default: "
+                        "EXPORT's, 7, as for the embedded engine); the recovery rounds' and the "
+                        "forecaster's engines keep 7. Also with --reexport")
     a = p.parse_args(argv)
     if a.planner_dim is not None and (a.planner_dim < 8 or a.planner_dim % 8):
         p.error("--planner-dim must be a positive multiple of 8 (the networks' GroupNorm has 8 groups)")
     if a.planner_dim is not None and (a.skip_base or a.skip_diffusion or a.reexport):
         p.error("--planner-dim sets the base training, which --skip-base / --skip-diffusion / --reexport reuse")
+    if a.warm_level is not None and a.warm_level < 1:
+        p.error("--warm-level must be at least 1 (the export refuses one above its schedule's K)")
     variant: Variant = (bool(a.history), bool(a.cost))
     commit = source_commit()  # the code every stage below runs (the CLI from this checkout)
     work = Path(a.work)
@@ -319,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.reexport or a.skip_diffusion:
         if ck.is_dir():  # the export's cost target needs the networks' own condition too
             _check_variant(ck, variant)
-        return _reexport(work, ck, engine, a.install, data if a.skip_diffusion else None, variant)
+        return _reexport(work, ck, engine, a.install, data if a.skip_diffusion else None, variant, a.warm_level)
     kept: list[dict] = []
     if a.skip_base:
         old = work / "PROVENANCE.json"
@@ -346,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copyfile(base / f, ck / f)
     # the fine-tunes keep the base networks' normalizers (the dataset's): so does the forecaster
     _forecaster_stages(data, ck, work, log, variant)
-    _run(_final_export(ck, engine, variant), log)
+    _run(_final_export(ck, engine, variant, a.warm_level), log)
     stages = kept + log
     prov = {"engine": ENGINE_NAME, "engine_sha256": _sha256(engine), "dataset": str(data),
             "dataset_sha256": _sha256(data),
@@ -354,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
             "onpolicy_dataset": str(work / ONPOLICY_NAME),
             "onpolicy_dataset_sha256": _sha256(work / ONPOLICY_NAME), "stages": stages,
             "total_wall_s": round(sum(s["wall_s"] for s in stages), 1), "history": a.history, "cost": a.cost,
-            **({"cost_gate": gate} if (gate := _final_knobs(variant)) else {}), "source_commit": commit}
+            **({"cost_gate": gate} if (gate := _final_knobs(variant)) else {}),
+            **({"planner_dim": a.planner_dim} if a.planner_dim is not None else {}), "source_commit": commit}
     (work / "PROVENANCE.json").write_text(json.dumps(prov, indent=2))
     if a.install:
         dest = Path(__file__).resolve().parents[1] / "planner_runtime" / "engines"
@@ -364,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _reexport(work: Path, ck: Path, engine: Path, install: bool, data: Path | None, variant: Variant) -> int:
+def _reexport(work: Path, ck: Path, engine: Path, install: bool, data: Path | None, variant: Variant,
+              warm_level: int | None = None) -> int:
     """Export again from WORK/checkpoints (redoing the forecaster's stages first when ``data``)."""
     old = work / "PROVENANCE.json"
     if not old.is_file() or not ck.is_dir():
@@ -376,7 +389,7 @@ def _reexport(work: Path, ck: Path, engine: Path, install: bool, data: Path | No
         _forecaster_stages(data, ck, work, log, variant)
         onpolicy = work / ONPOLICY_NAME
         prov.update(onpolicy_dataset=str(onpolicy), onpolicy_dataset_sha256=_sha256(onpolicy))
-    _run(_final_export(ck, engine, variant), log)
+    _run(_final_export(ck, engine, variant, warm_level), log)
     dest = Path(__file__).resolve().parents[1] / "planner_runtime" / "engines"
     if install and (dest / "PROVENANCE.json").is_file():
         prov = {**json.loads((dest / "PROVENANCE.json").read_text()), **prov}  # keep its notes
