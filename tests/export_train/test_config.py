@@ -283,6 +283,15 @@ def test_the_recipe_runs_its_stages_in_order_and_the_recovery_rounds_build_on_ea
     assert re["cost_gate"] == default_engine.COST_GATE
     with pytest.raises(SystemExit, match="trained as the default .* this run asks for --no-cost"):
         default_engine.main(["--work", str(work), "--reexport", "--no-cost"])
+    # --warm-level K: the final export's warm start only (the round engines keep EXPORT's 7)
+    assert default_engine.main(["--work", str(work), "--reexport", "--warm-level", "5"]) == 0
+    w5 = json.loads((work / "PROVENANCE.json").read_text())["stages"]
+    warm = lambda c: shlex.split(c)[shlex.split(c).index("--warm-level") + 1]  # noqa: E731
+    exports = [c for s in w5 for c in s["commands"] if c.startswith("planner-runtime export ")]
+    assert [warm(c) for c in exports] == ["7"] * (len(exports) - 1) + ["5"] and exports[-1] == w5[-1]["commands"][0]
+    assert w5[-1]["commands"][0].endswith(target)
+    with pytest.raises(SystemExit):
+        default_engine.main(["--work", str(work), "--reexport", "--warm-level", "0"])
 
 
 def test_recipe_condition_variants_train_every_network_with_their_condition(tmp_path):
