@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from planner_runtime.dataset import Dataset
+from planner_runtime.dataset import Dataset, split_episodes
 
 NORMALIZER_KINDS = ("std", "minmax", "identity")
 COND_EXTRAS = ("return", "cost_to_go", "prev_state", "prev_action")
@@ -139,16 +139,6 @@ def costs_to_go(costs: np.ndarray, gamma: float, horizon: int) -> np.ndarray:
     padded = np.concatenate([c, np.full(horizon - 1, c[-1])])
     w = gamma ** np.arange(horizon, dtype=np.float64)
     return np.convolve(padded, w[::-1], mode="valid")[:len(c)].astype(np.float32)
-
-
-def split_episodes(n_episodes: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split of episode indices into (train, val); train keeps at least one episode."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    perm = np.random.default_rng(seed).permutation(n_episodes)
-    n_val = int(round(val_fraction * n_episodes))
-    n_val = min(n_val, n_episodes - 1)
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
 @dataclass

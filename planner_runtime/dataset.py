@@ -120,6 +120,16 @@ class Dataset:
             )
 
 
+def split_episodes(n_episodes: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of episode indices into (train, val); train keeps at least one episode."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    perm = np.random.default_rng(seed).permutation(n_episodes)
+    n_val = int(round(val_fraction * n_episodes))
+    n_val = min(n_val, n_episodes - 1)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -3,11 +3,15 @@
     planner-runtime dataset import SRC -o OUT.h5 --dt 0.05 --robot pendulum \\
         [--state-names th,thdot] [--action-names tau] [--condition-names ...] [--tail timeout|drop]
     planner-runtime dataset info FILE.h5 [--json]
+    planner-runtime dataset probe FILE.h5 [--history N] [--json]
 
 ``import`` reads D4RL-style flat arrays (``.npz`` or HDF5: observations, actions, rewards,
 terminals, timeouts, optional conditions and costs) or a Minari dataset on disk (HDF5) and
 writes a new dataset file (``planner_runtime/dataset_import.py`` has the rules). ``info``
 prints what a dataset file says about its system: names, dt, robot, sizes, episodes.
+``probe`` says how much of the demonstrator's next action the state and condition explain,
+and how much its last actions or states add (``planner_runtime/history_probe.py``): what a
+planner conditioned on the state alone cannot learn.
 Torch-free; h5py is imported when a file is read or written.
 """
 
@@ -17,7 +21,8 @@ import argparse
 import json
 import sys
 
-HELP = "import D4RL-style arrays or Minari data into the dataset format; show a dataset's system"
+HELP = ("import D4RL-style arrays or Minari data into the dataset format; show a dataset's system; "
+        "probe what its actions depend on")
 
 
 def _split_names(text: str | None) -> list[str] | None:
@@ -43,6 +48,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     info = sub.add_parser("info", help="names, dt, robot, sizes and episodes of a dataset file")
     info.add_argument("file")
     info.add_argument("--json", action="store_true", help="print one JSON object")
+    pr = sub.add_parser("probe", help="how much of the next action the state explains, and what the last "
+                                      "actions or states add (held-out R^2)")
+    pr.add_argument("file")
+    pr.add_argument("--history", type=int, default=2, metavar="N",
+                    help="the longest history probed: the last 1..N actions, the last 1..N states (default 2)")
+    pr.add_argument("--features", type=int, default=None, metavar="F",
+                    help="random Fourier features of the regression (default 3000)")
+    pr.add_argument("--rows", type=int, default=None, help="training rows at most (default 60000)")
+    pr.add_argument("--seed", type=int, default=0, help="the episode split, the row subset and the features")
+    pr.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _info(path: str) -> dict:
@@ -99,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     from planner_runtime.dataset import DatasetError
 
     if args.dataset_command is None:
-        print("error: give an action: planner-runtime dataset import|info (see --help)", file=sys.stderr)
+        print("error: give an action: planner-runtime dataset import|info|probe (see --help)", file=sys.stderr)
         return 2
     try:
         if args.dataset_command == "import":
@@ -111,13 +126,21 @@ def run(args: argparse.Namespace) -> int:
                                     action_names=_split_names(args.action_names),
                                     condition_names=_split_names(args.condition_names))
             report.update({k: v for k, v in _info(args.output).items() if k == "episode_return"})
+        elif args.dataset_command == "probe":
+            from planner_runtime import history_probe
+            from planner_runtime.dataset import load_dataset
+
+            kw = {k: v for k, v in (("features", args.features), ("rows", args.rows)) if v is not None}
+            report = history_probe.probe(load_dataset(args.file, checksum=False), args.history, seed=args.seed, **kw)
         else:
             report = _info(args.file)
-    except DatasetError as exc:
+    except (DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(report))
+    elif args.dataset_command == "probe":
+        print(history_probe.table(report))
     else:
         _print_report(report, args.dataset_command == "import")
     return 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export.data import Normalizer, costs_to_go, make_windows, returns_to_go, split_episodes
-from planner_runtime.dataset import DatasetWriter, Episode, load_dataset
+from export.data import Normalizer, costs_to_go, make_windows, returns_to_go
+from planner_runtime.dataset import DatasetWriter, Episode, load_dataset, split_episodes
 
 from .conftest import write_random_dataset
 
