@@ -132,15 +132,17 @@ def test_shipped_engine_and_recipe_configs_parse():
 
 
 def test_the_recipes_planner_dim_widens_the_planner_only():
-    """`python -m export.default_engine --planner-dim 64`: the base planner's training command
-    sets its width, the dynamics' does not; resolved as `train` resolves it."""
+    """`python -m export.default_engine [--planner-dim N]`: the base planner's training command
+    sets its width (default PLANNER_DIM, the embedded engine's), the dynamics' does not;
+    resolved as `train` resolves it."""
     from pathlib import Path
 
     from export.train.config import component_config
 
-    plain = default_engine._base_training(Path("d.h5"), Path("base"), (False, True))
-    wide = default_engine._base_training(Path("d.h5"), Path("base"), (False, True), planner_dim=64)
-    for cmds, dims in ((plain, (32, 32)), (wide, (64, 32))):
+    narrow = default_engine._base_training(Path("d.h5"), Path("base"), (False, True), planner_dim=32)
+    shipped = default_engine._base_training(Path("d.h5"), Path("base"), (False, True))
+    assert default_engine.PLANNER_DIM == 64
+    for cmds, dims in ((narrow, (32, 32)), (shipped, (64, 32))):
         for cmd, name, dim in zip(cmds, ("planner", "dynamics"), dims, strict=True):
             assert cmd[cmd.index("--components") + 1] == name
             sets = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]
@@ -184,6 +186,8 @@ def test_the_recipe_runs_its_stages_in_order_and_the_recovery_rounds_build_on_ea
     networks on that copy; the forecaster's stages on the copy; the final export. Every entry
     is classified into its stage, so --skip-base keeps exactly collect and train."""
     import shlex
+
+    warm = lambda c: shlex.split(c)[shlex.split(c).index("--warm-level") + 1]  # noqa: E731
 
     def fake_run(args, log, parallel=None):
         cmds = parallel or [args]
@@ -265,7 +269,7 @@ def test_the_recipe_runs_its_stages_in_order_and_the_recovery_rounds_build_on_ea
     # the default: every training with the cost condition (and no history); --no-cost: none
     trains = [c for s in prov["stages"] for c in s["commands"] if c.startswith("planner-runtime train ")]
     assert len(trains) == 2 + 2 * len(rounds) + 2
-    assert all(c.endswith("--set 'cond_extras=[\"cost_to_go\"]'") for c in trains)
+    assert all("--set 'cond_extras=[\"cost_to_go\"]'" in c for c in trains)
     work3 = tmp_path / "w3"
     assert default_engine.main(["--work", str(work3), "--data", str(data), "--skip-collect", "--no-cost"]) == 0
     bare = json.loads((work3 / "PROVENANCE.json").read_text())
@@ -283,12 +287,18 @@ def test_the_recipe_runs_its_stages_in_order_and_the_recovery_rounds_build_on_ea
     assert re["cost_gate"] == default_engine.COST_GATE
     with pytest.raises(SystemExit, match="trained as the default .* this run asks for --no-cost"):
         default_engine.main(["--work", str(work), "--reexport", "--no-cost"])
+    # the final export starts warm FINAL_WARM_LEVEL levels from the end, the round engines 7
+    assert [warm(c) for c in cmds if c.startswith("planner-runtime export ")] == (
+        ["7"] * len(rounds) + ["7", str(default_engine.FINAL_WARM_LEVEL)])
+    assert prov["warm_level"] == default_engine.FINAL_WARM_LEVEL and prov["planner_dim"] == default_engine.PLANNER_DIM
     # --warm-level K: the final export's warm start only (the round engines keep EXPORT's 7)
     assert default_engine.main(["--work", str(work), "--reexport", "--warm-level", "5"]) == 0
     w5 = json.loads((work / "PROVENANCE.json").read_text())["stages"]
-    warm = lambda c: shlex.split(c)[shlex.split(c).index("--warm-level") + 1]  # noqa: E731
     exports = [c for s in w5 for c in s["commands"] if c.startswith("planner-runtime export ")]
     assert [warm(c) for c in exports] == ["7"] * (len(exports) - 1) + ["5"] and exports[-1] == w5[-1]["commands"][0]
+    assert default_engine.main(["--work", str(work), "--reexport", "--warm-level", "3"]) == 0
+    w3 = json.loads((work / "PROVENANCE.json").read_text())
+    assert warm(w3["stages"][-1]["commands"][0]) == "3" and w3["warm_level"] == 3
     assert w5[-1]["commands"][0].endswith(target)
     with pytest.raises(SystemExit):
         default_engine.main(["--work", str(work), "--reexport", "--warm-level", "0"])
