@@ -120,7 +120,7 @@ def test_shipped_engine_and_recipe_configs_parse():
     # the recovery fine-tune's config (the last training of the planner)
     tune = default_engine.RECOVERY_TRAIN
     assert c.steps == int(tune[tune.index("--steps") + 1]) and c.init_from.step == default_engine.STEPS["planner"]
-    assert (c.fall_cut, c.lr, c.prediction, c.model.dim, c.model.kernel) == (50, 3e-4, "x0", 32, 3)
+    assert (c.fall_cut, c.lr, c.prediction, c.model.dim, c.model.kernel) == (50, 3e-4, "x0", default_engine.PLANNER_DIM, 3)
     assert to_dict(c) == deep_merge(to_dict(ComponentConfig()), stored)
     for recipe in (default_engine.TRAIN, default_engine.FORECASTER, default_engine.FINETUNE,
                    default_engine.RECOVERY_TRAIN):
