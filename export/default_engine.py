@@ -214,11 +214,9 @@ def _final_knobs(variant: Variant) -> dict[str, float]:
     return COST_GATE if variant[1] else {}
 
 
-def _final_export(ck: Path, engine: Path, variant: Variant, warm_level: int | None = None) -> list[str]:
-    """The shipped engine's export: every forecast state, ``_final_knobs``, and ``warm_level``
-    (None: FINAL_WARM_LEVEL)."""
-    return _export(ck, engine, FINAL_STATES, _final_knobs(variant),
-                   FINAL_WARM_LEVEL if warm_level is None else warm_level)
+def _final_export(ck: Path, engine: Path, variant: Variant, warm_level: int = FINAL_WARM_LEVEL) -> list[str]:
+    """The shipped engine's export: every forecast state, ``_final_knobs``, and ``warm_level``."""
+    return _export(ck, engine, FINAL_STATES, _final_knobs(variant), warm_level)
 
 
 def _forecaster_stages(data: Path, ck: Path, work: Path, log: list[dict], variant: Variant) -> None:
@@ -320,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"the planner network's width (model.dim of its base training; default "
                         f"{PLANNER_DIM}, as for the embedded engine; 32 for the one before); the fused plan's "
                         "time grows with it (docs/robustness.md)")
-    p.add_argument("--warm-level", type=int, default=None, metavar="K",
+    p.add_argument("--warm-level", type=int, default=FINAL_WARM_LEVEL, metavar="K",
                    help=f"the shipped engine's warm start (denoising steps of the final export; default "
                         f"{FINAL_WARM_LEVEL}, as for the embedded engine; 7 for the one before); the recovery "
                         "rounds' and the forecaster's engines keep 7. Also with --reexport")
@@ -329,8 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--planner-dim must be a positive multiple of 8 (the networks' GroupNorm has 8 groups)")
     if a.planner_dim is not None and (a.skip_base or a.skip_diffusion or a.reexport):
         p.error("--planner-dim sets the base training, which --skip-base / --skip-diffusion / --reexport reuse")
-    if a.warm_level is not None and a.warm_level < 1:
+    if a.warm_level < 1:
         p.error("--warm-level must be at least 1 (the export refuses one above its schedule's K)")
+    planner_dim = PLANNER_DIM if a.planner_dim is None else a.planner_dim
     variant: Variant = (bool(a.history), bool(a.cost))
     commit = source_commit()  # the code every stage below runs (the CLI from this checkout)
     work = Path(a.work)
@@ -358,8 +357,7 @@ def main(argv: list[str] | None = None) -> int:
                 _run([*COLLECT[:1], "--out", str(data), "--model", model, "--minutes", str(minutes),
                       *(["--randomize"] if randomize else []), *COLLECT[1:]], log)
         # planner and dynamics are independent networks: train them side by side (2 cores)
-        _run([], log, parallel=_base_training(data, base, variant,
-                                              PLANNER_DIM if a.planner_dim is None else a.planner_dim))
+        _run([], log, parallel=_base_training(data, base, variant, planner_dim))
     if a.recovery:
         rec: Path | None = _recovery_stages(data, base, ck, work, log, variant)
     else:
@@ -379,8 +377,8 @@ def main(argv: list[str] | None = None) -> int:
             "onpolicy_dataset_sha256": _sha256(work / ONPOLICY_NAME), "stages": stages,
             "total_wall_s": round(sum(s["wall_s"] for s in stages), 1), "history": a.history, "cost": a.cost,
             **({"cost_gate": gate} if (gate := _final_knobs(variant)) else {}),
-            **({} if a.skip_base else {"planner_dim": PLANNER_DIM if a.planner_dim is None else a.planner_dim}),
-            "warm_level": FINAL_WARM_LEVEL if a.warm_level is None else a.warm_level, "source_commit": commit}
+            **({} if a.skip_base else {"planner_dim": planner_dim}), "warm_level": a.warm_level,
+            "source_commit": commit}
     (work / "PROVENANCE.json").write_text(json.dumps(prov, indent=2))
     if a.install:
         dest = Path(__file__).resolve().parents[1] / "planner_runtime" / "engines"
@@ -391,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _reexport(work: Path, ck: Path, engine: Path, install: bool, data: Path | None, variant: Variant,
-              warm_level: int | None = None) -> int:
+              warm_level: int = FINAL_WARM_LEVEL) -> int:
     """Export again from WORK/checkpoints (redoing the forecaster's stages first when ``data``)."""
     old = work / "PROVENANCE.json"
     if not old.is_file() or not ck.is_dir():
@@ -411,7 +409,7 @@ def _reexport(work: Path, ck: Path, engine: Path, install: bool, data: Path | No
     if gate := _final_knobs(variant):
         prov["cost_gate"] = gate
     prov.update(engine_sha256=_sha256(engine), stages=stages + log,
-                warm_level=FINAL_WARM_LEVEL if warm_level is None else warm_level,
+                warm_level=warm_level,
                 total_wall_s=round(sum(s["wall_s"] for s in stages + log), 1),
                 reexported_utc=utc_stamp(),
                 reexport_source_commit=source_commit())
