@@ -36,10 +36,10 @@ def test_default_engine_manifest_matches_the_go2_profile():
     assert m["method"]["name"] == "mpdiffuser" and m["method"]["knobs"]["alternation"] is True
     assert m["control"]["chunk_size"] == 4 and m["control"]["dt"] == 0.02
     assert set(m["provenance"]["checkpoints"]) == {"planner", "dynamics", "forecaster"}
-    assert m["diffusion"]["K"] == 10 and m["diffusion"]["warm_levels"][0] == FINAL_WARM_LEVEL == 5
+    assert m["diffusion"]["K"] == 10 and m["diffusion"]["warm_levels"][0] == FINAL_WARM_LEVEL == 7
     # the recipe's planner width (PLANNER_DIM); the dynamics network keeps the training default
     models = {c: m["provenance"]["checkpoints"][c]["model_config"]["dim"] for c in ("planner", "dynamics")}
-    assert models == {"planner": PLANNER_DIM, "dynamics": 32} and PLANNER_DIM == 64
+    assert models == {"planner": PLANNER_DIM, "dynamics": 32} and PLANNER_DIM == 32
     # provenance: the sha256 of the dataset it was trained on (the base dataset plus the
     # recovery rounds' branches), and that data's action semantics
     prov = json.loads((ENGINE.parent / "PROVENANCE.json").read_text())

@@ -223,7 +223,7 @@ def test_gains_set_at_the_source_engines_export_carry_over(tmp_path):
     knobs = source_settings(args)
     assert (args.kp, args.kd) == (26.0, None)
     own = load_onnx(EMBEDDED)[1].diffusion.warm_level  # the source engine's own warm start
-    assert (args.method, args.warm_level, args.cfg_w, args.n_samples) == ("mpdiffuser", own, 1.3, 1) and own == 5
+    assert (args.method, args.warm_level, args.cfg_w, args.n_samples) == ("mpdiffuser", own, 1.3, 1) and own == 7
     assert knobs == {"clip": 1.0, "forecast_states": "all", "cost_to_go": 0.0, "cost_to_go_tilted": -3.0,
                      "tilt_gate_deg": 8.0}
     args = parse("--checkpoints", str(src), "--kp", "24", "--cfg-w", "2.5", "-o", str(tmp_path / "x.onnx"))

@@ -139,10 +139,10 @@ def test_the_recipes_planner_dim_widens_the_planner_only():
 
     from export.train.config import component_config
 
-    narrow = default_engine._base_training(Path("d.h5"), Path("base"), (False, True), planner_dim=32)
+    wide = default_engine._base_training(Path("d.h5"), Path("base"), (False, True), planner_dim=64)
     shipped = default_engine._base_training(Path("d.h5"), Path("base"), (False, True))
-    assert default_engine.PLANNER_DIM == 64
-    for cmds, dims in ((narrow, (32, 32)), (shipped, (64, 32))):
+    assert default_engine.PLANNER_DIM == 32
+    for cmds, dims in ((wide, (64, 32)), (shipped, (32, 32))):
         for cmd, name, dim in zip(cmds, ("planner", "dynamics"), dims, strict=True):
             assert cmd[cmd.index("--components") + 1] == name
             sets = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]
