@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _reexport(work: Path, ck: Path, engine: Path, install: bool, data: Path | None, variant: Variant,
-              warm_level: int = FINAL_WARM_LEVEL) -> int:
+              warm_level: int) -> int:
     """Export again from WORK/checkpoints (redoing the forecaster's stages first when ``data``)."""
     old = work / "PROVENANCE.json"
     if not old.is_file() or not ck.is_dir():
