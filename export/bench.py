@@ -5,7 +5,8 @@ Sections (``--what``, comma-separated, default ``sampler``; ``all`` = every sect
 - sampler: plan latency of a Go2-sized MPDiffuser (S=30, A=12, C=3, H=16, K=10, warm start
   7 steps, CFG, N=1; planner + dynamics U-Nets) in ONE run: the fused ONNX graph and the step
   graph on ONNX Runtime (CPU unless ``--provider``), and the torch reference sampler in eager
-  mode on the same inputs; the variants take turns in blocks of ``--block`` consecutive
+  mode on the same inputs, and the fused graph as traced (``ort_fused_traced``: without
+  ``export.graph_passes``' exact rewrites, the same plans bit for bit); the variants take turns in blocks of ``--block`` consecutive
   calls (default 25), round after round, so machine load hits all three alike while each
   variant runs back to back as the service does (one call of each in turn put every ONNX
   call behind a 50 ms torch call that had evicted its weights from the caches). Median,
@@ -181,6 +182,9 @@ def bench_sampler(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, l
         paths[g] = out_dir / f"bench_{g}.onnx"
         export_engine(s, paths[g], graph=g, meta=meta, exporter=args.exporter)
     export_s = time.perf_counter() - t0
+    # the baseline of the graph passes: the same fused graph as traced
+    paths["fused_traced"] = out_dir / "bench_fused_traced.onnx"
+    export_engine(s, paths["fused_traced"], graph="fused", meta=meta, exporter=args.exporter, passes=())
     engines = {g: load_engine(p, provider=args.provider, threads=args.threads) for g, p in paths.items()}
     inp = _inputs(s, warm, prefix=args.prefix)
     t_args = [torch.as_tensor(inp[k]) for k in ("x0", "cond", "prev_plan", "noise", "levels")]
@@ -196,6 +200,7 @@ def bench_sampler(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, l
     calls["torch_eager"] = eager
     calls["ort_fused"] = lambda: engines["fused"].plan(**inp, cfg_w=2.0)
     calls["ort_step"] = lambda: engines["step"].plan(**inp, cfg_w=2.0)
+    calls["ort_fused_traced"] = lambda: engines["fused_traced"].plan(**inp, cfg_w=2.0)
     if args.device == "cuda":
         calls["torch_cuda_graph"] = _cuda_graph_call(s, t_args, w, t_prefix)
 
@@ -203,6 +208,7 @@ def bench_sampler(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, l
     with torch.no_grad():
         ref = s(*t_args, w, *t_prefix)[0].numpy()
     err = {g: float(np.abs(e.plan(**inp).plan - ref).max()) for g, e in engines.items()}
+    traced_same = bool(np.array_equal(engines["fused"].plan(**inp).plan, engines["fused_traced"].plan(**inp).plan))
 
     for _ in range(args.warmup):
         for f in calls.values():
@@ -250,10 +256,13 @@ def bench_sampler(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, l
         # which graphs were timed (compare with an engine's `info`: the same sha256, the same graph)
         "graph_sha256": {g: e.manifest.checksums.graph_sha256 for g, e in engines.items()},
         "max_abs_err_vs_torch": err,
+        "fused_equals_traced_bitwise": traced_same,
         "latency": res,
         "speedup_vs_eager": {k: {"median": round(eager_s["median_ms"] / r["median_ms"], 2),
                                  "p99": round(eager_s["p99_ms"] / r["p99_ms"], 2)}
                              for k, r in res.items() if k != "torch_eager"},
+        "graph_passes_speedup": {q: round(res["ort_fused_traced"][f"{q}_ms"] / res["ort_fused"][f"{q}_ms"], 3)
+                                 for q in ("median", "p99")},
         "goals": {"fused_p99_le_10ms": res["ort_fused"]["p99_ms"] <= 10.0,
                   "fused_cpu_p99_le_10ms": res["ort_fused"]["cpu_p99_ms"] <= 10.0,
                   "fused_3x_eager_median": eager_s["median_ms"] / res["ort_fused"]["median_ms"] >= 3.0},
@@ -407,4 +416,7 @@ def _print_sampler(rep: dict[str, Any]) -> None:
         extra = f"  ({sp['median']}x / {sp['p99']}x vs eager)" if sp else ""
         print(f"  {k:16s} median {r['median_ms']:7.2f} ms   p99 {r['p99_ms']:7.2f} ms   "
               f"(thread CPU median {r['cpu_median_ms']:.2f} p99 {r['cpu_p99_ms']:.2f}){extra}")
+    gp = rep["graph_passes_speedup"]
+    print(f"  graph passes: fused vs as traced {gp['median']}x median, {gp['p99']}x p99 "
+          f"(same plans bit for bit: {rep['fused_equals_traced_bitwise']})")
     print(f"  goals: {rep['goals']}")

@@ -75,6 +75,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="method knob passed to the sampler builder (JSON value), repeatable")
     p.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript")
     p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--no-graph-passes", action="store_true",
+                   help="write the graph as traced, without export.graph_passes' exact rewrites "
+                        "(GroupNorm affines as BatchNormalization); for comparing the two")
     p.add_argument("--json", action="store_true", help="print one JSON object with the manifests")
 
 
@@ -264,6 +267,7 @@ def _go2_name_problems(data: dict[str, Any], history: tuple[str, ...]) -> list[s
 
 def run(args: argparse.Namespace) -> int:
     from export.data import HISTORY_EXTRAS
+    from export.graph_passes import DEFAULT_PASSES
     from export.onnx_export import ExportError, export_engine, generic_meta, go2_meta
     from export.sampling.registry import build_sampler_components
     from export.train.checkpoint import CheckpointError
@@ -347,7 +351,8 @@ def run(args: argparse.Namespace) -> int:
             out = args.output
             if len(graphs) > 1:
                 out = out.with_name(f"{out.stem}.{g}{out.suffix or '.onnx'}")
-            m = export_engine(sampler, out, graph=g, meta=meta, exporter=args.exporter, opset=args.opset)
+            m = export_engine(sampler, out, graph=g, meta=meta, exporter=args.exporter, opset=args.opset,
+                              passes=() if args.no_graph_passes else DEFAULT_PASSES)
             written[str(out)] = m.to_dict()
             if not args.json:
                 d = m.dims

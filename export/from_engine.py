@@ -246,12 +246,17 @@ def recover_components(path: str | Path) -> dict[str, dict[str, Any]]:
     n_steps = int(manifest["graph"]["n_steps"])
     warm = int(manifest["diffusion"]["warm_level"])
     args = example_inputs(sampler, graph, n_steps, warm)
+    # the graph passes the engine went through (none recorded: an engine from before them)
+    passes = list(manifest.get("provenance", {}).get("graph_passes", []))
     params = dict(sampler.named_parameters())
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in params.values():  # distinct values, so each one is found in one place only
             p.copy_(torch.randn(p.shape, generator=g))
-    ref = to_onnx(wrap(sampler), args, graph)
+    try:
+        ref = to_onnx(wrap(sampler), args, graph, passes=passes)
+    except ValueError as exc:  # a pass this version does not have
+        raise RecoveryError(f"{path}: {exc}") from exc
     ref_consts = [(i.name, numpy_helper.to_array(i)) for i in ref.graph.initializer]
     same = _same_constants(ref, model)
     if same is None or any(list(a.shape) != list(engine_consts[same[n]].dims) for n, a in ref_consts if n in same):
@@ -264,7 +269,8 @@ def recover_components(path: str | Path) -> dict[str, dict[str, Any]]:
             f = dict(_flat_views(a))[flip]
             params[name].copy_(torch.from_numpy(f[pos:pos + params[name].numel()].copy())
                                .reshape(params[name].shape))
-    got, want = onnx_graph_sha256(to_onnx(wrap(sampler), args, graph)), man.checksums.graph_sha256
+    got = onnx_graph_sha256(to_onnx(wrap(sampler), args, graph, passes=passes))
+    want = man.checksums.graph_sha256
     if got != want:
         raise RecoveryError(f"{path}: the recovered networks export to graph {got[:16]}..., not the "
                             f"engine's {want[:16]}...: not recovered")

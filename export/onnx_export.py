@@ -8,7 +8,9 @@
   serves the warm ([k_w..0]) and the cold (DDIM from K) sequence of the same length.
 - step: ``StepSampler``, one reverse step, level / next_level / start as inputs.
 
-Then: constant folding (by the exporter), ``onnx.checker``, the operator check against
+Then: constant folding (by the exporter), the exact graph passes of ``export.graph_passes``
+(GroupNorm affines as BatchNormalization; recorded in the manifest's
+``provenance.graph_passes``), ``onnx.checker``, the operator check against
 TensorRT's ONNX parser (``export.trt_ops``), the manifest (``planner_runtime.manifest``)
 with the graph checksum, written into the model's metadata.
 
@@ -35,6 +37,7 @@ import onnx
 import torch
 from torch import nn
 
+from export.graph_passes import DEFAULT_PASSES, apply_passes
 from export.trt_ops import TRT_MAX_OPSET, unsupported_ops
 from planner_runtime import manifest as mf
 from planner_runtime.engine import FUSED_INPUTS, FUSED_OUTPUTS, STEP_INPUTS, STEP_OUTPUTS
@@ -223,8 +226,10 @@ def example_inputs(module: nn.Module, graph: str, n_steps: int, warm_level: int,
 
 
 def to_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], graph: str,
-            exporter: str = "torchscript", opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    """Trace ``module`` to an ONNX ModelProto with fixed shapes and the contract's names."""
+            exporter: str = "torchscript", opset: int = DEFAULT_OPSET,
+            passes: tuple[str, ...] | list[str] = DEFAULT_PASSES) -> onnx.ModelProto:
+    """Trace ``module`` to an ONNX ModelProto with fixed shapes and the contract's names,
+    then run the graph ``passes`` (``export.graph_passes``) over it."""
     if exporter not in EXPORTERS:
         raise ExportError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
     if opset > TRT_MAX_OPSET:
@@ -244,7 +249,7 @@ def to_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], graph: str,
                                      input_names=ins, output_names=outs, optimize=True,
                                      verbose=False)
             model = prog.model_proto
-    return model
+    return apply_passes(model, passes)
 
 
 def check_graph(model: onnx.ModelProto) -> None:
@@ -277,9 +282,11 @@ def check_graph(model: onnx.ModelProto) -> None:
 
 def export_engine(module: nn.Module, path: str | Path, graph: str = "fused",
                   n_steps: int | None = None, meta: EngineMeta | None = None,
-                  exporter: str = "torchscript", opset: int = DEFAULT_OPSET) -> mf.Manifest:
+                  exporter: str = "torchscript", opset: int = DEFAULT_OPSET,
+                  passes: tuple[str, ...] | list[str] = DEFAULT_PASSES) -> mf.Manifest:
     """Export a sampler (bare, FusedSampler or StepSampler) as an engine; return its manifest
-    (``build_manifest``'s dict, parsed and stored by ``attach_manifest``)."""
+    (``build_manifest``'s dict, parsed and stored by ``attach_manifest``). ``passes``: the
+    graph passes to run (``export.graph_passes``), recorded as ``provenance.graph_passes``."""
     from export.sampling.base import FusedSampler, StepSampler
 
     if graph not in ("fused", "step"):
@@ -293,8 +300,9 @@ def export_engine(module: nn.Module, path: str | Path, graph: str = "fused",
                           f"warm_level {meta.warm_level}")
     wrapper = FusedSampler(s) if graph == "fused" else StepSampler(s)
     written = build_manifest(s, graph, n, meta)
+    written["provenance"]["graph_passes"] = list(passes)
     args = example_inputs(s, graph, n, meta.warm_level)
-    model = to_onnx(wrapper, args, graph, exporter, opset)
+    model = to_onnx(wrapper, args, graph, exporter, opset, passes)
     model.producer_name = "planner-runtime export"
     check_graph(model)
     manifest = attach_manifest(model, written)  # the one parse, before it is stored

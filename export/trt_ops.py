@@ -31,10 +31,11 @@ ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where Xor
 """.split())
 
 # The operators exported samplers need (U-Net, MLPs and their closed-form gradients, the
-# schedule gathers, DDIM/CFG arithmetic, clipping, the ranker's argmax/where).
+# schedule gathers, DDIM/CFG arithmetic, clipping, the ranker's argmax/where), and
+# BatchNormalization, which ``export.graph_passes`` puts in place of GroupNorm's affine.
 ENGINE_OPS: frozenset[str] = frozenset("""
-Abs Add And ArgMax ArgMin Cast Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Div
-Equal Erf Exp Expand Flatten Gather Gemm Greater GreaterOrEqual GroupNormalization Identity
+Abs Add And ArgMax ArgMin BatchNormalization Cast Clip Concat Constant ConstantOfShape Conv
+ConvTranspose Cos Div Equal Erf Exp Expand Flatten Gather Gemm Greater GreaterOrEqual GroupNormalization Identity
 InstanceNormalization LeakyRelu Less LessOrEqual Log MatMul Max Min Mish Mul Neg Not Or Pow
 Reciprocal ReduceMax ReduceMean ReduceMin ReduceSum Relu Reshape Shape Sigmoid Sign Sin Slice
 Softplus Split Sqrt Squeeze Sub Sum Tanh Tile Transpose Unsqueeze Where

@@ -18,12 +18,17 @@ def test_bench_sampler_json(tmp_path, capsys):
     assert rc == 0
     rep = json.loads(capsys.readouterr().out)
     s = rep["sampler"]
-    assert set(s["latency"]) == {"torch_eager", "ort_fused", "ort_step"}
+    assert set(s["latency"]) == {"torch_eager", "ort_fused", "ort_step", "ort_fused_traced"}
     for r in s["latency"].values():
         assert r["n"] == 3 and r["median_ms"] > 0 and r["p99_ms"] >= r["median_ms"]
     assert all(e <= 1e-3 for e in s["max_abs_err_vs_torch"].values())
     assert s["model"]["dims"] == {"S": 30, "A": 12, "C": 3, "H": 16, "K": 10}
-    assert s["model"]["params_total"] > 0 and set(s["speedup_vs_eager"]) == {"ort_fused", "ort_step"}
+    assert s["model"]["params_total"] > 0
+    assert set(s["speedup_vs_eager"]) == {"ort_fused", "ort_step", "ort_fused_traced"}
+    # the graph passes' baseline: the traced graph, more nodes, the same plan to the bit
+    assert s["fused_equals_traced_bitwise"] is True
+    assert s["graph_nodes"]["fused_traced"] > s["graph_nodes"]["fused"]
+    assert set(s["graph_passes_speedup"]) == {"median", "p99"}
     assert (tmp_path / "sampler_latency.png").stat().st_size > 0
     assert (tmp_path / "eng" / "bench_fused.onnx").is_file()
 
@@ -35,7 +40,8 @@ def test_bench_sampler_blocks_give_every_variant_exactly_iters_calls(capsys):
     assert rc == 0
     s = json.loads(capsys.readouterr().out)["sampler"]
     assert s["block"] == 2
-    assert {k: r["n"] for k, r in s["latency"].items()} == {"torch_eager": 5, "ort_fused": 5, "ort_step": 5}
+    assert {k: r["n"] for k, r in s["latency"].items()} == {"torch_eager": 5, "ort_fused": 5, "ort_step": 5,
+                                                          "ort_fused_traced": 5}
 
 
 def test_bench_unknown_section(capsys):

@@ -12,7 +12,7 @@ from export.trt_ops import ENGINE_OPS, TRT_MAX_OPSET, TRT_SUPPORTED  # noqa: E40
 
 # The operators our exported samplers need, all methods (inspected from the graphs).
 NEEDED = {
-    "Add", "ArgMax", "ArgMin", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape", "Conv",
+    "Add", "ArgMax", "ArgMin", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape", "Conv",
     "ConvTranspose", "Cos", "Div", "Equal", "Exp", "Expand", "Gather", "Gemm", "Greater",
     "Identity", "InstanceNormalization", "Less", "LessOrEqual", "MatMul", "Mul", "Pow", "ReduceSum",
     "Reshape", "Shape", "Sigmoid", "Sin", "Slice", "Softplus", "Split", "Squeeze", "Sub", "Tanh",
