@@ -35,16 +35,20 @@ def apply_passes(model: onnx.ModelProto, names: tuple[str, ...] | list[str]) -> 
     return model
 
 
-def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    """Every initializer, Constant-node output (tensor-valued) and Identity of one, by name
-    (the exporter reads a parameter shared by the unrolled steps through Identity nodes)."""
+def _constants(graph: onnx.GraphProto) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(every initializer, Constant-node output (tensor-valued) and Identity of one, by name;
+    each such name -> the initializer or Constant output it copies). The exporter reads a
+    parameter shared by the unrolled steps through Identity nodes, one per step."""
     out = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    root = {name: name for name in out}
     for n in graph.node:  # topological order: an Identity's input is resolved before it
         if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
             out[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+            root[n.output[0]] = n.output[0]
         elif n.op_type == "Identity" and n.input[0] in out:
             out[n.output[0]] = out[n.input[0]]
-    return out
+            root[n.output[0]] = root[n.input[0]]
+    return out, root
 
 
 def _channel_vector(c: np.ndarray, rank: int, channels: int) -> np.ndarray | None:
@@ -73,7 +77,7 @@ def fold_channel_affines(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     pre = "affine"
     while any(name.startswith(pre) for name in taken):
         pre += "_"
-    consts = _constants(g)
+    consts, root = _constants(g)
     users: dict[str, list[onnx.NodeProto]] = {}
     for n in g.node:
         for i in n.input:
@@ -106,8 +110,8 @@ def fold_channel_affines(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         shift = _channel_vector(consts[b], len(shp), C)
         if scale is None or shift is None:
             continue
-        key = (s, b)
-        if key not in made:  # one set of constants per parameter pair (shared by the steps)
+        key = (root[s], root[b])
+        if key not in made:  # one set of constants per parameter pair, shared by the steps
             k = len(made)
             made[key] = [f"{pre}{k}_scale", f"{pre}{k}_shift"]
             new_inits += [numpy_helper.from_array(np.ascontiguousarray(scale), made[key][0]),

@@ -81,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"            versions {json.dumps(mf.plain(prov.get('versions', {})), sort_keys=True)}")
         if rec := prov.get("recovered_from"):  # networks taken out of another engine file
             print(f"            networks from {rec.get('engine')} (sha256 {str(rec.get('engine_sha256'))[:16]}...)")
+        if "graph_passes" in prov:  # exact rewrites at export (absent: an engine from before them)
+            print(f"            graph passes {', '.join(prov['graph_passes']) or 'none (as traced)'}")
         print("checksums   OK (verified)")
         print(f"profile     {compat['profile']} ({source}): {compat['message']}")
     return 0 if compat.get("ok") is not False else 3

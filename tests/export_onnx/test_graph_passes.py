@@ -31,7 +31,7 @@ def _ops(model: onnx.ModelProto) -> Counter:
 
 
 def test_every_groupnorm_affine_becomes_one_batchnorm_and_the_plans_are_bit_for_bit_the_same(
-        engines, plan_inputs_fn):
+        plan_inputs_fn):
     """The tiny MPDiffuser fused graph (planner and dynamics U-Nets, 3 unrolled steps), traced
     once without and once with the passes: one BatchNormalization per GroupNorm (each an
     InstanceNormalization in the graph), two fewer Mul/Add per GroupNorm, and the same outputs
@@ -39,9 +39,15 @@ def test_every_groupnorm_affine_becomes_one_batchnorm_and_the_plans_are_bit_for_
     from export.onnx_export import example_inputs, to_onnx
     from export.sampling.base import FusedSampler
 
-    from .conftest import WARM
+    from .conftest import WARM, make_sampler
 
-    _, sampler = engines.get("mpdiffuser", "fused")
+    sampler = make_sampler("mpdiffuser")
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():  # trained-like affines: at their initial 1 / 0 the exporter merges them all
+        for m in sampler.modules():
+            if isinstance(m, torch.nn.GroupNorm):
+                m.weight.copy_(1 + 0.3 * torch.randn(m.weight.shape, generator=g))
+                m.bias.copy_(0.3 * torch.randn(m.bias.shape, generator=g))
     args = example_inputs(sampler, "fused", WARM, WARM)
     plain = to_onnx(FusedSampler(sampler), args, "fused", passes=())
     folded = to_onnx(FusedSampler(sampler), args, "fused")
@@ -50,6 +56,10 @@ def test_every_groupnorm_affine_becomes_one_batchnorm_and_the_plans_are_bit_for_
     assert n_gn > 0 and p["BatchNormalization"] == 0
     assert f["BatchNormalization"] == n_gn == f["InstanceNormalization"]
     assert (p["Mul"] - f["Mul"], p["Add"] - f["Add"]) == (n_gn, n_gn)
+    # one scale / shift pair per GroupNorm module, shared by every unrolled step that runs it
+    n_modules = sum(isinstance(m, torch.nn.GroupNorm) for m in sampler.modules())
+    assert n_gn > n_modules
+    assert len({n.input[1] for n in folded.graph.node if n.op_type == "BatchNormalization"}) == n_modules
     onnx.checker.check_model(folded, full_check=True)
     a, b = _session(plain), _session(folded)
     shapes = {i.name: i.shape for i in a.get_inputs()}
@@ -112,7 +122,7 @@ def test_an_unknown_pass_is_refused_by_name():
 
 
 def test_an_engine_written_without_the_passes_recovers_and_reexports_to_the_same_plans(
-        tmp_path, write_checkpoints_fn, plan_inputs_fn):
+        tmp_path, write_checkpoints_fn, capsys):
     """`export --no-graph-passes` writes the traced graph and records no passes; its networks
     still come back exactly (the recovery rebuilds the graph the way the engine recorded), and
     exported again with the passes they plan the same numbers bit for bit with fewer nodes."""
@@ -129,6 +139,9 @@ def test_an_engine_written_without_the_passes_recovers_and_reexports_to_the_same
     assert list(pman.provenance["graph_passes"]) == [] and list(fman.provenance["graph_passes"]) == ["fold_channel_affines"]
     assert "BatchNormalization" not in _ops(pm) and _ops(fm)["BatchNormalization"] == _ops(fm)["InstanceNormalization"]
     assert len(fm.graph.node) < len(pm.graph.node)
+    capsys.readouterr()
+    assert main(["info", str(plain)]) == 0 and "graph passes none (as traced)" in capsys.readouterr().out
+    assert main(["info", str(folded)]) == 0 and "graph passes fold_channel_affines" in capsys.readouterr().out
     rec = recover_components(plain)
     for comp, r in rec.items():
         for k, v in load_checkpoint(ck / f"{comp}.pt")["ema"].items():
