@@ -4,13 +4,14 @@ Sections (``--what``, comma-separated, default ``sampler``; ``all`` = every sect
 
 - sampler: plan latency of a Go2-sized MPDiffuser (S=30, A=12, C=3, H=16, K=10, warm start
   7 steps, CFG, N=1; planner + dynamics U-Nets) in ONE run: the fused ONNX graph and the step
-  graph on ONNX Runtime (CPU unless ``--provider``), and the torch reference sampler in eager
+  graph on ONNX Runtime (CPU unless ``--provider``), the torch reference sampler in eager
   mode on the same inputs, and the fused graph as traced (``ort_fused_traced``: without
-  ``export.graph_passes``' exact rewrites, the same plans bit for bit); the variants take turns in blocks of ``--block`` consecutive
-  calls (default 25), round after round, so machine load hits all three alike while each
-  variant runs back to back as the service does (one call of each in turn put every ONNX
-  call behind a 50 ms torch call that had evicted its weights from the caches). Median,
-  p99 and the speed-up over eager torch. Models are random-init with the given size
+  ``export.graph_passes``' exact rewrites, the same plans bit for bit); the variants take
+  turns in blocks of ``--block`` consecutive calls (default 25), round after round, so
+  machine load hits every variant alike while each runs back to back as the service does
+  (one call of each in turn put every ONNX call behind a 50 ms torch call that had evicted
+  its weights from the caches). Median, p99, the speed-up over eager torch and the graph
+  passes' (traced / fused). Models are random-init with the given size
   (latency does not depend on the weights) unless ``--checkpoints`` is given.
   ``--device cuda`` adds a torch CUDA-graph baseline (GPU machines only).
 - cadence: ``planner_runtime.bench.cadence.cadence_bench``: one engine (``--engine``, else
