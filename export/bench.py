@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from planner_runtime.bench.stats import histogram_png, summary
+from planner_runtime.bench.stats import histogram_png, summary, tail_bursts
 
 HELP = "latency of the sampler (fused/step ONNX vs eager torch), the service and the controller loop"
 GO2 = {"S": 30, "A": 12, "C": 3, "H": 16, "K": 10, "warm": 7}
@@ -259,6 +259,9 @@ def bench_sampler(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, l
         "max_abs_err_vs_torch": err,
         "fused_equals_traced_bitwise": traced_same,
         "latency": res,
+        # do the slow calls come in runs (the machine) or alone (the work)? per variant, in
+        # its own call order (its blocks back to back)
+        "tail_bursts": {k: tail_bursts(v) for k, v in samples.items()},
         "speedup_vs_eager": {k: {"median": round(eager_s["median_ms"] / r["median_ms"], 2),
                                  "p99": round(eager_s["p99_ms"] / r["p99_ms"], 2)}
                              for k, r in res.items() if k != "torch_eager"},
@@ -420,4 +423,9 @@ def _print_sampler(rep: dict[str, Any]) -> None:
     gp = rep["graph_passes_speedup"]
     print(f"  graph passes: fused vs as traced {gp['median']}x median, {gp['p99']}x p99 "
           f"(same plans bit for bit: {rep['fused_equals_traced_bitwise']})")
+    tb = rep["tail_bursts"].get("ort_fused") or {}
+    if tb:
+        print(f"  slow calls (fused, slowest 1%): {tb['neighbour_share']:.0%} next to another "
+              f"(independent: ~{tb['chance']:.0%}); {tb['window']}-call medians "
+              f"{tb['window_median_min']:.2f}-{tb['window_median_max']:.2f} ms")
     print(f"  goals: {rep['goals']}")

@@ -3,8 +3,9 @@
 ``summary(values)`` gives n, median, p99, mean, min and max; every bench and every report of
 median / p99 latency (controller loop periods, plan age, chunk turnaround, the simulator's
 inference times) goes through it, so that a p99 means the same thing everywhere (numpy's
-default, linear interpolation between the two nearest readings). ``histogram_png`` draws
-the latency histograms the benches write with ``--plot``.
+default, linear interpolation between the two nearest readings). ``tail_bursts`` says
+whether the slowest readings of a series come in runs (the machine slowing down for a while)
+or alone. ``histogram_png`` draws the latency histograms the benches write with ``--plot``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,24 @@ def summary(values: Iterable[float] | np.ndarray, *, scale: float = 1.0, suffix:
     for k, v in zip(KEYS, vals, strict=True):
         out[k + suffix] = float(v) if digits is None else round(float(v), digits)
     return out
+
+
+def tail_bursts(values: Iterable[float] | np.ndarray, window: int = 100) -> dict[str, float]:
+    """How the slowest 1% of readings in time order sit: ``neighbour_share``, the share of
+    them next to another one of them (about 0.02 when they fall independently, near 1 when
+    they come in bursts), its ``chance`` level, and the spread of the medians of successive
+    ``window``-reading stretches (``window_median_min`` / ``_max``: the machine's own drift).
+    Fewer than 2 * ``window`` readings give ``{}``."""
+    a = np.asarray(values if isinstance(values, np.ndarray) else list(values), np.float64).ravel()
+    if a.size < 2 * window:
+        return {}
+    slow = a > np.percentile(a, 99)
+    idx = np.flatnonzero(slow)
+    near = [bool(slow[max(i - 1, 0):i].any() or slow[i + 1:i + 2].any()) for i in idx]
+    med = np.median(a[: a.size // window * window].reshape(-1, window), axis=1)
+    return {"neighbour_share": float(np.mean(near)) if near else 0.0,
+            "chance": float(2 * slow.mean()), "window": int(window),
+            "window_median_min": float(med.min()), "window_median_max": float(med.max())}
 
 
 def histogram_png(series: Mapping[str, Any], path: str | Path, title: str,

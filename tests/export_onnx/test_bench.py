@@ -29,6 +29,7 @@ def test_bench_sampler_json(tmp_path, capsys):
     assert s["fused_equals_traced_bitwise"] is True
     assert s["graph_nodes"]["fused_traced"] > s["graph_nodes"]["fused"]
     assert set(s["graph_passes_speedup"]) == {"median", "p99"}
+    assert set(s["tail_bursts"]) == set(s["latency"])  # per variant ({} with too few calls to say)
     assert (tmp_path / "sampler_latency.png").stat().st_size > 0
     assert (tmp_path / "eng" / "bench_fused.onnx").is_file()
 

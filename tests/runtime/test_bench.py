@@ -13,7 +13,7 @@ import pytest
 from planner_runtime.backends import load_engine
 from planner_runtime.bench.cadence import MODES, cadence_bench
 from planner_runtime.bench.service import GOAL_LIMITS, goal_limited_by, p99_gap_ci
-from planner_runtime.bench.stats import histogram_png, summary
+from planner_runtime.bench.stats import histogram_png, summary, tail_bursts
 
 
 def test_summary_gives_n_median_p99_mean_min_max_scaled_and_renamed():
@@ -25,6 +25,23 @@ def test_summary_gives_n_median_p99_mean_min_max_scaled_and_renamed():
     # generators and deques work as arrays do; NaN readings (not measured) are left out
     assert summary(x for x in (3.0, float("nan"), 1.0)) == summary([1.0, 3.0]) and summary([1.0, 3.0])["n"] == 2
     assert summary([]) == {} and summary([float("nan")]) == {}
+
+
+def test_tail_bursts_tells_slow_runs_from_scattered_slow_readings():
+    rng = np.random.default_rng(0)
+    base = 5.0 + 0.1 * rng.random(3000)
+    slow = 20.0 + rng.random(60)
+    scattered = base.copy()
+    scattered[np.arange(15, 3000, 50)] = slow  # 60 slow readings (2%), none next to another
+    bursty = base.copy()
+    bursty[1000:1060] = slow  # the same 60, in one run
+    s, b = tail_bursts(scattered), tail_bursts(bursty)
+    assert s["neighbour_share"] == 0.0 and b["neighbour_share"] > 0.5
+    assert s["chance"] == pytest.approx(0.02, abs=0.005)
+    # a window holding the burst has a slow median; the scattered series never does
+    assert b["window_median_max"] > 10.0 > s["window_median_max"]
+    assert s["window_median_min"] >= 5.0 and s["window"] == 100
+    assert tail_bursts(base[:150]) == {}  # too few readings to say
 
 
 def test_histogram_png_labels_every_series_and_skips_empty_ones(tmp_path):
