@@ -208,8 +208,9 @@ def bench_sampler(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, l
     # correctness first: a benchmark of a wrong graph is worthless
     with torch.no_grad():
         ref = s(*t_args, w, *t_prefix)[0].numpy()
-    err = {g: float(np.abs(e.plan(**inp).plan - ref).max()) for g, e in engines.items()}
-    traced_same = bool(np.array_equal(engines["fused"].plan(**inp).plan, engines["fused_traced"].plan(**inp).plan))
+    plans = {g: e.plan(**inp).plan for g, e in engines.items()}
+    err = {g: float(np.abs(p - ref).max()) for g, p in plans.items()}
+    traced_same = bool(np.array_equal(plans["fused"], plans["fused_traced"]))
 
     for _ in range(args.warmup):
         for f in calls.values():

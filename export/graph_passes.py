@@ -19,9 +19,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-# name -> pass, in the order they run; an engine's manifest records the ones its graph went
+# the passes every export runs, in order; an engine's manifest records the ones its graph went
 # through (provenance.graph_passes), so ``export.from_engine`` rebuilds it the same way
-PASSES: dict[str, Any] = {}
 DEFAULT_PASSES: tuple[str, ...] = ("fold_channel_affines",)
 
 
@@ -32,7 +31,7 @@ def apply_passes(model: onnx.ModelProto, names: tuple[str, ...] | list[str]) -> 
         raise ValueError(f"unknown graph passes {unknown}; known: {sorted(PASSES)}")
     for n in names:
         model, _ = PASSES[n](model)
-    return model
+    return model  # PASSES: name -> pass, at the end of this module
 
 
 def _constants(graph: onnx.GraphProto) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -149,4 +148,4 @@ def _drop_unread(g: onnx.GraphProto) -> None:
     g.initializer.extend(keep)
 
 
-PASSES["fold_channel_affines"] = fold_channel_affines
+PASSES = {"fold_channel_affines": fold_channel_affines}
