@@ -19,6 +19,11 @@ import numpy as np
 KEYS = ("median", "p99", "mean", "min", "max")
 
 
+def _readings(values: Iterable[float] | np.ndarray) -> np.ndarray:
+    """``values`` as a flat float64 array, in their order."""
+    return np.asarray(values if isinstance(values, np.ndarray) else list(values), np.float64).ravel()
+
+
 def summary(values: Iterable[float] | np.ndarray, *, scale: float = 1.0, suffix: str = "",
             digits: int | None = None) -> dict[str, float]:
     """``n`` and the median, p99, mean, min and max of ``values`` times ``scale``.
@@ -26,7 +31,7 @@ def summary(values: Iterable[float] | np.ndarray, *, scale: float = 1.0, suffix:
     ``scale=1e3`` turns seconds into ms; ``suffix`` is appended to every key but ``n``
     (``"_ms"``: ``median_ms`` ...); ``digits`` rounds. NaN readings (not measured) are left
     out and not counted; no readings at all give ``{}``."""
-    a = np.asarray(values if isinstance(values, np.ndarray) else list(values), np.float64).ravel()
+    a = _readings(values)
     a = a[~np.isnan(a)] * scale
     if a.size == 0:
         return {}
@@ -43,7 +48,7 @@ def tail_bursts(values: Iterable[float] | np.ndarray, window: int = 100) -> dict
     they come in bursts), its ``chance`` level, and the spread of the medians of successive
     ``window``-reading stretches (``window_median_min`` / ``_max``: the machine's own drift).
     Fewer than 2 * ``window`` readings give ``{}``."""
-    a = np.asarray(values if isinstance(values, np.ndarray) else list(values), np.float64).ravel()
+    a = _readings(values)
     if a.size < 2 * window:
         return {}
     slow = a > np.percentile(a, 99)
